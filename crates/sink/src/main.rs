@@ -1,0 +1,168 @@
+//! logtap-sink: command line and wiring.
+
+#![deny(unsafe_code)]
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use logtap_sink::output::{Format, Output};
+use logtap_sink::server::{self, Config};
+use logtap_sink::warn;
+
+const HELP: &str = "\
+logtap-sink: receives logserver_msg frames (from liblogtap or Pantavisor-style
+clients) on a Unix socket and prints one JSON object per log line on stdout.
+
+Usage: logtap-sink [OPTIONS]
+       logtap-sink --read FILE [OPTIONS]
+
+Options (each falls back to the environment variable shown, then the default):
+  --socket PATH          socket to create            SINK_SOCKET_PATH  /run/logtap/sink.sock
+  --mode OCTAL           socket file mode            SINK_SOCKET_MODE  0666
+  --format json|text     output format               SINK_FORMAT       json
+  --max-line BYTES       longest line in one object  SINK_MAX_LINE     262144
+  --max-connections N    connections served at once  SINK_MAX_CONNECTIONS 1024
+  --read FILE            decode a frame file (- for stdin) instead of listening,
+                         then exit (non-zero on a malformed or truncated frame)
+  -h, --help             this text
+  -V, --version          version
+
+JSON objects carry timestamp, level, platform, source, pid, message, and
+pod_name, namespace, node_name when POD_NAME, POD_NAMESPACE, NODE_NAME are set.
+SIGTERM/SIGINT: stop accepting, drain connections, flush partial lines, remove
+the socket, exit 0. See docs/sink.md.
+";
+
+enum Mode {
+    Serve(Config),
+    Read(PathBuf, Config),
+    Exit(u8),
+}
+
+fn usage(msg: &str) -> Mode {
+    warn!("{msg} (try --help)");
+    Mode::Exit(2)
+}
+
+fn parse_mode(s: &str) -> Option<u32> {
+    let s = s.strip_prefix("0o").unwrap_or(s);
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777)
+}
+
+fn parse_size(s: &str) -> Option<usize> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1024),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// Longest `--max-line` accepted.
+const MAX_MAX_LINE: usize = 64 * 1024 * 1024;
+
+fn parse_args() -> Mode {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut socket = env("SINK_SOCKET_PATH");
+    let mut mode = env("SINK_SOCKET_MODE");
+    let mut format = env("SINK_FORMAT");
+    let mut max_line = env("SINK_MAX_LINE");
+    let mut max_conns = env("SINK_MAX_CONNECTIONS");
+    let mut read = None;
+
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        let Some(arg) = arg.to_str().map(str::to_owned) else {
+            return usage("arguments must be UTF-8");
+        };
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let slot = match flag.as_str() {
+            "-h" | "--help" => {
+                print!("{HELP}");
+                return Mode::Exit(0);
+            }
+            "-V" | "--version" => {
+                println!("logtap-sink {}", env!("CARGO_PKG_VERSION"));
+                return Mode::Exit(0);
+            }
+            "--socket" => &mut socket,
+            "--mode" => &mut mode,
+            "--format" => &mut format,
+            "--max-line" => &mut max_line,
+            "--max-connections" => &mut max_conns,
+            "--read" => &mut read,
+            _ => return usage(&format!("unknown argument {arg:?}")),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => match args.next().and_then(|v| v.into_string().ok()) {
+                Some(v) => v,
+                None => return usage(&format!("{flag} needs a value")),
+            },
+        };
+        *slot = Some(value);
+    }
+
+    let mode = match mode.as_deref().map(parse_mode) {
+        None => server::DEFAULT_MODE,
+        Some(Some(m)) => m,
+        Some(None) => return usage("--mode wants an octal file mode such as 0666"),
+    };
+    let format = match format.as_deref().map(Format::parse) {
+        None => Format::Json,
+        Some(Some(f)) => f,
+        Some(None) => return usage("--format wants json or text"),
+    };
+    let max_line = match max_line.as_deref().map(parse_size) {
+        None => server::DEFAULT_MAX_LINE,
+        Some(Some(n)) if (1..=MAX_MAX_LINE).contains(&n) => n,
+        Some(_) => return usage("--max-line wants a byte count from 1 to 64M"),
+    };
+    let max_connections = match max_conns.as_deref().map(str::parse::<usize>) {
+        None => server::DEFAULT_MAX_CONNECTIONS,
+        Some(Ok(n)) if n >= 1 => n,
+        Some(_) => return usage("--max-connections wants a positive number"),
+    };
+    let cfg = Config {
+        socket: PathBuf::from(socket.unwrap_or_else(|| server::DEFAULT_SOCKET.to_owned())),
+        mode,
+        format,
+        max_line,
+        max_connections,
+    };
+    match read {
+        Some(file) => Mode::Read(PathBuf::from(file), cfg),
+        None => Mode::Serve(cfg),
+    }
+}
+
+fn main() -> ExitCode {
+    let mode = parse_args();
+    if let Mode::Exit(code) = mode {
+        return ExitCode::from(code);
+    }
+    // Our own handle on fd 1 (a dup), written in large blocks, bypassing
+    // std's line-buffered stdout.
+    let stdout = match std::io::stdout().as_fd().try_clone_to_owned() {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            warn!("stdout: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let fields = Output::<File>::env_fields();
+    let extra: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let code = match mode {
+        Mode::Serve(cfg) => server::serve(&cfg, Output::new(cfg.format, &extra, stdout)),
+        Mode::Read(file, cfg) => {
+            server::read_file(&file, cfg.max_line, Output::new(cfg.format, &extra, stdout))
+        }
+        Mode::Exit(code) => i32::from(code),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

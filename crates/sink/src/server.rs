@@ -1,0 +1,559 @@
+//! The listening socket and the single-threaded event loop: accepting
+//! connections, reading and decoding them, and shutting down on a signal.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mio::net::{UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::output::{Clock, Format, Origin, Output};
+use crate::peer_pid;
+use crate::stream::FrameStream;
+use crate::warn;
+
+/// Default socket path.
+pub const DEFAULT_SOCKET: &str = "/run/logtap/sink.sock";
+/// Default socket file mode: any local uid may connect.
+pub const DEFAULT_MODE: u32 = 0o666;
+/// Default longest line emitted as one object.
+pub const DEFAULT_MAX_LINE: usize = 256 * 1024;
+/// Default limit of open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Size of the one read buffer shared by all connections.
+pub const READ_BUFFER: usize = 256 * 1024;
+
+/// Reads per connection per turn of the loop, so one busy writer cannot
+/// starve the others.
+const READS_PER_TURN: usize = 16;
+/// Reads per connection when draining at shutdown (64 MiB at most), so a
+/// writer that never pauses cannot keep the sink from stopping.
+const READS_AT_SHUTDOWN: usize = 256;
+
+const LISTENER: Token = Token(0);
+const SIGNALS: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// Everything the server needs to know.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub mode: u32,
+    pub format: Format,
+    pub max_line: usize,
+    pub max_connections: usize,
+}
+
+/// A peer pid for messages: the number, or `?` when unknown.
+struct Pid(Option<u32>);
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "{p}"),
+            None => f.write_str("?"),
+        }
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    pid: Option<u32>,
+    frames: FrameStream,
+    /// In the ready list.
+    queued: bool,
+}
+
+enum Served {
+    /// Read budget used up; more may be waiting.
+    More,
+    /// Nothing more to read until the next event.
+    Drained,
+    /// The connection is finished (EOF, error or bad frame).
+    Closed(Why),
+    /// Writing stdout failed.
+    OutputFailed,
+}
+
+enum Why {
+    Eof,
+    BadFrame,
+    ReadError,
+}
+
+/// The socket as bound, to remove it at exit only if it is still ours.
+struct Bound {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl Bound {
+    fn remove(&self) {
+        if let Ok(md) = fs::symlink_metadata(&self.path) {
+            if md.dev() == self.dev && md.ino() == self.ino {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Creates the socket: its directory if missing, replacing a stale socket
+/// file, refusing one that a live sink serves.
+fn bind(cfg: &Config) -> Result<(StdListener, Bound), String> {
+    let path = &cfg.socket;
+    let shown = path.display();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+    }
+    match fs::symlink_metadata(path) {
+        Ok(md) if md.file_type().is_socket() => match StdStream::connect(path) {
+            Ok(_) => return Err(format!("{shown} is served by another running sink")),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove stale socket {shown}: {e}"))?;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{shown} exists and cannot be probed ({e}); not replacing it"
+                ))
+            }
+        },
+        Ok(_) => {
+            return Err(format!(
+                "{shown} exists and is not a socket; not replacing it"
+            ))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{shown}: {e}")),
+    }
+    let listener = StdListener::bind(path).map_err(|e| format!("cannot bind {shown}: {e}"))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(cfg.mode))
+        .map_err(|e| format!("cannot set mode {:o} on {shown}: {e}", cfg.mode))?;
+    let md = fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    Ok((
+        listener,
+        Bound {
+            path: path.clone(),
+            dev: md.dev(),
+            ino: md.ino(),
+        },
+    ))
+}
+
+/// Runs the sink until SIGTERM/SIGINT or until stdout goes away; returns
+/// the process exit code.
+pub fn serve<W: Write>(cfg: &Config, out: Output<W>) -> i32 {
+    // Signals first, so that a signal arriving right after the socket
+    // appears is not lost.
+    let signals = match Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot install signal handlers: {e}");
+            return 1;
+        }
+    };
+    let (listener, bound) = match bind(cfg) {
+        Ok(b) => b,
+        Err(msg) => {
+            warn!("{msg}");
+            return 1;
+        }
+    };
+    let poll = match Poll::new() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("cannot create poll: {e}");
+            bound.remove();
+            return 1;
+        }
+    };
+    let mut server = Server {
+        listener: Some(UnixListener::from_std(listener)),
+        signals,
+        conns: Vec::new(),
+        free: Vec::new(),
+        live: 0,
+        ready: Vec::new(),
+        backlogged: false,
+        buf: vec![0; READ_BUFFER],
+        clock: Clock::new(),
+        out,
+        max_line: cfg.max_line,
+        max_connections: cfg.max_connections.max(1),
+        poll,
+    };
+    let code = server.run();
+    bound.remove();
+    code
+}
+
+struct Server<W: Write> {
+    poll: Poll,
+    listener: Option<UnixListener>,
+    signals: Signals,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
+    /// Connections with data possibly still unread.
+    ready: Vec<usize>,
+    /// Connections may be waiting in the listen backlog (limit reached or
+    /// accept failed): retry accepting.
+    backlogged: bool,
+    buf: Vec<u8>,
+    clock: Clock,
+    out: Output<W>,
+    max_line: usize,
+    max_connections: usize,
+}
+
+impl<W: Write> Server<W> {
+    fn run(&mut self) -> i32 {
+        let registry = self.poll.registry();
+        let registered = match self.listener.as_mut() {
+            Some(l) => registry.register(l, LISTENER, Interest::READABLE),
+            None => Ok(()),
+        }
+        .and_then(|()| registry.register(&mut self.signals, SIGNALS, Interest::READABLE));
+        if let Err(e) = registered {
+            warn!("cannot register with poll: {e}");
+            return 1;
+        }
+        let mut events = Events::with_capacity(1024);
+        let mut batch = Vec::new();
+        loop {
+            let timeout = if !self.ready.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                // About to block: whatever was formatted goes out now.
+                if let Err(e) = self.out.flush() {
+                    return self.output_failed(&e);
+                }
+                self.backlogged.then_some(Duration::from_millis(100))
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                warn!("poll: {e}");
+                return 1;
+            }
+            let mut stop = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    Token(t) => {
+                        if let Some(c) = self.conns.get_mut(t - FIRST_CONN).and_then(Option::as_mut)
+                        {
+                            if !c.queued {
+                                c.queued = true;
+                                self.ready.push(t - FIRST_CONN);
+                            }
+                        }
+                    }
+                }
+            }
+            if stop {
+                return self.shutdown();
+            }
+            if self.backlogged {
+                self.accept();
+            }
+            std::mem::swap(&mut batch, &mut self.ready);
+            for i in batch.drain(..) {
+                if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+                    c.queued = false;
+                }
+                match self.service(i, READS_PER_TURN) {
+                    Served::More => {
+                        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+                            c.queued = true;
+                            self.ready.push(i);
+                        }
+                    }
+                    Served::Drained => {}
+                    Served::Closed(why) => self.close(i, &why, false),
+                    Served::OutputFailed => return self.output_error(),
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = self.listener.as_ref() else {
+            return;
+        };
+        loop {
+            if self.live >= self.max_connections {
+                if !self.backlogged {
+                    warn!(
+                        "{} connections open (--max-connections); new connections wait until one closes",
+                        self.live
+                    );
+                }
+                self.backlogged = true;
+                return;
+            }
+            match listener.accept() {
+                Ok((mut stream, _)) => {
+                    let pid = peer_pid(&stream);
+                    let i = match self.free.pop() {
+                        Some(i) => i,
+                        None => {
+                            self.conns.push(None);
+                            self.conns.len() - 1
+                        }
+                    };
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(i + FIRST_CONN),
+                        Interest::READABLE,
+                    ) {
+                        warn!(
+                            "connection from pid {}: cannot register with poll: {e}; closing",
+                            Pid(pid)
+                        );
+                        self.free.push(i);
+                        continue;
+                    }
+                    self.conns[i] = Some(Conn {
+                        stream,
+                        pid,
+                        frames: FrameStream::new(self.max_line),
+                        queued: false,
+                    });
+                    self.live += 1;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.backlogged = false;
+                    return;
+                }
+                Err(e)
+                    if e.kind() == ErrorKind::Interrupted
+                        || e.kind() == ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    // EMFILE and the like: retry later, when a connection
+                    // closes or after a short wait.
+                    if !self.backlogged {
+                        warn!("accept: {e}; retrying");
+                    }
+                    self.backlogged = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and decodes up to `reads` buffers from connection `i`.
+    fn service(&mut self, i: usize, reads: usize) -> Served {
+        let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
+            return Served::Drained;
+        };
+        for _ in 0..reads {
+            match conn.stream.read(&mut self.buf) {
+                Ok(0) => return Served::Closed(Why::Eof),
+                Ok(n) => {
+                    let origin = Origin {
+                        ts: self.clock.now(),
+                        pid: conn.pid,
+                    };
+                    let res = conn.frames.feed(&self.buf[..n], &origin, &mut self.out);
+                    if self.out.failed() {
+                        return Served::OutputFailed;
+                    }
+                    if let Err(e) = res {
+                        warn!(
+                            "connection from pid {}: {} (frame at byte {}); closing",
+                            Pid(conn.pid),
+                            e.error,
+                            e.offset
+                        );
+                        return Served::Closed(Why::BadFrame);
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Served::Drained,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    if e.kind() != ErrorKind::ConnectionReset {
+                        warn!(
+                            "connection from pid {}: read failed: {e}; closing",
+                            Pid(conn.pid)
+                        );
+                    }
+                    return Served::Closed(Why::ReadError);
+                }
+            }
+        }
+        Served::More
+    }
+
+    /// Ends connection `i`: emits its partial lines, reports an unfinished
+    /// frame, frees its slot.
+    fn close(&mut self, i: usize, why: &Why, stopping: bool) {
+        let Some(mut conn) = self.conns.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        self.live -= 1;
+        self.free.push(i);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let origin = Origin {
+            ts: self.clock.now(),
+            pid: conn.pid,
+        };
+        let discarded = conn.frames.finish(&origin, &mut self.out);
+        if discarded > 0 && !matches!(why, Why::BadFrame) {
+            if stopping {
+                warn!(
+                    "connection from pid {}: sink stopping ({discarded} bytes of an unfinished frame discarded)",
+                    Pid(conn.pid)
+                );
+            } else {
+                warn!(
+                    "connection from pid {} closed mid-frame ({discarded} bytes of an unfinished frame discarded)",
+                    Pid(conn.pid)
+                );
+            }
+        }
+        drop(conn);
+        if self.backlogged && !stopping {
+            self.accept();
+        }
+    }
+
+    /// Stops accepting, reads what is queued on every connection, flushes
+    /// partial lines, and returns the exit code.
+    fn shutdown(&mut self) -> i32 {
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        for i in 0..self.conns.len() {
+            if self.conns[i].is_none() {
+                continue;
+            }
+            let why = match self.service(i, READS_AT_SHUTDOWN) {
+                Served::OutputFailed => return self.output_error(),
+                Served::Closed(why) => why,
+                Served::More | Served::Drained => Why::Eof,
+            };
+            self.close(i, &why, true);
+            if self.out.failed() {
+                return self.output_error();
+            }
+        }
+        match self.out.flush() {
+            Ok(()) => 0,
+            Err(e) => self.output_failed(&e),
+        }
+    }
+
+    fn output_error(&mut self) -> i32 {
+        match self.out.flush() {
+            Ok(()) => 0,
+            Err(e) => self.output_failed(&e),
+        }
+    }
+
+    /// A closed stdout ends the sink quietly with 0; other errors are
+    /// reported.
+    fn output_failed(&self, e: &io::Error) -> i32 {
+        if e.kind() == ErrorKind::BrokenPipe {
+            0
+        } else {
+            warn!("writing output: {e}");
+            1
+        }
+    }
+}
+
+/// Decodes a frame file (`-` for stdin) with the same output; returns the
+/// exit code.
+pub fn read_file<W: Write>(name: &Path, max_line: usize, mut out: Output<W>) -> i32 {
+    let shown = name.display();
+    let mut input: Box<dyn Read> = if name.as_os_str() == "-" {
+        Box::new(io::stdin().lock())
+    } else {
+        match fs::File::open(name) {
+            Ok(f) => Box::new(f),
+            Err(e) => {
+                warn!("{shown}: {e}");
+                return 1;
+            }
+        }
+    };
+    let mut clock = Clock::new();
+    let mut frames = FrameStream::new(max_line);
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut code = 0;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => {
+                warn!(
+                    "{shown}: read failed at byte {}: {e}",
+                    frames.frame_offset()
+                );
+                code = 1;
+                break;
+            }
+        };
+        let origin = Origin {
+            ts: clock.now(),
+            pid: None,
+        };
+        let res = frames.feed(&buf[..n], &origin, &mut out);
+        if out.failed() {
+            // stdout went away: nothing more can be shown.
+            return match out.flush() {
+                Err(e) if e.kind() != ErrorKind::BrokenPipe => {
+                    warn!("writing output: {e}");
+                    1
+                }
+                _ => 0,
+            };
+        }
+        if let Err(e) = res {
+            warn!("{shown}: byte offset {}: {}", e.offset, e.error);
+            code = 1;
+            break;
+        }
+    }
+    let origin = Origin {
+        ts: clock.now(),
+        pid: None,
+    };
+    let discarded = frames.finish(&origin, &mut out);
+    if discarded > 0 && code == 0 {
+        warn!(
+            "{shown}: byte offset {}: file ends inside a frame ({discarded} bytes discarded)",
+            frames.frame_offset()
+        );
+        code = 1;
+    }
+    match out.flush() {
+        Ok(()) => code,
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => code,
+        Err(e) => {
+            warn!("writing output: {e}");
+            1
+        }
+    }
+}

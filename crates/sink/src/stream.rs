@@ -1,0 +1,162 @@
+//! One byte stream of frames (a connection, or a frame file): the frame
+//! decoder, the line buffers, and the routing of frames to the output.
+
+use std::io::Write;
+
+use logtap_wire::{parse_header, Decoder, DropNotice, Frame, FrameError, HEADER_LEN, SELF_SOURCE};
+
+use crate::lines::LineBuffers;
+use crate::output::{Origin, Output};
+
+/// A malformed frame, and where it started in the stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamError {
+    pub error: FrameError,
+    /// Byte offset of the start of the bad frame.
+    pub offset: u64,
+}
+
+/// Decoding state of one stream.
+pub struct FrameStream {
+    decoder: Decoder,
+    lines: LineBuffers,
+    /// Frames decoded so far.
+    frames: u64,
+    bounds: Boundaries,
+    failed: Option<StreamError>,
+}
+
+impl FrameStream {
+    pub fn new(max_line: usize) -> FrameStream {
+        FrameStream {
+            decoder: Decoder::new(),
+            lines: LineBuffers::new(max_line),
+            frames: 0,
+            bounds: Boundaries::default(),
+            failed: None,
+        }
+    }
+
+    /// Decodes `data` and emits every line it completes. After an error
+    /// the stream accepts no more data (further calls return the same
+    /// error), but [`FrameStream::finish`] still emits pending lines.
+    pub fn feed<W: Write>(
+        &mut self,
+        data: &[u8],
+        origin: &Origin,
+        out: &mut Output<W>,
+    ) -> Result<(), StreamError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        let lines = &mut self.lines;
+        let frames = &mut self.frames;
+        let res = self.decoder.feed(data, |f| {
+            *frames += 1;
+            route(f, origin, lines, out);
+        });
+        // Follow frame boundaries up to the frame being decoded (the bad
+        // one, after an error), for offsets in messages.
+        self.bounds.advance(data, self.frames);
+        res.map_err(|error| {
+            let e = StreamError {
+                error,
+                offset: self.bounds.start,
+            };
+            self.failed = Some(e.clone());
+            e
+        })
+    }
+
+    /// Ends the stream: emits the partial line of each source and returns
+    /// how many bytes of an unfinished frame were discarded (0 if none).
+    pub fn finish<W: Write>(&mut self, origin: &Origin, out: &mut Output<W>) -> usize {
+        self.lines.flush(&mut |l| out.line(origin, &l));
+        let pending = if self.decoder.is_mid_frame() && self.failed.is_none() {
+            self.decoder.pending()
+        } else {
+            0
+        };
+        self.decoder = Decoder::new();
+        pending
+    }
+
+    /// Offset of the frame being received (or of the next one).
+    pub fn frame_offset(&self) -> u64 {
+        self.bounds.start
+    }
+
+    /// Heap bytes held by this stream.
+    pub fn memory(&self) -> usize {
+        self.decoder.memory() + self.lines.memory()
+    }
+}
+
+/// Follows frame boundaries through the stream by their headers alone.
+#[derive(Default)]
+struct Boundaries {
+    header: [u8; HEADER_LEN],
+    fill: usize,
+    /// Body bytes still to come of the current frame.
+    left: usize,
+    /// Index of the current frame.
+    index: u64,
+    /// Offset where the current frame starts.
+    start: u64,
+    /// Offset of the next byte.
+    pos: u64,
+}
+
+impl Boundaries {
+    /// Advances over `input`, but not into the frame numbered `last + 1`
+    /// or past a header that does not parse.
+    fn advance(&mut self, mut input: &[u8], last: u64) {
+        while !input.is_empty() {
+            if self.fill < HEADER_LEN {
+                if self.fill == 0 && self.pos != self.start {
+                    if self.index + 1 > last {
+                        return;
+                    }
+                    self.index += 1;
+                    self.start = self.pos;
+                }
+                let take = (HEADER_LEN - self.fill).min(input.len());
+                self.header[self.fill..self.fill + take].copy_from_slice(&input[..take]);
+                self.fill += take;
+                self.pos += take as u64;
+                input = &input[take..];
+                if self.fill == HEADER_LEN {
+                    match parse_header(&self.header) {
+                        Ok(len) => self.left = len,
+                        Err(_) => return,
+                    }
+                    if self.left == 0 {
+                        self.fill = 0;
+                    }
+                }
+            } else {
+                let take = self.left.min(input.len());
+                self.left -= take;
+                self.pos += take as u64;
+                input = &input[take..];
+                if self.left == 0 {
+                    self.fill = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Sends one frame's data to the line buffers, or a drop notice straight
+/// to the output.
+fn route<W: Write>(f: Frame<'_>, origin: &Origin, lines: &mut LineBuffers, out: &mut Output<W>) {
+    if f.source == SELF_SOURCE.as_bytes() {
+        if let Some(n) = DropNotice::parse(f.data) {
+            out.drop_notice(origin, f.level, f.platform, f.source, f.data, &n);
+            return;
+        }
+    }
+    lines.push(f.level, f.platform, f.source, f.data, &mut |l| {
+        out.line(origin, &l)
+    });
+}

@@ -1,0 +1,428 @@
+//! The `logserver_msg` wire format, defined once for liblogtap (the writer)
+//! and logtap-sink (the reader).
+//!
+//! A frame is two native-endian `i32`s, `version` (always 0) and `len` (the
+//! exact byte count of what follows), then `level\0platform\0source\0data`
+//! with no trailing NUL. This is the layout Pantavisor's logserver parses
+//! (see `shared/notes/pantavisor.md`); `level` is ASCII decimal.
+//!
+//! The encoding half never allocates: the preload library calls it from
+//! code that must not touch the allocator. The decoding half treats its
+//! input as hostile: it never trusts `len` for an allocation before the
+//! bytes have arrived.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// The only protocol version that exists.
+pub const VERSION: i32 = 0;
+/// `version` + `len`.
+pub const HEADER_LEN: usize = 8;
+/// The most data bytes liblogtap puts in one frame.
+pub const MAX_DATA: usize = 64 * 1024;
+/// The largest `len` a reader accepts: Pantavisor's own read buffer.
+pub const MAX_LEN: usize = 256 * 1024;
+/// Longest platform name Pantavisor keeps.
+pub const MAX_PLATFORM: usize = 63;
+/// Source name of the frames liblogtap itself emits (drop notices).
+pub const SELF_SOURCE: &str = "logtap";
+
+/// Pantavisor's log levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Fatal = 0,
+    Error = 1,
+    Warn = 2,
+    Info = 3,
+    Debug = 4,
+    Trace = 5,
+    All = 6,
+}
+
+impl Level {
+    pub fn from_number(n: u32) -> Option<Level> {
+        Some(match n {
+            0 => Level::Fatal,
+            1 => Level::Error,
+            2 => Level::Warn,
+            3 => Level::Info,
+            4 => Level::Debug,
+            5 => Level::Trace,
+            6 => Level::All,
+            _ => return None,
+        })
+    }
+
+    /// Accepts a number (`3`) or a name in any case (`info`, `WARNING`).
+    pub fn parse(s: &[u8]) -> Option<Level> {
+        if !s.is_empty() && s.iter().all(u8::is_ascii_digit) && s.len() <= 2 {
+            let n = s.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
+            return Level::from_number(n);
+        }
+        let mut up = [0u8; 8];
+        if s.len() > up.len() {
+            return None;
+        }
+        for (u, c) in up.iter_mut().zip(s) {
+            *u = c.to_ascii_uppercase();
+        }
+        Some(match &up[..s.len()] {
+            b"FATAL" | b"CRIT" | b"CRITICAL" => Level::Fatal,
+            b"ERROR" | b"ERR" => Level::Error,
+            b"WARN" | b"WARNING" => Level::Warn,
+            b"INFO" => Level::Info,
+            b"DEBUG" => Level::Debug,
+            b"TRACE" => Level::Trace,
+            b"ALL" => Level::All,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Fatal => "FATAL",
+            Level::Error => "ERROR",
+            Level::Warn => "WARN",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+            Level::Trace => "TRACE",
+            Level::All => "ALL",
+        }
+    }
+
+    /// The ASCII digit that goes on the wire.
+    pub fn digit(self) -> u8 {
+        b'0' + self as u8
+    }
+}
+
+/// The 8-byte header for a frame whose body (prefix + data) is `body_len`.
+pub fn header(body_len: usize) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&VERSION.to_ne_bytes());
+    h[4..].copy_from_slice(&(body_len as i32).to_ne_bytes());
+    h
+}
+
+/// Writes `level\0platform\0source\0` into `out` and returns its length, or
+/// `None` when `out` is too small. The platform is cut at
+/// [`MAX_PLATFORM`] bytes and a leading `/` of the source is dropped, as
+/// Pantavisor expects.
+pub fn write_prefix(out: &mut [u8], level: Level, platform: &[u8], source: &[u8]) -> Option<usize> {
+    let platform = &platform[..platform.len().min(MAX_PLATFORM)];
+    let source = source.strip_prefix(b"/").unwrap_or(source);
+    let need = 2 + platform.len() + 1 + source.len() + 1;
+    if out.len() < need {
+        return None;
+    }
+    out[0] = level.digit();
+    out[1] = 0;
+    let mut at = 2;
+    out[at..at + platform.len()].copy_from_slice(platform);
+    at += platform.len();
+    out[at] = 0;
+    at += 1;
+    out[at..at + source.len()].copy_from_slice(source);
+    at += source.len();
+    out[at] = 0;
+    Some(at + 1)
+}
+
+/// Encodes a whole frame into a new vector (for tests and tools, not the hooks).
+pub fn encode(level: Level, platform: &[u8], source: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut prefix = vec![0u8; 4 + platform.len() + source.len()];
+    let n = write_prefix(&mut prefix, level, platform, source).expect("sized above");
+    let mut out = Vec::with_capacity(HEADER_LEN + n + data.len());
+    out.extend_from_slice(&header(n + data.len()));
+    out.extend_from_slice(&prefix[..n]);
+    out.extend_from_slice(data);
+    out
+}
+
+/// One decoded frame, borrowing from the decoder's input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The numeric level as sent (not limited to known [`Level`]s).
+    pub level: u32,
+    pub platform: &'a [u8],
+    pub source: &'a [u8],
+    pub data: &'a [u8],
+}
+
+impl Frame<'_> {
+    pub fn level_name(&self) -> &'static str {
+        Level::from_number(self.level).map_or("UNKNOWN", Level::name)
+    }
+}
+
+/// What was wrong with a frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    BadVersion(i32),
+    BadLength(i32),
+    MissingSeparator,
+    BadLevel,
+}
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FrameError::BadVersion(v) => write!(f, "unsupported version {v} (only 0 exists)"),
+            FrameError::BadLength(l) => write!(f, "length {l} outside 0..={MAX_LEN}"),
+            FrameError::MissingSeparator => {
+                write!(f, "body lacks the three NUL separators (level, platform, source)")
+            }
+            FrameError::BadLevel => write!(f, "level is not an ASCII decimal number"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Checks a header and returns the body length it announces.
+pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
+    let version = i32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
+    let len = i32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
+    if version != VERSION {
+        return Err(FrameError::BadVersion(version));
+    }
+    if len < 0 || len as usize > MAX_LEN {
+        return Err(FrameError::BadLength(len));
+    }
+    Ok(len as usize)
+}
+
+/// Splits a frame body into its fields.
+pub fn parse_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    let mut parts = body.splitn(4, |&b| b == 0);
+    let level = parts.next().ok_or(FrameError::MissingSeparator)?;
+    let platform = parts.next().ok_or(FrameError::MissingSeparator)?;
+    let source = parts.next().ok_or(FrameError::MissingSeparator)?;
+    // `splitn` yields a fourth part only when the third separator exists.
+    let data = parts.next().ok_or(FrameError::MissingSeparator)?;
+    if level.is_empty() || level.len() > 9 || !level.iter().all(u8::is_ascii_digit) {
+        return Err(FrameError::BadLevel);
+    }
+    let level = level.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
+    Ok(Frame { level, platform, source, data })
+}
+
+/// Incremental decoder for a stream of frames on one connection.
+///
+/// Memory is bounded by what has actually arrived of one frame (at most
+/// `HEADER_LEN + MAX_LEN`), whatever the peer claims.
+#[derive(Default)]
+pub struct Decoder {
+    header: [u8; HEADER_LEN],
+    header_fill: usize,
+    /// Body length announced by the current header, once it is complete.
+    want: Option<usize>,
+    body: Vec<u8>,
+}
+
+impl Decoder {
+    pub fn new() -> Decoder {
+        Decoder::default()
+    }
+
+    /// Decodes as many frames as `input` completes, calling `on_frame` for
+    /// each. After an error the decoder must not be fed again.
+    pub fn feed(&mut self, mut input: &[u8], mut on_frame: impl FnMut(Frame<'_>)) -> Result<(), FrameError> {
+        while !input.is_empty() {
+            let want = match self.want {
+                Some(w) => w,
+                None => {
+                    // Fast path: a whole frame lies in the input, decode it in place.
+                    if self.header_fill == 0 && input.len() >= HEADER_LEN {
+                        let h: [u8; HEADER_LEN] = input[..HEADER_LEN].try_into().expect("8 bytes");
+                        let len = parse_header(&h)?;
+                        if input.len() >= HEADER_LEN + len {
+                            on_frame(parse_body(&input[HEADER_LEN..HEADER_LEN + len])?);
+                            input = &input[HEADER_LEN + len..];
+                            continue;
+                        }
+                    }
+                    let take = (HEADER_LEN - self.header_fill).min(input.len());
+                    self.header[self.header_fill..self.header_fill + take].copy_from_slice(&input[..take]);
+                    self.header_fill += take;
+                    input = &input[take..];
+                    if self.header_fill < HEADER_LEN {
+                        return Ok(());
+                    }
+                    let len = parse_header(&self.header)?;
+                    self.want = Some(len);
+                    len
+                }
+            };
+            let take = (want - self.body.len()).min(input.len());
+            self.body.extend_from_slice(&input[..take]);
+            input = &input[take..];
+            if self.body.len() == want {
+                let res = parse_body(&self.body).map(&mut on_frame);
+                self.body.clear();
+                if self.body.capacity() > 2 * MAX_DATA {
+                    self.body.shrink_to(MAX_DATA);
+                }
+                self.want = None;
+                self.header_fill = 0;
+                res?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True while a frame has started but not finished.
+    pub fn is_mid_frame(&self) -> bool {
+        self.header_fill > 0
+    }
+
+    /// Bytes of the unfinished frame received so far.
+    pub fn pending(&self) -> usize {
+        self.header_fill + self.body.len()
+    }
+
+    /// Bytes held in memory by this decoder.
+    pub fn memory(&self) -> usize {
+        self.body.capacity()
+    }
+}
+
+/// liblogtap's notice that data was dropped because its buffer was full.
+///
+/// Sent as an ordinary frame with source [`SELF_SOURCE`] and level WARN, so
+/// that any logserver reader shows it, with data
+/// `logtap: dropped bytes=N writes=M source=SRC\n`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DropNotice<'a> {
+    pub bytes: u64,
+    pub writes: u64,
+    pub source: &'a [u8],
+}
+
+const DROP_PREFIX: &[u8] = b"logtap: dropped bytes=";
+
+impl<'a> DropNotice<'a> {
+    /// Writes the notice's data into `out` without allocating; returns its length.
+    pub fn write(&self, out: &mut [u8]) -> Option<usize> {
+        let mut w = SliceWriter { out, at: 0 };
+        w.put(DROP_PREFIX)?;
+        w.num(self.bytes)?;
+        w.put(b" writes=")?;
+        w.num(self.writes)?;
+        w.put(b" source=")?;
+        w.put(self.source.strip_prefix(b"/").unwrap_or(self.source))?;
+        w.put(b"\n")?;
+        Some(w.at)
+    }
+
+    /// Recognises a notice in a frame's data.
+    pub fn parse(data: &'a [u8]) -> Option<DropNotice<'a>> {
+        let rest = data.strip_prefix(DROP_PREFIX)?;
+        let rest = rest.strip_suffix(b"\n").unwrap_or(rest);
+        let (bytes, rest) = split_num(rest)?;
+        let rest = rest.strip_prefix(b" writes=")?;
+        let (writes, rest) = split_num(rest)?;
+        let source = rest.strip_prefix(b" source=")?;
+        Some(DropNotice { bytes, writes, source })
+    }
+}
+
+fn split_num(s: &[u8]) -> Option<(u64, &[u8])> {
+    let end = s.iter().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
+    if end == 0 || end > 20 {
+        return None;
+    }
+    let n = std::str::from_utf8(&s[..end]).ok()?.parse().ok()?;
+    Some((n, &s[end..]))
+}
+
+struct SliceWriter<'o> {
+    out: &'o mut [u8],
+    at: usize,
+}
+
+impl SliceWriter<'_> {
+    fn put(&mut self, b: &[u8]) -> Option<()> {
+        let dst = self.out.get_mut(self.at..self.at + b.len())?;
+        dst.copy_from_slice(b);
+        self.at += b.len();
+        Some(())
+    }
+    fn num(&mut self, mut n: u64) -> Option<()> {
+        let mut tmp = [0u8; 20];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.put(&tmp[i..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_split_feeding() {
+        let mut stream = encode(Level::Info, b"app", b"/var/log/a.log", b"hello\nworld\n");
+        stream.extend(encode(Level::Warn, b"app", b"stderr", b""));
+        for chunk in [1usize, 3, 7, 8, 9, 1000] {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                d.feed(piece, |f| got.push((f.level, f.platform.to_vec(), f.source.to_vec(), f.data.to_vec())))
+                    .unwrap();
+            }
+            assert_eq!(got.len(), 2);
+            assert_eq!(got[0], (3, b"app".to_vec(), b"var/log/a.log".to_vec(), b"hello\nworld\n".to_vec()));
+            assert_eq!(got[1], (2, b"app".to_vec(), b"stderr".to_vec(), Vec::new()));
+            assert!(!d.is_mid_frame());
+        }
+    }
+
+    #[test]
+    fn rejects_hostile_headers() {
+        let mut d = Decoder::new();
+        let mut bad = header(10).to_vec();
+        bad[0] = 1;
+        assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadVersion(i32::from_ne_bytes([1, 0, 0, 0]))));
+        let mut d = Decoder::new();
+        assert!(matches!(d.feed(&header(1 << 30), |_| {}), Err(FrameError::BadLength(_))));
+        let mut d = Decoder::new();
+        let mut neg = header(0).to_vec();
+        neg[4..].copy_from_slice(&(-5i32).to_ne_bytes());
+        assert_eq!(d.feed(&neg, |_| {}), Err(FrameError::BadLength(-5)));
+        let mut d = Decoder::new();
+        let mut f = header(5).to_vec();
+        f.extend_from_slice(b"3\0a\0b");
+        assert_eq!(d.feed(&f, |_| {}), Err(FrameError::MissingSeparator));
+        let mut d = Decoder::new();
+        let mut f = header(6).to_vec();
+        f.extend_from_slice(b"x\0a\0b\0");
+        assert_eq!(d.feed(&f, |_| {}), Err(FrameError::BadLevel));
+    }
+
+    #[test]
+    fn drop_notice_round_trip() {
+        let n = DropNotice { bytes: 12345, writes: 7, source: b"/var/log/app.log" };
+        let mut buf = [0u8; 128];
+        let len = n.write(&mut buf).unwrap();
+        let parsed = DropNotice::parse(&buf[..len]).unwrap();
+        assert_eq!(parsed, DropNotice { bytes: 12345, writes: 7, source: b"var/log/app.log" });
+        assert!(DropNotice::parse(b"hello").is_none());
+    }
+
+    #[test]
+    fn level_parsing() {
+        assert_eq!(Level::parse(b"3"), Some(Level::Info));
+        assert_eq!(Level::parse(b"warning"), Some(Level::Warn));
+        assert_eq!(Level::parse(b"7"), None);
+        assert_eq!(Level::parse(b"loud"), None);
+    }
+}

@@ -1,0 +1,103 @@
+//! Process lifecycle: data buffered by the library must leave before the
+//! process image does (`_exit`, `exec*`), and a consumer thread must not be
+//! in the way of `unshare(CLONE_NEWUSER)`. Normal `exit` is handled by the
+//! library's destructor (lib.rs); `fork` by a `pthread_atfork` child
+//! handler, plus `_Fork`, which skips those handlers.
+//!
+//! Invariants: the real call always runs with the caller's arguments and
+//! its errno; the waits here are bounded by `LLT_EXIT_TIMEOUT_MS`.
+
+use crate::{config, real, tap, transport};
+use libc::{c_char, c_int};
+
+fn deliver_before_leaving() {
+    if tap::is_active() && transport::anything_tapped() {
+        transport::flush(config::get().exit_timeout_ms);
+    }
+}
+
+/// # Safety
+/// Same contract as libc `_exit`.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    deliver_before_leaving();
+    real::_exit(status);
+    libc::syscall(libc::SYS_exit_group, status);
+    loop {}
+}
+
+/// # Safety
+/// Same contract as libc `_Exit`.
+#[no_mangle]
+pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
+    deliver_before_leaving();
+    real::_Exit(status);
+    libc::syscall(libc::SYS_exit_group, status);
+    loop {}
+}
+
+/// # Safety
+/// Same contract as libc `execve`.
+#[no_mangle]
+pub unsafe extern "C" fn execve(p: *const c_char, a: *const *const c_char, e: *const *const c_char) -> c_int {
+    deliver_before_leaving();
+    real::execve(p, a, e)
+}
+
+/// # Safety
+/// Same contract as libc `execv`.
+#[no_mangle]
+pub unsafe extern "C" fn execv(p: *const c_char, a: *const *const c_char) -> c_int {
+    deliver_before_leaving();
+    real::execv(p, a)
+}
+
+/// # Safety
+/// Same contract as libc `execvp`.
+#[no_mangle]
+pub unsafe extern "C" fn execvp(p: *const c_char, a: *const *const c_char) -> c_int {
+    deliver_before_leaving();
+    real::execvp(p, a)
+}
+
+/// # Safety
+/// Same contract as libc `execvpe`.
+#[no_mangle]
+pub unsafe extern "C" fn execvpe(p: *const c_char, a: *const *const c_char, e: *const *const c_char) -> c_int {
+    deliver_before_leaving();
+    real::execvpe(p, a, e)
+}
+
+/// # Safety
+/// Same contract as libc `fexecve`.
+#[no_mangle]
+pub unsafe extern "C" fn fexecve(fd: c_int, a: *const *const c_char, e: *const *const c_char) -> c_int {
+    deliver_before_leaving();
+    real::fexecve(fd, a, e)
+}
+
+/// # Safety
+/// Same contract as libc `unshare`.
+#[no_mangle]
+pub unsafe extern "C" fn unshare(flags: c_int) -> c_int {
+    if flags & libc::CLONE_NEWUSER != 0 {
+        // The kernel refuses a new user namespace to a multi-threaded
+        // process; the consumer thread restarts at the next tapped write.
+        transport::quiesce();
+    }
+    real::unshare(flags)
+}
+
+/// `_Fork` does not run `pthread_atfork` handlers.
+///
+/// # Safety
+/// Same contract as libc `_Fork`.
+#[no_mangle]
+pub unsafe extern "C" fn _Fork() -> libc::pid_t {
+    let r = real::_Fork();
+    if r == 0 {
+        let _e = crate::sys::ErrnoGuard::new();
+        transport::after_fork_child();
+    }
+    r
+}

@@ -1,0 +1,142 @@
+//! liblogtap: tees what an unmodified program writes to stdout, stderr and
+//! one log file to a logserver socket or a file.
+//!
+//! The layers, each in its own module:
+//! - [`hooks`]: the intercepted libc entry points (fd writes, opens and
+//!   closes, stdio, process lifecycle), plus the C shim for the variadic
+//!   ones (`src/shim/glibc.c`).
+//! - [`tap`]: the decision, which fd is tapped as which source.
+//! - [`stdio`]: how bytes written through glibc's `FILE` buffers are seen.
+//! - [`ring`] and [`transport`]: the lock-free buffer, the consumer thread
+//!   and delivery to the target, framed by the shared `logtap-wire` crate.
+//! - [`config`]: the `LLT_*` settings.
+//!
+//! docs/DESIGN.md explains the architecture and its trade-offs.
+
+pub mod config;
+#[cfg(not(test))]
+pub mod hooks;
+pub mod real;
+pub mod ring;
+pub mod stdio;
+pub mod sys;
+pub mod tap;
+pub mod transport;
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The fd of a glibc stream (offset checked by the C shim's static asserts).
+///
+/// # Safety
+/// `f` is a live FILE.
+#[inline]
+pub unsafe fn stdio_fileno(f: *mut libc::FILE) -> libc::c_int {
+    *((f as *const u8).add(112) as *const libc::c_int)
+}
+
+/// A line on stderr when `LLT_DEBUG_MODE` is on. It is written straight to
+/// fd 2, so it is never tapped or suppressed.
+pub fn debug(parts: &[&[u8]]) {
+    if !config::get().debug {
+        return;
+    }
+    let mut pid = [0u8; 20];
+    let pid = sys::fmt_u64(sys::getpid() as u64, &mut pid);
+    let mut all: [&[u8]; 8] = [b"logtap[", pid, b"]: ", &[], &[], &[], &[], &[]];
+    let n = parts.len().min(5);
+    all[3..3 + n].copy_from_slice(&parts[..n]);
+    sys::say(&all[..3 + n]);
+}
+
+extern "C" fn init() {
+    // SAFETY: the constructor runs once, before the program's own code and
+    // before any thread of ours exists.
+    unsafe {
+        if libc::getauxval(libc::AT_SECURE) != 0 {
+            // setuid/setgid: the environment must not choose what we write where.
+            return;
+        }
+        let _e = sys::ErrnoGuard::new();
+        config::load();
+        real::resolve_all();
+        init_shim();
+        if !transport::init() {
+            sys::say(&[b"logtap: could not map the tap buffer (LLT_BUFFER_SIZE); tapping is off"]);
+            return;
+        }
+        transport::target::init();
+        libc::pthread_atfork(None, None, Some(after_fork_child));
+        let c = config::get();
+        if c.python_unbuffered && (c.tap_stdout || c.tap_stderr) && libc::getenv(c"PYTHONUNBUFFERED".as_ptr()).is_null() {
+            libc::setenv(c"PYTHONUNBUFFERED".as_ptr(), c"1".as_ptr(), 0);
+        }
+        tap::init();
+        STARTED.store(true, Ordering::Release);
+        debug(&[b"active, target ", c.target_path.bytes()]);
+    }
+}
+
+/// The Rust functions the C shim calls (see `struct llt_api` there).
+#[repr(C)]
+struct ShimApi {
+    resolve: extern "C" fn(*const libc::c_char) -> *mut libc::c_void,
+    stream_source: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
+    stream_wide: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
+    stdio_write: unsafe extern "C" fn(*mut libc::FILE, *const u8, usize, libc::c_int) -> usize,
+    opened: extern "C" fn(libc::c_int, libc::c_int),
+    duplicated: extern "C" fn(libc::c_int, libc::c_int),
+    fd_tapped: extern "C" fn(libc::c_int) -> libc::c_int,
+}
+
+#[cfg(not(test))]
+extern "C" {
+    fn llt_shim_init(api: *const ShimApi);
+}
+
+#[cfg(not(test))]
+fn init_shim() {
+    let api = ShimApi {
+        resolve: real::llt_resolve,
+        stream_source: stdio::llt_stream_source,
+        stream_wide: stdio::llt_stream_wide,
+        stdio_write: stdio::llt_stdio_write,
+        opened: hooks::files::llt_opened,
+        duplicated: hooks::files::llt_duplicated,
+        fd_tapped: hooks::fd::llt_fd_tapped,
+    };
+    // SAFETY: the shim copies the table; called once from the constructor.
+    unsafe { llt_shim_init(&api) };
+}
+
+#[cfg(test)]
+fn init_shim() {}
+
+extern "C" fn after_fork_child() {
+    let _e = sys::ErrnoGuard::new();
+    transport::after_fork_child();
+}
+
+/// Runs after the program's atexit handlers and destructors (we were
+/// initialised before the program, so we are finalised after it) and before
+/// glibc's final stdio flush, which goes through paths we cannot see: flush
+/// the tapped streams through our accounting, then deliver.
+extern "C" fn fini() {
+    if !STARTED.load(Ordering::Acquire) || !transport::anything_tapped() {
+        return;
+    }
+    let _e = sys::ErrnoGuard::new();
+    stdio::flush_all(true);
+    transport::at_exit();
+}
+
+#[cfg(not(test))]
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
+#[cfg(not(test))]
+#[used]
+#[link_section = ".fini_array"]
+static FINI: extern "C" fn() = fini;

@@ -1,0 +1,125 @@
+//! The real libc functions behind each hook, found with
+//! `dlsym(RTLD_NEXT, …)`.
+//!
+//! All are resolved in the constructor, before any thread of the program
+//! can be inside a hook, so the hot path is one relaxed load. A hook that
+//! runs earlier (another preloaded library's constructor) resolves lazily;
+//! the fd-level calls fall back to the raw system call when no libc symbol
+//! can be found, so they work even before the loader is done with us.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
+use libc::{c_char, c_int, c_long, c_void, iovec, off_t, size_t, ssize_t, FILE};
+
+fn resolve(name: &'static [u8]) -> *mut c_void {
+    // SAFETY: name is NUL-terminated; RTLD_NEXT finds the definition after ours.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr() as *const c_char) }
+}
+
+/// Used by the C shims, which share this table's resolution policy.
+pub extern "C" fn llt_resolve(name: *const c_char) -> *mut c_void {
+    // SAFETY: the shims pass string literals.
+    unsafe { libc::dlsym(libc::RTLD_NEXT, name) }
+}
+
+macro_rules! reals {
+    ($( $name:ident ( $($arg:ident : $ty:ty),* ) -> $ret:ty, $fallback:expr; )*) => {
+        #[allow(non_upper_case_globals)]
+        mod ptrs {
+            use super::*;
+            $( pub static $name: AtomicPtr<c_void> = AtomicPtr::new(core::ptr::null_mut()); )*
+        }
+
+        /// Resolves every real function now, outside any hook.
+        pub fn resolve_all() {
+            $( ptrs::$name.store(resolve(concat!(stringify!($name), "\0").as_bytes()), Ordering::Relaxed); )*
+        }
+
+        $(
+            /// Calls the real libc function.
+            ///
+            /// # Safety
+            /// Same contract as the libc function of this name.
+            #[inline]
+            #[allow(clippy::missing_safety_doc, unused_variables, non_snake_case)]
+            pub unsafe fn $name($($arg: $ty),*) -> $ret {
+                let mut p = ptrs::$name.load(Ordering::Relaxed);
+                if p.is_null() {
+                    p = resolve(concat!(stringify!($name), "\0").as_bytes());
+                    ptrs::$name.store(p, Ordering::Relaxed);
+                }
+                if p.is_null() {
+                    return $fallback;
+                }
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = core::mem::transmute(p);
+                f($($arg),*)
+            }
+
+        )*
+    };
+}
+
+fn enosys<T: From<i8>>() -> T {
+    crate::sys::set_errno(libc::ENOSYS);
+    T::from(-1)
+}
+
+reals! {
+    write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t, libc::syscall(libc::SYS_write, fd, buf, n) as ssize_t;
+    writev(fd: c_int, iov: *const iovec, n: c_int) -> ssize_t, libc::syscall(libc::SYS_writev, fd, iov, n) as ssize_t;
+    pwrite(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t, libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) as ssize_t;
+    pwrite64(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t, libc::syscall(libc::SYS_pwrite64, fd, buf, n, off) as ssize_t;
+    pwritev(fd: c_int, iov: *const iovec, n: c_int, off: off_t) -> ssize_t, enosys();
+    pwritev64(fd: c_int, iov: *const iovec, n: c_int, off: off_t) -> ssize_t, enosys();
+    pwritev2(fd: c_int, iov: *const iovec, n: c_int, off: off_t, fl: c_int) -> ssize_t, enosys();
+    pwritev64v2(fd: c_int, iov: *const iovec, n: c_int, off: off_t, fl: c_int) -> ssize_t, enosys();
+    send(fd: c_int, buf: *const c_void, n: size_t, fl: c_int) -> ssize_t, libc::syscall(libc::SYS_sendto, fd, buf, n, fl, 0usize, 0usize) as ssize_t;
+    sendto(fd: c_int, buf: *const c_void, n: size_t, fl: c_int, a: *const libc::sockaddr, al: libc::socklen_t) -> ssize_t, libc::syscall(libc::SYS_sendto, fd, buf, n, fl, a, al) as ssize_t;
+    sendmsg(fd: c_int, m: *const libc::msghdr, fl: c_int) -> ssize_t, libc::syscall(libc::SYS_sendmsg, fd, m, fl) as ssize_t;
+    close(fd: c_int) -> c_int, libc::syscall(libc::SYS_close, fd) as c_int;
+    close_range(lo: libc::c_uint, hi: libc::c_uint, fl: c_int) -> c_int, libc::syscall(libc::SYS_close_range, lo, hi, fl) as c_int;
+    closefrom(lo: c_int) -> (), { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0); };
+    dup(fd: c_int) -> c_int, libc::syscall(libc::SYS_dup, fd) as c_int;
+    dup2(a: c_int, b: c_int) -> c_int, libc::syscall(libc::SYS_dup2, a, b) as c_int;
+    dup3(a: c_int, b: c_int, fl: c_int) -> c_int, libc::syscall(libc::SYS_dup3, a, b, fl) as c_int;
+    creat(p: *const c_char, m: libc::mode_t) -> c_int, libc::syscall(libc::SYS_creat, p, m) as c_int;
+    creat64(p: *const c_char, m: libc::mode_t) -> c_int, libc::syscall(libc::SYS_creat, p, m) as c_int;
+    fopen(p: *const c_char, m: *const c_char) -> *mut FILE, core::ptr::null_mut();
+    fopen64(p: *const c_char, m: *const c_char) -> *mut FILE, core::ptr::null_mut();
+    freopen(p: *const c_char, m: *const c_char, f: *mut FILE) -> *mut FILE, core::ptr::null_mut();
+    freopen64(p: *const c_char, m: *const c_char, f: *mut FILE) -> *mut FILE, core::ptr::null_mut();
+    fdopen(fd: c_int, m: *const c_char) -> *mut FILE, core::ptr::null_mut();
+    fclose(f: *mut FILE) -> c_int, enosys();
+    fcloseall() -> c_int, enosys();
+    fflush(f: *mut FILE) -> c_int, enosys();
+    fflush_unlocked(f: *mut FILE) -> c_int, enosys();
+    fwrite(p: *const c_void, s: size_t, n: size_t, f: *mut FILE) -> size_t, 0;
+    fwrite_unlocked(p: *const c_void, s: size_t, n: size_t, f: *mut FILE) -> size_t, 0;
+    fputs(s: *const c_char, f: *mut FILE) -> c_int, enosys();
+    fputs_unlocked(s: *const c_char, f: *mut FILE) -> c_int, enosys();
+    puts(s: *const c_char) -> c_int, enosys();
+    fputc(c: c_int, f: *mut FILE) -> c_int, enosys();
+    fputc_unlocked(c: c_int, f: *mut FILE) -> c_int, enosys();
+    putc(c: c_int, f: *mut FILE) -> c_int, enosys();
+    _IO_putc(c: c_int, f: *mut FILE) -> c_int, enosys();
+    putc_unlocked(c: c_int, f: *mut FILE) -> c_int, enosys();
+    putchar(c: c_int) -> c_int, enosys();
+    putchar_unlocked(c: c_int) -> c_int, enosys();
+    putw(w: c_int, f: *mut FILE) -> c_int, enosys();
+    __overflow(f: *mut FILE, c: c_int) -> c_int, enosys();
+    fseek(f: *mut FILE, o: c_long, w: c_int) -> c_int, enosys();
+    fseeko(f: *mut FILE, o: off_t, w: c_int) -> c_int, enosys();
+    fseeko64(f: *mut FILE, o: off_t, w: c_int) -> c_int, enosys();
+    fsetpos(f: *mut FILE, p: *const libc::fpos_t) -> c_int, enosys();
+    fsetpos64(f: *mut FILE, p: *const libc::fpos_t) -> c_int, enosys();
+    rewind(f: *mut FILE) -> (), ();
+    setvbuf(f: *mut FILE, b: *mut c_char, m: c_int, s: size_t) -> c_int, enosys();
+    _Fork() -> libc::pid_t, libc::syscall(libc::SYS_fork) as libc::pid_t;
+    _exit(s: c_int) -> (), { libc::syscall(libc::SYS_exit_group, s); };
+    _Exit(s: c_int) -> (), { libc::syscall(libc::SYS_exit_group, s); };
+    execve(p: *const c_char, a: *const *const c_char, e: *const *const c_char) -> c_int, libc::syscall(libc::SYS_execve, p, a, e) as c_int;
+    execv(p: *const c_char, a: *const *const c_char) -> c_int, enosys();
+    execvp(p: *const c_char, a: *const *const c_char) -> c_int, enosys();
+    execvpe(p: *const c_char, a: *const *const c_char, e: *const *const c_char) -> c_int, enosys();
+    fexecve(fd: c_int, a: *const *const c_char, e: *const *const c_char) -> c_int, enosys();
+    unshare(fl: c_int) -> c_int, libc::syscall(libc::SYS_unshare, fl) as c_int;
+}

@@ -1,0 +1,256 @@
+//! A bounded multi-producer, single-consumer byte ring for tapped data.
+//!
+//! Writers (any thread, a signal handler, a vfork child) reserve space with
+//! one compare-and-swap, copy, and publish the record by storing its header
+//! with Release. No lock and no allocation, so a signal handler that
+//! interrupts a writer on the same thread simply reserves the next record.
+//! When the ring is full the reservation fails at once: the caller decides
+//! between dropping (counted) and writing to the original destination.
+//!
+//! Records are 8-byte aligned: an 8-byte header (`len | src << 32 |
+//! flags`) then the data. A record never wraps; a pad record fills the end
+//! of the ring instead. The consumer zeroes what it consumed before handing
+//! the space back, so a header slot reads 0 until its writer commits.
+
+use core::sync::atomic::{AtomicU64, Ordering::*};
+
+const COMMIT: u64 = 1 << 63;
+const PAD: u64 = 1 << 62;
+const HDR: usize = 8;
+
+pub struct Ring {
+    base: *mut u8,
+    cap: usize,
+    /// Next free position (monotonic, reduce with `& (cap-1)`).
+    head: AtomicU64,
+    /// Everything before this is free.
+    tail: AtomicU64,
+}
+
+// SAFETY: all shared state is reached through atomics; record bytes are
+// written only by the thread that reserved them and read by the consumer
+// only after the Release/Acquire handshake on the header.
+unsafe impl Sync for Ring {}
+unsafe impl Send for Ring {}
+
+/// A committed record as the consumer sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    pub pos: u64,
+    pub src: u8,
+    pub data: *const u8,
+    pub len: usize,
+    /// Position of the next record.
+    pub next: u64,
+}
+
+#[inline]
+fn round8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+impl Ring {
+    /// An empty ring over `cap` bytes of fresh zeroed memory.
+    ///
+    /// # Safety
+    /// `base` must be `cap` writable zeroed bytes, 8-aligned, `cap` a power
+    /// of two, and outlive the ring.
+    pub const unsafe fn from_raw(base: *mut u8, cap: usize) -> Ring {
+        Ring { base, cap, head: AtomicU64::new(0), tail: AtomicU64::new(0) }
+    }
+
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Largest data length a single record may hold.
+    pub fn max_record(&self) -> usize {
+        self.cap / 2 - HDR
+    }
+
+    #[inline]
+    fn at(&self, pos: u64) -> *mut u8 {
+        // SAFETY: masked into [0, cap).
+        unsafe { self.base.add(pos as usize & (self.cap - 1)) }
+    }
+
+    #[inline]
+    fn header(&self, pos: u64) -> &AtomicU64 {
+        // SAFETY: positions are 8-aligned and inside the mapping.
+        unsafe { &*(self.at(pos) as *const AtomicU64) }
+    }
+
+    /// Bytes reserved and not yet released.
+    pub fn used(&self) -> u64 {
+        self.head.load(Relaxed).wrapping_sub(self.tail.load(Relaxed))
+    }
+
+    pub fn head(&self) -> u64 {
+        self.head.load(SeqCst)
+    }
+
+    pub fn tail(&self) -> u64 {
+        self.tail.load(Acquire)
+    }
+
+    /// Appends one record made of `parts` (total `len` bytes). Returns the
+    /// bytes in use after the append, or `None` when it does not fit.
+    pub fn push(&self, src: u8, parts: &[&[u8]], len: usize) -> Option<u64> {
+        if len > self.max_record() {
+            return None;
+        }
+        let total = (HDR + round8(len)) as u64;
+        let cap = self.cap as u64;
+        let mut h = self.head.load(Relaxed);
+        let (start, end) = loop {
+            let off = h & (cap - 1);
+            let to_end = cap - off;
+            let start = if total <= to_end { h } else { h + to_end };
+            let end = start + total;
+            if end - self.tail.load(Acquire) > cap {
+                return None;
+            }
+            // SeqCst: pairs with the consumer's SeqCst store of its sleep
+            // state, so either it sees this head or we see it asleep.
+            match self.head.compare_exchange_weak(h, end, SeqCst, Relaxed) {
+                Ok(_) => break (start, end),
+                Err(now) => h = now,
+            }
+        };
+        if start != h {
+            self.header(h).store(((start - h) as usize - HDR) as u64 | PAD | COMMIT, Release);
+        }
+        // SAFETY: [start, end) is reserved for us alone and lies inside the ring.
+        unsafe {
+            let mut dst = self.at(start).add(HDR);
+            for p in parts {
+                core::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
+                dst = dst.add(p.len());
+            }
+        }
+        self.header(start).store(len as u64 | (u64::from(src) << 32) | COMMIT, Release);
+        Some(end - self.tail.load(Relaxed))
+    }
+
+    /// The committed record at `pos`, skipping pad records; `None` if the
+    /// record there is not committed yet or `pos` is at the head.
+    pub fn peek(&self, mut pos: u64) -> Option<Record> {
+        loop {
+            if pos >= self.head.load(Acquire) {
+                return None;
+            }
+            let h = self.header(pos).load(Acquire);
+            if h & COMMIT == 0 {
+                return None;
+            }
+            let len = (h & 0xffff_ffff) as usize;
+            let next = pos + (HDR + round8(len)) as u64;
+            if h & PAD != 0 {
+                pos = next;
+                continue;
+            }
+            // SAFETY: the record lies inside the ring (it never wraps).
+            let data = unsafe { self.at(pos).add(HDR) as *const u8 };
+            return Some(Record { pos, src: ((h >> 32) & 0xff) as u8, data, len, next });
+        }
+    }
+
+    /// Returns [tail, upto) to the writers. Consumer only.
+    pub fn release(&self, upto: u64) {
+        let tail = self.tail.load(Relaxed);
+        if upto <= tail {
+            return;
+        }
+        let cap = self.cap as u64;
+        let mut p = tail;
+        while p < upto {
+            let off = p & (cap - 1);
+            let n = (upto - p).min(cap - off);
+            // SAFETY: [p, p+n) is consumed and inside the ring.
+            unsafe { core::ptr::write_bytes(self.at(p), 0, n as usize) };
+            p += n;
+        }
+        self.tail.store(upto, Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(cap: usize) -> (Vec<u64>, Ring) {
+        let mut mem = vec![0u64; cap / 8];
+        let r = unsafe { Ring::from_raw(mem.as_mut_ptr() as *mut u8, cap) };
+        (mem, r)
+    }
+
+    #[test]
+    fn fifo_with_wrap_and_full() {
+        let (_m, r) = ring(256);
+        let mut expect = std::collections::VecDeque::new();
+        let mut pos = 0u64;
+        for i in 0..2000u32 {
+            let data = vec![(i % 251) as u8; (i as usize * 7) % 40];
+            if r.push((i % 3) as u8, &[&data], data.len()).is_some() {
+                expect.push_back(data);
+            }
+            if i % 3 == 0 {
+                while let Some(rec) = r.peek(pos) {
+                    let got = unsafe { std::slice::from_raw_parts(rec.data, rec.len) };
+                    assert_eq!(got, &expect.pop_front().unwrap()[..]);
+                    pos = rec.next;
+                    r.release(pos);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn threads_keep_per_thread_order() {
+        let (_m, r) = ring(1 << 16);
+        let r = std::sync::Arc::new(r);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut hs = vec![];
+        for t in 0..4u8 {
+            let r = r.clone();
+            hs.push(std::thread::spawn(move || {
+                let mut i = 0u32;
+                while i < 20000 {
+                    let b = i.to_le_bytes();
+                    if r.push(t, &[&b], 4).is_some() {
+                        i += 1;
+                    }
+                }
+            }));
+        }
+        let c = {
+            let (r, done) = (r.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut next = [0u32; 4];
+                let mut pos = 0;
+                loop {
+                    match r.peek(pos) {
+                        Some(rec) => {
+                            let v = u32::from_le_bytes(unsafe { *(rec.data as *const [u8; 4]) });
+                            assert_eq!(v, next[rec.src as usize]);
+                            next[rec.src as usize] += 1;
+                            pos = rec.next;
+                            r.release(pos);
+                        }
+                        None if done.load(SeqCst) && pos == r.head() => return next,
+                        None => std::hint::spin_loop(),
+                    }
+                }
+            })
+        };
+        for h in hs {
+            h.join().unwrap();
+        }
+        done.store(true, SeqCst);
+        assert_eq!(c.join().unwrap(), [20000; 4]);
+    }
+}

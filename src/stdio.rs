@@ -1,0 +1,301 @@
+//! Seeing what glibc's stdio writes.
+//!
+//! glibc's stdio reaches the kernel through its internal `__write`, which no
+//! preloaded symbol can replace. What *is* visible is the `FILE` itself:
+//! `_IO_write_base.._IO_write_ptr` is the output a stream has buffered and
+//! not yet written (public, stable ABI in `<bits/types/struct_FILE.h>`).
+//! Around every public stdio entry point on a tapped stream, under the
+//! stream's lock, we compare the pending bytes before and after the real
+//! call: the stream is a queue, so
+//!
+//! ```text
+//!   pending_before ++ accepted_new_data == written_to_fd ++ pending_after
+//! ```
+//!
+//! and `written_to_fd` is what gets tapped, exactly when the real stream
+//! wrote it (so the order relative to plain `write` calls is the fd's).
+//! Pending bytes are copied aside only when the call can flush, which the
+//! stream's mode and free space tell in advance; otherwise nothing is
+//! copied and nothing tapped.
+//!
+//! With suppression the real call is not made: pending and new bytes go to
+//! the buffer of the library, the stream's buffer is emptied as if written,
+//! and the caller gets the return value of a successful call. If the
+//! library's buffer is full, the real call runs instead (nothing is lost).
+
+use crate::tap::{self, NONE};
+use crate::{real, sys, transport};
+use libc::{c_int, FILE};
+
+const IO_UNBUFFERED: c_int = 0x0002;
+const IO_LINE_BUF: c_int = 0x0200;
+const IO_CURRENTLY_PUTTING: c_int = 0x0800;
+
+/// The prefix of glibc's `struct _IO_FILE` that we read. Offsets are
+/// checked against the real header at build time (src/shim/glibc.c).
+#[repr(C)]
+pub struct GFile {
+    flags: c_int,
+    read_ptr: *mut u8,
+    read_end: *mut u8,
+    read_base: *mut u8,
+    write_base: *mut u8,
+    write_ptr: *mut u8,
+    write_end: *mut u8,
+    buf_base: *mut u8,
+    buf_end: *mut u8,
+    save_base: *mut u8,
+    backup_base: *mut u8,
+    save_end: *mut u8,
+    markers: *mut u8,
+    chain: *mut GFile,
+    fileno: c_int,
+    flags2: c_int,
+    old_offset: i64,
+    cur_column: u16,
+    vtable_offset: i8,
+    shortbuf: [u8; 1],
+    lock: *mut u8,
+    offset: i64,
+    codecvt: *mut u8,
+    wide_data: *mut u8,
+    freeres_list: *mut u8,
+    freeres_buf: *mut u8,
+    pad5: usize,
+    mode: c_int,
+}
+
+#[inline]
+fn g(f: *mut FILE) -> *mut GFile {
+    f as *mut GFile
+}
+
+/// The tap source of a stream's fd (NONE for untapped and fd-less streams).
+///
+/// # Safety
+/// `f` is null or a live FILE.
+#[inline]
+pub unsafe fn source_of(f: *mut FILE) -> u8 {
+    if f.is_null() {
+        return NONE;
+    }
+    tap::source((*g(f)).fileno)
+}
+
+unsafe fn pending(f: *mut FILE) -> &'static [u8] {
+    let p = &*g(f);
+    if p.flags & IO_CURRENTLY_PUTTING == 0 || p.write_base.is_null() || p.write_ptr <= p.write_base {
+        return &[];
+    }
+    core::slice::from_raw_parts(p.write_base, p.write_ptr.offset_from(p.write_base) as usize)
+}
+
+/// Whether a call that adds `new` bytes might write to the fd.
+unsafe fn may_write(f: *mut FILE, new: &[&[u8]; 2]) -> bool {
+    let p = &*g(f);
+    if p.flags & IO_CURRENTLY_PUTTING == 0 || p.write_base.is_null() || p.flags & IO_UNBUFFERED != 0 {
+        return true;
+    }
+    let room = p.buf_end as usize - p.write_ptr as usize;
+    if new[0].len() + new[1].len() >= room {
+        return true;
+    }
+    p.flags & IO_LINE_BUF != 0 && new.iter().any(|s| s.contains(&b'\n'))
+}
+
+/// Pending data up to this size is copied aside on the stack; larger
+/// buffers (a program's own big `setvbuf`) are flushed first instead.
+const SCRATCH: usize = 4096;
+
+pub struct Lock(*mut FILE);
+impl Lock {
+    unsafe fn new(f: *mut FILE, take: bool) -> Lock {
+        if take {
+            crate::stdio::flockfile(f);
+            Lock(f)
+        } else {
+            Lock(core::ptr::null_mut())
+        }
+    }
+}
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: we locked it in `new`.
+            unsafe { crate::stdio::funlockfile(self.0) }
+        }
+    }
+}
+
+/// Runs `op` (the real stdio call, unlocked variant) on tapped stream `f`
+/// and taps exactly the bytes it wrote to the fd. `new` is the data the
+/// call adds; `accepted` says how many of those bytes it took; `flush` is
+/// true for calls that always flush (fflush, fclose, fseek…).
+///
+/// # Safety
+/// `f` is a live FILE; `new` is what the real call will be given.
+pub unsafe fn account<R>(
+    f: *mut FILE,
+    src: u8,
+    new: [&[u8]; 2],
+    lock: bool,
+    flush: bool,
+    op: impl FnOnce() -> R,
+    accepted: impl FnOnce(&R) -> usize,
+) -> R {
+    let _l = Lock::new(f, lock);
+    let mut scratch = [0u8; SCRATCH];
+    let mut saved: &[u8] = &[];
+    if flush || may_write(f, &new) {
+        let pend = pending(f);
+        if pend.len() <= SCRATCH {
+            scratch[..pend.len()].copy_from_slice(pend);
+            saved = &scratch[..pend.len()];
+        } else {
+            // Flush the big buffer first: its bytes stay in place after
+            // the write, so they can be tapped from there.
+            let (ptr, len) = (pend.as_ptr(), pend.len());
+            real::fflush_unlocked(f);
+            let left = pending(f).len();
+            let e = sys::ErrnoGuard::new();
+            transport::push_or_drop(src, &[core::slice::from_raw_parts(ptr, len - left.min(len))]);
+            drop(e);
+        }
+    }
+    let before = if saved.is_empty() { pending(f).len() } else { saved.len() };
+    let r = op();
+    let e = sys::ErrnoGuard::new();
+    let after = pending(f).len();
+    let acc = accepted(&r).min(new[0].len() + new[1].len());
+    let written = (before + acc).saturating_sub(after);
+    if written > 0 {
+        // The written bytes are the head of saved ++ new.
+        let from_saved = written.min(saved.len());
+        let mut rest = written - from_saved;
+        // Bytes that were pending but not saved (a flush we did not
+        // foresee) are gone from memory; skip them rather than guess.
+        rest = rest.saturating_sub(before - saved.len());
+        let a = rest.min(new[0].len());
+        let b = (rest - a).min(new[1].len());
+        transport::push_or_drop(src, &[&saved[..from_saved], &new[0][..a], &new[1][..b]]);
+    }
+    drop(e);
+    r
+}
+
+/// Suppressed stream: hand pending and new bytes to the library instead
+/// of the fd. Returns false (and changes nothing) if the buffer is full.
+///
+/// # Safety
+/// `f` is a live FILE.
+pub unsafe fn suppress(f: *mut FILE, src: u8, new: [&[u8]; 2], lock: bool) -> bool {
+    let _l = Lock::new(f, lock);
+    let e = sys::ErrnoGuard::new();
+    let pend = pending(f);
+    if !transport::push(src, &[pend, new[0], new[1]]) {
+        return false;
+    }
+    drop(e);
+    let p = &mut *g(f);
+    if !pend.is_empty() {
+        p.write_ptr = p.write_base;
+    }
+    if p.mode == 0 {
+        // As the real byte-output call would: the stream is now byte-oriented.
+        p.mode = -1;
+    }
+    true
+}
+
+/// Writes `data` to tapped stream `f` as `fwrite(data, 1, len, f)` would;
+/// returns the bytes accepted. The C shims (printf family, wide output,
+/// err/warn/perror) end here.
+///
+/// # Safety
+/// `f` is a live FILE, `data` valid for `len` bytes.
+pub unsafe extern "C" fn llt_stdio_write(f: *mut FILE, data: *const u8, len: usize, unlocked: c_int) -> usize {
+    let src = tap::active_source((*g(f)).fileno);
+    if src == NONE || len == 0 {
+        return if unlocked != 0 {
+            real::fwrite_unlocked(data as _, 1, len, f)
+        } else {
+            real::fwrite(data as _, 1, len, f)
+        };
+    }
+    let d = core::slice::from_raw_parts(data, len);
+    if tap::suppressed(src) && suppress(f, src, [d, &[]], unlocked == 0) {
+        return len;
+    }
+    account(f, src, [d, &[]], unlocked == 0, false, || real::fwrite_unlocked(data as _, 1, len, f), |&n| n)
+}
+
+/// The tap source of a stream, for the C shims' fast path.
+///
+/// # Safety
+/// `f` is null or a live FILE.
+pub unsafe extern "C" fn llt_stream_source(f: *mut FILE) -> c_int {
+    c_int::from(source_of(f))
+}
+
+/// Whether the stream has taken wide orientation (then the byte path
+/// cannot be used for it).
+///
+/// # Safety
+/// `f` is a live FILE.
+pub unsafe extern "C" fn llt_stream_wide(f: *mut FILE) -> c_int {
+    c_int::from((*g(f)).mode > 0)
+}
+
+extern "C" {
+    pub fn flockfile(f: *mut FILE);
+    pub fn funlockfile(f: *mut FILE);
+    pub fn ftrylockfile(f: *mut FILE) -> c_int;
+    static mut _IO_list_all: *mut GFile;
+    fn _IO_list_lock();
+    fn _IO_list_unlock();
+}
+
+/// Flushes every tapped stream through the accounting, so that glibc's own
+/// flush at exit (which we cannot see) finds nothing left to write.
+pub fn flush_all(at_exit: bool) {
+    // SAFETY: walking glibc's list of open streams under its list lock (at
+    // exit without it, as glibc itself does, so a thread stuck holding it
+    // cannot hang the exit).
+    unsafe {
+        if !at_exit {
+            _IO_list_lock();
+        }
+        let mut p = *core::ptr::addr_of!(_IO_list_all);
+        let mut guard = 0;
+        while !p.is_null() && guard < 100_000 {
+            let f = p as *mut FILE;
+            let src = tap::source((*p).fileno);
+            if src != NONE && !pending(f).is_empty() {
+                let locked = if at_exit { crate::stdio::ftrylockfile(f) == 0 } else { true };
+                if !at_exit {
+                    crate::stdio::flockfile(f);
+                }
+                flush_one(f, src);
+                if locked {
+                    crate::stdio::funlockfile(f);
+                }
+            }
+            p = (*p).chain;
+            guard += 1;
+        }
+        if !at_exit {
+            _IO_list_unlock();
+        }
+    }
+}
+
+/// Flushes one tapped stream whose lock the caller holds.
+///
+/// # Safety
+/// `f` is a live FILE.
+pub unsafe fn flush_one(f: *mut FILE, src: u8) -> c_int {
+    if tap::suppressed(src) && suppress(f, src, [&[], &[]], false) {
+        return 0;
+    }
+    account(f, src, [&[], &[]], false, true, || real::fflush_unlocked(f), |_| 0)
+}

@@ -1,0 +1,204 @@
+//! The library's own I/O, done with raw system calls.
+//!
+//! Why not `libc::write` and friends: this shared object exports `write`,
+//! `close`, `open`… itself, so a call to them from inside the library would
+//! land in our own hooks. Everything the library does for itself goes
+//! through `syscall(2)` here, and every hook saves and restores `errno`
+//! around its own work so the program never sees a changed value.
+
+use libc::{c_int, c_long, c_void};
+
+pub fn errno() -> c_int {
+    // SAFETY: __errno_location always returns the calling thread's errno slot.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(e: c_int) {
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = e }
+}
+
+/// Restores the thread's `errno` when dropped.
+pub struct ErrnoGuard(c_int);
+
+impl ErrnoGuard {
+    pub fn new() -> ErrnoGuard {
+        ErrnoGuard(errno())
+    }
+}
+
+impl Drop for ErrnoGuard {
+    fn drop(&mut self) {
+        set_errno(self.0)
+    }
+}
+
+#[inline]
+fn ret(r: c_long) -> isize {
+    r as isize
+}
+
+pub fn write(fd: c_int, buf: &[u8]) -> isize {
+    // SAFETY: buf is a valid slice for its length.
+    ret(unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) })
+}
+
+/// # Safety
+/// `iov` must point to `n` valid iovecs.
+pub unsafe fn writev(fd: c_int, iov: *const libc::iovec, n: usize) -> isize {
+    ret(libc::syscall(libc::SYS_writev, fd, iov, n))
+}
+
+/// # Safety
+/// `msg` must be a valid msghdr.
+pub unsafe fn sendmsg(fd: c_int, msg: *const libc::msghdr, flags: c_int) -> isize {
+    ret(libc::syscall(libc::SYS_sendmsg, fd, msg, flags))
+}
+
+pub fn close(fd: c_int) -> isize {
+    // SAFETY: closing a number is memory-safe.
+    ret(unsafe { libc::syscall(libc::SYS_close, fd) })
+}
+
+pub fn fcntl(fd: c_int, cmd: c_int, arg: c_long) -> isize {
+    // SAFETY: only used with integer-argument commands.
+    ret(unsafe { libc::syscall(libc::SYS_fcntl, fd, cmd, arg) })
+}
+
+/// # Safety
+/// `path` must be NUL-terminated.
+pub unsafe fn openat(dirfd: c_int, path: *const u8, flags: c_int, mode: c_int) -> isize {
+    ret(libc::syscall(libc::SYS_openat, dirfd, path, flags, mode))
+}
+
+/// Device and inode: what identifies an open file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Ident {
+    pub dev: u64,
+    pub ino: u64,
+    pub mode: u32,
+    pub rdev: u64,
+}
+
+impl Ident {
+    fn from_stat(st: &libc::stat) -> Ident {
+        Ident { dev: st.st_dev, ino: st.st_ino, mode: st.st_mode, rdev: st.st_rdev }
+    }
+    pub fn same_file(&self, o: &Ident) -> bool {
+        self.dev == o.dev && self.ino == o.ino
+    }
+    pub fn is_chr(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFCHR
+    }
+}
+
+pub fn fstat(fd: c_int) -> Option<Ident> {
+    // SAFETY: st is a properly sized out-parameter.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) == 0 {
+            Some(Ident::from_stat(&st))
+        } else {
+            None
+        }
+    }
+}
+
+/// `stat` of a NUL-terminated path, following symlinks.
+pub fn stat(path: &[u8]) -> Option<Ident> {
+    debug_assert!(path.last() == Some(&0));
+    // SAFETY: path is NUL-terminated; st is a properly sized out-parameter.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path.as_ptr(), &mut st as *mut libc::stat, 0) == 0 {
+            Some(Ident::from_stat(&st))
+        } else {
+            None
+        }
+    }
+}
+
+pub fn getpid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
+}
+
+/// Milliseconds on the monotonic clock.
+pub fn now_ms() -> u64 {
+    // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked.
+    unsafe {
+        let mut ts: libc::timespec = core::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+    }
+}
+
+/// Waits while `*word == expected`, at most `timeout_ms`.
+pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
+    let ts = libc::timespec { tv_sec: (timeout_ms / 1000) as _, tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _ };
+    // SAFETY: word is a live aligned u32; ts outlives the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+            expected,
+            &ts as *const libc::timespec,
+        );
+    }
+}
+
+pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
+    // SAFETY: word is a live aligned u32.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+    }
+}
+
+pub fn sleep_ms(ms: u64) {
+    let ts = libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ };
+    // SAFETY: ts is valid; nanosleep is not hooked.
+    unsafe {
+        libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, core::ptr::null_mut::<c_void>());
+    }
+}
+
+/// Moves `fd` to a number at or above `min` (close-on-exec) and closes the
+/// old number, so the program's own low fd numbers stay free.
+pub fn move_high(fd: c_int, min: c_int) -> c_int {
+    let n = fcntl(fd, libc::F_DUPFD_CLOEXEC, min as c_long);
+    if n < 0 {
+        return fd;
+    }
+    close(fd);
+    n as c_int
+}
+
+/// One line on stderr, straight to fd 2 so it is never tapped.
+pub fn say(parts: &[&[u8]]) {
+    let mut buf = [0u8; 1024];
+    let mut at = 0;
+    for p in parts {
+        let n = p.len().min(buf.len() - 1 - at);
+        buf[at..at + n].copy_from_slice(&p[..n]);
+        at += n;
+    }
+    buf[at] = b'\n';
+    let _guard = ErrnoGuard::new();
+    write(2, &buf[..at + 1]);
+}
+
+/// Formats `n` in decimal into `buf`, returning the digits.
+pub fn fmt_u64(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}

@@ -1,0 +1,188 @@
+//! The decision: which file descriptors are tapped, and as which source.
+//!
+//! A table maps each fd number to the stream it refers to: stdout, stderr,
+//! the tap file, or nothing. Streams are identified by the open file, not
+//! the number: `dup`/`dup2`/`fcntl(F_DUPFD)` copy the entry (so bash's
+//! `>&2` and nginx's `dup2(log, 2)` keep their meaning), every successful
+//! open classifies the new fd by device and inode (`/dev/stdout`, a
+//! relative or symlinked path to the tap file, a file re-created by
+//! rotation), and every close clears the entry (so a reused number never
+//! inherits a tap).
+//!
+//! Reads of the table are single relaxed loads, safe from any context.
+
+use crate::config;
+use crate::sys::{self, Ident};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
+
+pub const NONE: u8 = 0;
+pub const STDOUT: u8 = 1;
+pub const STDERR: u8 = 2;
+pub const FILE: u8 = 3;
+/// The library's own notices (drops); never in the fd table.
+pub const NOTICE: u8 = 4;
+pub const SOURCES: usize = 5;
+
+/// fds at or above this are never tapped as the tap file (README, Limits).
+pub const TABLE_SIZE: usize = 1 << 16;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicU8 = AtomicU8::new(NONE);
+static TABLE: [AtomicU8; TABLE_SIZE] = [ZERO; TABLE_SIZE];
+
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+static PASSIVE_UNTIL: AtomicU64 = AtomicU64::new(0);
+static SUPPRESS: [AtomicBool; SOURCES] = [const { AtomicBool::new(false) }; SOURCES];
+
+struct Idents {
+    stdout: Option<Ident>,
+    stderr: Option<Ident>,
+}
+static mut IDENTS: Idents = Idents { stdout: None, stderr: None };
+
+/// The source fd `fd` is tapped as, or NONE. The hot-path check.
+#[inline(always)]
+pub fn source(fd: libc::c_int) -> u8 {
+    match TABLE.get(fd as u32 as usize) {
+        Some(e) => e.load(Relaxed),
+        None => NONE,
+    }
+}
+
+/// Like `source`, but honours the start-up passive window. Called only
+/// once `source` said yes, so the clock is read only for tapped writes.
+#[inline]
+pub fn active_source(fd: libc::c_int) -> u8 {
+    let s = source(fd);
+    if s == NONE {
+        return NONE;
+    }
+    let until = PASSIVE_UNTIL.load(Relaxed);
+    if until != 0 {
+        if sys::now_ms() < until {
+            return NONE;
+        }
+        PASSIVE_UNTIL.store(0, Relaxed);
+    }
+    s
+}
+
+pub fn suppressed(src: u8) -> bool {
+    SUPPRESS[src as usize].load(Relaxed)
+}
+
+pub fn is_active() -> bool {
+    ACTIVE.load(Acquire)
+}
+
+fn set(fd: libc::c_int, src: u8) {
+    if let Some(e) = TABLE.get(fd as u32 as usize) {
+        e.store(src, Relaxed);
+    }
+}
+
+/// Sets up the table for fds 0-2 as they are at start.
+///
+/// # Safety
+/// Constructor only: no other thread may be using this module.
+pub unsafe fn init() {
+    let c = config::get();
+    let idents = &mut *core::ptr::addr_of_mut!(IDENTS);
+    idents.stdout = if c.tap_stdout { sys::fstat(1) } else { None };
+    idents.stderr = if c.tap_stderr { sys::fstat(2) } else { None };
+    SUPPRESS[STDOUT as usize].store(c.suppress_std, Relaxed);
+    SUPPRESS[STDERR as usize].store(c.suppress_std, Relaxed);
+    SUPPRESS[FILE as usize].store(c.suppress_file, Relaxed);
+    for fd in 0..3 {
+        set(fd, NONE);
+    }
+    // fds 1 and 2 are the streams by definition; another fd joins them
+    // only by being a dup of them or a re-open of the same pipe or file.
+    if idents.stdout.is_some() {
+        set(1, STDOUT);
+    }
+    if idents.stderr.is_some() {
+        set(2, STDERR);
+    }
+    // A log file the program inherited already open (rare) is found too.
+    for fd in 0..3 {
+        if tap_file_matches(fd) {
+            set(fd, FILE);
+        }
+    }
+    if c.passive_ms > 0 {
+        PASSIVE_UNTIL.store(sys::now_ms() + c.passive_ms, Relaxed);
+    }
+    ACTIVE.store(true, Release);
+}
+
+fn tap_file_matches(fd: libc::c_int) -> bool {
+    let c = config::get();
+    if c.tap_file.is_empty() {
+        return false;
+    }
+    match (sys::fstat(fd), sys::stat(c.tap_file.c_bytes())) {
+        (Some(a), Some(b)) => a.same_file(&b),
+        _ => false,
+    }
+}
+
+/// Classifies a freshly opened fd. `writable` is false for read-only
+/// opens, which can never carry output.
+pub fn opened(fd: libc::c_int, writable: bool) {
+    if fd < 0 || !is_active() {
+        return;
+    }
+    let _e = sys::ErrnoGuard::new();
+    set(fd, if writable { classify(fd) } else { NONE });
+}
+
+fn classify(fd: libc::c_int) -> u8 {
+    let c = config::get();
+    let want_std = c.tap_stdout || c.tap_stderr;
+    if c.tap_file.is_empty() && !want_std {
+        return NONE;
+    }
+    let Some(id) = sys::fstat(fd) else { return NONE };
+    if !c.tap_file.is_empty() {
+        if let Some(t) = sys::stat(c.tap_file.c_bytes()) {
+            if t.same_file(&id) {
+                return FILE;
+            }
+        }
+    }
+    // Memory devices (/dev/null, /dev/zero, /dev/kmsg…) are where programs
+    // throw output away; sharing stdout's device never makes them stdout.
+    if id.is_chr() && libc::major(id.rdev) == 1 {
+        return NONE;
+    }
+    // SAFETY: IDENTS is written only in the constructor.
+    let idents = unsafe { &*core::ptr::addr_of!(IDENTS) };
+    if idents.stdout.is_some_and(|s| s.same_file(&id)) {
+        return STDOUT;
+    }
+    if idents.stderr.is_some_and(|s| s.same_file(&id)) {
+        return STDERR;
+    }
+    NONE
+}
+
+/// `newfd` now refers to the same open file as `oldfd`.
+pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
+    if newfd >= 0 && oldfd != newfd {
+        set(newfd, source(oldfd));
+    }
+}
+
+pub fn closed(fd: libc::c_int) {
+    set(fd, NONE);
+}
+
+pub fn closed_range(lo: u32, hi: u32) {
+    let end = (hi as usize).min(TABLE_SIZE - 1);
+    for fd in lo as usize..=end {
+        if TABLE[fd].load(Relaxed) != NONE {
+            TABLE[fd].store(NONE, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Moving tapped bytes out of the program: the buffer, the consumer thread
+//! and the exit/exec/fork hand-offs.
+//!
+//! Hooks only ever `push` into the ring (lock-free, never blocks). A
+//! consumer thread, started at the first tapped write rather than in the
+//! constructor (so a program that forks to daemonise or calls
+//! `unshare(CLONE_NEWUSER)` first is not disturbed), drains the ring to the
+//! target in large writes. It sleeps on a futex: a writer pays for a wake
+//! system call only when the consumer is idle, or when it is lingering to
+//! batch and the backlog passes a high-water mark.
+
+pub mod target;
+
+use crate::config;
+use crate::ring::Ring;
+use crate::sys;
+use crate::tap::SOURCES;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
+
+// Consumer sleep states (the futex word).
+const AWAKE: u32 = 0;
+const IDLE: u32 = 1;
+const LINGER: u32 = 2;
+
+// Consumer thread lifecycle.
+const T_NONE: u32 = 0;
+const T_RUNNING: u32 = 1;
+const T_QUIESCE: u32 = 2;
+
+/// Backlog at which a lingering consumer is woken early.
+const HIGH_WATER: u64 = 256 << 10;
+
+struct RingCell(UnsafeCell<Ring>);
+// SAFETY: the Ring is Sync; the cell is replaced only in the fork child
+// handler, when the child has a single thread.
+unsafe impl Sync for RingCell {}
+
+static RING: RingCell = RingCell(UnsafeCell::new(
+    // SAFETY: a zero-capacity ring is never pushed to: `init` replaces it
+    // before the library turns active.
+    unsafe { Ring::from_raw(core::ptr::null_mut(), 0) },
+));
+
+static STATE: AtomicU32 = AtomicU32::new(AWAKE);
+static THREAD: AtomicU32 = AtomicU32::new(T_NONE);
+static mut THREAD_ID: libc::pthread_t = 0;
+/// Bumped (and futex-woken) by the consumer each time it frees space.
+static PROGRESS: AtomicU32 = AtomicU32::new(0);
+/// Set while a drain is in progress; whoever holds it owns the connection.
+static DRAINING: AtomicBool = AtomicBool::new(false);
+/// Exit or exec under way: no lingering, fast reconnect attempts.
+static URGENT: AtomicBool = AtomicBool::new(false);
+/// The final drain has run; later taps are sent on the spot.
+static LATE: AtomicBool = AtomicBool::new(false);
+static DROP_BYTES: [AtomicU64; SOURCES] = [const { AtomicU64::new(0) }; SOURCES];
+static DROP_WRITES: [AtomicU64; SOURCES] = [const { AtomicU64::new(0) }; SOURCES];
+/// The pid this state belongs to (a vfork child shares our memory).
+static OWNER_PID: AtomicI32 = AtomicI32::new(0);
+
+pub fn ring() -> &'static Ring {
+    // SAFETY: see RingCell.
+    unsafe { &*RING.0.get() }
+}
+
+fn map_ring(size: usize) -> bool {
+    // SAFETY: a fresh private anonymous mapping; MAP_NORESERVE so that only
+    // pages actually used cost memory.
+    unsafe {
+        let p = libc::mmap(
+            core::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        *RING.0.get() = Ring::from_raw(p as *mut u8, size);
+        true
+    }
+}
+
+/// # Safety
+/// Constructor only.
+pub unsafe fn init() -> bool {
+    OWNER_PID.store(sys::getpid(), Relaxed);
+    map_ring(config::get().buffer_size)
+}
+
+/// Appends one write's bytes. Returns false (nothing stored) when the
+/// buffer cannot take them; the caller then counts a drop or, when the
+/// stream is suppressed, writes to the original destination instead.
+pub fn push(src: u8, parts: &[&[u8]]) -> bool {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len == 0 {
+        return true;
+    }
+    let Some(used) = ring().push(src, parts, len) else { return false };
+    if THREAD.load(Relaxed) == T_NONE {
+        start_thread();
+    }
+    let st = STATE.load(SeqCst);
+    if (st == IDLE || (st == LINGER && used >= HIGH_WATER)) && STATE.swap(AWAKE, SeqCst) != AWAKE {
+        sys::futex_wake(&STATE);
+    }
+    if LATE.load(Relaxed) {
+        target::drain(true);
+    }
+    true
+}
+
+/// Pushes, or counts what was lost.
+pub fn push_or_drop(src: u8, parts: &[&[u8]]) {
+    if !push(src, parts) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        DROP_BYTES[src as usize].fetch_add(len as u64, Relaxed);
+        DROP_WRITES[src as usize].fetch_add(1, Relaxed);
+    }
+}
+
+/// Takes the drop counts of `src` (consumer side).
+pub(crate) fn take_drops(src: usize) -> (u64, u64) {
+    if DROP_WRITES[src].load(Relaxed) == 0 {
+        return (0, 0);
+    }
+    (DROP_BYTES[src].swap(0, Relaxed), DROP_WRITES[src].swap(0, Relaxed))
+}
+
+pub(crate) fn restore_drops(src: usize, bytes: u64, writes: u64) {
+    DROP_BYTES[src].fetch_add(bytes, Relaxed);
+    DROP_WRITES[src].fetch_add(writes, Relaxed);
+}
+
+pub(crate) fn urgent() -> bool {
+    URGENT.load(Relaxed)
+}
+
+fn start_thread() {
+    if THREAD.compare_exchange(T_NONE, T_RUNNING, AcqRel, Relaxed).is_err() {
+        return;
+    }
+    let _e = sys::ErrnoGuard::new();
+    // SAFETY: plain pthread calls with valid out-parameters. All signals
+    // are blocked in the new thread, so the program's handlers only ever
+    // run on the program's own threads.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut tid: libc::pthread_t = 0;
+        let rc = libc::pthread_create(&mut tid, &attr, consumer_main, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        if rc == 0 {
+            THREAD_ID = tid;
+            crate::debug(&[b"consumer thread started"]);
+        } else {
+            THREAD.store(T_NONE, Release);
+        }
+    }
+}
+
+extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: prctl with a NUL-terminated name only renames this thread.
+    unsafe { libc::prctl(libc::PR_SET_NAME, b"logtap\0".as_ptr()) };
+    let flush_ms = config::get().flush_ms;
+    loop {
+        if THREAD.load(Acquire) == T_QUIESCE {
+            return core::ptr::null_mut();
+        }
+        let out = target::drain(false);
+        PROGRESS.fetch_add(1, Release);
+        sys::futex_wake(&PROGRESS);
+        if THREAD.load(Acquire) == T_QUIESCE {
+            return core::ptr::null_mut();
+        }
+        match out {
+            target::Outcome::Empty => {
+                STATE.store(IDLE, SeqCst);
+                if ring().head() == ring().tail() && THREAD.load(Acquire) == T_RUNNING {
+                    sys::futex_wait(&STATE, IDLE, 10_000);
+                }
+                STATE.store(AWAKE, SeqCst);
+                // Linger a little so a burst leaves in few large writes.
+                if !urgent() {
+                    linger(flush_ms);
+                }
+            }
+            target::Outcome::Blocked(fd) => {
+                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one valid pollfd; poll is not hooked.
+                unsafe { libc::poll(&mut p, 1, 100) };
+            }
+            target::Outcome::Down(wait_ms) => linger(wait_ms.min(1000)),
+            target::Outcome::Busy => sys::sleep_ms(1),
+        }
+    }
+}
+
+fn linger(ms: u64) {
+    STATE.store(LINGER, SeqCst);
+    if ring().used() < HIGH_WATER && !urgent() && THREAD.load(Acquire) == T_RUNNING {
+        sys::futex_wait(&STATE, LINGER, ms);
+    }
+    STATE.store(AWAKE, SeqCst);
+}
+
+fn wake_consumer() {
+    if STATE.swap(AWAKE, SeqCst) != AWAKE {
+        sys::futex_wake(&STATE);
+    }
+}
+
+/// Delivers everything pushed so far, waiting at most `timeout_ms` for the
+/// target. Used at exit, `_exit` and exec. Returns true when all arrived.
+pub fn flush(timeout_ms: u64) -> bool {
+    if OWNER_PID.load(Relaxed) != sys::getpid() {
+        // A vfork child: the memory and the consumer are the parent's.
+        return false;
+    }
+    let _e = sys::ErrnoGuard::new();
+    let goal = ring().head();
+    let deadline = sys::now_ms() + timeout_ms;
+    URGENT.store(true, Relaxed);
+    let threaded = THREAD.load(Acquire) == T_RUNNING;
+    if threaded {
+        wake_consumer();
+    }
+    let done = loop {
+        if ring().tail() >= goal && target::idle() {
+            break true;
+        }
+        let now = sys::now_ms();
+        if now >= deadline {
+            break false;
+        }
+        if threaded && THREAD.load(Acquire) == T_RUNNING {
+            let seen = PROGRESS.load(Acquire);
+            wake_consumer();
+            sys::futex_wait(&PROGRESS, seen, (deadline - now).min(20));
+        } else {
+            match target::drain(true) {
+                target::Outcome::Empty => {}
+                _ => sys::sleep_ms((deadline - now).min(10)),
+            }
+        }
+    };
+    URGENT.store(false, Relaxed);
+    done
+}
+
+/// The final hand-off at normal exit: flush, give undelivered data of
+/// suppressed streams back to their original destination, then send any
+/// later tap immediately.
+pub fn at_exit() {
+    let c = config::get();
+    if !flush(c.exit_timeout_ms) {
+        target::spill_undelivered();
+    }
+    LATE.store(true, Relaxed);
+}
+
+/// Stops the consumer thread and waits until it is gone (for
+/// `unshare(CLONE_NEWUSER)`, which refuses a multi-threaded caller).
+pub fn quiesce() {
+    if THREAD.compare_exchange(T_RUNNING, T_QUIESCE, AcqRel, Relaxed).is_err() {
+        return;
+    }
+    wake_consumer();
+    // SAFETY: THREAD_ID is the joinable thread started by start_thread.
+    unsafe { libc::pthread_join(THREAD_ID, core::ptr::null_mut()) };
+    THREAD.store(T_NONE, Release);
+}
+
+/// In the child after fork: a fresh buffer and connection of its own. The
+/// parent's buffered bytes stay the parent's to deliver.
+pub fn after_fork_child() {
+    let size = config::get().buffer_size;
+    let (old_base, old_cap) = (ring().base(), ring().capacity());
+    // SAFETY: single-threaded child; the old mapping is our private copy
+    // and nothing refers to it once the new ring is in place.
+    unsafe {
+        if map_ring(size) && !old_base.is_null() {
+            libc::munmap(old_base as *mut libc::c_void, old_cap);
+        }
+    }
+    THREAD.store(T_NONE, Relaxed);
+    STATE.store(AWAKE, Relaxed);
+    DRAINING.store(false, Relaxed);
+    URGENT.store(false, Relaxed);
+    LATE.store(false, Relaxed);
+    for s in 0..SOURCES {
+        DROP_BYTES[s].store(0, Relaxed);
+        DROP_WRITES[s].store(0, Relaxed);
+    }
+    OWNER_PID.store(sys::getpid(), Relaxed);
+    target::after_fork_child();
+}
+
+pub(crate) fn try_lock_drain() -> bool {
+    DRAINING.compare_exchange(false, true, Acquire, Relaxed).is_ok()
+}
+
+pub(crate) fn unlock_drain() {
+    DRAINING.store(false, Release);
+}
+
+/// Whether any tapping can happen at all (skips the thread otherwise).
+pub fn anything_tapped() -> bool {
+    let c = config::get();
+    c.tap_stdout || c.tap_stderr || !c.tap_file.is_empty()
+}

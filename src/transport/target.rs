@@ -1,0 +1,680 @@
+//! Delivery to the target: a file, a persistent socket for logtap-sink, or
+//! Pantavisor's pv-ctrl-log (one message per connection).
+//!
+//! Everything here runs with the drain lock held (`super::try_lock_drain`),
+//! normally on the consumer thread, so the connection state needs no other
+//! synchronisation. Frames are planned straight over the ring's records and
+//! sent with one `writev`/`sendmsg` per batch, without copying the data.
+//!
+//! A frame is never cut: when a send is partial, the next attempt resumes
+//! inside the same frame, built from the same records; when the connection
+//! is lost mid-frame, that frame is sent again whole on the next
+//! connection (the sink discards the unfinished copy). Records are released
+//! only once every frame that carries them has gone out.
+
+use super::{ring, take_drops, restore_drops, try_lock_drain, unlock_drain, urgent};
+use crate::config::{self, Format, TargetKind};
+use crate::ring::Record;
+use crate::sys::{self, Ident};
+use crate::tap::{FILE, NOTICE, SOURCES, STDERR, STDOUT};
+use core::sync::atomic::{AtomicBool, AtomicI32, Ordering::*};
+use logtap_wire as wire;
+
+pub enum Outcome {
+    /// Nothing left to send.
+    Empty,
+    /// The target would block on this fd.
+    Blocked(i32),
+    /// No target now; try again in this many milliseconds.
+    Down(u64),
+    /// Someone else is draining, or a writer is still filling the next record.
+    Busy,
+}
+
+/// The fd the library owns now (-1: none). Hooks consult it so the program
+/// can neither close it nor have it replaced under us.
+static OUR_FD: AtomicI32 = AtomicI32::new(-1);
+/// Set while the drainer is inside a system call on OUR_FD.
+static IN_USE: AtomicBool = AtomicBool::new(false);
+
+/// Keep our fd out of the low numbers programs pick explicitly.
+const HIGH_FD: i32 = 700;
+const IOV_N: usize = 512;
+const FR_N: usize = 128;
+const BATCH_MAX: usize = 1 << 20;
+const PREFIX_MAX: usize = config::PATH_MAX + 80;
+
+struct Conn {
+    ident: Option<Ident>,
+    ever: bool,
+    next_attempt: u64,
+    /// Bytes of the record at the ring's tail already delivered.
+    skip: usize,
+    /// Bytes of the first planned frame already sent.
+    pf_sent: usize,
+    /// Data length of that frame (0: no frame in flight).
+    pf_data: usize,
+    reported: bool,
+}
+
+static mut CONN: Conn =
+    Conn { ident: None, ever: false, next_attempt: 0, skip: 0, pf_sent: 0, pf_data: 0, reported: false };
+
+struct Prefixes {
+    buf: [[u8; PREFIX_MAX]; SOURCES],
+    len: [usize; SOURCES],
+}
+static mut PREFIX: Prefixes = Prefixes { buf: [[0; PREFIX_MAX]; SOURCES], len: [0; SOURCES] };
+
+/// # Safety
+/// Constructor only.
+pub unsafe fn init() {
+    let c = config::get();
+    let p = &mut *core::ptr::addr_of_mut!(PREFIX);
+    for src in [STDOUT, STDERR, FILE, NOTICE] {
+        let level = match src {
+            STDOUT => c.level_stdout,
+            STDERR => c.level_stderr,
+            FILE => c.level_file,
+            _ => wire::Level::Warn,
+        };
+        p.len[src as usize] =
+            wire::write_prefix(&mut p.buf[src as usize], level, c.platform.bytes(), source_name(src)).unwrap_or(0);
+    }
+}
+
+/// The `source` field for a tap source.
+pub fn source_name(src: u8) -> &'static [u8] {
+    match src {
+        STDOUT => b"stdout",
+        STDERR => b"stderr",
+        FILE => {
+            let t = config::get().tap_file.bytes();
+            t.strip_prefix(b"/").unwrap_or(t)
+        }
+        _ => wire::SELF_SOURCE.as_bytes(),
+    }
+}
+
+fn prefix(src: u8) -> &'static [u8] {
+    // SAFETY: PREFIX is written only in the constructor.
+    unsafe {
+        let p = &*core::ptr::addr_of!(PREFIX);
+        &p.buf[src as usize][..p.len[src as usize]]
+    }
+}
+
+fn conn() -> &'static mut Conn {
+    // SAFETY: only reached with the drain lock held (or in the
+    // single-threaded fork child), so there is one user at a time.
+    unsafe { &mut *core::ptr::addr_of_mut!(CONN) }
+}
+
+pub fn owns(fd: i32) -> bool {
+    fd >= 0 && OUR_FD.load(SeqCst) == fd
+}
+
+/// The program is about to reuse our fd's number (`dup2` onto it): move
+/// our connection elsewhere first, waiting out a system call in flight.
+pub fn evacuate(fd: i32) {
+    if !owns(fd) {
+        return;
+    }
+    let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, libc::c_long::from(HIGH_FD));
+    OUR_FD.store(if n >= 0 { n as i32 } else { -1 }, SeqCst);
+    while IN_USE.load(SeqCst) {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
+    // When moving failed the connection is simply forgotten; the program's
+    // dup2 closes it and the drainer reconnects.
+}
+
+/// True when no frame is half sent (so "tail reached head" means delivered).
+pub fn idle() -> bool {
+    !try_lock_drain() || {
+        let r = conn().pf_sent == 0;
+        unlock_drain();
+        r
+    }
+}
+
+pub fn after_fork_child() {
+    let fd = OUR_FD.swap(-1, SeqCst);
+    if fd >= 0 {
+        sys::close(fd);
+    }
+    IN_USE.store(false, SeqCst);
+    let c = conn();
+    *c = Conn { ident: None, ever: c.ever, next_attempt: 0, skip: 0, pf_sent: 0, pf_data: 0, reported: false };
+}
+
+fn report(what: &[u8], path: &[u8]) {
+    let c = conn();
+    if !c.reported {
+        c.reported = true;
+        crate::debug(&[what, b" ", path]);
+    }
+}
+
+fn retry_ms() -> u64 {
+    let c = config::get();
+    if urgent() {
+        20
+    } else if conn().ever {
+        c.reconnect_ms
+    } else {
+        c.first_connect_ms
+    }
+}
+
+/// Opens the file or connects the socket. Returns the fd.
+fn connect_new(kind: TargetKind) -> Result<i32, i32> {
+    let c = config::get();
+    let path = c.target_path.c_bytes();
+    // SAFETY: raw system calls on our own buffers.
+    unsafe {
+        if kind == TargetKind::File {
+            let fd = sys::openat(
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd < 0 {
+                return Err(sys::errno());
+            }
+            return Ok(sys::move_high(fd as i32, HIGH_FD));
+        }
+        let fd = libc::syscall(
+            libc::SYS_socket,
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        ) as i32;
+        if fd < 0 {
+            return Err(sys::errno());
+        }
+        let sndbuf: libc::c_int = if kind == TargetKind::Socket { 1 << 20 } else { 512 << 10 };
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            &sndbuf as *const libc::c_int as *const libc::c_void,
+            4,
+        );
+        let mut addr: libc::sockaddr_un = core::mem::zeroed();
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let p = c.target_path.bytes();
+        for (d, s) in addr.sun_path.iter_mut().zip(p) {
+            *d = *s as libc::c_char;
+        }
+        let rc = libc::syscall(
+            libc::SYS_connect,
+            fd,
+            &addr as *const libc::sockaddr_un,
+            core::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+        );
+        if rc < 0 {
+            let e = sys::errno();
+            sys::close(fd);
+            return Err(e);
+        }
+        Ok(sys::move_high(fd, HIGH_FD))
+    }
+}
+
+fn disconnect(reset_frame: bool) {
+    let fd = OUR_FD.swap(-1, SeqCst);
+    if fd >= 0 {
+        sys::close(fd);
+    }
+    let c = conn();
+    c.ident = None;
+    c.next_attempt = sys::now_ms() + retry_ms();
+    if reset_frame {
+        c.pf_sent = 0;
+        c.pf_data = 0;
+    }
+}
+
+/// Makes sure a persistent target is open. Err carries the wait.
+fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
+    let fd = OUR_FD.load(SeqCst);
+    let c = conn();
+    if fd >= 0 {
+        // Someone may have closed our fd behind our back with a raw system
+        // call and reused the number: never write into their file.
+        if sys::fstat(fd).is_some_and(|id| Some(id) == c.ident) {
+            return Ok(fd);
+        }
+        OUR_FD.store(-1, SeqCst);
+        c.ident = None;
+        c.pf_sent = 0;
+        c.pf_data = 0;
+    }
+    let now = sys::now_ms();
+    if now < c.next_attempt && !(urgent() && c.next_attempt - now > 20) {
+        return Err(c.next_attempt - now);
+    }
+    let path = config::get().target_path.bytes();
+    match connect_new(kind) {
+        Ok(fd) => {
+            c.ident = sys::fstat(fd);
+            OUR_FD.store(fd, SeqCst);
+            c.ever = true;
+            if c.reported {
+                crate::debug(&[b"target is back: ", path]);
+            }
+            c.reported = false;
+            Ok(fd)
+        }
+        Err(_) => {
+            report(b"target unavailable, buffering:", path);
+            c.next_attempt = now + retry_ms();
+            Err(retry_ms())
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct FrameInfo {
+    data_len: usize,
+    src: u8,
+    /// Position after the frame's last byte: record position and offset.
+    end_pos: u64,
+    end_skip: usize,
+    iov_start: usize,
+}
+
+struct Batch {
+    iov: [libc::iovec; IOV_N],
+    niov: usize,
+    hdr: [[u8; 8]; FR_N],
+    frames: [FrameInfo; FR_N],
+    nframes: usize,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            iov: [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; IOV_N],
+            niov: 0,
+            hdr: [[0; 8]; FR_N],
+            frames: [FrameInfo { data_len: 0, src: 0, end_pos: 0, end_skip: 0, iov_start: 0 }; FR_N],
+            nframes: 0,
+        }
+    }
+
+    fn add_iov(&mut self, p: *const u8, len: usize) {
+        self.iov[self.niov] = libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len };
+        self.niov += 1;
+    }
+
+    fn wire_len(&self, i: usize, framed: bool) -> usize {
+        let f = &self.frames[i];
+        f.data_len + if framed { 8 + prefix(f.src).len() } else { 0 }
+    }
+}
+
+/// Plans frames over the committed records from the tail.
+fn plan(b: &mut Batch, framed: bool) {
+    let r = ring();
+    let c = conn();
+    let mut pos = r.tail();
+    let mut skip = c.skip;
+    let mut total = 0usize;
+    let mut open = false;
+    'records: while let Some(rec) = r.peek(pos) {
+        let Record { src, data, len, next, .. } = rec;
+        let mut off = skip.min(len);
+        while off < len {
+            let limit = if b.nframes == 1 && c.pf_data > 0 { c.pf_data } else { wire::MAX_DATA };
+            let cur = b.nframes.wrapping_sub(1);
+            if !open || b.frames[cur].src != src || b.frames[cur].data_len >= limit {
+                if b.nframes == FR_N || b.niov + 3 > IOV_N || total >= BATCH_MAX {
+                    break 'records;
+                }
+                let i = b.nframes;
+                b.frames[i] =
+                    FrameInfo { data_len: 0, src, end_pos: rec.pos, end_skip: off, iov_start: b.niov };
+                b.nframes += 1;
+                open = true;
+                if framed {
+                    let hp = b.hdr[i].as_ptr();
+                    b.add_iov(hp, 8);
+                    let p = prefix(src);
+                    b.add_iov(p.as_ptr(), p.len());
+                }
+            }
+            let cur = b.nframes - 1;
+            let limit = if cur == 0 && c.pf_data > 0 { c.pf_data } else { wire::MAX_DATA };
+            let take = (len - off).min(limit - b.frames[cur].data_len);
+            if take == 0 {
+                // The in-flight frame is complete; the next byte starts a new one.
+                open = false;
+                continue;
+            }
+            if b.niov == IOV_N {
+                break 'records;
+            }
+            // SAFETY: off + take <= len, inside the committed record.
+            b.add_iov(unsafe { data.add(off) }, take);
+            b.frames[cur].data_len += take;
+            off += take;
+            total += take;
+            let (ep, es) = if off == len { (next, 0) } else { (rec.pos, off) };
+            b.frames[cur].end_pos = ep;
+            b.frames[cur].end_skip = es;
+        }
+        pos = next;
+        skip = 0;
+    }
+    if framed {
+        for i in 0..b.nframes {
+            let f = b.frames[i];
+            b.hdr[i] = wire::header(prefix(f.src).len() + f.data_len);
+        }
+    }
+}
+
+/// Drops the first `n` bytes from the iovec list starting at `from`.
+fn skip_iov(iov: &mut [libc::iovec], mut n: usize) -> usize {
+    let mut i = 0;
+    while i < iov.len() && n >= iov[i].iov_len {
+        n -= iov[i].iov_len;
+        i += 1;
+    }
+    if i < iov.len() && n > 0 {
+        // SAFETY: n < iov_len, so the new base stays inside the same buffer.
+        iov[i].iov_base = unsafe { (iov[i].iov_base as *mut u8).add(n) } as *mut libc::c_void;
+        iov[i].iov_len -= n;
+    }
+    i
+}
+
+/// Accounts for `n` more bytes sent of the planned batch; frees what is done.
+fn account(b: &Batch, n: usize, framed: bool) {
+    let c = conn();
+    let done = c.pf_sent + n;
+    let mut acc = 0;
+    let mut completed = 0;
+    while completed < b.nframes && acc + b.wire_len(completed, framed) <= done {
+        acc += b.wire_len(completed, framed);
+        completed += 1;
+    }
+    if completed > 0 {
+        let last = b.frames[completed - 1];
+        c.skip = last.end_skip;
+        ring().release(last.end_pos);
+    }
+    c.pf_sent = done - acc;
+    c.pf_data = if c.pf_sent > 0 { b.frames[completed].data_len } else { 0 };
+}
+
+fn emit_drop_notices() {
+    for src in [STDOUT, STDERR, FILE] {
+        let (bytes, writes) = take_drops(src as usize);
+        if writes == 0 {
+            continue;
+        }
+        let mut buf = [0u8; 256 + config::PATH_MAX];
+        let notice = wire::DropNotice { bytes, writes, source: source_name(src) };
+        let n = notice.write(&mut buf).unwrap_or(0);
+        if !ring().push(NOTICE, &[&buf[..n]], n).is_some() {
+            restore_drops(src as usize, bytes, writes);
+        } else {
+            crate::debug(&[b"buffer full, dropped data: ", &buf[..n.saturating_sub(1)]]);
+        }
+    }
+}
+
+/// Sends what the ring holds. `inline` is true when called from a program
+/// thread (exit, exec, after the final flush) rather than the consumer.
+pub fn drain(inline: bool) -> Outcome {
+    if !try_lock_drain() {
+        return Outcome::Busy;
+    }
+    let _e = sys::ErrnoGuard::new();
+    let out = drain_locked(inline);
+    unlock_drain();
+    out
+}
+
+fn drain_locked(_inline: bool) -> Outcome {
+    let cfg = config::get();
+    let framed = cfg.format == Format::Logserver;
+    emit_drop_notices();
+    let mut b = Batch::new();
+    loop {
+        let r = ring();
+        if r.peek(r.tail()).is_none() {
+            return if r.head() == r.tail() { Outcome::Empty } else { Outcome::Busy };
+        }
+        if cfg.target_kind == TargetKind::Pantavisor {
+            match send_pantavisor(&mut b) {
+                Ok(()) => continue,
+                Err(out) => return out,
+            }
+        }
+        let fd = match ensure_connected(cfg.target_kind) {
+            Ok(fd) => fd,
+            Err(wait) => return Outcome::Down(wait),
+        };
+        b.niov = 0;
+        b.nframes = 0;
+        plan(&mut b, framed);
+        if b.nframes == 0 {
+            return Outcome::Busy;
+        }
+        let first = skip_iov(&mut b.iov[..b.niov], conn().pf_sent);
+        let res = send_iov(fd, &b.iov[first..b.niov], cfg.target_kind);
+        match res {
+            Ok(n) => {
+                account(&b, n, framed);
+                if conn().pf_sent > 0 {
+                    return Outcome::Blocked(fd);
+                }
+            }
+            Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => return Outcome::Blocked(fd),
+            Err(e) if e == libc::EINTR => {}
+            Err(e) => {
+                let path = cfg.target_path.bytes();
+                if e == libc::ENOSPC || e == libc::EDQUOT {
+                    report(b"target file is full, buffering:", path);
+                } else {
+                    report(b"lost the target, buffering:", path);
+                }
+                // A file already holds the bytes of a half-written frame;
+                // a new socket connection must start on a frame boundary.
+                disconnect(cfg.target_kind != TargetKind::File);
+                return Outcome::Down(retry_ms());
+            }
+        }
+        if b.nframes < FR_N && b.niov < IOV_N - 3 {
+            // The plan took everything that was committed.
+            emit_drop_notices();
+        }
+    }
+}
+
+fn send_iov(fd: i32, iov: &[libc::iovec], kind: TargetKind) -> Result<usize, i32> {
+    IN_USE.store(true, SeqCst);
+    // Re-read: a hook may have moved our fd just before IN_USE was set.
+    let now_fd = OUR_FD.load(SeqCst);
+    let r = if now_fd != fd {
+        Err(libc::EAGAIN)
+    } else if kind == TargetKind::File {
+        // SAFETY: the iovecs point into the ring and our prefix/header buffers.
+        let n = unsafe { sys::writev(fd, iov.as_ptr(), iov.len()) };
+        if n < 0 {
+            Err(sys::errno())
+        } else {
+            Ok(n as usize)
+        }
+    } else {
+        // SAFETY: as above; msghdr refers to the iovec slice only.
+        unsafe {
+            let mut m: libc::msghdr = core::mem::zeroed();
+            m.msg_iov = iov.as_ptr() as *mut libc::iovec;
+            m.msg_iovlen = iov.len() as _;
+            let n = sys::sendmsg(fd, &m, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+            if n < 0 {
+                Err(sys::errno())
+            } else {
+                Ok(n as usize)
+            }
+        }
+    };
+    IN_USE.store(false, SeqCst);
+    r
+}
+
+/// Pantavisor's server takes one message per connection and reads it
+/// until EOF: each frame gets its own connection, sent whole, then closed.
+fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
+    let c = conn();
+    let now = sys::now_ms();
+    if now < c.next_attempt && !urgent() {
+        return Err(Outcome::Down(c.next_attempt - now));
+    }
+    b.niov = 0;
+    b.nframes = 0;
+    c.pf_sent = 0;
+    c.pf_data = 0;
+    plan(b, true);
+    if b.nframes == 0 {
+        return Err(Outcome::Busy);
+    }
+    let path = config::get().target_path.bytes();
+    for i in 0..b.nframes {
+        let start = b.frames[i].iov_start;
+        let end = if i + 1 < b.nframes { b.frames[i + 1].iov_start } else { b.niov };
+        let want = b.wire_len(i, true);
+        let fd = match connect_new(TargetKind::Pantavisor) {
+            Ok(fd) => fd,
+            Err(_) => {
+                report(b"pantavisor log socket unavailable, buffering:", path);
+                c.next_attempt = sys::now_ms() + retry_ms();
+                return Err(Outcome::Down(retry_ms()));
+            }
+        };
+        OUR_FD.store(fd, SeqCst);
+        let mut sent = 0;
+        let mut tries = 0;
+        while sent < want && tries < 200 {
+            let mut iov = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; 64];
+            let n_iov = (end - start).min(64);
+            iov[..n_iov].copy_from_slice(&b.iov[start..start + n_iov]);
+            let first = skip_iov(&mut iov[..n_iov], sent);
+            match send_iov(fd, &iov[first..n_iov], TargetKind::Pantavisor) {
+                Ok(n) => sent += n,
+                Err(e) if e == libc::EAGAIN || e == libc::EINTR => {
+                    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut p, 1, 5) };
+                    tries += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        // SAFETY: shutdown on our own socket.
+        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+        OUR_FD.store(-1, SeqCst);
+        sys::close(fd);
+        if sent < want {
+            report(b"pantavisor log socket stalled, buffering:", path);
+            c.next_attempt = sys::now_ms() + retry_ms();
+            return Err(Outcome::Down(retry_ms()));
+        }
+        c.reported = false;
+        c.ever = true;
+        let f = b.frames[i];
+        c.skip = f.end_skip;
+        ring().release(f.end_pos);
+    }
+    Ok(())
+}
+
+/// After a failed final flush: bytes of suppressed streams that never
+/// reached the target go to their original destination, so suppression
+/// never loses data. The rest already reached the original destination.
+pub fn spill_undelivered() {
+    let deadline = sys::now_ms() + 100;
+    while !try_lock_drain() {
+        if sys::now_ms() > deadline {
+            return;
+        }
+        sys::sleep_ms(1);
+    }
+    let _e = sys::ErrnoGuard::new();
+    spill_locked();
+    unlock_drain();
+}
+
+/// With the drain lock held: moves every buffered record of a suppressed
+/// stream to its original destination, in order, and frees the ring.
+pub fn spill_locked() {
+    let r = ring();
+    let c = conn();
+    if c.pf_sent > 0 {
+        // A frame is half way out on a live connection; leave it be.
+        return;
+    }
+    let mut file_fd = -1;
+    let mut pos = r.tail();
+    let mut skip = c.skip;
+    let mut lost = 0usize;
+    while let Some(rec) = r.peek(pos) {
+        // SAFETY: a committed record's bytes.
+        let data = unsafe { core::slice::from_raw_parts(rec.data, rec.len) };
+        let data = &data[skip.min(data.len())..];
+        if crate::tap::suppressed(rec.src) {
+            let fd = match rec.src {
+                STDOUT => 1,
+                STDERR => 2,
+                _ => {
+                    if file_fd < 0 {
+                        // SAFETY: NUL-terminated path from the configuration.
+                        file_fd = unsafe {
+                            sys::openat(
+                                libc::AT_FDCWD,
+                                config::get().tap_file.c_bytes().as_ptr(),
+                                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                                0o644,
+                            )
+                        } as i32;
+                    }
+                    file_fd
+                }
+            };
+            write_all(fd, data);
+        } else if rec.src != NOTICE {
+            lost += data.len();
+        }
+        pos = rec.next;
+        skip = 0;
+    }
+    if file_fd >= 0 {
+        sys::close(file_fd);
+    }
+    c.skip = 0;
+    r.release(pos);
+    if lost > 0 {
+        let mut n = [0u8; 20];
+        crate::debug(&[b"target unreachable at exit; bytes not delivered (still in the original output): ", sys::fmt_u64(lost as u64, &mut n)]);
+    }
+}
+
+fn write_all(fd: i32, mut data: &[u8]) {
+    while !data.is_empty() {
+        let n = sys::write(fd, data);
+        if n <= 0 {
+            if n < 0 && sys::errno() == libc::EINTR {
+                continue;
+            }
+            return;
+        }
+        data = &data[n as usize..];
+    }
+}
