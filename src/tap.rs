@@ -81,39 +81,79 @@ fn set(fd: libc::c_int, src: u8) {
     }
 }
 
+/// Names of the variables through which the first tapped process tells
+/// its descendants which files are the container's stdout and stderr.
+const OUT_VAR: &core::ffi::CStr = c"LLT_STDOUT_IDENT";
+const ERR_VAR: &core::ffi::CStr = c"LLT_STDERR_IDENT";
+
 /// Sets up the table for fds 0-2 as they are at start.
+///
+/// "stdout" means the file the first process under the library had as
+/// fd 1 (the container's stdout pipe), not whatever a process has as fd 1:
+/// in `producer | consumer`, the producer's fd 1 is an internal pipe and
+/// is not tapped. The first process exports the identities; descendants
+/// compare their own fds with them.
 ///
 /// # Safety
 /// Constructor only: no other thread may be using this module.
 pub unsafe fn init() {
     let c = config::get();
     let idents = &mut *core::ptr::addr_of_mut!(IDENTS);
-    idents.stdout = if c.tap_stdout { sys::fstat(1) } else { None };
-    idents.stderr = if c.tap_stderr { sys::fstat(2) } else { None };
+    idents.stdout = if c.tap_stdout { inherited_or_own(OUT_VAR, 1) } else { None };
+    idents.stderr = if c.tap_stderr { inherited_or_own(ERR_VAR, 2) } else { None };
     SUPPRESS[STDOUT as usize].store(c.suppress_std, Relaxed);
     SUPPRESS[STDERR as usize].store(c.suppress_std, Relaxed);
     SUPPRESS[FILE as usize].store(c.suppress_file, Relaxed);
     for fd in 0..3 {
-        set(fd, NONE);
-    }
-    // fds 1 and 2 are the streams by definition; another fd joins them
-    // only by being a dup of them or a re-open of the same pipe or file.
-    if idents.stdout.is_some() {
-        set(1, STDOUT);
-    }
-    if idents.stderr.is_some() {
-        set(2, STDERR);
-    }
-    // A log file the program inherited already open (rare) is found too.
-    for fd in 0..3 {
-        if tap_file_matches(fd) {
-            set(fd, FILE);
-        }
+        let id = sys::fstat(fd);
+        let src = match id {
+            _ if tap_file_matches(fd) => FILE,
+            // fds 1 and 2 keep their role when both are the same file (2>&1).
+            Some(id) if fd == 1 && idents.stdout.is_some_and(|s| s.same_file(&id)) => STDOUT,
+            Some(id) if fd == 2 && idents.stderr.is_some_and(|s| s.same_file(&id)) => STDERR,
+            Some(id) if fd != 0 && idents.stdout.is_some_and(|s| s.same_file(&id)) => STDOUT,
+            Some(id) if fd != 0 && idents.stderr.is_some_and(|s| s.same_file(&id)) => STDERR,
+            _ => NONE,
+        };
+        set(fd, src);
     }
     if c.passive_ms > 0 {
         PASSIVE_UNTIL.store(sys::now_ms() + c.passive_ms, Relaxed);
     }
     ACTIVE.store(true, Release);
+}
+
+/// The identity a parent exported in `var`, else this process's `fd`
+/// (then exported for our own children).
+unsafe fn inherited_or_own(var: &core::ffi::CStr, fd: libc::c_int) -> Option<Ident> {
+    let p = libc::getenv(var.as_ptr());
+    if !p.is_null() {
+        if let Some(id) = parse_ident(core::ffi::CStr::from_ptr(p).to_bytes()) {
+            return Some(id);
+        }
+    }
+    let id = sys::fstat(fd)?;
+    let mut buf = [0u8; 48];
+    let mut a = [0u8; 20];
+    let mut b = [0u8; 20];
+    let dev = sys::fmt_u64(id.dev, &mut a);
+    let ino = sys::fmt_u64(id.ino, &mut b);
+    buf[..dev.len()].copy_from_slice(dev);
+    buf[dev.len()] = b':';
+    buf[dev.len() + 1..dev.len() + 1 + ino.len()].copy_from_slice(ino);
+    libc::setenv(var.as_ptr(), buf.as_ptr() as *const libc::c_char, 0);
+    Some(id)
+}
+
+fn parse_ident(v: &[u8]) -> Option<Ident> {
+    let colon = v.iter().position(|&c| c == b':')?;
+    let num = |s: &[u8]| -> Option<u64> {
+        if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        s.iter().try_fold(0u64, |a, d| a.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    };
+    Some(Ident { dev: num(&v[..colon])?, ino: num(&v[colon + 1..])?, mode: 0, rdev: 0 })
 }
 
 fn tap_file_matches(fd: libc::c_int) -> bool {

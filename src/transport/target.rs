@@ -562,13 +562,18 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         OUR_FD.store(fd, SeqCst);
         let mut sent = 0;
         let mut tries = 0;
+        let mut first = start;
         while sent < want && tries < 200 {
-            let mut iov = [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; 64];
-            let n_iov = (end - start).min(64);
-            iov[..n_iov].copy_from_slice(&b.iov[start..start + n_iov]);
-            let first = skip_iov(&mut iov[..n_iov], sent);
-            match send_iov(fd, &iov[first..n_iov], TargetKind::Pantavisor) {
-                Ok(n) => sent += n,
+            // `plan` rebuilds the iovecs on every drain, so trimming the
+            // sent prefix in place is fine.
+            let skipped = skip_iov(&mut b.iov[first..end], 0);
+            first += skipped;
+            match send_iov(fd, &b.iov[first..end], TargetKind::Pantavisor) {
+                Ok(0) => break,
+                Ok(n) => {
+                    sent += n;
+                    first += skip_iov(&mut b.iov[first..end], n);
+                }
                 Err(e) if e == libc::EAGAIN || e == libc::EINTR => {
                     let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
                     // SAFETY: one valid pollfd.

@@ -1,0 +1,158 @@
+/* Load generator for the transport tests. Every line it writes is
+ * "<tag> <seq>\n" so the receiver can check each one arrived exactly once
+ * and in order per writer.
+ *   stress threads-write T N   T threads, N lines each, write(2)
+ *   stress threads-printf T N  T threads, N lines each, printf
+ *   stress fork C N            C children, N lines each (printf+fflush)
+ *   stress fork-threads T N C  T threads writing N lines while main forks C children
+ *   stress sigalrm N           SIGALRM every 50us writes to stderr; main writes N lines (printf and write)
+ *   stress lines N [usleep]    N lines with write(2), optional pause between
+ *   stress idle                one line, then sleep 2 s
+ *   stress exit-mode MODE N    N lines via printf then leave by return/exit/_exit
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long n_lines;
+static volatile sig_atomic_t sig_seq;
+
+static void wline(int fd, const char *tag, long i)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof buf, "%s %ld\n", tag, i);
+    if (write(fd, buf, (size_t)n) != n)
+        abort();
+}
+
+static void *thread_write(void *arg)
+{
+    char tag[16];
+    snprintf(tag, sizeof tag, "t%ld", (long)arg);
+    for (long i = 0; i < n_lines; i++)
+        wline(1, tag, i);
+    return NULL;
+}
+
+static void *thread_printf(void *arg)
+{
+    for (long i = 0; i < n_lines; i++)
+        printf("p%ld %ld\n", (long)arg, i);
+    return NULL;
+}
+
+static void run_threads(int t, void *(*fn)(void *))
+{
+    pthread_t th[64];
+    for (long i = 0; i < t; i++)
+        pthread_create(&th[i], NULL, fn, (void *)i);
+    for (int i = 0; i < t; i++)
+        pthread_join(th[i], NULL);
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    char buf[32];
+    int v = sig_seq++;
+    int n = snprintf(buf, sizeof buf, "sig %d\n", v);
+    (void)!write(2, buf, (size_t)n);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return 2;
+    const char *mode = argv[1];
+    if (!strcmp(mode, "threads-write") || !strcmp(mode, "threads-printf")) {
+        n_lines = atol(argv[3]);
+        run_threads(atoi(argv[2]), mode[8] == 'w' ? thread_write : thread_printf);
+    } else if (!strcmp(mode, "fork")) {
+        int c = atoi(argv[2]);
+        n_lines = atol(argv[3]);
+        for (int k = 0; k < c; k++) {
+            fflush(stdout);
+            pid_t p = fork();
+            if (p == 0) {
+                for (long i = 0; i < n_lines; i++)
+                    printf("c%d %ld\n", k, i);
+                fflush(stdout);
+                exit(0);
+            }
+        }
+        while (wait(NULL) > 0)
+            ;
+    } else if (!strcmp(mode, "fork-threads")) {
+        n_lines = atol(argv[3]);
+        int c = atoi(argv[4]);
+        pthread_t th[64];
+        int t = atoi(argv[2]);
+        for (long i = 0; i < t; i++)
+            pthread_create(&th[i], NULL, thread_write, (void *)i);
+        for (int k = 0; k < c; k++) {
+            pid_t p = fork();
+            if (p == 0) {
+                char tag[16];
+                snprintf(tag, sizeof tag, "f%d", k);
+                for (long i = 0; i < 100; i++)
+                    wline(1, tag, i);
+                _exit(0);
+            }
+            usleep(1000);
+        }
+        for (int i = 0; i < t; i++)
+            pthread_join(th[i], NULL);
+        while (wait(NULL) > 0)
+            ;
+    } else if (!strcmp(mode, "sigalrm")) {
+        n_lines = atol(argv[2]);
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_alarm;
+        sa.sa_flags = SA_RESTART;
+        sigaction(SIGALRM, &sa, NULL);
+        struct itimerval it = {{0, 50}, {0, 50}};
+        setitimer(ITIMER_REAL, &it, NULL);
+        for (long i = 0; i < n_lines; i++) {
+            if (i % 2)
+                wline(1, "w", i);
+            else {
+                printf("w %ld\n", i);
+                fflush(stdout);
+            }
+        }
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);
+        fprintf(stderr, "sigcount %d\n", (int)sig_seq);
+    } else if (!strcmp(mode, "lines")) {
+        long n = atol(argv[2]);
+        long pause = argc > 3 ? atol(argv[3]) : 0;
+        for (long i = 0; i < n; i++) {
+            wline(1, "l", i);
+            if (pause)
+                usleep((useconds_t)pause);
+        }
+    } else if (!strcmp(mode, "idle")) {
+        wline(1, "idle", 0);
+        sleep(2);
+    } else if (!strcmp(mode, "exit-mode")) {
+        long n = atol(argv[3]);
+        for (long i = 0; i < n; i++)
+            printf("x %ld\n", i);
+        fflush(stdout);
+        if (!strcmp(argv[2], "_exit"))
+            _exit(0);
+        if (!strcmp(argv[2], "exit"))
+            exit(0);
+        return 0;
+    } else {
+        return 2;
+    }
+    return 0;
+}

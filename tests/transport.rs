@@ -1,0 +1,593 @@
+//! Delivery tests (issue 3): real programs under the library, writing to a
+//! socket served by a receiver in this test that decodes frames with the
+//! shared codec, and to files decoded by an independent decoder.
+//!
+//! Each stress line is "<tag> <seq>\n"; the checks are that every line
+//! arrived exactly once and, per writer, in order.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn so() -> PathBuf {
+    let p = root().join("target/release/liblogtap.so");
+    assert!(p.exists(), "{} missing: run `cargo build --release` first (make test does)", p.display());
+    p
+}
+
+fn stress() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let out = root().join("target/test-programs/stress-transport");
+    BUILD.call_once(|| {
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let st = Command::new("gcc")
+            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o"])
+            .arg(&out)
+            .arg(root().join("tests/programs/stress.c"))
+            .status()
+            .expect("gcc");
+        assert!(st.success(), "building stress.c failed");
+    });
+    out
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "logtap-tr-{}-{}-{}",
+        name,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Frames received, per peer pid and source, in arrival order.
+#[derive(Default)]
+struct Store {
+    data: BTreeMap<(i32, String), Vec<u8>>,
+    frames: usize,
+    connections: usize,
+    errors: Vec<String>,
+}
+
+struct Receiver {
+    path: PathBuf,
+    store: Arc<Mutex<Store>>,
+    paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    abrupt: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn peer_pid(s: &UnixStream) -> i32 {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: valid out-parameters for SO_PEERCRED.
+    unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        );
+    }
+    cred.pid
+}
+
+impl Receiver {
+    fn start(path: &Path, store: Arc<Mutex<Store>>) -> Receiver {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let paused = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let abrupt = Arc::new(AtomicBool::new(false));
+        let (p2, s2, a2, st2) = (paused.clone(), stop.clone(), abrupt.clone(), store.clone());
+        let acceptor = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !s2.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((sock, _)) => {
+                        let (p3, s3, a3, st3) = (p2.clone(), s2.clone(), a2.clone(), st2.clone());
+                        conns.push(std::thread::spawn(move || serve(sock, p3, s3, a3, st3)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            drop(listener);
+            for c in conns {
+                c.join().unwrap();
+            }
+        });
+        Receiver { path: path.to_path_buf(), store, paused, stop, abrupt, threads: vec![acceptor] }
+    }
+
+    /// Stops like logtap-sink on SIGTERM: refuse new data, read what is
+    /// queued, close. With `abrupt`, like SIGKILL: drop everything.
+    fn stop(mut self, abrupt: bool) {
+        self.abrupt.store(abrupt, Ordering::SeqCst);
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve(mut sock: UnixStream, paused: Arc<AtomicBool>, stop: Arc<AtomicBool>, abrupt: Arc<AtomicBool>, store: Arc<Mutex<Store>>) {
+    let pid = peer_pid(&sock);
+    store.lock().unwrap().connections += 1;
+    sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    let mut dec = logtap_wire::Decoder::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut draining = false;
+    loop {
+        if stop.load(Ordering::SeqCst) && !draining {
+            if abrupt.load(Ordering::SeqCst) {
+                return;
+            }
+            // New sends now fail with EPIPE; what is queued can still be read.
+            let _ = sock.shutdown(std::net::Shutdown::Read);
+            sock.set_nonblocking(true).unwrap();
+            draining = true;
+        }
+        if paused.load(Ordering::SeqCst) && !draining {
+            std::thread::sleep(Duration::from_millis(5));
+            continue;
+        }
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let mut st = store.lock().unwrap();
+                let st = &mut *st;
+                let r = dec.feed(&buf[..n], |f| {
+                    st.frames += 1;
+                    let src = String::from_utf8_lossy(f.source).into_owned();
+                    st.data.entry((pid, src)).or_default().extend_from_slice(f.data);
+                });
+                if let Err(e) = r {
+                    st.errors.push(format!("pid {pid}: {e}"));
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+                if draining {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+fn run(cmd: &mut Command, timeout: Duration) -> std::process::Output {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let to = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        out.read_to_end(&mut v).unwrap();
+        v
+    });
+    let te = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        err.read_to_end(&mut v).unwrap();
+        v
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            panic!("program hung for more than {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::process::Output { status, stdout: to.join().unwrap(), stderr: te.join().unwrap() }
+}
+
+fn tapped(target: &str) -> Command {
+    let mut c = Command::new(stress());
+    c.env("LD_PRELOAD", so()).env("LLT_TAP_INTO", "3").env("LLT_TARGET", target).env_remove("LLT_SUPPRESS_STDOUT");
+    c
+}
+
+/// Checks "<tag> <seq>" lines: each tag's sequence is 0..n, in order, once.
+fn check_lines(data: &[u8], expect: &HashMap<String, u64>) {
+    let mut next: HashMap<String, u64> = HashMap::new();
+    for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let line = std::str::from_utf8(line).unwrap();
+        let (tag, seq) = line.split_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        let seq: u64 = seq.parse().unwrap_or_else(|_| panic!("bad line {line:?}"));
+        let n = next.entry(tag.to_string()).or_insert(0);
+        assert_eq!(seq, *n, "tag {tag}: expected seq {} got {seq} (lost, duplicated or reordered)", *n);
+        *n += 1;
+    }
+    for (tag, n) in expect {
+        assert_eq!(next.get(tag).copied().unwrap_or(0), *n, "tag {tag}: wrong number of lines");
+    }
+}
+
+/// Compares bytes, reporting lengths and the first difference, not the data.
+#[track_caller]
+fn same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+        let ctx = |v: &[u8]| String::from_utf8_lossy(&v[at.saturating_sub(20)..(at + 20).min(v.len())]).into_owned();
+        panic!("{what}: got {} bytes, want {}; first difference at {at}: got {:?} want {:?}", got.len(), want.len(), ctx(got), ctx(want));
+    }
+}
+
+fn all_source(store: &Store, source: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for ((_, s), d) in &store.data {
+        if s == source {
+            v.extend_from_slice(d);
+        }
+    }
+    v
+}
+
+fn sock_env(dir: &Path) -> (PathBuf, String) {
+    let p = dir.join("s.sock");
+    let t = format!("socket:{}", p.display());
+    (p, t)
+}
+
+#[test]
+fn threads_write_every_line_once_in_order() {
+    let dir = tmpdir("thw");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let out = run(tapped(&target).args(["threads-write", "8", "20000"]), Duration::from_secs(60));
+    assert!(out.status.success());
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    assert!(st.errors.is_empty(), "{:?}", st.errors);
+    let expect = (0..8).map(|t| (format!("t{t}"), 20000)).collect();
+    check_lines(&all_source(&st, "stdout"), &expect);
+    check_lines(&out.stdout, &expect);
+}
+
+#[test]
+fn threads_printf_every_line_once_in_order() {
+    let dir = tmpdir("thp");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let out = run(tapped(&target).args(["threads-printf", "4", "20000"]), Duration::from_secs(60));
+    assert!(out.status.success());
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    let expect = (0..4).map(|t| (format!("p{t}"), 20000)).collect();
+    check_lines(&all_source(&st, "stdout"), &expect);
+    same_bytes(&all_source(&st, "stdout"), &out.stdout, "target vs the program's stdout");
+}
+
+#[test]
+fn forked_children_are_attributed_and_complete() {
+    let dir = tmpdir("fork");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let out = run(tapped(&target).args(["fork", "50", "1000"]), Duration::from_secs(60));
+    assert!(out.status.success());
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    let expect = (0..50).map(|c| (format!("c{c}"), 1000)).collect();
+    check_lines(&all_source(&st, "stdout"), &expect);
+    // Each child's lines come from its own pid.
+    let mut tags_per_pid: HashMap<i32, std::collections::HashSet<String>> = HashMap::new();
+    for ((pid, src), d) in &st.data {
+        if src != "stdout" {
+            continue;
+        }
+        for l in d.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let tag = std::str::from_utf8(l).unwrap().split(' ').next().unwrap().to_string();
+            tags_per_pid.entry(*pid).or_default().insert(tag);
+        }
+    }
+    assert_eq!(tags_per_pid.len(), 50, "expected 50 writing pids");
+    assert!(tags_per_pid.values().all(|t| t.len() == 1), "a pid carried another child's lines");
+}
+
+#[test]
+fn fork_while_threads_write() {
+    let dir = tmpdir("forkth");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let out = run(tapped(&target).args(["fork-threads", "4", "20000", "20"]), Duration::from_secs(60));
+    assert!(out.status.success());
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    let mut expect: HashMap<String, u64> = (0..4).map(|t| (format!("t{t}"), 20000)).collect();
+    expect.extend((0..20).map(|c| (format!("f{c}"), 100)));
+    check_lines(&all_source(&st, "stdout"), &expect);
+}
+
+#[test]
+fn signal_handler_writes_do_not_deadlock_or_lose() {
+    let dir = tmpdir("sig");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let out = run(tapped(&target).args(["sigalrm", "200000"]), Duration::from_secs(120));
+    assert!(out.status.success());
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    let expect = [("w".to_string(), 200000)].into_iter().collect();
+    check_lines(&all_source(&st, "stdout"), &expect);
+    let err = all_source(&st, "stderr");
+    same_bytes(&err, &out.stderr, "target vs the program's stderr");
+    let sigs = err.split(|&b| b == b'\n').filter(|l| l.starts_with(b"sig ")).count();
+    assert!(sigs > 0, "the handler never ran");
+}
+
+#[test]
+fn sink_paused_then_resumed_gets_everything() {
+    let dir = tmpdir("pause");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    rx.paused.store(true, Ordering::SeqCst);
+    let paused = rx.paused.clone();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        paused.store(false, Ordering::SeqCst);
+    });
+    // The program is done long before the sink resumes: its exit waits
+    // (bounded by LLT_EXIT_TIMEOUT_MS) for the sink to take the rest.
+    let out = run(
+        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "5000").args(["lines", "100000"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    resume.join().unwrap();
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 100000)].into_iter().collect());
+}
+
+#[test]
+fn sink_started_late_gets_everything() {
+    let dir = tmpdir("late");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let (p2, s2) = (path.clone(), store.clone());
+    let starter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        Receiver::start(&p2, s2)
+    });
+    let out = run(
+        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "5000").args(["lines", "20000", "50"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let rx = starter.join().unwrap();
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 20000)].into_iter().collect());
+}
+
+#[test]
+fn sink_restarted_mid_stream_loses_nothing() {
+    let dir = tmpdir("restart");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let (p2, s2) = (path.clone(), store.clone());
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        rx.stop(false);
+        std::thread::sleep(Duration::from_millis(300));
+        Receiver::start(&p2, s2)
+    });
+    let out = run(
+        tapped(&target)
+            .env("LLT_EXIT_TIMEOUT_MS", "5000")
+            .env("LLT_TARGET_RECONNECT", "0.1")
+            .args(["lines", "50000", "20"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let rx = restarter.join().unwrap();
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    assert!(st.connections >= 2, "the program never reconnected");
+    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 50000)].into_iter().collect());
+}
+
+#[test]
+fn sink_killed_program_exits_normally() {
+    let dir = tmpdir("kill");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        rx.stop(true);
+    });
+    let out = run(
+        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "200").args(["lines", "20000", "30"]),
+        Duration::from_secs(60),
+    );
+    killer.join().unwrap();
+    assert!(out.status.success(), "program did not exit normally: {:?}", out.status);
+    check_lines(&out.stdout, &[("l".to_string(), 20000)].into_iter().collect());
+}
+
+#[test]
+fn no_sink_with_suppression_keeps_program_output_complete() {
+    let dir = tmpdir("nosink");
+    let (_path, target) = sock_env(&dir);
+    let out = run(
+        tapped(&target)
+            .env("LLT_SUPPRESS_STDOUT", "true")
+            .env("LLT_EXIT_TIMEOUT_MS", "100")
+            .args(["lines", "100000"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    check_lines(&out.stdout, &[("l".to_string(), 100000)].into_iter().collect());
+}
+
+#[test]
+fn idle_line_reaches_live_sink_within_100ms() {
+    let dir = tmpdir("idle");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let mut child = tapped(&target).arg("idle").stdout(Stdio::null()).spawn().unwrap();
+    let start = Instant::now();
+    let mut seen = None;
+    while start.elapsed() < Duration::from_millis(1500) {
+        if !all_source(&store.lock().unwrap(), "stdout").is_empty() {
+            seen = Some(start.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait().unwrap();
+    rx.stop(false);
+    let seen = seen.expect("the line never arrived while the program was idle");
+    // Measured from spawn, so this includes process start-up.
+    assert!(seen < Duration::from_millis(400), "line took {seen:?}");
+}
+
+#[test]
+fn exit_paths_flush_everything() {
+    for mode in ["return", "exit", "_exit"] {
+        let dir = tmpdir("exit");
+        let (path, target) = sock_env(&dir);
+        let store = Arc::new(Mutex::new(Store::default()));
+        let rx = Receiver::start(&path, store.clone());
+        let out = run(tapped(&target).args(["exit-mode", mode, "30000"]), Duration::from_secs(30));
+        assert!(out.status.success());
+        rx.stop(false);
+        let st = store.lock().unwrap();
+        check_lines(&all_source(&st, "stdout"), &[("x".to_string(), 30000)].into_iter().collect());
+    }
+}
+
+/// Decodes a frame file from the byte layout in the issue, without the
+/// shared codec: i32 version, i32 len, level\0platform\0source\0data.
+fn independent_decode(bytes: &[u8]) -> Vec<(String, String, String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes.len() - i >= 8, "truncated header at {i}");
+        let version = i32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
+        let len = i32::from_ne_bytes(bytes[i + 4..i + 8].try_into().unwrap());
+        assert_eq!(version, 0);
+        assert!(len >= 0);
+        let body = &bytes[i + 8..i + 8 + len as usize];
+        let mut parts = body.splitn(4, |&b| b == 0);
+        let level = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+        let platform = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+        let source = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
+        let data = parts.next().expect("three separators").to_vec();
+        assert!(data.len() <= 64 * 1024, "frame data over 64 KiB");
+        out.push((level, platform, source, data));
+        i += 8 + len as usize;
+    }
+    out
+}
+
+#[test]
+fn frame_file_decodes_independently() {
+    let dir = tmpdir("ff");
+    let target = dir.join("frames.bin");
+    let log = dir.join("app.log");
+    let out = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg("echo out; echo err >&2; head -c 200000 /dev/zero | tr '\\0' 'z'; echo; echo filed >> \"$LOG\"")
+            .env("LOG", &log)
+            .env("LD_PRELOAD", so())
+            .env("LLT_TAP_INTO", "3")
+            .env("LLT_TAP_FILE", &log)
+            .env("LLT_PLATFORM", "demo-app")
+            .env("LLT_TARGET", format!("file:{}", target.display())),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    let frames = independent_decode(&std::fs::read(&target).unwrap());
+    let mut per: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for (level, platform, source, data) in &frames {
+        assert_eq!(platform, "demo-app");
+        let want = match source.as_str() {
+            "stdout" => "3",
+            "stderr" => "1",
+            _ => "3",
+        };
+        assert_eq!(level, want, "level of {source}");
+        per.entry(source.clone()).or_default().extend_from_slice(data);
+    }
+    same_bytes(&per["stdout"], &out.stdout, "stdout");
+    same_bytes(&per["stderr"], &out.stderr, "stderr");
+    let file_src = log.to_str().unwrap().trim_start_matches('/').to_string();
+    same_bytes(&per[&file_src], &std::fs::read(&log).unwrap(), "tap file");
+}
+
+/// One message per connection, read until EOF, as Pantavisor's server does.
+#[test]
+fn pantavisor_one_message_per_connection() {
+    let dir = tmpdir("pv");
+    let path = dir.join("pv-ctrl-log");
+    let listener = UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let server = std::thread::spawn(move || {
+        let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut messages = 0;
+        loop {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    let mut all = Vec::new();
+                    s.read_to_end(&mut all).unwrap();
+                    let frames = independent_decode(&all);
+                    assert_eq!(frames.len(), 1, "more than one message on a connection");
+                    messages += 1;
+                    let (_, _, src, data) = &frames[0];
+                    got.entry(src.clone()).or_default().extend_from_slice(data);
+                }
+                Err(_) if d2.load(Ordering::SeqCst) => return (got, messages),
+                Err(_) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    });
+    let out = run(
+        Command::new(stress())
+            .args(["lines", "5000"])
+            .env("LD_PRELOAD", so())
+            .env("LLT_TAP_INTO", "1")
+            .env("LLT_TARGET", format!("pantavisor:{}", path.display())),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(100));
+    done.store(true, Ordering::SeqCst);
+    let (got, messages) = server.join().unwrap();
+    same_bytes(&got["stdout"], &out.stdout, "stdout via pantavisor");
+    assert!(messages < 100, "{messages} messages for 5000 lines: writes are not batched");
+}
