@@ -31,9 +31,18 @@ pub struct FixedStr<const N: usize> {
     len: usize,
 }
 
+impl<const N: usize> Default for FixedStr<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl<const N: usize> FixedStr<N> {
     pub const fn new() -> Self {
-        FixedStr { buf: [0; N], len: 0 }
+        FixedStr {
+            buf: [0; N],
+            len: 0,
+        }
     }
     pub fn set(&mut self, s: &[u8]) -> bool {
         if s.len() >= N {
@@ -144,7 +153,15 @@ fn env(name: &[u8]) -> Option<&'static [u8]> {
 }
 
 fn invalid(name: &[u8], value: &[u8], expect: &[u8]) {
-    sys::say(&[b"logtap: invalid ", &name[..name.len() - 1], b"=", value, b" (", expect, b"); using the default"]);
+    sys::say(&[
+        b"logtap: invalid ",
+        &name[..name.len() - 1],
+        b"=",
+        value,
+        b" (",
+        expect,
+        b"); using the default",
+    ]);
 }
 
 fn parse_bool(v: &[u8]) -> Option<bool> {
@@ -226,7 +243,11 @@ fn get_level(name: &[u8], default: Level) -> Level {
     match env(name) {
         None => default,
         Some(v) => Level::parse(v).unwrap_or_else(|| {
-            invalid(name, v, b"expected 0-6 or FATAL/ERROR/WARN/INFO/DEBUG/TRACE/ALL");
+            invalid(
+                name,
+                v,
+                b"expected 0-6 or FATAL/ERROR/WARN/INFO/DEBUG/TRACE/ALL",
+            );
             default
         }),
     }
@@ -247,7 +268,11 @@ pub unsafe fn load() {
                 c.tap_stdout = n & 1 != 0;
                 c.tap_stderr = n & 2 != 0;
             }
-            _ => invalid(b"LLT_TAP_INTO\0", v, b"expected 0 none, 1 stdout, 2 stderr, 3 both"),
+            _ => invalid(
+                b"LLT_TAP_INTO\0",
+                v,
+                b"expected 0 none, 1 stdout, 2 stderr, 3 both",
+            ),
         },
     }
 
@@ -264,7 +289,11 @@ pub unsafe fn load() {
         } else {
             None
         };
-        let max_path = if matches!(parsed, Some((TargetKind::File, _))) { PATH_MAX - 1 } else { 107 };
+        let max_path = if matches!(parsed, Some((TargetKind::File, _))) {
+            PATH_MAX - 1
+        } else {
+            107
+        };
         match parsed {
             Some((kind, p)) if p.first() == Some(&b'/') && p.len() <= max_path => {
                 c.target_kind = kind;
@@ -286,7 +315,9 @@ pub unsafe fn load() {
         }
     }
     if c.target_kind == TargetKind::Pantavisor && c.format == Format::Raw {
-        sys::say(&[b"logtap: LLT_FORMAT=raw does not apply to a pantavisor target; using logserver"]);
+        sys::say(&[
+            b"logtap: LLT_FORMAT=raw does not apply to a pantavisor target; using logserver",
+        ]);
         c.format = Format::Logserver;
     }
 
@@ -300,11 +331,37 @@ pub unsafe fn load() {
     c.suppress_file = get_bool(b"LLT_SUPPRESS_TAP_FILE\0", false);
     c.debug = get_bool(b"LLT_DEBUG_MODE\0", false);
     c.python_unbuffered = get_bool(b"LLT_PYTHONUNBUFFERED\0", true);
-    c.passive_ms = get_num(b"LLT_PASSIV_ON_START\0", 0, parse_u64, b"expected milliseconds");
-    c.first_connect_ms = get_num(b"LLT_TARGET_1STCONNECT\0", 1000, parse_seconds_ms, b"expected seconds");
-    c.reconnect_ms = get_num(b"LLT_TARGET_RECONNECT\0", 1000, parse_seconds_ms, b"expected seconds");
-    c.flush_ms = get_num(b"LLT_FLUSH_MS\0", 20, parse_u64, b"expected milliseconds, 1-100").clamp(1, 100);
-    c.exit_timeout_ms = get_num(b"LLT_EXIT_TIMEOUT_MS\0", 1000, parse_u64, b"expected milliseconds");
+    c.passive_ms = get_num(
+        b"LLT_PASSIV_ON_START\0",
+        0,
+        parse_u64,
+        b"expected milliseconds",
+    );
+    c.first_connect_ms = get_num(
+        b"LLT_TARGET_1STCONNECT\0",
+        1000,
+        parse_seconds_ms,
+        b"expected seconds",
+    );
+    c.reconnect_ms = get_num(
+        b"LLT_TARGET_RECONNECT\0",
+        1000,
+        parse_seconds_ms,
+        b"expected seconds",
+    );
+    c.flush_ms = get_num(
+        b"LLT_FLUSH_MS\0",
+        20,
+        parse_u64,
+        b"expected milliseconds, 1-100",
+    )
+    .clamp(1, 100);
+    c.exit_timeout_ms = get_num(
+        b"LLT_EXIT_TIMEOUT_MS\0",
+        1000,
+        parse_u64,
+        b"expected milliseconds",
+    );
     let size = get_num(
         b"LLT_BUFFER_SIZE\0",
         8 << 20,
@@ -318,7 +375,9 @@ pub unsafe fn load() {
 
     // Platform: explicit, then the container's hostname (Docker sets it to
     // the container id, Kubernetes to the pod name), then the kernel's.
-    let platform = env(b"LLT_PLATFORM\0").filter(|v| !v.is_empty()).or_else(|| env(b"HOSTNAME\0").filter(|v| !v.is_empty()));
+    let platform = env(b"LLT_PLATFORM\0")
+        .filter(|v| !v.is_empty())
+        .or_else(|| env(b"HOSTNAME\0").filter(|v| !v.is_empty()));
     match platform {
         Some(p) => {
             c.platform.set(&p[..p.len().min(63)]);

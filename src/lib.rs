@@ -1,3 +1,5 @@
+// The constructor and the C shim are not linked into unit-test binaries.
+#![cfg_attr(test, allow(dead_code))]
 //! liblogtap: tees what an unmodified program writes to stdout, stderr and
 //! one log file to a logserver socket or a file.
 //!
@@ -69,7 +71,10 @@ extern "C" fn init() {
         transport::target::init();
         libc::pthread_atfork(None, None, Some(after_fork_child));
         let c = config::get();
-        if c.python_unbuffered && (c.tap_stdout || c.tap_stderr) && libc::getenv(c"PYTHONUNBUFFERED".as_ptr()).is_null() {
+        if c.python_unbuffered
+            && (c.tap_stdout || c.tap_stderr)
+            && libc::getenv(c"PYTHONUNBUFFERED".as_ptr()).is_null()
+        {
             libc::setenv(c"PYTHONUNBUFFERED".as_ptr(), c"1".as_ptr(), 0);
         }
         tap::init();
@@ -81,7 +86,7 @@ extern "C" fn init() {
 /// The Rust functions the C shim calls (see `struct llt_api` there).
 #[repr(C)]
 struct ShimApi {
-    resolve: extern "C" fn(*const libc::c_char) -> *mut libc::c_void,
+    resolve: unsafe extern "C" fn(*const libc::c_char) -> *mut libc::c_void,
     stream_source: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
     stream_wide: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
     stdio_write: unsafe extern "C" fn(*mut libc::FILE, *const u8, usize, libc::c_int) -> usize,

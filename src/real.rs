@@ -16,9 +16,11 @@ fn resolve(name: &'static [u8]) -> *mut c_void {
 }
 
 /// Used by the C shims, which share this table's resolution policy.
-pub extern "C" fn llt_resolve(name: *const c_char) -> *mut c_void {
-    // SAFETY: the shims pass string literals.
-    unsafe { libc::dlsym(libc::RTLD_NEXT, name) }
+///
+/// # Safety
+/// `name` is a NUL-terminated string.
+pub unsafe extern "C" fn llt_resolve(name: *const c_char) -> *mut c_void {
+    libc::dlsym(libc::RTLD_NEXT, name)
 }
 
 macro_rules! reals {
@@ -40,7 +42,7 @@ macro_rules! reals {
             /// # Safety
             /// Same contract as the libc function of this name.
             #[inline]
-            #[allow(clippy::missing_safety_doc, unused_variables, non_snake_case)]
+            #[allow(clippy::missing_safety_doc, clippy::unused_unit, unused_variables, non_snake_case)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 let mut p = ptrs::$name.load(Ordering::Relaxed);
                 if p.is_null() {
@@ -111,7 +113,7 @@ reals! {
     fseeko64(f: *mut FILE, o: off_t, w: c_int) -> c_int, enosys();
     fsetpos(f: *mut FILE, p: *const libc::fpos_t) -> c_int, enosys();
     fsetpos64(f: *mut FILE, p: *const libc::fpos_t) -> c_int, enosys();
-    rewind(f: *mut FILE) -> (), ();
+    rewind(f: *mut FILE) -> (), {};
     setvbuf(f: *mut FILE, b: *mut c_char, m: c_int, s: size_t) -> c_int, enosys();
     _Fork() -> libc::pid_t, libc::syscall(libc::SYS_fork) as libc::pid_t;
     _exit(s: c_int) -> (), { libc::syscall(libc::SYS_exit_group, s); };

@@ -56,7 +56,12 @@ impl Ring {
     /// `base` must be `cap` writable zeroed bytes, 8-aligned, `cap` a power
     /// of two, and outlive the ring.
     pub const unsafe fn from_raw(base: *mut u8, cap: usize) -> Ring {
-        Ring { base, cap, head: AtomicU64::new(0), tail: AtomicU64::new(0) }
+        Ring {
+            base,
+            cap,
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+        }
     }
 
     pub fn base(&self) -> *mut u8 {
@@ -86,7 +91,9 @@ impl Ring {
 
     /// Bytes reserved and not yet released.
     pub fn used(&self) -> u64 {
-        self.head.load(Relaxed).wrapping_sub(self.tail.load(Relaxed))
+        self.head
+            .load(Relaxed)
+            .wrapping_sub(self.tail.load(Relaxed))
     }
 
     pub fn head(&self) -> u64 {
@@ -122,7 +129,8 @@ impl Ring {
             }
         };
         if start != h {
-            self.header(h).store(((start - h) as usize - HDR) as u64 | PAD | COMMIT, Release);
+            self.header(h)
+                .store(((start - h) as usize - HDR) as u64 | PAD | COMMIT, Release);
         }
         // SAFETY: [start, end) is reserved for us alone and lies inside the ring.
         unsafe {
@@ -132,7 +140,8 @@ impl Ring {
                 dst = dst.add(p.len());
             }
         }
-        self.header(start).store(len as u64 | (u64::from(src) << 32) | COMMIT, Release);
+        self.header(start)
+            .store(len as u64 | (u64::from(src) << 32) | COMMIT, Release);
         Some(end - self.tail.load(Relaxed))
     }
 
@@ -155,7 +164,13 @@ impl Ring {
             }
             // SAFETY: the record lies inside the ring (it never wraps).
             let data = unsafe { self.at(pos).add(HDR) as *const u8 };
-            return Some(Record { pos, src: ((h >> 32) & 0xff) as u8, data, len, next });
+            return Some(Record {
+                pos,
+                src: ((h >> 32) & 0xff) as u8,
+                data,
+                len,
+                next,
+            });
         }
     }
 

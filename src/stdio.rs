@@ -84,7 +84,8 @@ pub unsafe fn source_of(f: *mut FILE) -> u8 {
 
 unsafe fn pending(f: *mut FILE) -> &'static [u8] {
     let p = &*g(f);
-    if p.flags & IO_CURRENTLY_PUTTING == 0 || p.write_base.is_null() || p.write_ptr <= p.write_base {
+    if p.flags & IO_CURRENTLY_PUTTING == 0 || p.write_base.is_null() || p.write_ptr <= p.write_base
+    {
         return &[];
     }
     core::slice::from_raw_parts(p.write_base, p.write_ptr.offset_from(p.write_base) as usize)
@@ -93,7 +94,8 @@ unsafe fn pending(f: *mut FILE) -> &'static [u8] {
 /// Whether a call that adds `new` bytes might write to the fd.
 unsafe fn may_write(f: *mut FILE, new: &[&[u8]; 2]) -> bool {
     let p = &*g(f);
-    if p.flags & IO_CURRENTLY_PUTTING == 0 || p.write_base.is_null() || p.flags & IO_UNBUFFERED != 0 {
+    if p.flags & IO_CURRENTLY_PUTTING == 0 || p.write_base.is_null() || p.flags & IO_UNBUFFERED != 0
+    {
         return true;
     }
     let room = p.buf_end as usize - p.write_ptr as usize;
@@ -158,11 +160,18 @@ pub unsafe fn account<R>(
             real::fflush_unlocked(f);
             let left = pending(f).len();
             let e = sys::ErrnoGuard::new();
-            transport::push_or_drop(src, &[core::slice::from_raw_parts(ptr, len - left.min(len))]);
+            transport::push_or_drop(
+                src,
+                &[core::slice::from_raw_parts(ptr, len - left.min(len))],
+            );
             drop(e);
         }
     }
-    let before = if saved.is_empty() { pending(f).len() } else { saved.len() };
+    let before = if saved.is_empty() {
+        pending(f).len()
+    } else {
+        saved.len()
+    };
     let r = op();
     let e = sys::ErrnoGuard::new();
     let after = pending(f).len();
@@ -213,7 +222,12 @@ pub unsafe fn suppress(f: *mut FILE, src: u8, new: [&[u8]; 2], lock: bool) -> bo
 ///
 /// # Safety
 /// `f` is a live FILE, `data` valid for `len` bytes.
-pub unsafe extern "C" fn llt_stdio_write(f: *mut FILE, data: *const u8, len: usize, unlocked: c_int) -> usize {
+pub unsafe extern "C" fn llt_stdio_write(
+    f: *mut FILE,
+    data: *const u8,
+    len: usize,
+    unlocked: c_int,
+) -> usize {
     let src = tap::active_source((*g(f)).fileno);
     if src == NONE || len == 0 {
         return if unlocked != 0 {
@@ -226,7 +240,15 @@ pub unsafe extern "C" fn llt_stdio_write(f: *mut FILE, data: *const u8, len: usi
     if tap::suppressed(src) && suppress(f, src, [d, &[]], unlocked == 0) {
         return len;
     }
-    account(f, src, [d, &[]], unlocked == 0, false, || real::fwrite_unlocked(data as _, 1, len, f), |&n| n)
+    account(
+        f,
+        src,
+        [d, &[]],
+        unlocked == 0,
+        false,
+        || real::fwrite_unlocked(data as _, 1, len, f),
+        |&n| n,
+    )
 }
 
 /// The tap source of a stream, for the C shims' fast path.
@@ -271,7 +293,11 @@ pub fn flush_all(at_exit: bool) {
             let f = p as *mut FILE;
             let src = tap::source((*p).fileno);
             if src != NONE && !pending(f).is_empty() {
-                let locked = if at_exit { crate::stdio::ftrylockfile(f) == 0 } else { true };
+                let locked = if at_exit {
+                    crate::stdio::ftrylockfile(f) == 0
+                } else {
+                    true
+                };
                 if !at_exit {
                     crate::stdio::flockfile(f);
                 }
@@ -297,5 +323,13 @@ pub unsafe fn flush_one(f: *mut FILE, src: u8) -> c_int {
     if tap::suppressed(src) && suppress(f, src, [&[], &[]], false) {
         return 0;
     }
-    account(f, src, [&[], &[]], false, true, || real::fflush_unlocked(f), |_| 0)
+    account(
+        f,
+        src,
+        [&[], &[]],
+        false,
+        true,
+        || real::fflush_unlocked(f),
+        |_| 0,
+    )
 }

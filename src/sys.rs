@@ -27,6 +27,12 @@ impl ErrnoGuard {
     }
 }
 
+impl Default for ErrnoGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Drop for ErrnoGuard {
     fn drop(&mut self) {
         set_errno(self.0)
@@ -82,7 +88,12 @@ pub struct Ident {
 
 impl Ident {
     fn from_stat(st: &libc::stat) -> Ident {
-        Ident { dev: st.st_dev, ino: st.st_ino, mode: st.st_mode, rdev: st.st_rdev }
+        Ident {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            mode: st.st_mode,
+            rdev: st.st_rdev,
+        }
     }
     pub fn same_file(&self, o: &Ident) -> bool {
         self.dev == o.dev && self.ino == o.ino
@@ -110,7 +121,14 @@ pub fn stat(path: &[u8]) -> Option<Ident> {
     // SAFETY: path is NUL-terminated; st is a properly sized out-parameter.
     unsafe {
         let mut st: libc::stat = core::mem::zeroed();
-        if libc::syscall(libc::SYS_newfstatat, libc::AT_FDCWD, path.as_ptr(), &mut st as *mut libc::stat, 0) == 0 {
+        if libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &mut st as *mut libc::stat,
+            0,
+        ) == 0
+        {
             Some(Ident::from_stat(&st))
         } else {
             None
@@ -135,7 +153,10 @@ pub fn now_ms() -> u64 {
 
 /// Waits while `*word == expected`, at most `timeout_ms`.
 pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
-    let ts = libc::timespec { tv_sec: (timeout_ms / 1000) as _, tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _ };
+    let ts = libc::timespec {
+        tv_sec: (timeout_ms / 1000) as _,
+        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _,
+    };
     // SAFETY: word is a live aligned u32; ts outlives the call.
     unsafe {
         libc::syscall(
@@ -151,15 +172,27 @@ pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_m
 pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
     // SAFETY: word is a live aligned u32.
     unsafe {
-        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, i32::MAX);
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            i32::MAX,
+        );
     }
 }
 
 pub fn sleep_ms(ms: u64) {
-    let ts = libc::timespec { tv_sec: (ms / 1000) as _, tv_nsec: ((ms % 1000) * 1_000_000) as _ };
+    let ts = libc::timespec {
+        tv_sec: (ms / 1000) as _,
+        tv_nsec: ((ms % 1000) * 1_000_000) as _,
+    };
     // SAFETY: ts is valid; nanosleep is not hooked.
     unsafe {
-        libc::syscall(libc::SYS_nanosleep, &ts as *const libc::timespec, core::ptr::null_mut::<c_void>());
+        libc::syscall(
+            libc::SYS_nanosleep,
+            &ts as *const libc::timespec,
+            core::ptr::null_mut::<c_void>(),
+        );
     }
 }
 

@@ -38,7 +38,10 @@ struct Idents {
     stdout: Option<Ident>,
     stderr: Option<Ident>,
 }
-static mut IDENTS: Idents = Idents { stdout: None, stderr: None };
+static mut IDENTS: Idents = Idents {
+    stdout: None,
+    stderr: None,
+};
 
 /// The source fd `fd` is tapped as, or NONE. The hot-path check.
 #[inline(always)]
@@ -99,8 +102,16 @@ const ERR_VAR: &core::ffi::CStr = c"LLT_STDERR_IDENT";
 pub unsafe fn init() {
     let c = config::get();
     let idents = &mut *core::ptr::addr_of_mut!(IDENTS);
-    idents.stdout = if c.tap_stdout { inherited_or_own(OUT_VAR, 1) } else { None };
-    idents.stderr = if c.tap_stderr { inherited_or_own(ERR_VAR, 2) } else { None };
+    idents.stdout = if c.tap_stdout {
+        inherited_or_own(OUT_VAR, 1)
+    } else {
+        None
+    };
+    idents.stderr = if c.tap_stderr {
+        inherited_or_own(ERR_VAR, 2)
+    } else {
+        None
+    };
     SUPPRESS[STDOUT as usize].store(c.suppress_std, Relaxed);
     SUPPRESS[STDERR as usize].store(c.suppress_std, Relaxed);
     SUPPRESS[FILE as usize].store(c.suppress_file, Relaxed);
@@ -151,9 +162,16 @@ fn parse_ident(v: &[u8]) -> Option<Ident> {
         if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
             return None;
         }
-        s.iter().try_fold(0u64, |a, d| a.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+        s.iter().try_fold(0u64, |a, d| {
+            a.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
     };
-    Some(Ident { dev: num(&v[..colon])?, ino: num(&v[colon + 1..])?, mode: 0, rdev: 0 })
+    Some(Ident {
+        dev: num(&v[..colon])?,
+        ino: num(&v[colon + 1..])?,
+        mode: 0,
+        rdev: 0,
+    })
 }
 
 fn tap_file_matches(fd: libc::c_int) -> bool {
@@ -183,7 +201,9 @@ fn classify(fd: libc::c_int) -> u8 {
     if c.tap_file.is_empty() && !want_std {
         return NONE;
     }
-    let Some(id) = sys::fstat(fd) else { return NONE };
+    let Some(id) = sys::fstat(fd) else {
+        return NONE;
+    };
     if !c.tap_file.is_empty() {
         if let Some(t) = sys::stat(c.tap_file.c_bytes()) {
             if t.same_file(&id) {
@@ -220,9 +240,9 @@ pub fn closed(fd: libc::c_int) {
 
 pub fn closed_range(lo: u32, hi: u32) {
     let end = (hi as usize).min(TABLE_SIZE - 1);
-    for fd in lo as usize..=end {
-        if TABLE[fd].load(Relaxed) != NONE {
-            TABLE[fd].store(NONE, Relaxed);
+    for e in TABLE.iter().take(end + 1).skip(lo as usize) {
+        if e.load(Relaxed) != NONE {
+            e.store(NONE, Relaxed);
         }
     }
 }

@@ -21,7 +21,11 @@ fn root() -> PathBuf {
 
 fn so() -> PathBuf {
     let p = root().join("target/release/liblogtap.so");
-    assert!(p.exists(), "{} missing: run `cargo build --release` first (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release` first (make test does)",
+        p.display()
+    );
     p
 }
 
@@ -65,7 +69,6 @@ struct Store {
 
 struct Receiver {
     path: PathBuf,
-    store: Arc<Mutex<Store>>,
     paused: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     abrupt: Arc<AtomicBool>,
@@ -73,7 +76,11 @@ struct Receiver {
 }
 
 fn peer_pid(s: &UnixStream) -> i32 {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: valid out-parameters for SO_PEERCRED.
     unsafe {
@@ -113,7 +120,13 @@ impl Receiver {
                 c.join().unwrap();
             }
         });
-        Receiver { path: path.to_path_buf(), store, paused, stop, abrupt, threads: vec![acceptor] }
+        Receiver {
+            path: path.to_path_buf(),
+            paused,
+            stop,
+            abrupt,
+            threads: vec![acceptor],
+        }
     }
 
     /// Stops like logtap-sink on SIGTERM: refuse new data, read what is
@@ -128,10 +141,17 @@ impl Receiver {
     }
 }
 
-fn serve(mut sock: UnixStream, paused: Arc<AtomicBool>, stop: Arc<AtomicBool>, abrupt: Arc<AtomicBool>, store: Arc<Mutex<Store>>) {
+fn serve(
+    mut sock: UnixStream,
+    paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    abrupt: Arc<AtomicBool>,
+    store: Arc<Mutex<Store>>,
+) {
     let pid = peer_pid(&sock);
     store.lock().unwrap().connections += 1;
-    sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
     let mut dec = logtap_wire::Decoder::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut draining = false;
@@ -157,14 +177,20 @@ fn serve(mut sock: UnixStream, paused: Arc<AtomicBool>, stop: Arc<AtomicBool>, a
                 let r = dec.feed(&buf[..n], |f| {
                     st.frames += 1;
                     let src = String::from_utf8_lossy(f.source).into_owned();
-                    st.data.entry((pid, src)).or_default().extend_from_slice(f.data);
+                    st.data
+                        .entry((pid, src))
+                        .or_default()
+                        .extend_from_slice(f.data);
                 });
                 if let Err(e) = r {
                     st.errors.push(format!("pid {pid}: {e}"));
                     return;
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
                 if draining {
                     break;
                 }
@@ -175,7 +201,11 @@ fn serve(mut sock: UnixStream, paused: Arc<AtomicBool>, stop: Arc<AtomicBool>, a
 }
 
 fn run(cmd: &mut Command, timeout: Duration) -> std::process::Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let to = std::thread::spawn(move || {
@@ -199,12 +229,19 @@ fn run(cmd: &mut Command, timeout: Duration) -> std::process::Output {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    std::process::Output { status, stdout: to.join().unwrap(), stderr: te.join().unwrap() }
+    std::process::Output {
+        status,
+        stdout: to.join().unwrap(),
+        stderr: te.join().unwrap(),
+    }
 }
 
 fn tapped(target: &str) -> Command {
     let mut c = Command::new(stress());
-    c.env("LD_PRELOAD", so()).env("LLT_TAP_INTO", "3").env("LLT_TARGET", target).env_remove("LLT_SUPPRESS_STDOUT");
+    c.env("LD_PRELOAD", so())
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_TARGET", target)
+        .env_remove("LLT_SUPPRESS_STDOUT");
     c
 }
 
@@ -213,14 +250,24 @@ fn check_lines(data: &[u8], expect: &HashMap<String, u64>) {
     let mut next: HashMap<String, u64> = HashMap::new();
     for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let line = std::str::from_utf8(line).unwrap();
-        let (tag, seq) = line.split_once(' ').unwrap_or_else(|| panic!("bad line {line:?}"));
+        let (tag, seq) = line
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
         let seq: u64 = seq.parse().unwrap_or_else(|_| panic!("bad line {line:?}"));
         let n = next.entry(tag.to_string()).or_insert(0);
-        assert_eq!(seq, *n, "tag {tag}: expected seq {} got {seq} (lost, duplicated or reordered)", *n);
+        assert_eq!(
+            seq, *n,
+            "tag {tag}: expected seq {} got {seq} (lost, duplicated or reordered)",
+            *n
+        );
         *n += 1;
     }
     for (tag, n) in expect {
-        assert_eq!(next.get(tag).copied().unwrap_or(0), *n, "tag {tag}: wrong number of lines");
+        assert_eq!(
+            next.get(tag).copied().unwrap_or(0),
+            *n,
+            "tag {tag}: wrong number of lines"
+        );
     }
 }
 
@@ -228,9 +275,21 @@ fn check_lines(data: &[u8], expect: &HashMap<String, u64>) {
 #[track_caller]
 fn same_bytes(got: &[u8], want: &[u8], what: &str) {
     if got != want {
-        let at = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
-        let ctx = |v: &[u8]| String::from_utf8_lossy(&v[at.saturating_sub(20)..(at + 20).min(v.len())]).into_owned();
-        panic!("{what}: got {} bytes, want {}; first difference at {at}: got {:?} want {:?}", got.len(), want.len(), ctx(got), ctx(want));
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        let ctx = |v: &[u8]| {
+            String::from_utf8_lossy(&v[at.saturating_sub(20)..(at + 20).min(v.len())]).into_owned()
+        };
+        panic!(
+            "{what}: got {} bytes, want {}; first difference at {at}: got {:?} want {:?}",
+            got.len(),
+            want.len(),
+            ctx(got),
+            ctx(want)
+        );
     }
 }
 
@@ -256,7 +315,10 @@ fn threads_write_every_line_once_in_order() {
     let (path, target) = sock_env(&dir);
     let store = Arc::new(Mutex::new(Store::default()));
     let rx = Receiver::start(&path, store.clone());
-    let out = run(tapped(&target).args(["threads-write", "8", "20000"]), Duration::from_secs(60));
+    let out = run(
+        tapped(&target).args(["threads-write", "8", "20000"]),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success());
     rx.stop(false);
     let st = store.lock().unwrap();
@@ -272,13 +334,20 @@ fn threads_printf_every_line_once_in_order() {
     let (path, target) = sock_env(&dir);
     let store = Arc::new(Mutex::new(Store::default()));
     let rx = Receiver::start(&path, store.clone());
-    let out = run(tapped(&target).args(["threads-printf", "4", "20000"]), Duration::from_secs(60));
+    let out = run(
+        tapped(&target).args(["threads-printf", "4", "20000"]),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success());
     rx.stop(false);
     let st = store.lock().unwrap();
     let expect = (0..4).map(|t| (format!("p{t}"), 20000)).collect();
     check_lines(&all_source(&st, "stdout"), &expect);
-    same_bytes(&all_source(&st, "stdout"), &out.stdout, "target vs the program's stdout");
+    same_bytes(
+        &all_source(&st, "stdout"),
+        &out.stdout,
+        "target vs the program's stdout",
+    );
 }
 
 #[test]
@@ -287,7 +356,10 @@ fn forked_children_are_attributed_and_complete() {
     let (path, target) = sock_env(&dir);
     let store = Arc::new(Mutex::new(Store::default()));
     let rx = Receiver::start(&path, store.clone());
-    let out = run(tapped(&target).args(["fork", "50", "1000"]), Duration::from_secs(60));
+    let out = run(
+        tapped(&target).args(["fork", "50", "1000"]),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success());
     rx.stop(false);
     let st = store.lock().unwrap();
@@ -300,12 +372,20 @@ fn forked_children_are_attributed_and_complete() {
             continue;
         }
         for l in d.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let tag = std::str::from_utf8(l).unwrap().split(' ').next().unwrap().to_string();
+            let tag = std::str::from_utf8(l)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .to_string();
             tags_per_pid.entry(*pid).or_default().insert(tag);
         }
     }
     assert_eq!(tags_per_pid.len(), 50, "expected 50 writing pids");
-    assert!(tags_per_pid.values().all(|t| t.len() == 1), "a pid carried another child's lines");
+    assert!(
+        tags_per_pid.values().all(|t| t.len() == 1),
+        "a pid carried another child's lines"
+    );
 }
 
 #[test]
@@ -314,7 +394,10 @@ fn fork_while_threads_write() {
     let (path, target) = sock_env(&dir);
     let store = Arc::new(Mutex::new(Store::default()));
     let rx = Receiver::start(&path, store.clone());
-    let out = run(tapped(&target).args(["fork-threads", "4", "20000", "20"]), Duration::from_secs(60));
+    let out = run(
+        tapped(&target).args(["fork-threads", "4", "20000", "20"]),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success());
     rx.stop(false);
     let st = store.lock().unwrap();
@@ -329,7 +412,10 @@ fn signal_handler_writes_do_not_deadlock_or_lose() {
     let (path, target) = sock_env(&dir);
     let store = Arc::new(Mutex::new(Store::default()));
     let rx = Receiver::start(&path, store.clone());
-    let out = run(tapped(&target).args(["sigalrm", "200000"]), Duration::from_secs(120));
+    let out = run(
+        tapped(&target).args(["sigalrm", "200000"]),
+        Duration::from_secs(120),
+    );
     assert!(out.status.success());
     rx.stop(false);
     let st = store.lock().unwrap();
@@ -337,7 +423,10 @@ fn signal_handler_writes_do_not_deadlock_or_lose() {
     check_lines(&all_source(&st, "stdout"), &expect);
     let err = all_source(&st, "stderr");
     same_bytes(&err, &out.stderr, "target vs the program's stderr");
-    let sigs = err.split(|&b| b == b'\n').filter(|l| l.starts_with(b"sig ")).count();
+    let sigs = err
+        .split(|&b| b == b'\n')
+        .filter(|l| l.starts_with(b"sig "))
+        .count();
     assert!(sigs > 0, "the handler never ran");
 }
 
@@ -356,14 +445,19 @@ fn sink_paused_then_resumed_gets_everything() {
     // The program is done long before the sink resumes: its exit waits
     // (bounded by LLT_EXIT_TIMEOUT_MS) for the sink to take the rest.
     let out = run(
-        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "5000").args(["lines", "100000"]),
+        tapped(&target)
+            .env("LLT_EXIT_TIMEOUT_MS", "5000")
+            .args(["lines", "100000"]),
         Duration::from_secs(60),
     );
     assert!(out.status.success());
     resume.join().unwrap();
     rx.stop(false);
     let st = store.lock().unwrap();
-    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 100000)].into_iter().collect());
+    check_lines(
+        &all_source(&st, "stdout"),
+        &[("l".to_string(), 100000)].into_iter().collect(),
+    );
 }
 
 #[test]
@@ -377,14 +471,19 @@ fn sink_started_late_gets_everything() {
         Receiver::start(&p2, s2)
     });
     let out = run(
-        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "5000").args(["lines", "20000", "50"]),
+        tapped(&target)
+            .env("LLT_EXIT_TIMEOUT_MS", "5000")
+            .args(["lines", "20000", "50"]),
         Duration::from_secs(60),
     );
     assert!(out.status.success());
     let rx = starter.join().unwrap();
     rx.stop(false);
     let st = store.lock().unwrap();
-    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 20000)].into_iter().collect());
+    check_lines(
+        &all_source(&st, "stdout"),
+        &[("l".to_string(), 20000)].into_iter().collect(),
+    );
 }
 
 #[test]
@@ -412,7 +511,10 @@ fn sink_restarted_mid_stream_loses_nothing() {
     rx.stop(false);
     let st = store.lock().unwrap();
     assert!(st.connections >= 2, "the program never reconnected");
-    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 50000)].into_iter().collect());
+    check_lines(
+        &all_source(&st, "stdout"),
+        &[("l".to_string(), 50000)].into_iter().collect(),
+    );
 }
 
 #[test]
@@ -426,12 +528,21 @@ fn sink_killed_program_exits_normally() {
         rx.stop(true);
     });
     let out = run(
-        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "200").args(["lines", "20000", "30"]),
+        tapped(&target)
+            .env("LLT_EXIT_TIMEOUT_MS", "200")
+            .args(["lines", "20000", "30"]),
         Duration::from_secs(60),
     );
     killer.join().unwrap();
-    assert!(out.status.success(), "program did not exit normally: {:?}", out.status);
-    check_lines(&out.stdout, &[("l".to_string(), 20000)].into_iter().collect());
+    assert!(
+        out.status.success(),
+        "program did not exit normally: {:?}",
+        out.status
+    );
+    check_lines(
+        &out.stdout,
+        &[("l".to_string(), 20000)].into_iter().collect(),
+    );
 }
 
 #[test]
@@ -446,7 +557,10 @@ fn no_sink_with_suppression_keeps_program_output_complete() {
         Duration::from_secs(60),
     );
     assert!(out.status.success());
-    check_lines(&out.stdout, &[("l".to_string(), 100000)].into_iter().collect());
+    check_lines(
+        &out.stdout,
+        &[("l".to_string(), 100000)].into_iter().collect(),
+    );
 }
 
 #[test]
@@ -455,7 +569,11 @@ fn idle_line_reaches_live_sink_within_100ms() {
     let (path, target) = sock_env(&dir);
     let store = Arc::new(Mutex::new(Store::default()));
     let rx = Receiver::start(&path, store.clone());
-    let mut child = tapped(&target).arg("idle").stdout(Stdio::null()).spawn().unwrap();
+    let mut child = tapped(&target)
+        .arg("idle")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     let mut seen = None;
     while start.elapsed() < Duration::from_millis(1500) {
@@ -479,11 +597,17 @@ fn exit_paths_flush_everything() {
         let (path, target) = sock_env(&dir);
         let store = Arc::new(Mutex::new(Store::default()));
         let rx = Receiver::start(&path, store.clone());
-        let out = run(tapped(&target).args(["exit-mode", mode, "30000"]), Duration::from_secs(30));
+        let out = run(
+            tapped(&target).args(["exit-mode", mode, "30000"]),
+            Duration::from_secs(30),
+        );
         assert!(out.status.success());
         rx.stop(false);
         let st = store.lock().unwrap();
-        check_lines(&all_source(&st, "stdout"), &[("x".to_string(), 30000)].into_iter().collect());
+        check_lines(
+            &all_source(&st, "stdout"),
+            &[("x".to_string(), 30000)].into_iter().collect(),
+        );
     }
 }
 
@@ -539,7 +663,9 @@ fn frame_file_decodes_independently() {
             _ => "3",
         };
         assert_eq!(level, want, "level of {source}");
-        per.entry(source.clone()).or_default().extend_from_slice(data);
+        per.entry(source.clone())
+            .or_default()
+            .extend_from_slice(data);
     }
     same_bytes(&per["stdout"], &out.stdout, "stdout");
     same_bytes(&per["stderr"], &out.stderr, "stderr");
@@ -589,5 +715,8 @@ fn pantavisor_one_message_per_connection() {
     done.store(true, Ordering::SeqCst);
     let (got, messages) = server.join().unwrap();
     same_bytes(&got["stdout"], &out.stdout, "stdout via pantavisor");
-    assert!(messages < 100, "{messages} messages for 5000 lines: writes are not batched");
+    assert!(
+        messages < 100,
+        "{messages} messages for 5000 lines: writes are not batched"
+    );
 }

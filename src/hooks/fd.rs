@@ -55,7 +55,12 @@ unsafe fn suppress_iov(src: u8, iov: *const iovec, cnt: c_int) -> Option<ssize_t
 }
 
 #[inline(always)]
-unsafe fn simple(fd: c_int, buf: *const c_void, n: size_t, real: impl FnOnce() -> ssize_t) -> ssize_t {
+unsafe fn simple(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    real: impl FnOnce() -> ssize_t,
+) -> ssize_t {
     if tap::source(fd) == NONE {
         return real();
     }
@@ -63,7 +68,12 @@ unsafe fn simple(fd: c_int, buf: *const c_void, n: size_t, real: impl FnOnce() -
 }
 
 #[cold]
-unsafe fn simple_tapped(fd: c_int, buf: *const c_void, n: size_t, real: impl FnOnce() -> ssize_t) -> ssize_t {
+unsafe fn simple_tapped(
+    fd: c_int,
+    buf: *const c_void,
+    n: size_t,
+    real: impl FnOnce() -> ssize_t,
+) -> ssize_t {
     let src = tap::active_source(fd);
     if src == NONE || n == 0 || buf.is_null() {
         return real();
@@ -78,13 +88,21 @@ unsafe fn simple_tapped(fd: c_int, buf: *const c_void, n: size_t, real: impl FnO
     let r = real();
     if r > 0 {
         let _e = ErrnoGuard::new();
-        transport::push_or_drop(src, &[core::slice::from_raw_parts(buf as *const u8, r as usize)]);
+        transport::push_or_drop(
+            src,
+            &[core::slice::from_raw_parts(buf as *const u8, r as usize)],
+        );
     }
     r
 }
 
 #[inline(always)]
-unsafe fn vectored(fd: c_int, iov: *const iovec, cnt: c_int, real: impl FnOnce() -> ssize_t) -> ssize_t {
+unsafe fn vectored(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    real: impl FnOnce() -> ssize_t,
+) -> ssize_t {
     if tap::source(fd) == NONE {
         return real();
     }
@@ -92,7 +110,12 @@ unsafe fn vectored(fd: c_int, iov: *const iovec, cnt: c_int, real: impl FnOnce()
 }
 
 #[cold]
-unsafe fn vectored_tapped(fd: c_int, iov: *const iovec, cnt: c_int, real: impl FnOnce() -> ssize_t) -> ssize_t {
+unsafe fn vectored_tapped(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    real: impl FnOnce() -> ssize_t,
+) -> ssize_t {
     let src = tap::active_source(fd);
     if src == NONE || iov.is_null() {
         return real();
@@ -147,21 +170,38 @@ pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, cnt: c_int, off: 
 /// # Safety
 /// Same contract as libc `pwritev64`.
 #[no_mangle]
-pub unsafe extern "C" fn pwritev64(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
+pub unsafe extern "C" fn pwritev64(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+) -> ssize_t {
     vectored(fd, iov, cnt, || real::pwritev64(fd, iov, cnt, off))
 }
 
 /// # Safety
 /// Same contract as libc `pwritev2`.
 #[no_mangle]
-pub unsafe extern "C" fn pwritev2(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t, fl: c_int) -> ssize_t {
+pub unsafe extern "C" fn pwritev2(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+    fl: c_int,
+) -> ssize_t {
     vectored(fd, iov, cnt, || real::pwritev2(fd, iov, cnt, off, fl))
 }
 
 /// # Safety
 /// Same contract as libc `pwritev64v2`.
 #[no_mangle]
-pub unsafe extern "C" fn pwritev64v2(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t, fl: c_int) -> ssize_t {
+pub unsafe extern "C" fn pwritev64v2(
+    fd: c_int,
+    iov: *const iovec,
+    cnt: c_int,
+    off: off_t,
+    fl: c_int,
+) -> ssize_t {
     vectored(fd, iov, cnt, || real::pwritev64v2(fd, iov, cnt, off, fl))
 }
 
@@ -195,7 +235,9 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const msghdr, fl: c_int) -> ssiz
     if tap::source(fd) == NONE || m.is_null() {
         return real::sendmsg(fd, m, fl);
     }
-    vectored_tapped(fd, (*m).msg_iov, (*m).msg_iovlen as c_int, || real::sendmsg(fd, m, fl))
+    vectored_tapped(fd, (*m).msg_iov, (*m).msg_iovlen as c_int, || {
+        real::sendmsg(fd, m, fl)
+    })
 }
 
 /// For the C shims (dprintf): is this fd tapped?

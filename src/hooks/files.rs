@@ -6,11 +6,11 @@
 //! library's fd reports EBADF as if it were not open (the program never
 //! opened it); `dup2`/`dup3` onto it first move the library's connection.
 
+use crate::real;
 use crate::stdio;
 use crate::sys::{self, ErrnoGuard};
 use crate::tap::{self, NONE};
 use crate::transport::target;
-use crate::real;
 use libc::{c_char, c_int, c_uint, mode_t, FILE};
 
 /// Called by the C open/openat shims after a successful open.
@@ -228,14 +228,22 @@ unsafe fn do_freopen(
 /// # Safety
 /// Same contract as libc `freopen`.
 #[no_mangle]
-pub unsafe extern "C" fn freopen(path: *const c_char, mode: *const c_char, f: *mut FILE) -> *mut FILE {
+pub unsafe extern "C" fn freopen(
+    path: *const c_char,
+    mode: *const c_char,
+    f: *mut FILE,
+) -> *mut FILE {
     do_freopen(path, mode, f, real::freopen)
 }
 
 /// # Safety
 /// Same contract as libc `freopen64`.
 #[no_mangle]
-pub unsafe extern "C" fn freopen64(path: *const c_char, mode: *const c_char, f: *mut FILE) -> *mut FILE {
+pub unsafe extern "C" fn freopen64(
+    path: *const c_char,
+    mode: *const c_char,
+    f: *mut FILE,
+) -> *mut FILE {
     do_freopen(path, mode, f, real::freopen64)
 }
 

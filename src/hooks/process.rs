@@ -23,7 +23,8 @@ pub unsafe extern "C" fn _exit(status: c_int) -> ! {
     deliver_before_leaving();
     real::_exit(status);
     libc::syscall(libc::SYS_exit_group, status);
-    loop {}
+    // SAFETY: exit_group does not return.
+    core::hint::unreachable_unchecked()
 }
 
 /// # Safety
@@ -33,13 +34,18 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     deliver_before_leaving();
     real::_Exit(status);
     libc::syscall(libc::SYS_exit_group, status);
-    loop {}
+    // SAFETY: exit_group does not return.
+    core::hint::unreachable_unchecked()
 }
 
 /// # Safety
 /// Same contract as libc `execve`.
 #[no_mangle]
-pub unsafe extern "C" fn execve(p: *const c_char, a: *const *const c_char, e: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn execve(
+    p: *const c_char,
+    a: *const *const c_char,
+    e: *const *const c_char,
+) -> c_int {
     deliver_before_leaving();
     real::execve(p, a, e)
 }
@@ -63,7 +69,11 @@ pub unsafe extern "C" fn execvp(p: *const c_char, a: *const *const c_char) -> c_
 /// # Safety
 /// Same contract as libc `execvpe`.
 #[no_mangle]
-pub unsafe extern "C" fn execvpe(p: *const c_char, a: *const *const c_char, e: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn execvpe(
+    p: *const c_char,
+    a: *const *const c_char,
+    e: *const *const c_char,
+) -> c_int {
     deliver_before_leaving();
     real::execvpe(p, a, e)
 }
@@ -71,7 +81,11 @@ pub unsafe extern "C" fn execvpe(p: *const c_char, a: *const *const c_char, e: *
 /// # Safety
 /// Same contract as libc `fexecve`.
 #[no_mangle]
-pub unsafe extern "C" fn fexecve(fd: c_int, a: *const *const c_char, e: *const *const c_char) -> c_int {
+pub unsafe extern "C" fn fexecve(
+    fd: c_int,
+    a: *const *const c_char,
+    e: *const *const c_char,
+) -> c_int {
     deliver_before_leaving();
     real::fexecve(fd, a, e)
 }

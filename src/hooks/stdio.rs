@@ -10,9 +10,9 @@
 //! Return values and errno are the real call's, or with suppression those
 //! of a successful call.
 
+use crate::real;
 use crate::stdio::{account, flush_all, flush_one, source_of, suppress};
 use crate::tap::{self, NONE};
-use crate::real;
 use libc::{c_char, c_int, c_long, c_void, off_t, size_t, FILE};
 
 extern "C" {
@@ -82,14 +82,24 @@ unsafe fn cstr<'a>(s: *const c_char) -> &'a [u8] {
 
 unsafe fn do_fwrite(p: *const c_void, size: size_t, n: size_t, f: *mut FILE, lock: bool) -> size_t {
     let Some(total) = size.checked_mul(n) else {
-        return if lock { real::fwrite(p, size, n, f) } else { real::fwrite_unlocked(p, size, n, f) };
+        return if lock {
+            real::fwrite(p, size, n, f)
+        } else {
+            real::fwrite_unlocked(p, size, n, f)
+        };
     };
     output(
         f,
         [bytes(p, total), &[]],
         lock,
         n,
-        || if lock { real::fwrite(p, size, n, f) } else { real::fwrite_unlocked(p, size, n, f) },
+        || {
+            if lock {
+                real::fwrite(p, size, n, f)
+            } else {
+                real::fwrite_unlocked(p, size, n, f)
+            }
+        },
         || real::fwrite_unlocked(p, size, n, f),
         |&r| r * size,
     )
@@ -105,7 +115,12 @@ pub unsafe extern "C" fn fwrite(p: *const c_void, size: size_t, n: size_t, f: *m
 /// # Safety
 /// Same contract as libc `fwrite_unlocked`.
 #[no_mangle]
-pub unsafe extern "C" fn fwrite_unlocked(p: *const c_void, size: size_t, n: size_t, f: *mut FILE) -> size_t {
+pub unsafe extern "C" fn fwrite_unlocked(
+    p: *const c_void,
+    size: size_t,
+    n: size_t,
+    f: *mut FILE,
+) -> size_t {
     do_fwrite(p, size, n, f, false)
 }
 
@@ -116,7 +131,13 @@ unsafe fn do_fputs(s: *const c_char, f: *mut FILE, lock: bool) -> c_int {
         [b, &[]],
         lock,
         1,
-        || if lock { real::fputs(s, f) } else { real::fputs_unlocked(s, f) },
+        || {
+            if lock {
+                real::fputs(s, f)
+            } else {
+                real::fputs_unlocked(s, f)
+            }
+        },
         || real::fputs_unlocked(s, f),
         |&r| if r >= 0 { b.len() } else { 0 },
     )
@@ -143,10 +164,23 @@ pub unsafe extern "C" fn puts(s: *const c_char) -> c_int {
     let f = out_stdout();
     let b = cstr(s);
     let ok = (b.len() + 1).min(c_int::MAX as usize) as c_int;
-    output(f, [b, b"\n"], true, ok, || real::puts(s), || real::puts(s), |&r| if r >= 0 { b.len() + 1 } else { 0 })
+    output(
+        f,
+        [b, b"\n"],
+        true,
+        ok,
+        || real::puts(s),
+        || real::puts(s),
+        |&r| if r >= 0 { b.len() + 1 } else { 0 },
+    )
 }
 
-unsafe fn do_putc(c: c_int, f: *mut FILE, lock: bool, locked: unsafe fn(c_int, *mut FILE) -> c_int) -> c_int {
+unsafe fn do_putc(
+    c: c_int,
+    f: *mut FILE,
+    lock: bool,
+    locked: unsafe fn(c_int, *mut FILE) -> c_int,
+) -> c_int {
     let ch = [c as u8];
     output(
         f,
@@ -215,7 +249,15 @@ pub unsafe extern "C" fn putchar_unlocked(c: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn putw(w: c_int, f: *mut FILE) -> c_int {
     let b = w.to_ne_bytes();
-    output(f, [&b, &[]], true, 0, || real::putw(w, f), || real::putw(w, f), |&r| if r == 0 { b.len() } else { 0 })
+    output(
+        f,
+        [&b, &[]],
+        true,
+        0,
+        || real::putw(w, f),
+        || real::putw(w, f),
+        |&r| if r == 0 { b.len() } else { 0 },
+    )
 }
 
 /// Called by the inlined `putc_unlocked` family when the buffer is full
@@ -233,24 +275,52 @@ pub unsafe extern "C" fn __overflow(f: *mut FILE, c: c_int) -> c_int {
         return real::__overflow(f, c);
     }
     let ch = [c as u8];
-    let new: [&[u8]; 2] = if c == libc::EOF { [&[], &[]] } else { [&ch, &[]] };
+    let new: [&[u8]; 2] = if c == libc::EOF {
+        [&[], &[]]
+    } else {
+        [&ch, &[]]
+    };
     if tap::suppressed(src) && suppress(f, src, new, false) {
-        return if c == libc::EOF { 0 } else { c_int::from(c as u8) };
+        return if c == libc::EOF {
+            0
+        } else {
+            c_int::from(c as u8)
+        };
     }
-    account(f, src, new, false, true, || real::__overflow(f, c), |&r| usize::from(c != libc::EOF && r != libc::EOF))
+    account(
+        f,
+        src,
+        new,
+        false,
+        true,
+        || real::__overflow(f, c),
+        |&r| usize::from(c != libc::EOF && r != libc::EOF),
+    )
 }
 
 unsafe fn do_fflush(f: *mut FILE, lock: bool) -> c_int {
     if f.is_null() {
         flush_all(false);
-        return if lock { real::fflush(f) } else { real::fflush_unlocked(f) };
+        return if lock {
+            real::fflush(f)
+        } else {
+            real::fflush_unlocked(f)
+        };
     }
     if source_of(f) == NONE {
-        return if lock { real::fflush(f) } else { real::fflush_unlocked(f) };
+        return if lock {
+            real::fflush(f)
+        } else {
+            real::fflush_unlocked(f)
+        };
     }
     let src = tap::active_source(crate::stdio_fileno(f));
     if src == NONE {
-        return if lock { real::fflush(f) } else { real::fflush_unlocked(f) };
+        return if lock {
+            real::fflush(f)
+        } else {
+            real::fflush_unlocked(f)
+        };
     }
     if lock {
         crate::stdio::flockfile(f);

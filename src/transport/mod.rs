@@ -98,7 +98,9 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
     if len == 0 {
         return true;
     }
-    let Some(used) = ring().push(src, parts, len) else { return false };
+    let Some(used) = ring().push(src, parts, len) else {
+        return false;
+    };
     if THREAD.load(Relaxed) == T_NONE {
         start_thread();
     }
@@ -126,7 +128,10 @@ pub(crate) fn take_drops(src: usize) -> (u64, u64) {
     if DROP_WRITES[src].load(Relaxed) == 0 {
         return (0, 0);
     }
-    (DROP_BYTES[src].swap(0, Relaxed), DROP_WRITES[src].swap(0, Relaxed))
+    (
+        DROP_BYTES[src].swap(0, Relaxed),
+        DROP_WRITES[src].swap(0, Relaxed),
+    )
 }
 
 pub(crate) fn restore_drops(src: usize, bytes: u64, writes: u64) {
@@ -139,7 +144,10 @@ pub(crate) fn urgent() -> bool {
 }
 
 fn start_thread() {
-    if THREAD.compare_exchange(T_NONE, T_RUNNING, AcqRel, Relaxed).is_err() {
+    if THREAD
+        .compare_exchange(T_NONE, T_RUNNING, AcqRel, Relaxed)
+        .is_err()
+    {
         return;
     }
     let _e = sys::ErrnoGuard::new();
@@ -169,7 +177,7 @@ fn start_thread() {
 
 extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: prctl with a NUL-terminated name only renames this thread.
-    unsafe { libc::prctl(libc::PR_SET_NAME, b"logtap\0".as_ptr()) };
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"logtap".as_ptr()) };
     let flush_ms = config::get().flush_ms;
     loop {
         if THREAD.load(Acquire) == T_QUIESCE {
@@ -194,7 +202,11 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
                 }
             }
             target::Outcome::Blocked(fd) => {
-                let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd; poll is not hooked.
                 unsafe { libc::poll(&mut p, 1, 100) };
             }
@@ -270,7 +282,10 @@ pub fn at_exit() {
 /// Stops the consumer thread and waits until it is gone (for
 /// `unshare(CLONE_NEWUSER)`, which refuses a multi-threaded caller).
 pub fn quiesce() {
-    if THREAD.compare_exchange(T_RUNNING, T_QUIESCE, AcqRel, Relaxed).is_err() {
+    if THREAD
+        .compare_exchange(T_RUNNING, T_QUIESCE, AcqRel, Relaxed)
+        .is_err()
+    {
         return;
     }
     wake_consumer();
@@ -305,7 +320,9 @@ pub fn after_fork_child() {
 }
 
 pub(crate) fn try_lock_drain() -> bool {
-    DRAINING.compare_exchange(false, true, Acquire, Relaxed).is_ok()
+    DRAINING
+        .compare_exchange(false, true, Acquire, Relaxed)
+        .is_ok()
 }
 
 pub(crate) fn unlock_drain() {

@@ -12,7 +12,7 @@
 //! connection (the sink discards the unfinished copy). Records are released
 //! only once every frame that carries them has gone out.
 
-use super::{ring, take_drops, restore_drops, try_lock_drain, unlock_drain, urgent};
+use super::{restore_drops, ring, take_drops, try_lock_drain, unlock_drain, urgent};
 use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
 use crate::sys::{self, Ident};
@@ -57,14 +57,24 @@ struct Conn {
     reported: bool,
 }
 
-static mut CONN: Conn =
-    Conn { ident: None, ever: false, next_attempt: 0, skip: 0, pf_sent: 0, pf_data: 0, reported: false };
+static mut CONN: Conn = Conn {
+    ident: None,
+    ever: false,
+    next_attempt: 0,
+    skip: 0,
+    pf_sent: 0,
+    pf_data: 0,
+    reported: false,
+};
 
 struct Prefixes {
     buf: [[u8; PREFIX_MAX]; SOURCES],
     len: [usize; SOURCES],
 }
-static mut PREFIX: Prefixes = Prefixes { buf: [[0; PREFIX_MAX]; SOURCES], len: [0; SOURCES] };
+static mut PREFIX: Prefixes = Prefixes {
+    buf: [[0; PREFIX_MAX]; SOURCES],
+    len: [0; SOURCES],
+};
 
 /// # Safety
 /// Constructor only.
@@ -78,8 +88,13 @@ pub unsafe fn init() {
             FILE => c.level_file,
             _ => wire::Level::Warn,
         };
-        p.len[src as usize] =
-            wire::write_prefix(&mut p.buf[src as usize], level, c.platform.bytes(), source_name(src)).unwrap_or(0);
+        p.len[src as usize] = wire::write_prefix(
+            &mut p.buf[src as usize],
+            level,
+            c.platform.bytes(),
+            source_name(src),
+        )
+        .unwrap_or(0);
     }
 }
 
@@ -146,7 +161,15 @@ pub fn after_fork_child() {
     }
     IN_USE.store(false, SeqCst);
     let c = conn();
-    *c = Conn { ident: None, ever: c.ever, next_attempt: 0, skip: 0, pf_sent: 0, pf_data: 0, reported: false };
+    *c = Conn {
+        ident: None,
+        ever: c.ever,
+        next_attempt: 0,
+        skip: 0,
+        pf_sent: 0,
+        pf_data: 0,
+        reported: false,
+    };
 }
 
 fn report(what: &[u8], path: &[u8]) {
@@ -195,7 +218,11 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
         if fd < 0 {
             return Err(sys::errno());
         }
-        let sndbuf: libc::c_int = if kind == TargetKind::Socket { 1 << 20 } else { 512 << 10 };
+        let sndbuf: libc::c_int = if kind == TargetKind::Socket {
+            1 << 20
+        } else {
+            512 << 10
+        };
         libc::setsockopt(
             fd,
             libc::SOL_SOCKET,
@@ -298,16 +325,28 @@ struct Batch {
 impl Batch {
     fn new() -> Batch {
         Batch {
-            iov: [libc::iovec { iov_base: core::ptr::null_mut(), iov_len: 0 }; IOV_N],
+            iov: [libc::iovec {
+                iov_base: core::ptr::null_mut(),
+                iov_len: 0,
+            }; IOV_N],
             niov: 0,
             hdr: [[0; 8]; FR_N],
-            frames: [FrameInfo { data_len: 0, src: 0, end_pos: 0, end_skip: 0, iov_start: 0 }; FR_N],
+            frames: [FrameInfo {
+                data_len: 0,
+                src: 0,
+                end_pos: 0,
+                end_skip: 0,
+                iov_start: 0,
+            }; FR_N],
             nframes: 0,
         }
     }
 
     fn add_iov(&mut self, p: *const u8, len: usize) {
-        self.iov[self.niov] = libc::iovec { iov_base: p as *mut libc::c_void, iov_len: len };
+        self.iov[self.niov] = libc::iovec {
+            iov_base: p as *mut libc::c_void,
+            iov_len: len,
+        };
         self.niov += 1;
     }
 
@@ -326,18 +365,33 @@ fn plan(b: &mut Batch, framed: bool) {
     let mut total = 0usize;
     let mut open = false;
     'records: while let Some(rec) = r.peek(pos) {
-        let Record { src, data, len, next, .. } = rec;
+        let Record {
+            src,
+            data,
+            len,
+            next,
+            ..
+        } = rec;
         let mut off = skip.min(len);
         while off < len {
-            let limit = if b.nframes == 1 && c.pf_data > 0 { c.pf_data } else { wire::MAX_DATA };
+            let limit = if b.nframes == 1 && c.pf_data > 0 {
+                c.pf_data
+            } else {
+                wire::MAX_DATA
+            };
             let cur = b.nframes.wrapping_sub(1);
             if !open || b.frames[cur].src != src || b.frames[cur].data_len >= limit {
                 if b.nframes == FR_N || b.niov + 3 > IOV_N || total >= BATCH_MAX {
                     break 'records;
                 }
                 let i = b.nframes;
-                b.frames[i] =
-                    FrameInfo { data_len: 0, src, end_pos: rec.pos, end_skip: off, iov_start: b.niov };
+                b.frames[i] = FrameInfo {
+                    data_len: 0,
+                    src,
+                    end_pos: rec.pos,
+                    end_skip: off,
+                    iov_start: b.niov,
+                };
                 b.nframes += 1;
                 open = true;
                 if framed {
@@ -348,7 +402,11 @@ fn plan(b: &mut Batch, framed: bool) {
                 }
             }
             let cur = b.nframes - 1;
-            let limit = if cur == 0 && c.pf_data > 0 { c.pf_data } else { wire::MAX_DATA };
+            let limit = if cur == 0 && c.pf_data > 0 {
+                c.pf_data
+            } else {
+                wire::MAX_DATA
+            };
             let take = (len - off).min(limit - b.frames[cur].data_len);
             if take == 0 {
                 // The in-flight frame is complete; the next byte starts a new one.
@@ -363,7 +421,11 @@ fn plan(b: &mut Batch, framed: bool) {
             b.frames[cur].data_len += take;
             off += take;
             total += take;
-            let (ep, es) = if off == len { (next, 0) } else { (rec.pos, off) };
+            let (ep, es) = if off == len {
+                (next, 0)
+            } else {
+                (rec.pos, off)
+            };
             b.frames[cur].end_pos = ep;
             b.frames[cur].end_skip = es;
         }
@@ -409,7 +471,11 @@ fn account(b: &Batch, n: usize, framed: bool) {
         ring().release(last.end_pos);
     }
     c.pf_sent = done - acc;
-    c.pf_data = if c.pf_sent > 0 { b.frames[completed].data_len } else { 0 };
+    c.pf_data = if c.pf_sent > 0 {
+        b.frames[completed].data_len
+    } else {
+        0
+    };
 }
 
 fn emit_drop_notices() {
@@ -419,9 +485,13 @@ fn emit_drop_notices() {
             continue;
         }
         let mut buf = [0u8; 256 + config::PATH_MAX];
-        let notice = wire::DropNotice { bytes, writes, source: source_name(src) };
+        let notice = wire::DropNotice {
+            bytes,
+            writes,
+            source: source_name(src),
+        };
         let n = notice.write(&mut buf).unwrap_or(0);
-        if !ring().push(NOTICE, &[&buf[..n]], n).is_some() {
+        if ring().push(NOTICE, &[&buf[..n]], n).is_none() {
             restore_drops(src as usize, bytes, writes);
         } else {
             crate::debug(&[b"buffer full, dropped data: ", &buf[..n.saturating_sub(1)]]);
@@ -449,7 +519,11 @@ fn drain_locked(_inline: bool) -> Outcome {
     loop {
         let r = ring();
         if r.peek(r.tail()).is_none() {
-            return if r.head() == r.tail() { Outcome::Empty } else { Outcome::Busy };
+            return if r.head() == r.tail() {
+                Outcome::Empty
+            } else {
+                Outcome::Busy
+            };
         }
         if cfg.target_kind == TargetKind::Pantavisor {
             match send_pantavisor(&mut b) {
@@ -549,7 +623,11 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
     let path = config::get().target_path.bytes();
     for i in 0..b.nframes {
         let start = b.frames[i].iov_start;
-        let end = if i + 1 < b.nframes { b.frames[i + 1].iov_start } else { b.niov };
+        let end = if i + 1 < b.nframes {
+            b.frames[i + 1].iov_start
+        } else {
+            b.niov
+        };
         let want = b.wire_len(i, true);
         let fd = match connect_new(TargetKind::Pantavisor) {
             Ok(fd) => fd,
@@ -575,7 +653,11 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
                     first += skip_iov(&mut b.iov[first..end], n);
                 }
                 Err(e) if e == libc::EAGAIN || e == libc::EINTR => {
-                    let mut p = libc::pollfd { fd, events: libc::POLLOUT, revents: 0 };
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    };
                     // SAFETY: one valid pollfd.
                     unsafe { libc::poll(&mut p, 1, 5) };
                     tries += 1;
@@ -667,7 +749,10 @@ pub fn spill_locked() {
     r.release(pos);
     if lost > 0 {
         let mut n = [0u8; 20];
-        crate::debug(&[b"target unreachable at exit; bytes not delivered (still in the original output): ", sys::fmt_u64(lost as u64, &mut n)]);
+        crate::debug(&[
+            b"target unreachable at exit; bytes not delivered (still in the original output): ",
+            sys::fmt_u64(lost as u64, &mut n),
+        ]);
     }
 }
 

@@ -171,7 +171,10 @@ impl fmt::Display for FrameError {
             FrameError::BadVersion(v) => write!(f, "unsupported version {v} (only 0 exists)"),
             FrameError::BadLength(l) => write!(f, "length {l} outside 0..={MAX_LEN}"),
             FrameError::MissingSeparator => {
-                write!(f, "body lacks the three NUL separators (level, platform, source)")
+                write!(
+                    f,
+                    "body lacks the three NUL separators (level, platform, source)"
+                )
             }
             FrameError::BadLevel => write!(f, "level is not an ASCII decimal number"),
         }
@@ -205,7 +208,12 @@ pub fn parse_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         return Err(FrameError::BadLevel);
     }
     let level = level.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
-    Ok(Frame { level, platform, source, data })
+    Ok(Frame {
+        level,
+        platform,
+        source,
+        data,
+    })
 }
 
 /// Incremental decoder for a stream of frames on one connection.
@@ -228,7 +236,11 @@ impl Decoder {
 
     /// Decodes as many frames as `input` completes, calling `on_frame` for
     /// each. After an error the decoder must not be fed again.
-    pub fn feed(&mut self, mut input: &[u8], mut on_frame: impl FnMut(Frame<'_>)) -> Result<(), FrameError> {
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        mut on_frame: impl FnMut(Frame<'_>),
+    ) -> Result<(), FrameError> {
         while !input.is_empty() {
             let want = match self.want {
                 Some(w) => w,
@@ -244,7 +256,8 @@ impl Decoder {
                         }
                     }
                     let take = (HEADER_LEN - self.header_fill).min(input.len());
-                    self.header[self.header_fill..self.header_fill + take].copy_from_slice(&input[..take]);
+                    self.header[self.header_fill..self.header_fill + take]
+                        .copy_from_slice(&input[..take]);
                     self.header_fill += take;
                     input = &input[take..];
                     if self.header_fill < HEADER_LEN {
@@ -324,12 +337,19 @@ impl<'a> DropNotice<'a> {
         let rest = rest.strip_prefix(b" writes=")?;
         let (writes, rest) = split_num(rest)?;
         let source = rest.strip_prefix(b" source=")?;
-        Some(DropNotice { bytes, writes, source })
+        Some(DropNotice {
+            bytes,
+            writes,
+            source,
+        })
     }
 }
 
 fn split_num(s: &[u8]) -> Option<(u64, &[u8])> {
-    let end = s.iter().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
+    let end = s
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(s.len());
     if end == 0 || end > 20 {
         return None;
     }
@@ -376,11 +396,26 @@ mod tests {
             let mut d = Decoder::new();
             let mut got = Vec::new();
             for piece in stream.chunks(chunk) {
-                d.feed(piece, |f| got.push((f.level, f.platform.to_vec(), f.source.to_vec(), f.data.to_vec())))
-                    .unwrap();
+                d.feed(piece, |f| {
+                    got.push((
+                        f.level,
+                        f.platform.to_vec(),
+                        f.source.to_vec(),
+                        f.data.to_vec(),
+                    ))
+                })
+                .unwrap();
             }
             assert_eq!(got.len(), 2);
-            assert_eq!(got[0], (3, b"app".to_vec(), b"var/log/a.log".to_vec(), b"hello\nworld\n".to_vec()));
+            assert_eq!(
+                got[0],
+                (
+                    3,
+                    b"app".to_vec(),
+                    b"var/log/a.log".to_vec(),
+                    b"hello\nworld\n".to_vec()
+                )
+            );
             assert_eq!(got[1], (2, b"app".to_vec(), b"stderr".to_vec(), Vec::new()));
             assert!(!d.is_mid_frame());
         }
@@ -391,9 +426,15 @@ mod tests {
         let mut d = Decoder::new();
         let mut bad = header(10).to_vec();
         bad[0] = 1;
-        assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadVersion(i32::from_ne_bytes([1, 0, 0, 0]))));
+        assert_eq!(
+            d.feed(&bad, |_| {}),
+            Err(FrameError::BadVersion(i32::from_ne_bytes([1, 0, 0, 0])))
+        );
         let mut d = Decoder::new();
-        assert!(matches!(d.feed(&header(1 << 30), |_| {}), Err(FrameError::BadLength(_))));
+        assert!(matches!(
+            d.feed(&header(1 << 30), |_| {}),
+            Err(FrameError::BadLength(_))
+        ));
         let mut d = Decoder::new();
         let mut neg = header(0).to_vec();
         neg[4..].copy_from_slice(&(-5i32).to_ne_bytes());
@@ -410,11 +451,22 @@ mod tests {
 
     #[test]
     fn drop_notice_round_trip() {
-        let n = DropNotice { bytes: 12345, writes: 7, source: b"/var/log/app.log" };
+        let n = DropNotice {
+            bytes: 12345,
+            writes: 7,
+            source: b"/var/log/app.log",
+        };
         let mut buf = [0u8; 128];
         let len = n.write(&mut buf).unwrap();
         let parsed = DropNotice::parse(&buf[..len]).unwrap();
-        assert_eq!(parsed, DropNotice { bytes: 12345, writes: 7, source: b"var/log/app.log" });
+        assert_eq!(
+            parsed,
+            DropNotice {
+                bytes: 12345,
+                writes: 7,
+                source: b"var/log/app.log"
+            }
+        );
         assert!(DropNotice::parse(b"hello").is_none());
     }
 
