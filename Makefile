@@ -24,7 +24,7 @@ demo: build
 	bash demo/run-local.sh
 
 fuzz:
-	PROPTEST_CASES=$${PROPTEST_CASES:-200000} $(CARGO) test --release -p logtap-sink -- --ignored prop
+	PROPTEST_CASES=$${PROPTEST_CASES:-100000} $(CARGO) test --release -p logtap-sink --test prop
 
 clean:
 	$(CARGO) clean

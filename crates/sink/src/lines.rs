@@ -20,7 +20,8 @@ use memchr::memchr;
 pub const MAX_SOURCES: usize = 16;
 
 /// Buffers larger than this are shrunk back once they are nearly empty, so
-/// an idle connection that once saw a long line does not keep its memory.
+/// a connection that once saw a long line does not keep its memory (an
+/// empty buffer is freed altogether).
 const SHRINK_ABOVE: usize = 64 * 1024;
 const SHRINK_TO: usize = 4 * 1024;
 
@@ -87,7 +88,12 @@ impl LineBuffers {
         if !rest.is_empty() {
             sb.put(rest, false, max, level, emit);
         }
-        if sb.pending.capacity() > SHRINK_ABOVE && sb.pending.len() <= SHRINK_TO {
+        if sb.pending.is_empty() {
+            // Between lines a source holds no buffer.
+            if sb.pending.capacity() > 0 {
+                sb.pending = Vec::new();
+            }
+        } else if sb.pending.capacity() > SHRINK_ABOVE && sb.pending.len() <= SHRINK_TO {
             sb.pending.shrink_to(SHRINK_TO);
         }
     }
@@ -99,6 +105,18 @@ impl LineBuffers {
             sb.flush(emit);
         }
         self.sources.clear();
+    }
+
+    /// Emits every pending partial line marked `partial` (its line goes on
+    /// in later frames) and frees the buffers: the sink sheds memory this
+    /// way when its buffers are over budget. Nothing is lost.
+    pub fn shed(&mut self, emit: &mut impl FnMut(Line<'_>)) {
+        for sb in &mut self.sources {
+            if !sb.pending.is_empty() {
+                emit(sb.line(&sb.pending, sb.level, true));
+            }
+        }
+        self.sources = Vec::new();
     }
 
     /// Bytes of pending (unterminated) line data.
@@ -313,5 +331,20 @@ mod tests {
         assert!(lb.sources.len() <= MAX_SOURCES);
         lb.flush(&mut emit);
         assert_eq!(got.len(), MAX_SOURCES * 3);
+    }
+
+    #[test]
+    fn shedding_emits_pieces_marked_partial() {
+        let got = {
+            let mut lb = LineBuffers::new(100);
+            let mut got = Vec::new();
+            let mut emit = |l: Line<'_>| got.push((l.source.to_vec(), l.text.to_vec(), l.partial));
+            lb.push(3, b"p", b"o", b"ab", &mut emit);
+            lb.shed(&mut emit);
+            assert_eq!(lb.memory(), 0);
+            lb.push(3, b"p", b"o", b"c\n", &mut emit);
+            got
+        };
+        assert_eq!(got, vec![l("o", "ab", true), l("o", "c", false)]);
     }
 }

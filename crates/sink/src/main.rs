@@ -21,9 +21,12 @@ Usage: logtap-sink [OPTIONS]
 Options (each falls back to the environment variable shown, then the default):
   --socket PATH          socket to create            SINK_SOCKET_PATH  /run/logtap/sink.sock
   --mode OCTAL           socket file mode            SINK_SOCKET_MODE  0666
+                         (0666: an app running as another uid can connect)
   --format json|text     output format               SINK_FORMAT       json
   --max-line BYTES       longest line in one object  SINK_MAX_LINE     262144
   --max-connections N    connections served at once  SINK_MAX_CONNECTIONS 1024
+  --max-buffered BYTES   budget for unfinished frames and partial lines over
+                         all connections             SINK_MAX_BUFFERED 64M
   --read FILE            decode a frame file (- for stdin) instead of listening,
                          then exit (non-zero on a malformed or truncated frame)
   -h, --help             this text
@@ -70,6 +73,7 @@ fn parse_args() -> Mode {
     let mut format = env("SINK_FORMAT");
     let mut max_line = env("SINK_MAX_LINE");
     let mut max_conns = env("SINK_MAX_CONNECTIONS");
+    let mut max_buffered = env("SINK_MAX_BUFFERED");
     let mut read = None;
 
     let mut args = std::env::args_os().skip(1);
@@ -95,6 +99,7 @@ fn parse_args() -> Mode {
             "--format" => &mut format,
             "--max-line" => &mut max_line,
             "--max-connections" => &mut max_conns,
+            "--max-buffered" => &mut max_buffered,
             "--read" => &mut read,
             _ => return usage(&format!("unknown argument {arg:?}")),
         };
@@ -128,12 +133,18 @@ fn parse_args() -> Mode {
         Some(Ok(n)) if n >= 1 => n,
         Some(_) => return usage("--max-connections wants a positive number"),
     };
+    let max_buffered = match max_buffered.as_deref().map(parse_size) {
+        None => server::DEFAULT_MAX_BUFFERED,
+        Some(Some(n)) if n >= 1024 * 1024 => n,
+        Some(_) => return usage("--max-buffered wants a byte count of at least 1M"),
+    };
     let cfg = Config {
         socket: PathBuf::from(socket.unwrap_or_else(|| server::DEFAULT_SOCKET.to_owned())),
         mode,
         format,
         max_line,
         max_connections,
+        max_buffered,
     };
     match read {
         Some(file) => Mode::Read(PathBuf::from(file), cfg),

@@ -27,6 +27,9 @@ pub const DEFAULT_MODE: u32 = 0o666;
 pub const DEFAULT_MAX_LINE: usize = 256 * 1024;
 /// Default limit of open connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default budget for bytes buffered across all connections (unfinished
+/// frames and partial lines).
+pub const DEFAULT_MAX_BUFFERED: usize = 64 * 1024 * 1024;
 /// Size of the one read buffer shared by all connections.
 pub const READ_BUFFER: usize = 256 * 1024;
 
@@ -49,6 +52,8 @@ pub struct Config {
     pub format: Format,
     pub max_line: usize,
     pub max_connections: usize,
+    /// Budget for buffered bytes across all connections.
+    pub max_buffered: usize,
 }
 
 /// A peer pid for messages: the number, or `?` when unknown.
@@ -67,6 +72,8 @@ struct Conn {
     stream: UnixStream,
     pid: Option<u32>,
     frames: FrameStream,
+    /// Heap bytes this connection's buffers held at last count.
+    held: usize,
     /// In the ready list.
     queued: bool,
 }
@@ -86,6 +93,7 @@ enum Why {
     Eof,
     BadFrame,
     ReadError,
+    OverBudget,
 }
 
 /// The socket as bound, to remove it at exit only if it is still ours.
@@ -197,6 +205,8 @@ pub fn serve<W: Write>(cfg: &Config, out: Output<W>) -> i32 {
         out,
         max_line: cfg.max_line,
         max_connections: cfg.max_connections.max(1),
+        held: 0,
+        max_buffered: cfg.max_buffered,
         poll,
     };
     let code = server.run();
@@ -221,6 +231,9 @@ struct Server<W: Write> {
     out: Output<W>,
     max_line: usize,
     max_connections: usize,
+    /// Heap bytes held by all connections' buffers.
+    held: usize,
+    max_buffered: usize,
 }
 
 impl<W: Write> Server<W> {
@@ -337,6 +350,7 @@ impl<W: Write> Server<W> {
                         stream,
                         pid,
                         frames: FrameStream::new(self.max_line),
+                        held: 0,
                         queued: false,
                     });
                     self.live += 1;
@@ -387,6 +401,27 @@ impl<W: Write> Server<W> {
                         );
                         return Served::Closed(Why::BadFrame);
                     }
+                    // Memory budget: shed partial lines (nothing is lost),
+                    // then refuse to hold an unfinished frame.
+                    let now = conn.frames.memory();
+                    self.held = self.held.saturating_sub(conn.held) + now;
+                    conn.held = now;
+                    if self.held > self.max_buffered {
+                        conn.frames.shed_lines(&origin, &mut self.out);
+                        let now = conn.frames.memory();
+                        self.held = self.held.saturating_sub(conn.held) + now;
+                        conn.held = now;
+                        let pending = conn.frames.frame_pending();
+                        if self.held > self.max_buffered && pending > 0 {
+                            warn!(
+                                "connection from pid {}: sink buffers over --max-buffered ({} bytes held); \
+                                 {pending} bytes of an unfinished frame discarded; closing",
+                                Pid(conn.pid),
+                                self.held
+                            );
+                            return Served::Closed(Why::OverBudget);
+                        }
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Served::Drained,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -412,13 +447,14 @@ impl<W: Write> Server<W> {
         };
         self.live -= 1;
         self.free.push(i);
+        self.held = self.held.saturating_sub(conn.held);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let origin = Origin {
             ts: self.clock.now(),
             pid: conn.pid,
         };
         let discarded = conn.frames.finish(&origin, &mut self.out);
-        if discarded > 0 && !matches!(why, Why::BadFrame) {
+        if discarded > 0 && !matches!(why, Why::BadFrame | Why::OverBudget) {
             if stopping {
                 warn!(
                     "connection from pid {}: sink stopping ({discarded} bytes of an unfinished frame discarded)",

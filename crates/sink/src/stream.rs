@@ -58,6 +58,11 @@ impl FrameStream {
         // Follow frame boundaries up to the frame being decoded (the bad
         // one, after an error), for offsets in messages.
         self.bounds.advance(data, self.frames);
+        // Between frames, give back the memory of the last split frame so
+        // idle connections hold nothing.
+        if res.is_ok() && !self.decoder.is_mid_frame() && self.decoder.memory() > 0 {
+            self.decoder = Decoder::new();
+        }
         res.map_err(|error| {
             let e = StreamError {
                 error,
@@ -79,6 +84,21 @@ impl FrameStream {
         };
         self.decoder = Decoder::new();
         pending
+    }
+
+    /// Emits pending partial lines marked `partial` and frees their
+    /// buffers (see [`LineBuffers::shed`]).
+    pub fn shed_lines<W: Write>(&mut self, origin: &Origin, out: &mut Output<W>) {
+        self.lines.shed(&mut |l| out.line(origin, &l));
+    }
+
+    /// Bytes of an unfinished frame held.
+    pub fn frame_pending(&self) -> usize {
+        if self.decoder.is_mid_frame() {
+            self.decoder.pending()
+        } else {
+            0
+        }
     }
 
     /// Offset of the frame being received (or of the next one).

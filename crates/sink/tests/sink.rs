@@ -758,3 +758,90 @@ fn usage_errors() {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
+
+#[test]
+fn memory_budget_sheds_lines_and_refuses_hoarded_frames() {
+    let dir = temp_dir("budget");
+    let socket = dir.join("b.sock");
+    let sink = Sink::start(&socket, &["--max-buffered", "1M"], &[]);
+
+    // Partial lines beyond the budget are emitted early (marked partial),
+    // never lost.
+    let chunk: Vec<u8> = (0..200_000).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut writers: Vec<UnixStream> = Vec::new();
+    for i in 0..10 {
+        let src = format!("lines{i}");
+        writers.push(send(
+            &sink,
+            &encode(Level::Info, b"app", src.as_bytes(), &chunk),
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for (i, w) in writers.iter_mut().enumerate() {
+        w.write_all(&encode(
+            Level::Info,
+            b"app",
+            format!("lines{i}").as_bytes(),
+            b"END\n",
+        ))
+        .unwrap();
+    }
+
+    // Connections hoarding unfinished frames beyond the budget are closed.
+    let mut hoarders = Vec::new();
+    for _ in 0..20 {
+        let mut s = sink.connect();
+        let mut f = header(250 * 1024).to_vec();
+        f.extend_from_slice(b"3\0app\0hoard\0");
+        f.extend_from_slice(&[b'x'; 100 * 1024]);
+        let _ = s.write_all(&f);
+        hoarders.push(s);
+    }
+    sink.wait_err("over --max-buffered", 1, SECS);
+    // A good writer still gets through.
+    send(
+        &sink,
+        &encode(Level::Info, b"app", b"good", b"still served\n"),
+    );
+    let deadline = std::time::Instant::now() + SECS;
+    while !sink
+        .out
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("still served"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "good line never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let hwm = sink.vm_hwm_kib();
+    drop(writers);
+    let stopped = sink.stop();
+    drop(hoarders);
+    assert!(stopped.status.success());
+    assert!(hwm < 32 * 1024, "peak memory {hwm} KiB");
+
+    let mut per_source: HashMap<String, Vec<u8>> = HashMap::new();
+    for v in stopped.out.iter().map(|l| parse(l)) {
+        let src = v["source"].as_str().unwrap().to_owned();
+        assert_ne!(src, "hoard", "an unfinished frame was emitted");
+        let e = per_source.entry(src).or_default();
+        e.extend(message_bytes(&v));
+        if v.get("partial").is_none() {
+            e.push(b'\n');
+        }
+    }
+    let mut want = chunk.clone();
+    want.extend_from_slice(b"END\n");
+    for i in 0..10 {
+        assert_eq!(per_source[&format!("lines{i}")], want, "source lines{i}");
+    }
+    assert!(
+        stopped.out.iter().any(|l| l.contains("\"partial\":true")),
+        "no line was shed"
+    );
+    assert!(stopped.err.iter().all(|l| !l.contains("panicked")));
+}
