@@ -29,15 +29,6 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
-/// The fd of a glibc stream (offset checked by the C shim's static asserts).
-///
-/// # Safety
-/// `f` is a live FILE.
-#[inline]
-pub unsafe fn stdio_fileno(f: *mut libc::FILE) -> libc::c_int {
-    *((f as *const u8).add(112) as *const libc::c_int)
-}
-
 /// A line on stderr when `LLT_DEBUG_MODE` is on. It is written straight to
 /// fd 2, so it is never tapped or suppressed.
 pub fn debug(parts: &[&[u8]]) {
@@ -78,6 +69,7 @@ extern "C" fn init() {
             libc::setenv(c"PYTHONUNBUFFERED".as_ptr(), c"1".as_ptr(), 0);
         }
         tap::init();
+        stdio::init();
         STARTED.store(true, Ordering::Release);
         debug(&[b"active, target ", c.target_path.bytes()]);
     }

@@ -7,7 +7,7 @@
 //! opened it); `dup2`/`dup3` onto it first move the library's connection.
 
 use crate::real;
-use crate::stdio;
+use crate::stdio::{self, fileno_of};
 use crate::sys::{self, ErrnoGuard};
 use crate::tap::{self, NONE};
 use crate::transport::target;
@@ -153,14 +153,10 @@ unsafe fn mode_writes(mode: *const c_char) -> bool {
     m.first().is_some_and(|&c| c == b'w' || c == b'a') || m.contains(&b'+')
 }
 
-unsafe fn fileno_of(f: *mut FILE) -> c_int {
-    // _fileno sits at a fixed offset (checked in the C shim).
-    *((f as *const u8).add(112) as *const c_int)
-}
-
 unsafe fn after_fopen(f: *mut FILE, mode: *const c_char) -> *mut FILE {
     if !f.is_null() {
         tap::opened(fileno_of(f), mode_writes(mode));
+        stdio::after_open(f);
     }
     f
 }
@@ -186,8 +182,11 @@ pub unsafe extern "C" fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE {
     let f = real::fdopen(fd, mode);
     // The fd was classified when it was opened; look again only if it was
     // made by a call we do not see (inherited, a raw system call).
-    if !f.is_null() && tap::source(fd) == NONE {
-        tap::opened(fd, mode_writes(mode));
+    if !f.is_null() {
+        if tap::source(fd) == NONE {
+            tap::opened(fd, mode_writes(mode));
+        }
+        stdio::after_open(f);
     }
     f
 }
@@ -204,9 +203,9 @@ unsafe fn do_freopen(
     let old = fileno_of(f);
     let src = stdio::source_of(f);
     if src != NONE {
-        crate::stdio::flockfile(f);
+        stdio::flockfile(f);
         stdio::flush_one(f, src);
-        crate::stdio::funlockfile(f);
+        stdio::funlockfile(f);
     }
     let r = real(path, mode, f);
     if !r.is_null() {
@@ -220,6 +219,7 @@ unsafe fn do_freopen(
             }
             tap::opened(new, mode_writes(mode));
         }
+        stdio::after_open(r);
         drop(e);
     }
     r
@@ -263,9 +263,9 @@ pub unsafe extern "C" fn fclose(f: *mut FILE) -> c_int {
         return real::fclose(f);
     }
     let fd = fileno_of(f);
-    crate::stdio::flockfile(f);
+    stdio::flockfile(f);
     stdio::flush_one(f, src);
-    crate::stdio::funlockfile(f);
+    stdio::funlockfile(f);
     tap::closed(fd);
     real::fclose(f)
 }

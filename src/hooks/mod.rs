@@ -15,4 +15,5 @@
 pub mod fd;
 pub mod files;
 pub mod process;
+#[cfg(target_env = "gnu")]
 pub mod stdio;

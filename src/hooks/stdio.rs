@@ -37,7 +37,7 @@ unsafe fn output<R>(
     if source_of(f) == NONE {
         return real_locked();
     }
-    let src = tap::active_source(crate::stdio_fileno(f));
+    let src = tap::active_source(crate::stdio::fileno_of(f));
     if src == NONE {
         return real_locked();
     }
@@ -53,7 +53,7 @@ unsafe fn flushing<R>(f: *mut FILE, real_call: impl FnOnce() -> R) -> R {
     if source_of(f) == NONE {
         return real_call();
     }
-    let src = tap::active_source(crate::stdio_fileno(f));
+    let src = tap::active_source(crate::stdio::fileno_of(f));
     if src == NONE {
         return real_call();
     }
@@ -270,7 +270,7 @@ pub unsafe extern "C" fn __overflow(f: *mut FILE, c: c_int) -> c_int {
     if source_of(f) == NONE {
         return real::__overflow(f, c);
     }
-    let src = tap::active_source(crate::stdio_fileno(f));
+    let src = tap::active_source(crate::stdio::fileno_of(f));
     if src == NONE {
         return real::__overflow(f, c);
     }
@@ -314,7 +314,7 @@ unsafe fn do_fflush(f: *mut FILE, lock: bool) -> c_int {
             real::fflush_unlocked(f)
         };
     }
-    let src = tap::active_source(crate::stdio_fileno(f));
+    let src = tap::active_source(crate::stdio::fileno_of(f));
     if src == NONE {
         return if lock {
             real::fflush(f)

@@ -27,7 +27,6 @@
 #include <unistd.h>
 #include <wchar.h>
 
-#define HOOK __attribute__((visibility("default")))
 
 /* The Rust side reads glibc's FILE through its own mirror of the struct;
  * make the build fail if the real header ever disagrees. */
@@ -39,46 +38,10 @@ _Static_assert(offsetof(FILE, _chain) == 104, "FILE layout");
 _Static_assert(offsetof(FILE, _fileno) == 112, "FILE layout");
 _Static_assert(offsetof(FILE, _mode) == 192, "FILE layout");
 
-/* The Rust functions this shim calls. Rust hands them over in its
- * constructor (llt_shim_init) instead of exporting them, so the library's
- * symbol table holds nothing but the hooks. Until then, the defaults below
- * treat nothing as tapped. */
-struct llt_api {
-    void *(*resolve)(const char *name);
-    int (*stream_source)(FILE *f);
-    int (*stream_wide)(FILE *f);
-    size_t (*stdio_write)(FILE *f, const char *data, size_t len, int unlocked);
-    void (*opened)(int fd, int flags);
-    void (*duplicated)(int oldfd, int newfd);
-    int (*fd_tapped)(int fd);
-};
-
-static void *default_resolve(const char *name) { return dlsym(RTLD_NEXT, name); }
-static int default_source(FILE *f) { (void)f; return 0; }
-static int default_fd(int fd) { (void)fd; return 0; }
-static void default_opened(int fd, int flags) { (void)fd, (void)flags; }
-static void default_dup(int a, int b) { (void)a, (void)b; }
-
-static struct llt_api api = {
-    default_resolve, default_source, default_source, NULL, default_opened, default_dup, default_fd,
-};
-
-void llt_shim_init(const struct llt_api *a) { api = *a; }
-
-#define llt_resolve(n) api.resolve(n)
-#define llt_stream_source(f) api.stream_source(f)
-#define llt_stream_wide(f) api.stream_wide(f)
-#define llt_stdio_write(f, d, l, u) api.stdio_write(f, d, l, u)
-#define llt_opened(fd, fl) api.opened(fd, fl)
-#define llt_duplicated(a, b) api.duplicated(a, b)
-#define llt_fd_tapped(fd) api.fd_tapped(fd)
+#include "shim.h"
 
 extern int __vsnprintf_chk(char *s, size_t maxlen, int flag, size_t slen, const char *fmt, va_list ap);
 extern int __vswprintf_chk(wchar_t *s, size_t n, int flag, size_t slen, const wchar_t *fmt, va_list ap);
-
-#define REAL(name, type) \
-    static __typeof__(type) real_##name; \
-    if (!real_##name) real_##name = (type)llt_resolve(#name)
 
 /* ---------- narrow printf family ---------- */
 
@@ -539,55 +502,7 @@ HOOK void psignal(int sig, const char *s)
     errno = saved;
 }
 
-/* ---------- opening files ----------
- * open/openat take their mode as a variadic argument. After a successful
- * open the Rust side classifies the new fd by device and inode. */
-
-static int with_mode(int flags) { return (flags & O_CREAT) || (flags & __O_TMPFILE) == __O_TMPFILE; }
-
-#define OPEN_HOOK(name)                                                        \
-    HOOK int name(const char *path, int flags, ...)                            \
-    {                                                                          \
-        mode_t mode = 0;                                                       \
-        if (with_mode(flags)) {                                                \
-            va_list ap;                                                        \
-            va_start(ap, flags);                                               \
-            mode = va_arg(ap, mode_t);                                         \
-            va_end(ap);                                                        \
-        }                                                                      \
-        REAL(name, int (*)(const char *, int, ...));                           \
-        int fd = real_##name(path, flags, mode);                               \
-        if (fd >= 0) {                                                         \
-            int e = errno;                                                     \
-            llt_opened(fd, flags);                                             \
-            errno = e;                                                         \
-        }                                                                      \
-        return fd;                                                             \
-    }
-OPEN_HOOK(open)
-OPEN_HOOK(open64)
-
-#define OPENAT_HOOK(name)                                                      \
-    HOOK int name(int dirfd, const char *path, int flags, ...)                 \
-    {                                                                          \
-        mode_t mode = 0;                                                       \
-        if (with_mode(flags)) {                                                \
-            va_list ap;                                                        \
-            va_start(ap, flags);                                               \
-            mode = va_arg(ap, mode_t);                                         \
-            va_end(ap);                                                        \
-        }                                                                      \
-        REAL(name, int (*)(int, const char *, int, ...));                      \
-        int fd = real_##name(dirfd, path, flags, mode);                        \
-        if (fd >= 0) {                                                         \
-            int e = errno;                                                     \
-            llt_opened(fd, flags);                                             \
-            errno = e;                                                         \
-        }                                                                      \
-        return fd;                                                             \
-    }
-OPENAT_HOOK(openat)
-OPENAT_HOOK(openat64)
+/* ---------- fortified opens (glibc only) ---------- */
 
 #define OPEN2_HOOK(name)                                                       \
     HOOK int name(const char *path, int flags)                                 \
@@ -619,62 +534,3 @@ OPEN2_HOOK(__open64_2)
 OPENAT2_HOOK(__openat_2)
 OPENAT2_HOOK(__openat64_2)
 
-/* fcntl: only F_DUPFD and F_DUPFD_CLOEXEC create fds; the argument is read
- * as a pointer-sized value, which covers both int and pointer commands. */
-#define FCNTL_HOOK(name)                                                       \
-    HOOK int name(int fd, int cmd, ...)                                        \
-    {                                                                          \
-        va_list ap;                                                            \
-        va_start(ap, cmd);                                                     \
-        void *arg = va_arg(ap, void *);                                        \
-        va_end(ap);                                                            \
-        REAL(name, int (*)(int, int, ...));                                    \
-        int r = real_##name(fd, cmd, arg);                                     \
-        if (r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {            \
-            int e = errno;                                                     \
-            llt_duplicated(fd, r);                                             \
-            errno = e;                                                         \
-        }                                                                      \
-        return r;                                                              \
-    }
-FCNTL_HOOK(fcntl)
-FCNTL_HOOK(fcntl64)
-
-/* ---------- execl family ----------
- * Collect the arguments and go through execv/execvp/execve, which are
- * hooked (they deliver buffered data before the image is replaced). */
-
-#define COLLECT_ARGS(argv, arg0, ap, n)                                        \
-    va_list ap;                                                                \
-    size_t n = 1;                                                              \
-    va_start(ap, arg0);                                                        \
-    while (va_arg(ap, const char *) != NULL)                                   \
-        n++;                                                                   \
-    va_end(ap);                                                                \
-    const char *argv[n + 1];                                                   \
-    argv[0] = arg0;                                                            \
-    va_start(ap, arg0);                                                        \
-    for (size_t i = 1; i <= n; i++)                                            \
-        argv[i] = va_arg(ap, const char *);
-
-HOOK int execl(const char *path, const char *arg0, ...)
-{
-    COLLECT_ARGS(argv, arg0, ap, n)
-    va_end(ap);
-    return execv(path, (char *const *)argv);
-}
-
-HOOK int execlp(const char *file, const char *arg0, ...)
-{
-    COLLECT_ARGS(argv, arg0, ap, n)
-    va_end(ap);
-    return execvp(file, (char *const *)argv);
-}
-
-HOOK int execle(const char *path, const char *arg0, ...)
-{
-    COLLECT_ARGS(argv, arg0, ap, n)
-    char *const *envp = va_arg(ap, char *const *);
-    va_end(ap);
-    return execve(path, (char *const *)argv, envp);
-}

@@ -44,7 +44,7 @@ static RING: RingCell = RingCell(UnsafeCell::new(
 
 static STATE: AtomicU32 = AtomicU32::new(AWAKE);
 static THREAD: AtomicU32 = AtomicU32::new(T_NONE);
-static mut THREAD_ID: libc::pthread_t = 0;
+static mut THREAD_ID: libc::pthread_t = unsafe { core::mem::zeroed() };
 /// Bumped (and futex-woken) by the consumer each time it frees space.
 static PROGRESS: AtomicU32 = AtomicU32::new(0);
 /// Set while a drain is in progress; whoever holds it owns the connection.
@@ -162,7 +162,7 @@ fn start_thread() {
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let mut tid: libc::pthread_t = 0;
+        let mut tid: libc::pthread_t = core::mem::zeroed();
         let rc = libc::pthread_create(&mut tid, &attr, consumer_main, core::ptr::null_mut());
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
         libc::pthread_attr_destroy(&mut attr);

@@ -1,4 +1,4 @@
-//! Seeing what glibc's stdio writes.
+//! glibc: watching each tapped `FILE`'s buffer around the real call.
 //!
 //! glibc's stdio reaches the kernel through its internal `__write`, which no
 //! preloaded symbol can replace. What *is* visible is the `FILE` itself:
@@ -23,6 +23,7 @@
 //! and the caller gets the return value of a successful call. If the
 //! library's buffer is full, the real call runs instead (nothing is lost).
 
+use super::{flockfile, ftrylockfile, funlockfile};
 use crate::tap::{self, NONE};
 use crate::{real, sys, transport};
 use libc::{c_int, FILE};
@@ -70,6 +71,24 @@ fn g(f: *mut FILE) -> *mut GFile {
     f as *mut GFile
 }
 
+/// The fd of a stream.
+///
+/// # Safety
+/// `f` is a live FILE.
+#[inline]
+pub unsafe fn fileno_of(f: *mut FILE) -> c_int {
+    (*g(f)).fileno
+}
+
+/// Nothing to install on glibc: the stdio hooks see every stream.
+///
+/// # Safety
+/// `f` is null or a live FILE.
+pub unsafe fn after_open(_f: *mut FILE) {}
+
+/// Nothing to install on glibc.
+pub fn init() {}
+
 /// The tap source of a stream's fd (NONE for untapped and fd-less streams).
 ///
 /// # Safety
@@ -113,7 +132,7 @@ pub struct Lock(*mut FILE);
 impl Lock {
     unsafe fn new(f: *mut FILE, take: bool) -> Lock {
         if take {
-            crate::stdio::flockfile(f);
+            flockfile(f);
             Lock(f)
         } else {
             Lock(core::ptr::null_mut())
@@ -124,7 +143,7 @@ impl Drop for Lock {
     fn drop(&mut self) {
         if !self.0.is_null() {
             // SAFETY: we locked it in `new`.
-            unsafe { crate::stdio::funlockfile(self.0) }
+            unsafe { funlockfile(self.0) }
         }
     }
 }
@@ -269,9 +288,6 @@ pub unsafe extern "C" fn llt_stream_wide(f: *mut FILE) -> c_int {
 }
 
 extern "C" {
-    pub fn flockfile(f: *mut FILE);
-    pub fn funlockfile(f: *mut FILE);
-    pub fn ftrylockfile(f: *mut FILE) -> c_int;
     static mut _IO_list_all: *mut GFile;
     fn _IO_list_lock();
     fn _IO_list_unlock();
@@ -293,17 +309,13 @@ pub fn flush_all(at_exit: bool) {
             let f = p as *mut FILE;
             let src = tap::source((*p).fileno);
             if src != NONE && !pending(f).is_empty() {
-                let locked = if at_exit {
-                    crate::stdio::ftrylockfile(f) == 0
-                } else {
-                    true
-                };
+                let locked = if at_exit { ftrylockfile(f) == 0 } else { true };
                 if !at_exit {
-                    crate::stdio::flockfile(f);
+                    flockfile(f);
                 }
                 flush_one(f, src);
                 if locked {
-                    crate::stdio::funlockfile(f);
+                    funlockfile(f);
                 }
             }
             p = (*p).chain;
