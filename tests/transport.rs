@@ -720,3 +720,171 @@ fn pantavisor_one_message_per_connection() {
         "{messages} messages for 5000 lines: writes are not batched"
     );
 }
+
+// ---------------------------------------------------------------------
+// The same promises with the real logtap-sink in the loop.
+
+fn sink_bin() -> PathBuf {
+    let p = root().join("target/release/logtap-sink");
+    assert!(p.exists(), "{} missing: run `cargo build --release --workspace` first (make test does)", p.display());
+    p
+}
+
+struct Sink {
+    child: std::process::Child,
+    out: std::thread::JoinHandle<Vec<u8>>,
+    err: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Sink {
+    fn start(sock: &Path) -> Sink {
+        let mut child = Command::new(sink_bin())
+            .arg("--socket")
+            .arg(sock)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut o = child.stdout.take().unwrap();
+        let mut e = child.stderr.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            o.read_to_end(&mut v).unwrap();
+            v
+        });
+        let err = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            e.read_to_end(&mut v).unwrap();
+            v
+        });
+        let t = Instant::now();
+        while !sock.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "sink did not create its socket");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Sink { child, out, err }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, wait, and return (stdout JSON objects, stderr text).
+    fn stop(mut self, sig: i32) -> (Vec<serde_json::Value>, String) {
+        self.signal(sig);
+        let st = self.child.wait().unwrap();
+        if sig == libc::SIGTERM {
+            assert!(st.success(), "sink exited with {st:?}");
+        }
+        let out = self.out.join().unwrap();
+        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
+        let objs = out
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("sink printed invalid JSON ({e})")))
+            .collect();
+        (objs, err)
+    }
+}
+
+/// The sink's messages of one source, rebuilt as newline-terminated lines.
+fn sink_lines(objs: &[serde_json::Value], source: &str) -> Vec<u8> {
+    let mut v = Vec::new();
+    for o in objs.iter().filter(|o| o["source"] == source) {
+        v.extend_from_slice(o["message"].as_str().unwrap().as_bytes());
+        v.push(b'\n');
+    }
+    v
+}
+
+#[test]
+fn real_sink_stopped_with_sigstop_gets_everything() {
+    let dir = tmpdir("rs-stop");
+    let (path, target) = sock_env(&dir);
+    let sink = Sink::start(&path);
+    sink.signal(libc::SIGSTOP);
+    let pid = sink.child.id() as i32;
+    let cont = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    });
+    let out = run(
+        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "10000").args(["lines", "100000"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    cont.join().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let (objs, err) = sink.stop(libc::SIGTERM);
+    assert!(err.is_empty(), "sink complained: {err}");
+    check_lines(&sink_lines(&objs, "stdout"), &[("l".to_string(), 100000)].into_iter().collect());
+    assert!(objs.iter().all(|o| o["platform"].is_string() && o["level"] == "INFO"));
+}
+
+#[test]
+fn real_sink_restarted_with_sigterm_loses_nothing() {
+    let dir = tmpdir("rs-restart");
+    let (path, target) = sock_env(&dir);
+    let first = Sink::start(&path);
+    let p2 = path.clone();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        let a = first.stop(libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(200));
+        (a, Sink::start(&p2))
+    });
+    let out = run(
+        tapped(&target)
+            .env("LLT_EXIT_TIMEOUT_MS", "10000")
+            .env("LLT_TARGET_RECONNECT", "0.1")
+            .args(["lines", "40000", "25"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    let ((mut objs, _), second) = restarter.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (more, _) = second.stop(libc::SIGTERM);
+    assert!(!more.is_empty(), "nothing reached the restarted sink");
+    objs.extend(more);
+    check_lines(&sink_lines(&objs, "stdout"), &[("l".to_string(), 40000)].into_iter().collect());
+}
+
+#[test]
+fn real_sink_killed_program_exits_normally() {
+    let dir = tmpdir("rs-kill");
+    let (path, target) = sock_env(&dir);
+    let sink = Sink::start(&path);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        sink.stop(libc::SIGKILL)
+    });
+    let out = run(
+        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "200").args(["lines", "20000", "30"]),
+        Duration::from_secs(60),
+    );
+    killer.join().unwrap();
+    assert!(out.status.success(), "program did not exit normally: {:?}", out.status);
+    check_lines(&out.stdout, &[("l".to_string(), 20000)].into_iter().collect());
+}
+
+#[test]
+fn real_sink_attributes_forked_children_by_pid() {
+    let dir = tmpdir("rs-fork");
+    let (path, target) = sock_env(&dir);
+    let sink = Sink::start(&path);
+    let out = run(tapped(&target).args(["fork", "10", "200"]), Duration::from_secs(60));
+    assert!(out.status.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let (objs, _) = sink.stop(libc::SIGTERM);
+    check_lines(&sink_lines(&objs, "stdout"), &(0..10).map(|c| (format!("c{c}"), 200)).collect());
+    let mut pid_of_tag: HashMap<String, std::collections::HashSet<i64>> = HashMap::new();
+    for o in objs.iter().filter(|o| o["source"] == "stdout") {
+        let tag = o["message"].as_str().unwrap().split(' ').next().unwrap().to_string();
+        pid_of_tag.entry(tag).or_default().insert(o["pid"].as_i64().unwrap());
+    }
+    let pids: std::collections::HashSet<i64> = pid_of_tag.values().flatten().copied().collect();
+    assert_eq!(pids.len(), 10, "each child should have its own pid");
+    assert!(pid_of_tag.values().all(|p| p.len() == 1), "a child's lines carried two pids");
+}
