@@ -888,3 +888,137 @@ fn real_sink_attributes_forked_children_by_pid() {
     assert_eq!(pids.len(), 10, "each child should have its own pid");
     assert!(pid_of_tag.values().all(|p| p.len() == 1), "a child's lines carried two pids");
 }
+
+// ---------------------------------------------------------------------
+// The library's own fd, and what happens when the buffer overflows.
+
+#[test]
+fn own_fd_survives_close_loops_close_range_and_dup2() {
+    let dir = tmpdir("fdchaos");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    let private = dir.join("private.txt");
+    let out = run(
+        tapped(&target).arg("fdchaos").arg("20000").arg(&private),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{:?}", out.status);
+    rx.stop(false);
+    // liblogtap-c wrote tapped output into the program's private file.
+    same_bytes(&std::fs::read(&private).unwrap(), b"private\n", "the program's private file");
+    let st = store.lock().unwrap();
+    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 20000)].into_iter().collect());
+}
+
+#[test]
+fn own_fd_does_not_leak_into_exec_children() {
+    let dir = tmpdir("leak");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    // The shell writes first (so its connection exists), then a child lists
+    // the fds it inherited.
+    let out = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg("echo first; sleep 0.3; exec ls -l /proc/self/fd/")
+            .env("LD_PRELOAD", so())
+            .env("LLT_TAP_INTO", "3")
+            .env("LLT_TARGET", &target),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    rx.stop(false);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("socket:"), "a socket leaked into the exec'd child:\n{listing}");
+    let st = store.lock().unwrap();
+    assert!(all_source(&st, "stdout").starts_with(b"first\n"));
+}
+
+/// Parses the drop notices in the frames of one run.
+fn dropped(store: &Store) -> (u64, u64) {
+    let notices = all_source(store, logtap_wire::SELF_SOURCE);
+    let mut total = (0, 0);
+    for line in notices.split_inclusive(|&b| b == b'\n') {
+        let n = logtap_wire::DropNotice::parse(line).unwrap_or_else(|| panic!("bad notice {line:?}"));
+        assert_eq!(n.source, b"stdout");
+        total.0 += n.bytes;
+        total.1 += n.writes;
+    }
+    total
+}
+
+#[test]
+fn overflow_is_reported_exactly() {
+    let dir = tmpdir("drop");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    rx.paused.store(true, Ordering::SeqCst);
+    let paused = rx.paused.clone();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        paused.store(false, Ordering::SeqCst);
+    });
+    let out = run(
+        tapped(&target)
+            .env("LLT_BUFFER_SIZE", "64K")
+            .env("LLT_EXIT_TIMEOUT_MS", "5000")
+            .args(["lines", "200000"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    resume.join().unwrap();
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    let got = all_source(&st, "stdout");
+    let (bytes, writes) = dropped(&st);
+    assert!(writes > 0, "a 64 KiB buffer and a paused sink should have overflowed");
+    // Every write is one line: delivered lines + dropped writes = all lines,
+    // and the bytes add up too.
+    let delivered = got.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+    assert_eq!(delivered + writes, 200000, "lines delivered + dropped");
+    assert_eq!(got.len() as u64 + bytes, out.stdout.len() as u64, "bytes delivered + dropped");
+    // What was delivered is a subsequence of what was written, in order.
+    let mut want = out.stdout.split(|&b| b == b'\n');
+    for line in got.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        assert!(want.any(|w| w == line), "delivered line {:?} out of order", String::from_utf8_lossy(line));
+    }
+}
+
+#[test]
+fn overflow_with_suppression_goes_to_the_original_output() {
+    let dir = tmpdir("dropsup");
+    let (path, target) = sock_env(&dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    rx.paused.store(true, Ordering::SeqCst);
+    let paused = rx.paused.clone();
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(800));
+        paused.store(false, Ordering::SeqCst);
+    });
+    let out = run(
+        tapped(&target)
+            .env("LLT_BUFFER_SIZE", "64K")
+            .env("LLT_SUPPRESS_STDOUT", "true")
+            .env("LLT_EXIT_TIMEOUT_MS", "5000")
+            .args(["lines", "200000"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    resume.join().unwrap();
+    rx.stop(false);
+    let st = store.lock().unwrap();
+    assert_eq!(dropped(&st), (0, 0), "suppression must not drop");
+    let got = all_source(&st, "stdout");
+    assert!(!got.is_empty() && !out.stdout.is_empty(), "expected a split between target and stdout");
+    // Each line is in exactly one of the two places.
+    let mut all: Vec<&[u8]> = got.split(|&b| b == b'\n').chain(out.stdout.split(|&b| b == b'\n')).filter(|l| !l.is_empty()).collect();
+    all.sort_by_key(|l| std::str::from_utf8(&l[2..]).unwrap().parse::<u64>().unwrap());
+    assert_eq!(all.len(), 200000, "lines in target + original output");
+    for (i, l) in all.iter().enumerate() {
+        assert_eq!(*l, format!("l {i}").as_bytes());
+    }
+}

@@ -84,6 +84,8 @@ unsafe fn simple_tapped(
             return n as ssize_t;
         }
         drop(e);
+        // The buffer is full: the original destination takes it instead.
+        return real();
     }
     let r = real();
     if r > 0 {
@@ -121,9 +123,8 @@ unsafe fn vectored_tapped(
         return real();
     }
     if tap::suppressed(src) {
-        if let Some(n) = suppress_iov(src, iov, cnt) {
-            return n;
-        }
+        // Buffer full (or too many pieces): the original destination takes it.
+        return suppress_iov(src, iov, cnt).unwrap_or_else(real);
     }
     let r = real();
     if r > 0 {

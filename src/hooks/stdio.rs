@@ -41,8 +41,10 @@ unsafe fn output<R>(
     if src == NONE {
         return real_locked();
     }
-    if tap::suppressed(src) && suppress(f, src, new, lock) {
-        return ok;
+    if tap::suppressed(src) {
+        // When the library's buffer is full, the original destination
+        // takes the bytes instead (and they are not tapped).
+        return if suppress(f, src, new, lock) { ok } else { real_locked() };
     }
     account(f, src, new, lock, false, real_unlocked, accepted)
 }
@@ -280,12 +282,11 @@ pub unsafe extern "C" fn __overflow(f: *mut FILE, c: c_int) -> c_int {
     } else {
         [&ch, &[]]
     };
-    if tap::suppressed(src) && suppress(f, src, new, false) {
-        return if c == libc::EOF {
-            0
-        } else {
-            c_int::from(c as u8)
-        };
+    if tap::suppressed(src) {
+        if suppress(f, src, new, false) {
+            return if c == libc::EOF { 0 } else { c_int::from(c as u8) };
+        }
+        return real::__overflow(f, c);
     }
     account(
         f,

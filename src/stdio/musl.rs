@@ -156,6 +156,8 @@ unsafe fn tee(
             return len;
         }
         drop(e);
+        // The buffer is full: the original destination takes it instead.
+        return call(p, f, buf, len, real, orig, me);
     }
     let err_before = p.flags & F_ERR;
     let r = call(p, f, buf, len, real, orig, me);

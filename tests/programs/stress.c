@@ -9,7 +9,13 @@
  *   stress lines N [usleep]    N lines with write(2), optional pause between
  *   stress idle                one line, then sleep 2 s
  *   stress exit-mode MODE N    N lines via printf then leave by return/exit/_exit
+ *   stress fdchaos N PRIVATE   write N/2 lines, then close every fd >= 3 (close
+ *                              loop and close_range), dup2 /dev/null over
+ *                              3..1023, open PRIVATE and write "private\n" to
+ *                              it, then N/2 more lines
  */
+#include <fcntl.h>
+#include <sys/syscall.h>
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -151,6 +157,25 @@ int main(int argc, char **argv)
         if (!strcmp(argv[2], "exit"))
             exit(0);
         return 0;
+    } else if (!strcmp(mode, "fdchaos")) {
+        long n = atol(argv[2]);
+        for (long i = 0; i < n / 2; i++)
+            wline(1, "l", i);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        syscall(SYS_close_range, 3U, ~0U, 0);
+        int null = open("/dev/null", O_WRONLY);
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != null)
+                dup2(null, fd);
+        for (int fd = 3; fd < 1024; fd++)
+            close(fd);
+        int priv = open(argv[3], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (priv < 0 || write(priv, "private\n", 8) != 8)
+            return 3;
+        for (long i = n / 2; i < n; i++)
+            wline(1, "l", i);
+        close(priv);
     } else {
         return 2;
     }
