@@ -60,7 +60,7 @@ extern "C" fn init() {
             return;
         }
         transport::target::init();
-        libc::pthread_atfork(None, None, Some(after_fork_child));
+        libc::pthread_atfork(Some(before_fork), None, Some(after_fork_child));
         let c = config::get();
         if c.python_unbuffered
             && (c.tap_stdout || c.tap_stderr)
@@ -109,6 +109,10 @@ fn init_shim() {
 
 #[cfg(test)]
 fn init_shim() {}
+
+extern "C" fn before_fork() {
+    transport::hand_off_before_child();
+}
 
 extern "C" fn after_fork_child() {
     let _e = sys::ErrnoGuard::new();

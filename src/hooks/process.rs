@@ -1,8 +1,9 @@
 //! Process lifecycle: data buffered by the library must leave before the
 //! process image does (`_exit`, `exec*`), and a consumer thread must not be
 //! in the way of `unshare(CLONE_NEWUSER)`. Normal `exit` is handled by the
-//! library's destructor (lib.rs); `fork` by a `pthread_atfork` child
-//! handler, plus `_Fork`, which skips those handlers.
+//! library's destructor (lib.rs); `fork` by `pthread_atfork` handlers
+//! (pending data is handed off before, the child gets its own state after),
+//! plus `_Fork` and `posix_spawn`, which skip those handlers.
 //!
 //! Invariants: the real call always runs with the caller's arguments and
 //! its errno; the waits here are bounded by `LLT_EXIT_TIMEOUT_MS`.
@@ -88,6 +89,39 @@ pub unsafe extern "C" fn fexecve(
 ) -> c_int {
     deliver_before_leaving();
     real::fexecve(fd, a, e)
+}
+
+/// `posix_spawn` runs no `pthread_atfork` handlers; hand off pending data
+/// first so the child's output cannot overtake ours.
+///
+/// # Safety
+/// Same contract as libc `posix_spawn`.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawn(
+    pid: *mut libc::pid_t,
+    path: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    transport::hand_off_before_child();
+    real::posix_spawn(pid, path, fa, attr, argv, envp)
+}
+
+/// # Safety
+/// Same contract as libc `posix_spawnp`.
+#[no_mangle]
+pub unsafe extern "C" fn posix_spawnp(
+    pid: *mut libc::pid_t,
+    file: *const c_char,
+    fa: *const libc::posix_spawn_file_actions_t,
+    attr: *const libc::posix_spawnattr_t,
+    argv: *const *mut c_char,
+    envp: *const *mut c_char,
+) -> c_int {
+    transport::hand_off_before_child();
+    real::posix_spawnp(pid, file, fa, attr, argv, envp)
 }
 
 /// # Safety

@@ -268,6 +268,31 @@ pub fn flush(timeout_ms: u64) -> bool {
     done
 }
 
+/// Before a child process starts: send what is pending now, without
+/// waiting for a slow or absent target, so the child's output cannot
+/// overtake what the parent wrote before it (`echo a; cmd` in a shell).
+pub fn hand_off_before_child() {
+    if !tap_started() || ring().used() == 0 || OWNER_PID.load(Relaxed) != sys::getpid() {
+        return;
+    }
+    let _e = sys::ErrnoGuard::new();
+    // A drain in progress on the consumer thread is a send of its own;
+    // give it a moment, then try once ourselves.
+    for _ in 0..2000 {
+        match target::drain(true) {
+            target::Outcome::Busy if ring().used() > 0 => {
+                // SAFETY: sched_yield has no preconditions.
+                unsafe { libc::sched_yield() };
+            }
+            _ => return,
+        }
+    }
+}
+
+fn tap_started() -> bool {
+    crate::tap::is_active() && anything_tapped()
+}
+
 /// The final hand-off at normal exit: flush, give undelivered data of
 /// suppressed streams back to their original destination, then send any
 /// later tap immediately.
