@@ -1,0 +1,2 @@
+import os
+print("PYTHONUNBUFFERED=%s" % os.environ.get("PYTHONUNBUFFERED"))
