@@ -95,6 +95,7 @@ pub struct Config {
     pub level_stderr: Level,
     pub level_file: Level,
     pub python_unbuffered: bool,
+    pub private_fds: bool,
 }
 
 impl Config {
@@ -120,6 +121,7 @@ impl Config {
             level_stderr: Level::Error,
             level_file: Level::Info,
             python_unbuffered: true,
+            private_fds: true,
         }
     }
 }
@@ -331,6 +333,7 @@ pub unsafe fn load() {
     c.suppress_file = get_bool(b"LLT_SUPPRESS_TAP_FILE\0", false);
     c.debug = get_bool(b"LLT_DEBUG_MODE\0", false);
     c.python_unbuffered = get_bool(b"LLT_PYTHONUNBUFFERED\0", true);
+    c.private_fds = get_bool(b"LLT_PRIVATE_FDS\0", true);
     c.passive_ms = get_num(
         b"LLT_PASSIV_ON_START\0",
         0,

@@ -33,6 +33,13 @@ pub struct Ring {
 unsafe impl Sync for Ring {}
 unsafe impl Send for Ring {}
 
+/// Space reserved by a writer; `data` has room for the reserved length.
+pub struct Reservation {
+    pos: u64,
+    end: u64,
+    pub data: *mut u8,
+}
+
 /// A committed record as the consumer sees it.
 #[derive(Clone, Copy, Debug)]
 pub struct Record {
@@ -107,10 +114,27 @@ impl Ring {
     /// Appends one record made of `parts` (total `len` bytes). Returns the
     /// bytes in use after the append, or `None` when it does not fit.
     pub fn push(&self, src: u8, parts: &[&[u8]], len: usize) -> Option<u64> {
-        if len > self.max_record() {
+        let r = self.reserve(len)?;
+        // SAFETY: the reservation holds `len` bytes for us alone.
+        unsafe {
+            let mut dst = r.data;
+            for p in parts {
+                core::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
+                dst = dst.add(p.len());
+            }
+        }
+        Some(self.commit(r, src, len))
+    }
+
+    /// Reserves room for a record of up to `max` bytes, filled through
+    /// `Reservation::data` and published by `commit`. Until then the
+    /// consumer waits at this record, so hold it only across calls that
+    /// cannot block.
+    pub fn reserve(&self, max: usize) -> Option<Reservation> {
+        if max > self.max_record() {
             return None;
         }
-        let total = (HDR + round8(len)) as u64;
+        let total = (HDR + round8(max)) as u64;
         let cap = self.cap as u64;
         let mut h = self.head.load(Relaxed);
         let (start, end) = loop {
@@ -132,17 +156,24 @@ impl Ring {
             self.header(h)
                 .store(((start - h) as usize - HDR) as u64 | PAD | COMMIT, Release);
         }
-        // SAFETY: [start, end) is reserved for us alone and lies inside the ring.
-        unsafe {
-            let mut dst = self.at(start).add(HDR);
-            for p in parts {
-                core::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
-                dst = dst.add(p.len());
-            }
+        // SAFETY: [start, end) is reserved for us alone and inside the ring.
+        let data = unsafe { self.at(start).add(HDR) };
+        Some(Reservation { pos: start, end, data })
+    }
+
+    /// Publishes the first `len` reserved bytes as a record of `src`; the
+    /// unused rest becomes a pad record. Returns the bytes in use.
+    pub fn commit(&self, r: Reservation, src: u8, len: usize) -> u64 {
+        let used_end = r.pos + (HDR + round8(len)) as u64;
+        if used_end < r.end {
+            // Stored before the record's own header, so the consumer never
+            // reaches it before it is written.
+            self.header(used_end)
+                .store((r.end - used_end - HDR as u64) | PAD | COMMIT, Release);
         }
-        self.header(start)
+        self.header(r.pos)
             .store(len as u64 | (u64::from(src) << 32) | COMMIT, Release);
-        Some(end - self.tail.load(Relaxed))
+        r.end - self.tail.load(Relaxed)
     }
 
     /// The committed record at `pos`, skipping pad records; `None` if the
@@ -222,6 +253,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn shorter_commit_leaves_a_pad() {
+        let (_m, r) = ring(256);
+        let res = r.reserve(40).unwrap();
+        unsafe { core::ptr::copy_nonoverlapping(b"abc".as_ptr(), res.data, 3) };
+        r.commit(res, 1, 3);
+        r.push(2, &[b"next"], 4).unwrap();
+        let a = r.peek(0).unwrap();
+        assert_eq!((a.src, a.len), (1, 3));
+        let b = r.peek(a.next).unwrap();
+        assert_eq!((b.src, b.len), (2, 4));
+        assert_eq!(unsafe { std::slice::from_raw_parts(b.data, 4) }, b"next");
     }
 
     #[test]

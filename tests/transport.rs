@@ -894,46 +894,53 @@ fn real_sink_attributes_forked_children_by_pid() {
 
 #[test]
 fn own_fd_survives_close_loops_close_range_and_dup2() {
-    let dir = tmpdir("fdchaos");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
-    let private = dir.join("private.txt");
-    let out = run(
-        tapped(&target).arg("fdchaos").arg("20000").arg(&private),
-        Duration::from_secs(60),
-    );
-    assert!(out.status.success(), "{:?}", out.status);
-    rx.stop(false);
-    // liblogtap-c wrote tapped output into the program's private file.
-    same_bytes(&std::fs::read(&private).unwrap(), b"private\n", "the program's private file");
-    let st = store.lock().unwrap();
-    check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 20000)].into_iter().collect());
+    // Private fd table (default), and the fallback for where unshare is
+    // forbidden: the library's fd in the program's table, guarded by hooks.
+    for private in ["true", "false"] {
+        let dir = tmpdir("fdchaos");
+        let (path, target) = sock_env(&dir);
+        let store = Arc::new(Mutex::new(Store::default()));
+        let rx = Receiver::start(&path, store.clone());
+        let private_file = dir.join("private.txt");
+        let out = run(
+            tapped(&target).env("LLT_PRIVATE_FDS", private).arg("fdchaos").arg("20000").arg(&private_file),
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{:?}", out.status);
+        rx.stop(false);
+        // liblogtap-c wrote tapped output into the program's private file.
+        same_bytes(&std::fs::read(&private_file).unwrap(), b"private\n", "the program's private file");
+        let st = store.lock().unwrap();
+        check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 20000)].into_iter().collect());
+    }
 }
 
 #[test]
 fn own_fd_does_not_leak_into_exec_children() {
-    let dir = tmpdir("leak");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
-    // The shell writes first (so its connection exists), then a child lists
-    // the fds it inherited.
-    let out = run(
-        Command::new("sh")
-            .arg("-c")
-            .arg("echo first; sleep 0.3; exec ls -l /proc/self/fd/")
-            .env("LD_PRELOAD", so())
-            .env("LLT_TAP_INTO", "3")
-            .env("LLT_TARGET", &target),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success());
-    rx.stop(false);
-    let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(!listing.contains("socket:"), "a socket leaked into the exec'd child:\n{listing}");
-    let st = store.lock().unwrap();
-    assert!(all_source(&st, "stdout").starts_with(b"first\n"));
+    for private in ["true", "false"] {
+        let dir = tmpdir("leak");
+        let (path, target) = sock_env(&dir);
+        let store = Arc::new(Mutex::new(Store::default()));
+        let rx = Receiver::start(&path, store.clone());
+        // The shell writes first (so its connection exists), then a child
+        // lists the fds it inherited.
+        let out = run(
+            Command::new("sh")
+                .arg("-c")
+                .arg("echo first; sleep 0.3; exec ls -l /proc/self/fd/")
+                .env("LD_PRELOAD", so())
+                .env("LLT_PRIVATE_FDS", private)
+                .env("LLT_TAP_INTO", "3")
+                .env("LLT_TARGET", &target),
+            Duration::from_secs(30),
+        );
+        assert!(out.status.success());
+        rx.stop(false);
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(!listing.contains("socket:"), "a socket leaked into the exec'd child:\n{listing}");
+        let st = store.lock().unwrap();
+        assert!(all_source(&st, "stdout").starts_with(b"first\n"));
+    }
 }
 
 /// Parses the drop notices in the frames of one run.

@@ -87,7 +87,26 @@ fn map_ring(size: usize) -> bool {
 /// Constructor only.
 pub unsafe fn init() -> bool {
     OWNER_PID.store(sys::getpid(), Relaxed);
+    grow_fd_table();
     map_ring(config::get().buffer_size)
+}
+
+/// Grows the fd table past the numbers the library may use while the
+/// process has one thread: growing it later, with threads, waits for an RCU
+/// grace period (milliseconds), during which a freshly opened fd would sit
+/// on a low number the program might be about to get.
+fn grow_fd_table() {
+    // SAFETY: raw system calls on fds we open and close here.
+    unsafe {
+        let fd = sys::openat(libc::AT_FDCWD, c"/dev/null".as_ptr() as *const u8, libc::O_RDONLY | libc::O_CLOEXEC, 0);
+        if fd >= 0 {
+            let hi = sys::fcntl(fd as i32, libc::F_DUPFD_CLOEXEC, 1023);
+            if hi >= 0 {
+                sys::close(hi as i32);
+            }
+            sys::close(fd as i32);
+        }
+    }
 }
 
 /// Appends one write's bytes. Returns false (nothing stored) when the
@@ -101,6 +120,25 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
     let Some(used) = ring().push(src, parts, len) else {
         return false;
     };
+    published(used);
+    true
+}
+
+/// Reserves room for up to `max` bytes whose exact count is known only
+/// after a call (see `stdio`); publish with `commit`.
+pub fn reserve(max: usize) -> Option<crate::ring::Reservation> {
+    ring().reserve(max)
+}
+
+/// Publishes the first `len` bytes of a reservation.
+pub fn commit(r: crate::ring::Reservation, src: u8, len: usize) {
+    let used = ring().commit(r, src, len);
+    if len > 0 {
+        published(used);
+    }
+}
+
+fn published(used: u64) {
     if THREAD.load(Relaxed) == T_NONE {
         start_thread();
     }
@@ -109,9 +147,12 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
         sys::futex_wake(&STATE);
     }
     if LATE.load(Relaxed) {
-        target::drain(true);
+        if target::private_fds() {
+            wake_consumer();
+        } else {
+            target::drain(true);
+        }
     }
-    true
 }
 
 /// Pushes, or counts what was lost.
@@ -178,15 +219,18 @@ fn start_thread() {
 extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: prctl with a NUL-terminated name only renames this thread.
     unsafe { libc::prctl(libc::PR_SET_NAME, c"logtap".as_ptr()) };
+    target::enter_private_fd_table();
     let flush_ms = config::get().flush_ms;
     loop {
         if THREAD.load(Acquire) == T_QUIESCE {
+            target::leave_private_fd_table();
             return core::ptr::null_mut();
         }
         let out = target::drain(false);
         PROGRESS.fetch_add(1, Release);
         sys::futex_wake(&PROGRESS);
         if THREAD.load(Acquire) == T_QUIESCE {
+            target::leave_private_fd_table();
             return core::ptr::null_mut();
         }
         match out {
@@ -276,6 +320,18 @@ pub fn hand_off_before_child() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
+    if target::private_fds() {
+        // Only the consumer can reach the connection: ask it, and wait a
+        // few milliseconds while the target is taking data.
+        let deadline = sys::now_ms() + 5;
+        wake_consumer();
+        while ring().used() > 0 && target::is_up() && sys::now_ms() < deadline {
+            let seen = PROGRESS.load(Acquire);
+            wake_consumer();
+            sys::futex_wait(&PROGRESS, seen, 1);
+        }
+        return;
+    }
     // A drain in progress on the consumer thread is a send of its own;
     // give it a moment, then try once ourselves.
     for _ in 0..2000 {

@@ -125,8 +125,66 @@ fn conn() -> &'static mut Conn {
     unsafe { &mut *core::ptr::addr_of_mut!(CONN) }
 }
 
+/// Set while the consumer thread runs with an fd table of its own.
+static PRIVATE: AtomicBool = AtomicBool::new(false);
+/// Whether the last attempt to reach the target succeeded.
+static UP: AtomicBool = AtomicBool::new(false);
+
+pub fn private_fds() -> bool {
+    PRIVATE.load(SeqCst)
+}
+
+pub fn is_up() -> bool {
+    UP.load(Relaxed)
+}
+
+/// Called first thing on the consumer thread: give it a private fd table,
+/// so the library's sockets and files never take, hold or collide with a
+/// number of the program's (a program's `close(0); open(…)` still gets 0),
+/// cannot be closed or `dup2`ed over by it, and never leak into its exec'd
+/// children. The copies of the program's fds that unsharing makes are
+/// closed at once. Where `unshare` is forbidden (Docker's default seccomp
+/// profile), the library's fds live in the program's table instead, at
+/// high numbers, guarded by the `close`/`dup2`/`close_range` hooks.
+pub fn enter_private_fd_table() {
+    if !config::get().private_fds {
+        return;
+    }
+    // SAFETY: plain system calls on this thread's own fd table.
+    unsafe {
+        if libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) != 0 {
+            crate::debug(&[b"unshare(CLONE_FILES) refused; the library's fds share the program's table"]);
+            return;
+        }
+        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) != 0 {
+            for fd in 0..4096 {
+                sys::close(fd);
+            }
+        }
+    }
+    // Whatever was open before belonged to the shared table.
+    OUR_FD.store(-1, SeqCst);
+    conn().ident = None;
+    PRIVATE.store(true, SeqCst);
+}
+
+/// The consumer is exiting; its table (and our connection) goes with it.
+pub fn leave_private_fd_table() {
+    if PRIVATE.swap(false, SeqCst) {
+        let fd = OUR_FD.swap(-1, SeqCst);
+        if fd >= 0 {
+            sys::close(fd);
+        }
+        let c = conn();
+        c.ident = None;
+        c.pf_sent = 0;
+        c.pf_data = 0;
+    }
+}
+
+/// Whether `fd`, in the program's fd table, is the library's own.
 pub fn owns(fd: i32) -> bool {
-    fd >= 0 && OUR_FD.load(SeqCst) == fd
+    fd >= 0 && !PRIVATE.load(SeqCst) && OUR_FD.load(SeqCst) == fd
 }
 
 /// The program is about to reuse our fd's number (`dup2` onto it): move
@@ -155,10 +213,14 @@ pub fn idle() -> bool {
 }
 
 pub fn after_fork_child() {
+    // With a private table the consumer's fds did not come along (the
+    // child copies the fork-calling thread's table, the program's).
     let fd = OUR_FD.swap(-1, SeqCst);
-    if fd >= 0 {
+    if fd >= 0 && !PRIVATE.swap(false, SeqCst) {
         sys::close(fd);
     }
+    PRIVATE.store(false, SeqCst);
+    UP.store(false, Relaxed);
     IN_USE.store(false, SeqCst);
     let c = conn();
     *c = Conn {
@@ -252,6 +314,7 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
 }
 
 fn disconnect(reset_frame: bool) {
+    UP.store(false, Relaxed);
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 {
         sys::close(fd);
@@ -289,6 +352,7 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
         Ok(fd) => {
             c.ident = sys::fstat(fd);
             OUR_FD.store(fd, SeqCst);
+            UP.store(true, Relaxed);
             c.ever = true;
             if c.reported {
                 crate::debug(&[b"target is back: ", path]);
@@ -297,6 +361,7 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
             Ok(fd)
         }
         Err(_) => {
+            UP.store(false, Relaxed);
             report(b"target unavailable, buffering:", path);
             c.next_attempt = now + retry_ms();
             Err(retry_ms())
@@ -502,6 +567,10 @@ fn emit_drop_notices() {
 /// Sends what the ring holds. `inline` is true when called from a program
 /// thread (exit, exec, after the final flush) rather than the consumer.
 pub fn drain(inline: bool) -> Outcome {
+    // With a private fd table only the consumer thread can reach the target.
+    if inline && PRIVATE.load(SeqCst) {
+        return Outcome::Busy;
+    }
     if !try_lock_drain() {
         return Outcome::Busy;
     }
