@@ -3,7 +3,7 @@ CARGO ?= cargo
 SO := target/release/liblogtap.so
 SINK := target/release/logtap-sink
 
-.PHONY: all build test demo fuzz lint clean
+.PHONY: all build test demo fuzz lint clean release e2e
 
 all: build
 
@@ -23,9 +23,64 @@ lint:
 demo: build
 	bash demo/run-local.sh
 
+# Release artifacts for container images (README "Release builds"):
+#   dist/liblogtap.so        x86_64 glibc, needs at most GLIBC_2.17
+#   dist/musl/liblogtap.so   x86_64 musl (Alpine), needs musl's libc.so
+#   dist/logtap-sink         x86_64 static (musl), runs in any image
+# e2e/toolchain.sh installs what is missing (zig via pip, cargo-zigbuild,
+# the musl Rust target, musl-tools, binutils). A separate target dir keeps
+# the dev build in target/release untouched; the musl cdylib (dynamic CRT)
+# and the static sink get their own dirs so RUSTFLAGS never force rebuilds.
+DIST := dist
+RELEASE_DIR := target/release-builds
+GLIBC_MAX := 2.17
+GNU_TARGET := x86_64-unknown-linux-gnu.$(GLIBC_MAX)
+MUSL_TARGET := x86_64-unknown-linux-musl
+# extra rustc flags for the glibc build (e.g. -C link-arg=-ldl)
+RELEASE_GNU_RUSTFLAGS ?=
+
+release:
+	bash e2e/toolchain.sh
+	RUSTFLAGS="$(RELEASE_GNU_RUSTFLAGS)" $(CARGO) zigbuild --release -p logtap \
+		--target $(GNU_TARGET) --target-dir $(RELEASE_DIR)/gnu
+	RUSTFLAGS="-C target-feature=-crt-static" $(CARGO) zigbuild --release -p logtap \
+		--target $(MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-dynamic
+	RUSTFLAGS= $(CARGO) zigbuild --release -p logtap-sink \
+		--target $(MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-static
+	mkdir -p $(DIST)/musl
+	objcopy --strip-debug $(RELEASE_DIR)/gnu/x86_64-unknown-linux-gnu/release/liblogtap.so $(DIST)/liblogtap.so
+	objcopy --strip-debug $(RELEASE_DIR)/musl-dynamic/$(MUSL_TARGET)/release/liblogtap.so $(DIST)/musl/liblogtap.so
+	objcopy --strip-debug $(RELEASE_DIR)/musl-static/$(MUSL_TARGET)/release/logtap-sink $(DIST)/logtap-sink
+	bash e2e/check-glibc.sh $(DIST)/liblogtap.so $(GLIBC_MAX)
+	@! readelf -l $(DIST)/logtap-sink | grep -q INTERP || { echo "release: $(DIST)/logtap-sink is not static" >&2; exit 1; }
+	@ls -l $(DIST)/liblogtap.so $(DIST)/musl/liblogtap.so $(DIST)/logtap-sink
+
+# Container tests (README "Containers"): installs podman & co. if missing,
+# builds Debian 11/12 base images with debootstrap (cached), the release
+# artifacts and the demo images, then runs docker-compose.yaml with
+# podman-compose, deployment.yaml with `podman kube play`, the old-glibc,
+# musl and symbol-version checks. Needs root. E2E_ONLY=compose,kube,... runs a subset.
+e2e:
+	bash e2e/run.sh
+
 fuzz:
 	PROPTEST_CASES=$${PROPTEST_CASES:-100000} $(CARGO) test --release -p logtap-sink --test prop
 
 clean:
 	$(CARGO) clean
 	rm -rf dist
+
+# Performance figures (README "Performance"): builds a C writer and compares
+# whole-process runs untapped and tapped, writes bench/results/results.md and
+# chart.png. BENCH_LINES (1000000) and BENCH_RUNS (5) change the size. Only
+# prints figures: targets are reported, never asserted.
+.PHONY: bench
+bench: build
+	$(CARGO) build --release -p logtap-sink --example loadgen
+	@for t in valgrind strace; do command -v $$t >/dev/null || \
+		{ command -v apt-get >/dev/null && apt-get install -y -qq $$t >/dev/null 2>&1; } || \
+		echo "bench: $$t not available; its part is skipped"; done
+	@python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib 2>/dev/null || \
+		python3 -m pip install -q --break-system-packages matplotlib 2>/dev/null || \
+		echo "bench: matplotlib could not be installed; chart.png is skipped (the table is written)"
+	python3 bench/run.py
