@@ -165,13 +165,15 @@ pub unsafe fn account<R>(
     accepted: impl FnOnce(&R) -> usize,
 ) -> R {
     let _l = Lock::new(f, lock);
-    let mut scratch = [0u8; SCRATCH];
+    // Not zeroed: only the bytes copied in are ever read.
+    let mut scratch = core::mem::MaybeUninit::<[u8; SCRATCH]>::uninit();
     let mut saved: &[u8] = &[];
     if flush || may_write(f, &new) {
         let pend = pending(f);
         if pend.len() <= SCRATCH {
-            scratch[..pend.len()].copy_from_slice(pend);
-            saved = &scratch[..pend.len()];
+            let dst = scratch.as_mut_ptr() as *mut u8;
+            core::ptr::copy_nonoverlapping(pend.as_ptr(), dst, pend.len());
+            saved = core::slice::from_raw_parts(dst, pend.len());
         } else {
             // Flush the big buffer first: its bytes stay in place after
             // the write, so they can be tapped from there.

@@ -45,8 +45,23 @@ static RING: RingCell = RingCell(UnsafeCell::new(
 static STATE: AtomicU32 = AtomicU32::new(AWAKE);
 static THREAD: AtomicU32 = AtomicU32::new(T_NONE);
 static mut THREAD_ID: libc::pthread_t = unsafe { core::mem::zeroed() };
-/// Bumped (and futex-woken) by the consumer each time it frees space.
+/// Bumped (and futex-woken) by the consumer after each drain.
 static PROGRESS: AtomicU32 = AtomicU32::new(0);
+/// When the consumer last freed space (ms, monotonic).
+static LAST_PROGRESS: AtomicU64 = AtomicU64::new(0);
+/// A full buffer makes writers wait only if space was freed this recently.
+const STALL_MS: u64 = 20;
+/// Writers waiting for room (so progress wakes them only when needed).
+static WAITERS: AtomicU32 = AtomicU32::new(0);
+
+/// The consumer freed space: record it and wake writers waiting for room.
+pub(crate) fn note_progress() {
+    LAST_PROGRESS.store(sys::now_ms(), Relaxed);
+    PROGRESS.fetch_add(1, Release);
+    if WAITERS.load(SeqCst) > 0 {
+        sys::futex_wake(&PROGRESS);
+    }
+}
 /// Set while a drain is in progress; whoever holds it owns the connection.
 static DRAINING: AtomicBool = AtomicBool::new(false);
 /// Exit or exec under way: no lingering, fast reconnect attempts.
@@ -117,17 +132,54 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
     if len == 0 {
         return true;
     }
-    let Some(used) = ring().push(src, parts, len) else {
+    let Some(r) = reserve(len) else {
         return false;
     };
-    published(used);
+    // SAFETY: the reservation holds `len` bytes for us alone.
+    unsafe {
+        let mut dst = r.data;
+        for p in parts {
+            core::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
+            dst = dst.add(p.len());
+        }
+    }
+    commit(r, src, len);
     true
 }
 
 /// Reserves room for up to `max` bytes whose exact count is known only
 /// after a call (see `stdio`); publish with `commit`.
 pub fn reserve(max: usize) -> Option<crate::ring::Reservation> {
-    ring().reserve(max)
+    let r = ring();
+    if let Some(res) = r.reserve(max) {
+        return Some(res);
+    }
+    if max > r.max_record() {
+        return None;
+    }
+    // Full. While the target is taking data, wait for room, as a write to
+    // a pipe with a slow reader would: the program is slowed to the pace
+    // of the pipeline instead of losing lines. Once nothing has moved for
+    // STALL_MS (a paused, stopped or vanished target), nobody waits.
+    loop {
+        // (A vfork child may wait too: the parent's consumer drains the ring.)
+        if THREAD.load(Relaxed) != T_RUNNING || !target::is_up() {
+            return None;
+        }
+        let last = LAST_PROGRESS.load(Relaxed);
+        if sys::now_ms().saturating_sub(last) > STALL_MS {
+            return None;
+        }
+        let _e = sys::ErrnoGuard::new();
+        WAITERS.fetch_add(1, SeqCst);
+        let seen = PROGRESS.load(Acquire);
+        wake_consumer();
+        sys::futex_wait(&PROGRESS, seen, 5);
+        WAITERS.fetch_sub(1, SeqCst);
+        if let Some(res) = r.reserve(max) {
+            return Some(res);
+        }
+    }
 }
 
 /// Publishes the first `len` bytes of a reservation.

@@ -534,6 +534,7 @@ fn account(b: &Batch, n: usize, framed: bool) {
         let last = b.frames[completed - 1];
         c.skip = last.end_skip;
         ring().release(last.end_pos);
+        super::note_progress();
     }
     c.pf_sent = done - acc;
     c.pf_data = if c.pf_sent > 0 {
@@ -701,6 +702,7 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         let fd = match connect_new(TargetKind::Pantavisor) {
             Ok(fd) => fd,
             Err(_) => {
+                UP.store(false, Relaxed);
                 report(b"pantavisor log socket unavailable, buffering:", path);
                 c.next_attempt = sys::now_ms() + retry_ms();
                 return Err(Outcome::Down(retry_ms()));
@@ -745,9 +747,11 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         }
         c.reported = false;
         c.ever = true;
+        UP.store(true, Relaxed);
         let f = b.frames[i];
         c.skip = f.end_skip;
         ring().release(f.end_pos);
+        super::note_progress();
     }
     Ok(())
 }
