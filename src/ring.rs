@@ -164,6 +164,12 @@ impl Ring {
     /// Publishes the first `len` reserved bytes as a record of `src`; the
     /// unused rest becomes a pad record. Returns the bytes in use.
     pub fn commit(&self, r: Reservation, src: u8, len: usize) -> u64 {
+        if len == 0 {
+            // Nothing to carry: the whole reservation is padding.
+            self.header(r.pos)
+                .store((r.end - r.pos - HDR as u64) | PAD | COMMIT, Release);
+            return r.end - self.tail.load(Relaxed);
+        }
         let used_end = r.pos + (HDR + round8(len)) as u64;
         if used_end < r.end {
             // Stored before the record's own header, so the consumer never
@@ -205,6 +211,20 @@ impl Ring {
         }
     }
 
+    /// Frees committed pad records at the tail (a shortened or empty
+    /// reservation leaves one; no frame ever covers it). Consumer only.
+    pub fn release_pads(&self) {
+        let mut pos = self.tail.load(Relaxed);
+        while pos < self.head.load(Acquire) {
+            let h = self.header(pos).load(Acquire);
+            if h & (COMMIT | PAD) != COMMIT | PAD {
+                break;
+            }
+            pos += (HDR + round8((h & 0xffff_ffff) as usize)) as u64;
+        }
+        self.release(pos);
+    }
+
     /// Returns [tail, upto) to the writers. Consumer only.
     pub fn release(&self, upto: u64) {
         let tail = self.tail.load(Relaxed);
@@ -240,7 +260,7 @@ mod tests {
         let mut expect = std::collections::VecDeque::new();
         let mut pos = 0u64;
         for i in 0..2000u32 {
-            let data = vec![(i % 251) as u8; (i as usize * 7) % 40];
+            let data = vec![(i % 251) as u8; 1 + (i as usize * 7) % 40];
             if r.push((i % 3) as u8, &[&data], data.len()).is_some() {
                 expect.push_back(data);
             }
@@ -267,6 +287,21 @@ mod tests {
         let b = r.peek(a.next).unwrap();
         assert_eq!((b.src, b.len), (2, 4));
         assert_eq!(unsafe { std::slice::from_raw_parts(b.data, 4) }, b"next");
+    }
+
+    #[test]
+    fn empty_commit_is_skipped_and_released() {
+        let (_m, r) = ring(256);
+        let res = r.reserve(24).unwrap();
+        r.commit(res, 1, 0);
+        r.push(2, &[b"x"], 1).unwrap();
+        let a = r.peek(0).unwrap();
+        assert_eq!((a.src, a.len), (2, 1));
+        r.release(a.next);
+        let res = r.reserve(40).unwrap();
+        r.commit(res, 1, 0);
+        r.release_pads();
+        assert_eq!(r.tail(), r.head(), "trailing pads are released");
     }
 
     #[test]

@@ -136,6 +136,12 @@ pub fn stat(path: &[u8]) -> Option<Ident> {
     }
 }
 
+/// Whether a write to `fd` could succeed: open, and not read-only.
+pub fn writable(fd: c_int) -> bool {
+    let fl = fcntl(fd, libc::F_GETFL, 0);
+    fl >= 0 && (fl as c_int) & libc::O_ACCMODE != libc::O_RDONLY
+}
+
 pub fn getpid() -> i32 {
     // SAFETY: no arguments.
     unsafe { libc::syscall(libc::SYS_getpid) as i32 }

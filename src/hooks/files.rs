@@ -28,7 +28,7 @@ pub extern "C" fn llt_duplicated(oldfd: c_int, newfd: c_int) {
 /// Same contract as libc `close`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if target::owns(fd) {
+    if target::owns(fd) || stdio::owns(fd) {
         sys::set_errno(libc::EBADF);
         return -1;
     }
@@ -71,18 +71,23 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
 
 /// [lo, hi] minus the library's fd, as at most two ranges.
 fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_uint)> {
-    let mut out = [None, None];
-    let ours = (lo..=hi).find(|&fd| fd <= i32::MAX as c_uint && target::owns(fd as c_int));
-    match ours {
-        None => out[0] = Some((lo, hi)),
-        Some(o) => {
-            if o > lo {
-                out[0] = Some((lo, o - 1));
-            }
-            if o < hi {
-                out[1] = Some((o + 1, hi));
+    let mut ours = [target::our_fd(), stdio::devnull_fd()]
+        .map(|fd| if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) { Some(fd as c_uint) } else { None });
+    ours.sort_unstable();
+    let mut out = [None; 3];
+    let mut start = Some(lo);
+    let mut n = 0;
+    for o in ours.into_iter().flatten() {
+        if let Some(s) = start {
+            if o > s {
+                out[n] = Some((s, o - 1));
+                n += 1;
             }
         }
+        start = o.checked_add(1).filter(|&s| s <= hi);
+    }
+    if let Some(s) = start {
+        out[n] = Some((s, hi));
     }
     out.into_iter().flatten()
 }
@@ -104,6 +109,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     let e = ErrnoGuard::new();
     target::evacuate(new);
+    stdio::evacuate(new);
     drop(e);
     let r = real::dup2(old, new);
     if r >= 0 {
@@ -118,6 +124,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     let e = ErrnoGuard::new();
     target::evacuate(new);
+    stdio::evacuate(new);
     drop(e);
     let r = real::dup3(old, new, flags);
     if r >= 0 {

@@ -11,7 +11,7 @@
 //! of a successful call.
 
 use crate::real;
-use crate::stdio::{account, flush_all, flush_one, source_of, suppress};
+use crate::stdio::{account, flush_all, flush_one, source_of, suppressed};
 use crate::tap::{self, NONE};
 use libc::{c_char, c_int, c_long, c_void, off_t, size_t, FILE};
 
@@ -29,7 +29,6 @@ unsafe fn output<R>(
     f: *mut FILE,
     new: [&[u8]; 2],
     lock: bool,
-    ok: R,
     real_locked: impl FnOnce() -> R,
     real_unlocked: impl FnOnce() -> R,
     accepted: impl FnOnce(&R) -> usize,
@@ -42,9 +41,7 @@ unsafe fn output<R>(
         return real_locked();
     }
     if tap::suppressed(src) {
-        // When the library's buffer is full, the original destination
-        // takes the bytes instead (and they are not tapped).
-        return if suppress(f, src, new, lock) { ok } else { real_locked() };
+        return suppressed(f, src, new, lock, false, real_unlocked, accepted);
     }
     account(f, src, new, lock, false, real_unlocked, accepted)
 }
@@ -94,7 +91,6 @@ unsafe fn do_fwrite(p: *const c_void, size: size_t, n: size_t, f: *mut FILE, loc
         f,
         [bytes(p, total), &[]],
         lock,
-        n,
         || {
             if lock {
                 real::fwrite(p, size, n, f)
@@ -132,7 +128,6 @@ unsafe fn do_fputs(s: *const c_char, f: *mut FILE, lock: bool) -> c_int {
         f,
         [b, &[]],
         lock,
-        1,
         || {
             if lock {
                 real::fputs(s, f)
@@ -165,12 +160,10 @@ pub unsafe extern "C" fn fputs_unlocked(s: *const c_char, f: *mut FILE) -> c_int
 pub unsafe extern "C" fn puts(s: *const c_char) -> c_int {
     let f = out_stdout();
     let b = cstr(s);
-    let ok = (b.len() + 1).min(c_int::MAX as usize) as c_int;
     output(
         f,
         [b, b"\n"],
         true,
-        ok,
         || real::puts(s),
         || real::puts(s),
         |&r| if r >= 0 { b.len() + 1 } else { 0 },
@@ -188,7 +181,6 @@ unsafe fn do_putc(
         f,
         [&ch, &[]],
         lock,
-        c_int::from(c as u8),
         || locked(c, f),
         || real::putc_unlocked(c, f),
         |&r| usize::from(r != libc::EOF),
@@ -251,12 +243,7 @@ pub unsafe extern "C" fn putchar_unlocked(c: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn putw(w: c_int, f: *mut FILE) -> c_int {
     let b = w.to_ne_bytes();
-    output(
-        f,
-        [&b, &[]],
-        true,
-        0,
-        || real::putw(w, f),
+    output(f, [&b, &[]], true, || real::putw(w, f),
         || real::putw(w, f),
         |&r| if r == 0 { b.len() } else { 0 },
     )
@@ -283,10 +270,8 @@ pub unsafe extern "C" fn __overflow(f: *mut FILE, c: c_int) -> c_int {
         [&ch, &[]]
     };
     if tap::suppressed(src) {
-        if suppress(f, src, new, false) {
-            return if c == libc::EOF { 0 } else { c_int::from(c as u8) };
-        }
-        return real::__overflow(f, c);
+        let ok = |&r: &c_int| usize::from(c != libc::EOF && r != libc::EOF);
+        return suppressed(f, src, new, false, true, || real::__overflow(f, c), ok);
     }
     account(
         f,

@@ -18,14 +18,19 @@
 //! stream's mode and free space tell in advance; otherwise nothing is
 //! copied and nothing tapped.
 //!
-//! With suppression the real call is not made: pending and new bytes go to
-//! the buffer of the library, the stream's buffer is emptied as if written,
-//! and the caller gets the return value of a successful call. If the
-//! library's buffer is full, the real call runs instead (nothing is lost).
+//! With suppression the real call still runs, so the stream buffers and
+//! flushes exactly as it would, but with its fd pointed at `/dev/null` for
+//! the duration of the call: the same accounting then taps what the flush
+//! wrote, and the original destination gets nothing. The bytes go straight
+//! into a reservation in the library's buffer. If the original fd could not
+//! be written (closed, read-only), or the library's buffer is full, the
+//! real call runs unchanged on the real fd: the program sees its real
+//! errors, and nothing is lost.
 
 use super::{flockfile, ftrylockfile, funlockfile};
 use crate::tap::{self, NONE};
 use crate::{real, sys, transport};
+use core::sync::atomic::{AtomicI32, Ordering::Relaxed};
 use libc::{c_int, FILE};
 
 const IO_UNBUFFERED: c_int = 0x0002;
@@ -86,8 +91,19 @@ pub unsafe fn fileno_of(f: *mut FILE) -> c_int {
 /// `f` is null or a live FILE.
 pub unsafe fn after_open(_f: *mut FILE) {}
 
-/// Nothing to install on glibc.
-pub fn init() {}
+/// Opens /dev/null for suppressed streams. Constructor only.
+pub fn init() {
+    let c = crate::config::get();
+    if c.suppress_std || c.suppress_file {
+        // SAFETY: raw open of a constant path.
+        let fd = unsafe {
+            sys::openat(libc::AT_FDCWD, c"/dev/null".as_ptr() as *const u8, libc::O_WRONLY | libc::O_CLOEXEC, 0)
+        };
+        if fd >= 0 {
+            DEVNULL.store(sys::move_high(fd as c_int, 700), Relaxed);
+        }
+    }
+}
 
 /// The tap source of a stream's fd (NONE for untapped and fd-less streams).
 ///
@@ -213,28 +229,65 @@ pub unsafe fn account<R>(
     r
 }
 
-/// Suppressed stream: hand pending and new bytes to the library instead
-/// of the fd. Returns false (and changes nothing) if the buffer is full.
+/// Suppressed stream: runs `op` (the real `_unlocked` call) with the
+/// stream's fd pointed at /dev/null and taps what it wrote (see the module
+/// documentation).
 ///
 /// # Safety
 /// `f` is a live FILE.
-pub unsafe fn suppress(f: *mut FILE, src: u8, new: [&[u8]; 2], lock: bool) -> bool {
+pub unsafe fn suppressed<R>(
+    f: *mut FILE,
+    src: u8,
+    new: [&[u8]; 2],
+    lock: bool,
+    flush: bool,
+    op: impl FnOnce() -> R,
+    accepted: impl FnOnce(&R) -> usize,
+) -> R {
     let _l = Lock::new(f, lock);
-    let e = sys::ErrnoGuard::new();
+    if !flush && !may_write(f, &new) {
+        // The call only fills the stream's buffer.
+        return op();
+    }
+    let p = g(f);
+    let fd = (*p).fileno;
+    let null = DEVNULL.load(Relaxed);
+    if null < 0 || !sys::writable(fd) {
+        return op();
+    }
+    if (*p).buf_base.is_null() {
+        // Let glibc size and mode the buffer from the real fd (a terminal
+        // is line-buffered), as the real call would, before it sees ours.
+        _IO_doallocbuf(f);
+    }
     let pend = pending(f);
-    if !transport::push(src, &[pend, new[0], new[1]]) {
-        return false;
-    }
+    let max = pend.len() + new[0].len() + new[1].len();
+    let e = sys::ErrnoGuard::new();
+    let Some(res) = transport::reserve(max) else {
+        drop(e);
+        return op();
+    };
     drop(e);
-    let p = &mut *g(f);
-    if !pend.is_empty() {
-        p.write_ptr = p.write_base;
+    core::ptr::copy_nonoverlapping(pend.as_ptr(), res.data, pend.len());
+    let before = pend.len();
+    (*p).fileno = null;
+    let r = op();
+    (*p).fileno = fd;
+    let e = sys::ErrnoGuard::new();
+    let after = pending(f).len();
+    let acc = accepted(&r).min(new[0].len() + new[1].len());
+    let written = (before + acc).saturating_sub(after).min(max);
+    let mut at = before;
+    let mut rest = written.saturating_sub(before);
+    for part in new {
+        let n = rest.min(part.len());
+        core::ptr::copy_nonoverlapping(part.as_ptr(), res.data.add(at), n);
+        at += n;
+        rest -= n;
     }
-    if p.mode == 0 {
-        // As the real byte-output call would: the stream is now byte-oriented.
-        p.mode = -1;
-    }
-    true
+    transport::commit(res, src, written);
+    drop(e);
+    r
 }
 
 /// Writes `data` to tapped stream `f` as `fwrite(data, 1, len, f)` would;
@@ -259,15 +312,7 @@ pub unsafe extern "C" fn llt_stdio_write(
     }
     let d = core::slice::from_raw_parts(data, len);
     if tap::suppressed(src) {
-        if suppress(f, src, [d, &[]], unlocked == 0) {
-            return len;
-        }
-        // The library's buffer is full: the original destination takes it.
-        return if unlocked != 0 {
-            real::fwrite_unlocked(data as _, 1, len, f)
-        } else {
-            real::fwrite(data as _, 1, len, f)
-        };
+        return suppressed(f, src, [d, &[]], unlocked == 0, false, || real::fwrite_unlocked(data as _, 1, len, f), |&n| n);
     }
     account(
         f,
@@ -297,7 +342,31 @@ pub unsafe extern "C" fn llt_stream_wide(f: *mut FILE) -> c_int {
     c_int::from((*g(f)).mode > 0)
 }
 
+/// /dev/null, where a suppressed stream's flushes go; opened at start
+/// when suppression is on, kept at a high fd number.
+static DEVNULL: AtomicI32 = AtomicI32::new(-1);
+
+/// The library's /dev/null fd, or -1.
+pub fn devnull_fd() -> c_int {
+    DEVNULL.load(Relaxed)
+}
+
+/// Whether `fd` is the library's /dev/null.
+pub fn owns(fd: c_int) -> bool {
+    fd >= 0 && DEVNULL.load(Relaxed) == fd
+}
+
+/// Moves the library's /dev/null away from a number the program is about
+/// to take with `dup2`.
+pub fn evacuate(fd: c_int) {
+    if owns(fd) {
+        let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 700);
+        DEVNULL.store(if n >= 0 { n as c_int } else { -1 }, Relaxed);
+    }
+}
+
 extern "C" {
+    fn _IO_doallocbuf(f: *mut FILE);
     static mut _IO_list_all: *mut GFile;
     fn _IO_list_lock();
     fn _IO_list_unlock();
@@ -343,10 +412,7 @@ pub fn flush_all(at_exit: bool) {
 /// `f` is a live FILE.
 pub unsafe fn flush_one(f: *mut FILE, src: u8) -> c_int {
     if tap::suppressed(src) {
-        if suppress(f, src, [&[], &[]], false) {
-            return 0;
-        }
-        return real::fflush_unlocked(f);
+        return suppressed(f, src, [&[], &[]], false, true, || real::fflush_unlocked(f), |_| 0);
     }
     account(
         f,

@@ -191,6 +191,17 @@ unsafe fn call(
     r
 }
 
+/// musl needs no /dev/null (suppression happens inside the wrapper).
+pub fn devnull_fd() -> c_int {
+    -1
+}
+
+pub fn owns(_fd: c_int) -> bool {
+    false
+}
+
+pub fn evacuate(_fd: c_int) {}
+
 /// Flushes every stream through the wrappers (before musl's own exit
 /// flush, which would run after our destructor).
 pub fn flush_all(_at_exit: bool) {

@@ -182,6 +182,15 @@ pub fn leave_private_fd_table() {
     }
 }
 
+/// The library's fd in the program's table, or -1 (none, or private table).
+pub fn our_fd() -> i32 {
+    if PRIVATE.load(SeqCst) {
+        -1
+    } else {
+        OUR_FD.load(SeqCst)
+    }
+}
+
 /// Whether `fd`, in the program's fd table, is the library's own.
 pub fn owns(fd: i32) -> bool {
     fd >= 0 && !PRIVATE.load(SeqCst) && OUR_FD.load(SeqCst) == fd
@@ -588,6 +597,9 @@ fn drain_locked(_inline: bool) -> Outcome {
     let mut b = Batch::new();
     loop {
         let r = ring();
+        if conn().skip == 0 {
+            r.release_pads();
+        }
         if r.peek(r.tail()).is_none() {
             return if r.head() == r.tail() {
                 Outcome::Empty
