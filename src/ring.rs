@@ -158,7 +158,11 @@ impl Ring {
         }
         // SAFETY: [start, end) is reserved for us alone and inside the ring.
         let data = unsafe { self.at(start).add(HDR) };
-        Some(Reservation { pos: start, end, data })
+        Some(Reservation {
+            pos: start,
+            end,
+            data,
+        })
     }
 
     /// Publishes the first `len` reserved bytes as a record of `src`; the

@@ -726,7 +726,11 @@ fn pantavisor_one_message_per_connection() {
 
 fn sink_bin() -> PathBuf {
     let p = root().join("target/release/logtap-sink");
-    assert!(p.exists(), "{} missing: run `cargo build --release --workspace` first (make test does)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release --workspace` first (make test does)",
+        p.display()
+    );
     p
 }
 
@@ -759,7 +763,10 @@ impl Sink {
         });
         let t = Instant::now();
         while !sock.exists() {
-            assert!(t.elapsed() < Duration::from_secs(10), "sink did not create its socket");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "sink did not create its socket"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         Sink { child, out, err }
@@ -782,7 +789,10 @@ impl Sink {
         let objs = out
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).unwrap_or_else(|e| panic!("sink printed invalid JSON ({e})")))
+            .map(|l| {
+                serde_json::from_slice(l)
+                    .unwrap_or_else(|e| panic!("sink printed invalid JSON ({e})"))
+            })
             .collect();
         (objs, err)
     }
@@ -811,7 +821,9 @@ fn real_sink_stopped_with_sigstop_gets_everything() {
         unsafe { libc::kill(pid, libc::SIGCONT) };
     });
     let out = run(
-        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "10000").args(["lines", "100000"]),
+        tapped(&target)
+            .env("LLT_EXIT_TIMEOUT_MS", "10000")
+            .args(["lines", "100000"]),
         Duration::from_secs(60),
     );
     assert!(out.status.success());
@@ -819,8 +831,13 @@ fn real_sink_stopped_with_sigstop_gets_everything() {
     std::thread::sleep(Duration::from_millis(300));
     let (objs, err) = sink.stop(libc::SIGTERM);
     assert!(err.is_empty(), "sink complained: {err}");
-    check_lines(&sink_lines(&objs, "stdout"), &[("l".to_string(), 100000)].into_iter().collect());
-    assert!(objs.iter().all(|o| o["platform"].is_string() && o["level"] == "INFO"));
+    check_lines(
+        &sink_lines(&objs, "stdout"),
+        &[("l".to_string(), 100000)].into_iter().collect(),
+    );
+    assert!(objs
+        .iter()
+        .all(|o| o["platform"].is_string() && o["level"] == "INFO"));
 }
 
 #[test]
@@ -848,7 +865,10 @@ fn real_sink_restarted_with_sigterm_loses_nothing() {
     let (more, _) = second.stop(libc::SIGTERM);
     assert!(!more.is_empty(), "nothing reached the restarted sink");
     objs.extend(more);
-    check_lines(&sink_lines(&objs, "stdout"), &[("l".to_string(), 40000)].into_iter().collect());
+    check_lines(
+        &sink_lines(&objs, "stdout"),
+        &[("l".to_string(), 40000)].into_iter().collect(),
+    );
 }
 
 #[test]
@@ -861,12 +881,21 @@ fn real_sink_killed_program_exits_normally() {
         sink.stop(libc::SIGKILL)
     });
     let out = run(
-        tapped(&target).env("LLT_EXIT_TIMEOUT_MS", "200").args(["lines", "20000", "30"]),
+        tapped(&target)
+            .env("LLT_EXIT_TIMEOUT_MS", "200")
+            .args(["lines", "20000", "30"]),
         Duration::from_secs(60),
     );
     killer.join().unwrap();
-    assert!(out.status.success(), "program did not exit normally: {:?}", out.status);
-    check_lines(&out.stdout, &[("l".to_string(), 20000)].into_iter().collect());
+    assert!(
+        out.status.success(),
+        "program did not exit normally: {:?}",
+        out.status
+    );
+    check_lines(
+        &out.stdout,
+        &[("l".to_string(), 20000)].into_iter().collect(),
+    );
 }
 
 #[test]
@@ -874,19 +903,37 @@ fn real_sink_attributes_forked_children_by_pid() {
     let dir = tmpdir("rs-fork");
     let (path, target) = sock_env(&dir);
     let sink = Sink::start(&path);
-    let out = run(tapped(&target).args(["fork", "10", "200"]), Duration::from_secs(60));
+    let out = run(
+        tapped(&target).args(["fork", "10", "200"]),
+        Duration::from_secs(60),
+    );
     assert!(out.status.success());
     std::thread::sleep(Duration::from_millis(200));
     let (objs, _) = sink.stop(libc::SIGTERM);
-    check_lines(&sink_lines(&objs, "stdout"), &(0..10).map(|c| (format!("c{c}"), 200)).collect());
+    check_lines(
+        &sink_lines(&objs, "stdout"),
+        &(0..10).map(|c| (format!("c{c}"), 200)).collect(),
+    );
     let mut pid_of_tag: HashMap<String, std::collections::HashSet<i64>> = HashMap::new();
     for o in objs.iter().filter(|o| o["source"] == "stdout") {
-        let tag = o["message"].as_str().unwrap().split(' ').next().unwrap().to_string();
-        pid_of_tag.entry(tag).or_default().insert(o["pid"].as_i64().unwrap());
+        let tag = o["message"]
+            .as_str()
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string();
+        pid_of_tag
+            .entry(tag)
+            .or_default()
+            .insert(o["pid"].as_i64().unwrap());
     }
     let pids: std::collections::HashSet<i64> = pid_of_tag.values().flatten().copied().collect();
     assert_eq!(pids.len(), 10, "each child should have its own pid");
-    assert!(pid_of_tag.values().all(|p| p.len() == 1), "a child's lines carried two pids");
+    assert!(
+        pid_of_tag.values().all(|p| p.len() == 1),
+        "a child's lines carried two pids"
+    );
 }
 
 // ---------------------------------------------------------------------
@@ -903,15 +950,26 @@ fn own_fd_survives_close_loops_close_range_and_dup2() {
         let rx = Receiver::start(&path, store.clone());
         let private_file = dir.join("private.txt");
         let out = run(
-            tapped(&target).env("LLT_PRIVATE_FDS", private).arg("fdchaos").arg("20000").arg(&private_file),
+            tapped(&target)
+                .env("LLT_PRIVATE_FDS", private)
+                .arg("fdchaos")
+                .arg("20000")
+                .arg(&private_file),
             Duration::from_secs(60),
         );
         assert!(out.status.success(), "{:?}", out.status);
         rx.stop(false);
         // liblogtap-c wrote tapped output into the program's private file.
-        same_bytes(&std::fs::read(&private_file).unwrap(), b"private\n", "the program's private file");
+        same_bytes(
+            &std::fs::read(&private_file).unwrap(),
+            b"private\n",
+            "the program's private file",
+        );
         let st = store.lock().unwrap();
-        check_lines(&all_source(&st, "stdout"), &[("l".to_string(), 20000)].into_iter().collect());
+        check_lines(
+            &all_source(&st, "stdout"),
+            &[("l".to_string(), 20000)].into_iter().collect(),
+        );
     }
 }
 
@@ -937,7 +995,10 @@ fn own_fd_does_not_leak_into_exec_children() {
         assert!(out.status.success());
         rx.stop(false);
         let listing = String::from_utf8_lossy(&out.stdout);
-        assert!(!listing.contains("socket:"), "a socket leaked into the exec'd child:\n{listing}");
+        assert!(
+            !listing.contains("socket:"),
+            "a socket leaked into the exec'd child:\n{listing}"
+        );
         let st = store.lock().unwrap();
         assert!(all_source(&st, "stdout").starts_with(b"first\n"));
     }
@@ -948,7 +1009,8 @@ fn dropped(store: &Store) -> (u64, u64) {
     let notices = all_source(store, logtap_wire::SELF_SOURCE);
     let mut total = (0, 0);
     for line in notices.split_inclusive(|&b| b == b'\n') {
-        let n = logtap_wire::DropNotice::parse(line).unwrap_or_else(|| panic!("bad notice {line:?}"));
+        let n =
+            logtap_wire::DropNotice::parse(line).unwrap_or_else(|| panic!("bad notice {line:?}"));
         assert_eq!(n.source, b"stdout");
         total.0 += n.bytes;
         total.1 += n.writes;
@@ -981,16 +1043,27 @@ fn overflow_is_reported_exactly() {
     let st = store.lock().unwrap();
     let got = all_source(&st, "stdout");
     let (bytes, writes) = dropped(&st);
-    assert!(writes > 0, "a 64 KiB buffer and a paused sink should have overflowed");
+    assert!(
+        writes > 0,
+        "a 64 KiB buffer and a paused sink should have overflowed"
+    );
     // Every write is one line: delivered lines + dropped writes = all lines,
     // and the bytes add up too.
     let delivered = got.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
     assert_eq!(delivered + writes, 200000, "lines delivered + dropped");
-    assert_eq!(got.len() as u64 + bytes, out.stdout.len() as u64, "bytes delivered + dropped");
+    assert_eq!(
+        got.len() as u64 + bytes,
+        out.stdout.len() as u64,
+        "bytes delivered + dropped"
+    );
     // What was delivered is a subsequence of what was written, in order.
     let mut want = out.stdout.split(|&b| b == b'\n');
     for line in got.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        assert!(want.any(|w| w == line), "delivered line {:?} out of order", String::from_utf8_lossy(line));
+        assert!(
+            want.any(|w| w == line),
+            "delivered line {:?} out of order",
+            String::from_utf8_lossy(line)
+        );
     }
 }
 
@@ -1020,10 +1093,22 @@ fn overflow_with_suppression_goes_to_the_original_output() {
     let st = store.lock().unwrap();
     assert_eq!(dropped(&st), (0, 0), "suppression must not drop");
     let got = all_source(&st, "stdout");
-    assert!(!got.is_empty() && !out.stdout.is_empty(), "expected a split between target and stdout");
+    assert!(
+        !got.is_empty() && !out.stdout.is_empty(),
+        "expected a split between target and stdout"
+    );
     // Each line is in exactly one of the two places.
-    let mut all: Vec<&[u8]> = got.split(|&b| b == b'\n').chain(out.stdout.split(|&b| b == b'\n')).filter(|l| !l.is_empty()).collect();
-    all.sort_by_key(|l| std::str::from_utf8(&l[2..]).unwrap().parse::<u64>().unwrap());
+    let mut all: Vec<&[u8]> = got
+        .split(|&b| b == b'\n')
+        .chain(out.stdout.split(|&b| b == b'\n'))
+        .filter(|l| !l.is_empty())
+        .collect();
+    all.sort_by_key(|l| {
+        std::str::from_utf8(&l[2..])
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
     assert_eq!(all.len(), 200000, "lines in target + original output");
     for (i, l) in all.iter().enumerate() {
         assert_eq!(*l, format!("l {i}").as_bytes());

@@ -71,8 +71,13 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
 
 /// [lo, hi] minus the library's fd, as at most two ranges.
 fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_uint)> {
-    let mut ours = [target::our_fd(), stdio::devnull_fd()]
-        .map(|fd| if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) { Some(fd as c_uint) } else { None });
+    let mut ours = [target::our_fd(), stdio::devnull_fd()].map(|fd| {
+        if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) {
+            Some(fd as c_uint)
+        } else {
+            None
+        }
+    });
     ours.sort_unstable();
     let mut out = [None; 3];
     let mut start = Some(lo);

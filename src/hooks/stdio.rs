@@ -243,7 +243,11 @@ pub unsafe extern "C" fn putchar_unlocked(c: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn putw(w: c_int, f: *mut FILE) -> c_int {
     let b = w.to_ne_bytes();
-    output(f, [&b, &[]], true, || real::putw(w, f),
+    output(
+        f,
+        [&b, &[]],
+        true,
+        || real::putw(w, f),
         || real::putw(w, f),
         |&r| if r == 0 { b.len() } else { 0 },
     )

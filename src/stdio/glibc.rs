@@ -97,7 +97,12 @@ pub fn init() {
     if c.suppress_std || c.suppress_file {
         // SAFETY: raw open of a constant path.
         let fd = unsafe {
-            sys::openat(libc::AT_FDCWD, c"/dev/null".as_ptr() as *const u8, libc::O_WRONLY | libc::O_CLOEXEC, 0)
+            sys::openat(
+                libc::AT_FDCWD,
+                c"/dev/null".as_ptr() as *const u8,
+                libc::O_WRONLY | libc::O_CLOEXEC,
+                0,
+            )
         };
         if fd >= 0 {
             DEVNULL.store(sys::move_high(fd as c_int, 700), Relaxed);
@@ -312,7 +317,15 @@ pub unsafe extern "C" fn llt_stdio_write(
     }
     let d = core::slice::from_raw_parts(data, len);
     if tap::suppressed(src) {
-        return suppressed(f, src, [d, &[]], unlocked == 0, false, || real::fwrite_unlocked(data as _, 1, len, f), |&n| n);
+        return suppressed(
+            f,
+            src,
+            [d, &[]],
+            unlocked == 0,
+            false,
+            || real::fwrite_unlocked(data as _, 1, len, f),
+            |&n| n,
+        );
     }
     account(
         f,
@@ -412,7 +425,15 @@ pub fn flush_all(at_exit: bool) {
 /// `f` is a live FILE.
 pub unsafe fn flush_one(f: *mut FILE, src: u8) -> c_int {
     if tap::suppressed(src) {
-        return suppressed(f, src, [&[], &[]], false, true, || real::fflush_unlocked(f), |_| 0);
+        return suppressed(
+            f,
+            src,
+            [&[], &[]],
+            false,
+            true,
+            || real::fflush_unlocked(f),
+            |_| 0,
+        );
     }
     account(
         f,

@@ -113,7 +113,12 @@ pub unsafe fn init() -> bool {
 fn grow_fd_table() {
     // SAFETY: raw system calls on fds we open and close here.
     unsafe {
-        let fd = sys::openat(libc::AT_FDCWD, c"/dev/null".as_ptr() as *const u8, libc::O_RDONLY | libc::O_CLOEXEC, 0);
+        let fd = sys::openat(
+            libc::AT_FDCWD,
+            c"/dev/null".as_ptr() as *const u8,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        );
         if fd >= 0 {
             let hi = sys::fcntl(fd as i32, libc::F_DUPFD_CLOEXEC, 1023);
             if hi >= 0 {

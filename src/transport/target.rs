@@ -153,7 +153,9 @@ pub fn enter_private_fd_table() {
     // SAFETY: plain system calls on this thread's own fd table.
     unsafe {
         if libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) != 0 {
-            crate::debug(&[b"unshare(CLONE_FILES) refused; the library's fds share the program's table"]);
+            crate::debug(&[
+                b"unshare(CLONE_FILES) refused; the library's fds share the program's table",
+            ]);
             return;
         }
         if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) != 0 {
