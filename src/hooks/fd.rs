@@ -89,7 +89,7 @@ unsafe fn simple_tapped(
     }
     let r = real();
     if r > 0 {
-        let _e = ErrnoGuard::new();
+        // No errno guard: pushing keeps errno (see transport::push_or_drop).
         transport::push_or_drop(
             src,
             &[core::slice::from_raw_parts(buf as *const u8, r as usize)],

@@ -50,7 +50,7 @@ static PROGRESS: AtomicU32 = AtomicU32::new(0);
 /// When the consumer last freed space (ms, monotonic).
 static LAST_PROGRESS: AtomicU64 = AtomicU64::new(0);
 /// A full buffer makes writers wait only if space was freed this recently.
-const STALL_MS: u64 = 20;
+const STALL_MS: u64 = 50;
 /// Writers waiting for room (so progress wakes them only when needed).
 static WAITERS: AtomicU32 = AtomicU32::new(0);
 
@@ -133,6 +133,9 @@ fn grow_fd_table() {
 /// buffer cannot take them; the caller then counts a drop or, when the
 /// stream is suppressed, writes to the original destination instead.
 pub fn push(src: u8, parts: &[&[u8]]) -> bool {
+    if let [one] = parts {
+        return push_one(src, one);
+    }
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len == 0 {
         return true;
@@ -152,13 +155,35 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
     true
 }
 
+/// `push` of one slice: the path of every tapped `write`.
+#[inline]
+pub fn push_one(src: u8, data: &[u8]) -> bool {
+    if data.is_empty() {
+        return true;
+    }
+    let Some(r) = reserve(data.len()) else {
+        return false;
+    };
+    // SAFETY: the reservation holds `data.len()` bytes for us alone.
+    unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), r.data, data.len()) };
+    let used = ring().commit(r, src, data.len());
+    published(used);
+    true
+}
+
 /// Reserves room for up to `max` bytes whose exact count is known only
 /// after a call (see `stdio`); publish with `commit`.
+#[inline]
 pub fn reserve(max: usize) -> Option<crate::ring::Reservation> {
-    let r = ring();
-    if let Some(res) = r.reserve(max) {
-        return Some(res);
+    match ring().reserve(max) {
+        Some(res) => Some(res),
+        None => reserve_when_full(max),
     }
+}
+
+#[cold]
+fn reserve_when_full(max: usize) -> Option<crate::ring::Reservation> {
+    let r = ring();
     if max > r.max_record() {
         return None;
     }
@@ -195,15 +220,19 @@ pub fn commit(r: crate::ring::Reservation, src: u8, len: usize) {
     }
 }
 
+#[inline]
 fn published(used: u64) {
     if THREAD.load(Relaxed) == T_NONE {
         start_thread();
     }
     let st = STATE.load(SeqCst);
     if (st == IDLE || (st == LINGER && used >= HIGH_WATER)) && STATE.swap(AWAKE, SeqCst) != AWAKE {
+        // The only system call of an ordinary push: keep errno intact.
+        let _e = sys::ErrnoGuard::new();
         sys::futex_wake(&STATE);
     }
     if LATE.load(Relaxed) {
+        let _e = sys::ErrnoGuard::new();
         if target::private_fds() {
             wake_consumer();
         } else {
@@ -213,6 +242,8 @@ fn published(used: u64) {
 }
 
 /// Pushes, or counts what was lost.
+/// Everything a push can do besides copying (waking the consumer, starting
+/// it, waiting for room) keeps errno as it was, so hooks need no guard.
 pub fn push_or_drop(src: u8, parts: &[&[u8]]) {
     if !push(src, parts) {
         let len: usize = parts.iter().map(|p| p.len()).sum();
