@@ -1114,3 +1114,24 @@ fn overflow_with_suppression_goes_to_the_original_output() {
         assert_eq!(*l, format!("l {i}").as_bytes());
     }
 }
+
+#[test]
+fn passive_window_at_start_taps_nothing_then_everything() {
+    let dir = tmpdir("passive");
+    let target = dir.join("t.bin");
+    let out = run(
+        Command::new("sh")
+            .arg("-c")
+            .arg("echo early; sleep 0.4; echo late")
+            .env("LD_PRELOAD", so())
+            .env("LLT_TAP_INTO", "1")
+            .env("LLT_PASSIV_ON_START", "200")
+            .env("LLT_TARGET", format!("file:{}", target.display())),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    same_bytes(&out.stdout, b"early\nlate\n", "the program's own stdout");
+    let frames = independent_decode(&std::fs::read(&target).unwrap());
+    let data: Vec<u8> = frames.into_iter().flat_map(|f| f.3).collect();
+    same_bytes(&data, b"late\n", "tapped after the 200 ms passive window");
+}
