@@ -147,6 +147,16 @@ pub fn getpid() -> i32 {
     unsafe { libc::syscall(libc::SYS_getpid) as i32 }
 }
 
+/// Microseconds on the monotonic clock.
+pub fn now_us() -> u64 {
+    // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked.
+    unsafe {
+        let mut ts: libc::timespec = core::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+    }
+}
+
 /// Milliseconds on the monotonic clock.
 pub fn now_ms() -> u64 {
     // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked.

@@ -47,16 +47,37 @@ static THREAD: AtomicU32 = AtomicU32::new(T_NONE);
 static mut THREAD_ID: libc::pthread_t = unsafe { core::mem::zeroed() };
 /// Bumped (and futex-woken) by the consumer after each drain.
 static PROGRESS: AtomicU32 = AtomicU32::new(0);
-/// When the consumer last freed space (ms, monotonic).
+/// When the consumer last freed space (µs, monotonic).
 static LAST_PROGRESS: AtomicU64 = AtomicU64::new(0);
-/// A full buffer makes writers wait only if space was freed this recently.
-const STALL_MS: u64 = 50;
+/// Smoothed time between frees while a backlog was waiting (µs).
+static GAP_US: AtomicU64 = AtomicU64::new(10_000);
+/// Whether data was still waiting at the last free.
+static BACKLOG: AtomicBool = AtomicBool::new(false);
+/// Longest gap between frees while data waited (µs), for LLT_DEBUG_MODE.
+static MAX_GAP_US: AtomicU64 = AtomicU64::new(0);
+
+/// How long without progress makes a full buffer count as stalled: eight
+/// times the usual gap between frees under load, between 50 and 100 ms. A
+/// sink that is merely busy or descheduled on a crowded machine keeps the
+/// writers waiting (nothing lost); a stopped one is noticed within a few
+/// of its usual gaps, so the program is barely held up.
+fn stall_us() -> u64 {
+    (GAP_US.load(Relaxed) * 8).clamp(50_000, 100_000)
+}
 /// Writers waiting for room (so progress wakes them only when needed).
 static WAITERS: AtomicU32 = AtomicU32::new(0);
 
 /// The consumer freed space: record it and wake writers waiting for room.
 pub(crate) fn note_progress() {
-    LAST_PROGRESS.store(sys::now_ms(), Relaxed);
+    let now = sys::now_us();
+    let last = LAST_PROGRESS.swap(now, Relaxed);
+    if BACKLOG.load(Relaxed) {
+        let gap = now.saturating_sub(last).min(100_000);
+        MAX_GAP_US.fetch_max(gap, Relaxed);
+        let avg = GAP_US.load(Relaxed);
+        GAP_US.store((avg * 7 + gap) / 8, Relaxed);
+    }
+    BACKLOG.store(ring().used() > 0, Relaxed);
     PROGRESS.fetch_add(1, Release);
     if WAITERS.load(SeqCst) > 0 {
         sys::futex_wake(&PROGRESS);
@@ -190,14 +211,14 @@ fn reserve_when_full(max: usize) -> Option<crate::ring::Reservation> {
     // Full. While the target is taking data, wait for room, as a write to
     // a pipe with a slow reader would: the program is slowed to the pace
     // of the pipeline instead of losing lines. Once nothing has moved for
-    // STALL_MS (a paused, stopped or vanished target), nobody waits.
+    // `stall_us` (a paused, stopped or vanished target), nobody waits.
     loop {
         // (A vfork child may wait too: the parent's consumer drains the ring.)
         if THREAD.load(Relaxed) != T_RUNNING || !target::is_up() {
             return None;
         }
         let last = LAST_PROGRESS.load(Relaxed);
-        if sys::now_ms().saturating_sub(last) > STALL_MS {
+        if sys::now_us().saturating_sub(last) > stall_us() {
             return None;
         }
         let _e = sys::ErrnoGuard::new();
@@ -442,6 +463,16 @@ fn tap_started() -> bool {
 /// later tap immediately.
 pub fn at_exit() {
     let c = config::get();
+    if c.debug {
+        let (mut a, mut b) = ([0u8; 20], [0u8; 20]);
+        crate::debug(&[
+            b"exit: longest wait of a backlog for the target ",
+            sys::fmt_u64(MAX_GAP_US.load(Relaxed) / 1000, &mut a),
+            b" ms, stall threshold ",
+            sys::fmt_u64(stall_us() / 1000, &mut b),
+            b" ms",
+        ]);
+    }
     if !flush(c.exit_timeout_ms) {
         target::spill_undelivered();
     }
