@@ -159,20 +159,12 @@ pub fn now_us() -> u64 {
 
 /// Milliseconds on the monotonic clock.
 pub fn now_ms() -> u64 {
-    // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked.
-    unsafe {
-        let mut ts: libc::timespec = core::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
-        ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
-    }
+    now_us() / 1000
 }
 
 /// Waits while `*word == expected`, at most `timeout_ms`.
 pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ms: u64) {
-    let ts = libc::timespec {
-        tv_sec: (timeout_ms / 1000) as _,
-        tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _,
-    };
+    let ts = timespec_ms(timeout_ms);
     // SAFETY: word is a live aligned u32; ts outlives the call.
     unsafe {
         libc::syscall(
@@ -197,11 +189,15 @@ pub fn futex_wake(word: &core::sync::atomic::AtomicU32) {
     }
 }
 
-pub fn sleep_ms(ms: u64) {
-    let ts = libc::timespec {
+fn timespec_ms(ms: u64) -> libc::timespec {
+    libc::timespec {
         tv_sec: (ms / 1000) as _,
         tv_nsec: ((ms % 1000) * 1_000_000) as _,
-    };
+    }
+}
+
+pub fn sleep_ms(ms: u64) {
+    let ts = timespec_ms(ms);
     // SAFETY: ts is valid; nanosleep is not hooked.
     unsafe {
         libc::syscall(

@@ -23,7 +23,12 @@ fn listed(map: &str) -> BTreeSet<String> {
             break;
         }
         if in_global {
-            out.extend(line.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from));
+            out.extend(
+                line.split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+            );
         }
     }
     out
@@ -32,8 +37,16 @@ fn listed(map: &str) -> BTreeSet<String> {
 #[test]
 fn exports_are_exactly_the_hooks() {
     let so = root().join("target/release/liblogtap.so");
-    assert!(so.exists(), "{} missing: run `cargo build --release` first", so.display());
-    let out = Command::new("nm").args(["-D", "--defined-only"]).arg(&so).output().expect("nm (binutils)");
+    assert!(
+        so.exists(),
+        "{} missing: run `cargo build --release` first",
+        so.display()
+    );
+    let out = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .expect("nm (binutils)");
     assert!(out.status.success());
     let exported: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -41,8 +54,15 @@ fn exports_are_exactly_the_hooks() {
         .map(|s| s.split('@').next().unwrap().to_string())
         .collect();
     let want = listed("logtap.map");
-    assert!(want.len() > 100, "the version script lists {} symbols", want.len());
+    assert!(
+        want.len() > 100,
+        "the version script lists {} symbols",
+        want.len()
+    );
     let extra: Vec<_> = exported.difference(&want).collect();
     let missing: Vec<_> = want.difference(&exported).collect();
-    assert!(extra.is_empty() && missing.is_empty(), "exported but not hooks: {extra:?}; hooks not exported: {missing:?}");
+    assert!(
+        extra.is_empty() && missing.is_empty(),
+        "exported but not hooks: {extra:?}; hooks not exported: {missing:?}"
+    );
 }

@@ -32,15 +32,27 @@ fn so() -> PathBuf {
 fn stress() -> PathBuf {
     static BUILD: Once = Once::new();
     let out = root().join("target/test-programs/stress-transport");
+    let src = root().join("tests/programs/stress.c");
     BUILD.call_once(|| {
         std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        let newer = |a: &Path, b: &Path| {
+            let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            matches!((m(a), m(b)), (Some(x), Some(y)) if x >= y)
+        };
+        if newer(&out, &src) {
+            return;
+        }
+        // Test processes run in parallel: build aside, then rename, so no
+        // one ever executes (or overwrites) a half-written binary.
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
         let st = Command::new("gcc")
             .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o"])
-            .arg(&out)
-            .arg(root().join("tests/programs/stress.c"))
+            .arg(&tmp)
+            .arg(&src)
             .status()
             .expect("gcc");
         assert!(st.success(), "building stress.c failed");
+        std::fs::rename(&tmp, &out).unwrap();
     });
     out
 }
@@ -106,12 +118,16 @@ impl Receiver {
         let (p2, s2, a2, st2) = (paused.clone(), stop.clone(), abrupt.clone(), store.clone());
         let acceptor = std::thread::spawn(move || {
             let mut conns = Vec::new();
-            while !s2.load(Ordering::SeqCst) {
+            // On stop, connections already in the backlog are still taken
+            // (they may carry data), as logtap-sink does.
+            loop {
+                let stopping = s2.load(Ordering::SeqCst);
                 match listener.accept() {
                     Ok((sock, _)) => {
                         let (p3, s3, a3, st3) = (p2.clone(), s2.clone(), a2.clone(), st2.clone());
                         conns.push(std::thread::spawn(move || serve(sock, p3, s3, a3, st3)));
                     }
+                    Err(_) if stopping => break,
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
                 }
             }
@@ -715,8 +731,10 @@ fn pantavisor_one_message_per_connection() {
     done.store(true, Ordering::SeqCst);
     let (got, messages) = server.join().unwrap();
     same_bytes(&got["stdout"], &out.stdout, "stdout via pantavisor");
+    // Unbatched would be one connection per line; batched is about ten on
+    // an idle machine. The bound leaves room for a heavily loaded one.
     assert!(
-        messages < 100,
+        messages <= 1000,
         "{messages} messages for 5000 lines: writes are not batched"
     );
 }
@@ -1034,7 +1052,7 @@ fn overflow_is_reported_exactly() {
         tapped(&target)
             .env("LLT_BUFFER_SIZE", "64K")
             .env("LLT_EXIT_TIMEOUT_MS", "5000")
-            .args(["lines", "200000"]),
+            .args(["lines", "600000"]),
         Duration::from_secs(60),
     );
     assert!(out.status.success());
@@ -1050,7 +1068,7 @@ fn overflow_is_reported_exactly() {
     // Every write is one line: delivered lines + dropped writes = all lines,
     // and the bytes add up too.
     let delivered = got.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count() as u64;
-    assert_eq!(delivered + writes, 200000, "lines delivered + dropped");
+    assert_eq!(delivered + writes, 600000, "lines delivered + dropped");
     assert_eq!(
         got.len() as u64 + bytes,
         out.stdout.len() as u64,
@@ -1084,7 +1102,7 @@ fn overflow_with_suppression_goes_to_the_original_output() {
             .env("LLT_BUFFER_SIZE", "64K")
             .env("LLT_SUPPRESS_STDOUT", "true")
             .env("LLT_EXIT_TIMEOUT_MS", "5000")
-            .args(["lines", "200000"]),
+            .args(["lines", "600000"]),
         Duration::from_secs(60),
     );
     assert!(out.status.success());
@@ -1109,7 +1127,7 @@ fn overflow_with_suppression_goes_to_the_original_output() {
             .parse::<u64>()
             .unwrap()
     });
-    assert_eq!(all.len(), 200000, "lines in target + original output");
+    assert_eq!(all.len(), 600000, "lines in target + original output");
     for (i, l) in all.iter().enumerate() {
         assert_eq!(*l, format!("l {i}").as_bytes());
     }

@@ -55,13 +55,7 @@ static int with_mode(int flags) { return (flags & O_CREAT) || (O_TMPFILE && (fla
             va_end(ap);                                                        \
         }                                                                      \
         REAL(name, int (*)(const char *, int, ...));                           \
-        int fd = real_##name(path, flags, mode);                               \
-        if (fd >= 0) {                                                         \
-            int e = errno;                                                     \
-            llt_opened(fd, flags);                                             \
-            errno = e;                                                         \
-        }                                                                      \
-        return fd;                                                             \
+        return opened(real_##name(path, flags, mode), flags);            \
     }
 OPEN_HOOK(open)
 OPEN_HOOK(open64)
@@ -77,13 +71,7 @@ OPEN_HOOK(open64)
             va_end(ap);                                                        \
         }                                                                      \
         REAL(name, int (*)(int, const char *, int, ...));                      \
-        int fd = real_##name(dirfd, path, flags, mode);                        \
-        if (fd >= 0) {                                                         \
-            int e = errno;                                                     \
-            llt_opened(fd, flags);                                             \
-            errno = e;                                                         \
-        }                                                                      \
-        return fd;                                                             \
+        return opened(real_##name(dirfd, path, flags, mode), flags);            \
     }
 OPENAT_HOOK(openat)
 OPENAT_HOOK(openat64)

@@ -508,13 +508,7 @@ HOOK void psignal(int sig, const char *s)
     HOOK int name(const char *path, int flags)                                 \
     {                                                                          \
         REAL(name, int (*)(const char *, int));                                \
-        int fd = real_##name(path, flags);                                     \
-        if (fd >= 0) {                                                         \
-            int e = errno;                                                     \
-            llt_opened(fd, flags);                                             \
-            errno = e;                                                         \
-        }                                                                      \
-        return fd;                                                             \
+        return opened(real_##name(path, flags), flags);                        \
     }
 OPEN2_HOOK(__open_2)
 OPEN2_HOOK(__open64_2)
@@ -523,13 +517,7 @@ OPEN2_HOOK(__open64_2)
     HOOK int name(int dirfd, const char *path, int flags)                      \
     {                                                                          \
         REAL(name, int (*)(int, const char *, int));                           \
-        int fd = real_##name(dirfd, path, flags);                              \
-        if (fd >= 0) {                                                         \
-            int e = errno;                                                     \
-            llt_opened(fd, flags);                                             \
-            errno = e;                                                         \
-        }                                                                      \
-        return fd;                                                             \
+        return opened(real_##name(dirfd, path, flags), flags);                        \
     }
 OPENAT2_HOOK(__openat_2)
 OPENAT2_HOOK(__openat64_2)

@@ -5,6 +5,7 @@
 #ifndef LOGTAP_SHIM_H
 #define LOGTAP_SHIM_H
 
+#include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -34,5 +35,16 @@ extern struct llt_api llt_api_table;
 #define REAL(name, type) \
     static __typeof__(type) real_##name; \
     if (!real_##name) real_##name = (type)llt_resolve(#name)
+
+/* After an open: classify the new fd, keeping the caller's errno. */
+static inline int opened(int fd, int flags)
+{
+    if (fd >= 0) {
+        int e = errno;
+        llt_opened(fd, flags);
+        errno = e;
+    }
+    return fd;
+}
 
 #endif

@@ -145,6 +145,21 @@ unsafe fn may_write(f: *mut FILE, new: &[&[u8]; 2]) -> bool {
     p.flags & IO_LINE_BUF != 0 && new.iter().any(|s| s.contains(&b'\n'))
 }
 
+/// Bytes a call wrote to the fd, given the pending bytes before it and how
+/// many of `new` it accepted: the stream is a queue, so
+/// `before + accepted == written + pending_after`.
+unsafe fn flushed(f: *mut FILE, before: usize, new: &[&[u8]; 2], accepted: usize) -> usize {
+    let accepted = accepted.min(new[0].len() + new[1].len());
+    (before + accepted).saturating_sub(pending(f).len())
+}
+
+/// The first `n` bytes of `new`.
+fn head<'a>(new: &[&'a [u8]; 2], n: usize) -> [&'a [u8]; 2] {
+    let a = n.min(new[0].len());
+    let b = (n - a).min(new[1].len());
+    [&new[0][..a], &new[1][..b]]
+}
+
 /// Pending data up to this size is copied aside on the stack; larger
 /// buffers (a program's own big `setvbuf`) are flushed first instead.
 const SCRATCH: usize = 4096;
@@ -216,19 +231,15 @@ pub unsafe fn account<R>(
     };
     let r = op();
     let e = sys::ErrnoGuard::new();
-    let after = pending(f).len();
-    let acc = accepted(&r).min(new[0].len() + new[1].len());
-    let written = (before + acc).saturating_sub(after);
+    let written = flushed(f, before, &new, accepted(&r));
     if written > 0 {
         // The written bytes are the head of saved ++ new.
         let from_saved = written.min(saved.len());
-        let mut rest = written - from_saved;
         // Bytes that were pending but not saved (a flush we did not
         // foresee) are gone from memory; skip them rather than guess.
-        rest = rest.saturating_sub(before - saved.len());
-        let a = rest.min(new[0].len());
-        let b = (rest - a).min(new[1].len());
-        transport::push_or_drop(src, &[&saved[..from_saved], &new[0][..a], &new[1][..b]]);
+        let rest = (written - from_saved).saturating_sub(before - saved.len());
+        let [a, b] = head(&new, rest);
+        transport::push_or_drop(src, &[&saved[..from_saved], a, b]);
     }
     drop(e);
     r
@@ -279,16 +290,11 @@ pub unsafe fn suppressed<R>(
     let r = op();
     (*p).fileno = fd;
     let e = sys::ErrnoGuard::new();
-    let after = pending(f).len();
-    let acc = accepted(&r).min(new[0].len() + new[1].len());
-    let written = (before + acc).saturating_sub(after).min(max);
+    let written = flushed(f, before, &new, accepted(&r)).min(max);
     let mut at = before;
-    let mut rest = written.saturating_sub(before);
-    for part in new {
-        let n = rest.min(part.len());
-        core::ptr::copy_nonoverlapping(part.as_ptr(), res.data.add(at), n);
-        at += n;
-        rest -= n;
+    for part in head(&new, written.saturating_sub(before)) {
+        core::ptr::copy_nonoverlapping(part.as_ptr(), res.data.add(at), part.len());
+        at += part.len();
     }
     transport::commit(res, src, written);
     drop(e);

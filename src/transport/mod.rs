@@ -289,6 +289,11 @@ pub(crate) fn restore_drops(src: usize, bytes: u64, writes: u64) {
     DROP_WRITES[src].fetch_add(writes, Relaxed);
 }
 
+/// Whether a consumer thread exists (started, perhaps not yet running).
+pub(crate) fn consumer_running() -> bool {
+    THREAD.load(Acquire) != T_NONE
+}
+
 pub(crate) fn urgent() -> bool {
     URGENT.load(Relaxed)
 }
@@ -364,7 +369,8 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
                 unsafe { libc::poll(&mut p, 1, 100) };
             }
             target::Outcome::Down(wait_ms) => linger(wait_ms.min(1000)),
-            target::Outcome::Busy => sys::sleep_ms(1),
+            // A writer is mid-copy (or another drain runs): batch up meanwhile.
+            target::Outcome::Busy => linger(flush_ms),
         }
     }
 }
@@ -430,11 +436,22 @@ pub fn hand_off_before_child() {
     }
     let _e = sys::ErrnoGuard::new();
     if target::private_fds() {
-        // Only the consumer can reach the connection: ask it, and wait a
-        // few milliseconds while the target is taking data.
-        let deadline = sys::now_ms() + 5;
+        // Only the consumer can reach the connection: ask it, and wait
+        // while the target is taking data, at most 100 ms. A target that
+        // takes nothing for a stall period is not waited for.
+        let start = sys::now_us();
+        let progress_at_start = LAST_PROGRESS.load(Relaxed);
+        if BACKLOG.load(Relaxed) && start.saturating_sub(progress_at_start) > stall_us() {
+            // Already known to be stalled: do not make every fork wait.
+            return;
+        }
         wake_consumer();
-        while ring().used() > 0 && target::is_up() && sys::now_ms() < deadline {
+        while ring().used() > 0 && target::is_up() {
+            let waited = sys::now_us().saturating_sub(start);
+            let moved = LAST_PROGRESS.load(Relaxed) != progress_at_start;
+            if waited > 100_000 || (waited > stall_us() && !moved) {
+                break;
+            }
             let seen = PROGRESS.load(Acquire);
             wake_consumer();
             sys::futex_wait(&PROGRESS, seen, 1);

@@ -127,11 +127,23 @@ fn conn() -> &'static mut Conn {
 
 /// Set while the consumer thread runs with an fd table of its own.
 static PRIVATE: AtomicBool = AtomicBool::new(false);
+/// Set once the running consumer has decided to share the program's fd
+/// table (unshare refused or `LLT_PRIVATE_FDS=false`).
+static SHARED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a program thread may use the connection itself: only with no
+/// consumer at all, or one that shares the program's fd table. A consumer
+/// that is still starting may be about to leave the table, taking any
+/// connection opened meanwhile out of reach.
+fn inline_allowed() -> bool {
+    !super::consumer_running() || SHARED.load(SeqCst)
+}
 /// Whether the last attempt to reach the target succeeded.
 static UP: AtomicBool = AtomicBool::new(false);
 
+/// Whether sending must be left to the consumer thread.
 pub fn private_fds() -> bool {
-    PRIVATE.load(SeqCst)
+    !inline_allowed()
 }
 
 pub fn is_up() -> bool {
@@ -148,30 +160,50 @@ pub fn is_up() -> bool {
 /// high numbers, guarded by the `close`/`dup2`/`close_range` hooks.
 pub fn enter_private_fd_table() {
     if !config::get().private_fds {
+        SHARED.store(true, SeqCst);
         return;
     }
-    // SAFETY: plain system calls on this thread's own fd table.
-    unsafe {
-        if libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) != 0 {
-            crate::debug(&[
-                b"unshare(CLONE_FILES) refused; the library's fds share the program's table",
-            ]);
-            return;
-        }
-        if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) != 0 {
-            for fd in 0..4096 {
-                sys::close(fd);
-            }
-        }
+    // A connection opened in the program's table before this thread ran
+    // (no consumer then) is closed there first, under the drain lock so
+    // no program thread is sending on it; its unfinished frame, if any, is
+    // sent again whole on our own connection.
+    while !try_lock_drain() {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
     }
-    // Whatever was open before belonged to the shared table.
-    OUR_FD.store(-1, SeqCst);
-    conn().ident = None;
-    PRIVATE.store(true, SeqCst);
+    let old = OUR_FD.swap(-1, SeqCst);
+    if old >= 0 {
+        sys::close(old);
+    }
+    let c = conn();
+    c.ident = None;
+    c.pf_sent = 0;
+    c.pf_data = 0;
+    // SAFETY: plain system calls on this thread's own fd table.
+    let private = unsafe {
+        libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) == 0 && {
+            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) != 0 {
+                for fd in 0..4096 {
+                    sys::close(fd);
+                }
+            }
+            true
+        }
+    };
+    if private {
+        PRIVATE.store(true, SeqCst);
+    } else {
+        crate::debug(&[
+            b"unshare(CLONE_FILES) refused; the library's fds share the program's table",
+        ]);
+        SHARED.store(true, SeqCst);
+    }
+    unlock_drain();
 }
 
 /// The consumer is exiting; its table (and our connection) goes with it.
 pub fn leave_private_fd_table() {
+    SHARED.store(false, SeqCst);
     if PRIVATE.swap(false, SeqCst) {
         let fd = OUR_FD.swap(-1, SeqCst);
         if fd >= 0 {
@@ -231,6 +263,7 @@ pub fn after_fork_child() {
         sys::close(fd);
     }
     PRIVATE.store(false, SeqCst);
+    SHARED.store(false, SeqCst);
     UP.store(false, Relaxed);
     IN_USE.store(false, SeqCst);
     let c = conn();
@@ -580,7 +613,7 @@ fn emit_drop_notices() {
 /// thread (exit, exec, after the final flush) rather than the consumer.
 pub fn drain(inline: bool) -> Outcome {
     // With a private fd table only the consumer thread can reach the target.
-    if inline && PRIVATE.load(SeqCst) {
+    if inline && !inline_allowed() {
         return Outcome::Busy;
     }
     if !try_lock_drain() {

@@ -476,8 +476,17 @@ impl<W: Write> Server<W> {
     /// Stops accepting, reads what is queued on every connection, flushes
     /// partial lines, and returns the exit code.
     fn shutdown(&mut self) -> i32 {
+        // Clients that connected just before the signal may already have
+        // sent data: take them from the listen backlog too.
+        self.accept();
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
+        }
+        // Refuse further data first: a client's next send then fails
+        // (EPIPE) and it keeps those bytes for its next sink, instead of
+        // their vanishing with this process. What is queued stays readable.
+        for c in self.conns.iter().flatten() {
+            let _ = c.stream.shutdown(std::net::Shutdown::Read);
         }
         for i in 0..self.conns.len() {
             if self.conns[i].is_none() {
