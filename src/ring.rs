@@ -254,6 +254,7 @@ mod tests {
 
     fn ring(cap: usize) -> (Vec<u64>, Ring) {
         let mut mem = vec![0u64; cap / 8];
+        // SAFETY: `mem` is zeroed, 8-aligned, `cap` bytes, and outlives the ring.
         let r = unsafe { Ring::from_raw(mem.as_mut_ptr() as *mut u8, cap) };
         (mem, r)
     }
@@ -270,6 +271,7 @@ mod tests {
             }
             if i % 3 == 0 {
                 while let Some(rec) = r.peek(pos) {
+                    // SAFETY: a committed record's bytes, not yet released.
                     let got = unsafe { std::slice::from_raw_parts(rec.data, rec.len) };
                     assert_eq!(got, &expect.pop_front().unwrap()[..]);
                     pos = rec.next;
@@ -283,6 +285,7 @@ mod tests {
     fn shorter_commit_leaves_a_pad() {
         let (_m, r) = ring(256);
         let res = r.reserve(40).unwrap();
+        // SAFETY: the reservation holds 40 bytes.
         unsafe { core::ptr::copy_nonoverlapping(b"abc".as_ptr(), res.data, 3) };
         r.commit(res, 1, 3);
         r.push(2, &[b"next"], 4).unwrap();
@@ -290,6 +293,7 @@ mod tests {
         assert_eq!((a.src, a.len), (1, 3));
         let b = r.peek(a.next).unwrap();
         assert_eq!((b.src, b.len), (2, 4));
+        // SAFETY: a committed record of 4 bytes.
         assert_eq!(unsafe { std::slice::from_raw_parts(b.data, 4) }, b"next");
     }
 
@@ -334,6 +338,7 @@ mod tests {
                 loop {
                     match r.peek(pos) {
                         Some(rec) => {
+                            // SAFETY: every record here is 4 bytes.
                             let v = u32::from_le_bytes(unsafe { *(rec.data as *const [u8; 4]) });
                             assert_eq!(v, next[rec.src as usize]);
                             next[rec.src as usize] += 1;

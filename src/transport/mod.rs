@@ -44,6 +44,7 @@ static RING: RingCell = RingCell(UnsafeCell::new(
 
 static STATE: AtomicU32 = AtomicU32::new(AWAKE);
 static THREAD: AtomicU32 = AtomicU32::new(T_NONE);
+// SAFETY: pthread_t is an integer or a pointer; all-zero is a valid placeholder.
 static mut THREAD_ID: libc::pthread_t = unsafe { core::mem::zeroed() };
 /// Bumped (and futex-woken) by the consumer after each drain.
 static PROGRESS: AtomicU32 = AtomicU32::new(0);
