@@ -8,34 +8,8 @@
 set -euo pipefail
 log() { echo "setup-podman: $*" >&2; }
 
-need_apt=()
-command -v podman >/dev/null || need_apt+=(podman)
-command -v runc >/dev/null || need_apt+=(runc)
-command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-command -v musl-gcc >/dev/null || need_apt+=(musl-tools)
-command -v objdump >/dev/null || need_apt+=(binutils)
-command -v gcc >/dev/null || need_apt+=(gcc)
-if [ ${#need_apt[@]} -gt 0 ]; then
-  log "apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need_apt[@]}" >/dev/null
-fi
-
-PY=${PYTHON:-python3}
-# pip into the python3 on PATH; on a Debian python3 (PEP 668) pip comes from
-# apt and needs --break-system-packages
-pip_install() {
-  local extra=()
-  if ! "$PY" -m pip --version >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null
-  fi
-  if "$PY" -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")))'; then
-    extra+=(--break-system-packages)
-  fi
-  "$PY" -m pip install -q --root-user-action=ignore "${extra[@]}" "$@"
-}
+. "$(dirname "$0")/lib.sh"
+apt_need podman:podman runc:runc debootstrap:debootstrap musl-gcc:musl-tools objdump:binutils gcc:gcc
 need_pip=()
 command -v podman-compose >/dev/null || need_pip+=(podman-compose)
 command -v kubernetes-validate >/dev/null || need_pip+=(kubernetes-validate)

@@ -572,58 +572,46 @@ fn stdio_run(t: &TestDir, sub: &str, mode: &str, lib: Option<&Lib>) -> Run {
     )
 }
 
-#[test]
-fn config_tap_into_1_taps_only_stdout() {
-    let t = TestDir::new("tap1");
+/// With `LLT_TAP_INTO=tap_into`, the target holds `source` and nothing else.
+fn taps_only(tap_into: &str, source: &str) {
+    let t = TestDir::new(&format!("tap{tap_into}"));
     let r = stdio_run(
         &t,
         "run",
         "fprintf",
         Some(&Lib {
-            tap_into: "1".into(),
+            tap_into: tap_into.into(),
             tap_file: false,
             ..Lib::tap_all()
         }),
     );
     let mut map = r.target();
+    let want = if source == "stdout" {
+        &r.out.stdout
+    } else {
+        &r.out.stderr
+    };
     assert_bytes(
-        "LLT_TAP_INTO=1: target stdout",
-        &map.remove("stdout").unwrap_or_default(),
-        &r.out.stdout,
+        &format!("LLT_TAP_INTO={tap_into}: target {source}"),
+        &map.remove(source).unwrap_or_default(),
+        want,
     );
     assert!(
         map.is_empty(),
-        "LLT_TAP_INTO=1 must tap only stdout; also got sources {:?}\n    repro: {}",
+        "LLT_TAP_INTO={tap_into} must tap only {source}; also got sources {:?}\n    repro: {}",
         map.keys().collect::<Vec<_>>(),
         r.repro()
     );
 }
 
 #[test]
+fn config_tap_into_1_taps_only_stdout() {
+    taps_only("1", "stdout");
+}
+
+#[test]
 fn config_tap_into_2_taps_only_stderr() {
-    let t = TestDir::new("tap2");
-    let r = stdio_run(
-        &t,
-        "run",
-        "fprintf",
-        Some(&Lib {
-            tap_into: "2".into(),
-            tap_file: false,
-            ..Lib::tap_all()
-        }),
-    );
-    let mut map = r.target();
-    assert_bytes(
-        "LLT_TAP_INTO=2: target stderr",
-        &map.remove("stderr").unwrap_or_default(),
-        &r.out.stderr,
-    );
-    assert!(
-        map.is_empty(),
-        "LLT_TAP_INTO=2 must tap only stderr; also got sources {:?}\n    repro: {}",
-        map.keys().collect::<Vec<_>>(),
-        r.repro()
-    );
+    taps_only("2", "stderr");
 }
 
 #[test]

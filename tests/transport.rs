@@ -145,6 +145,16 @@ impl Receiver {
         }
     }
 
+    /// Stops reading now (the kernel buffers fill up) and resumes after `d`.
+    fn pause_for(&self, d: Duration) -> std::thread::JoinHandle<()> {
+        self.paused.store(true, Ordering::SeqCst);
+        let paused = self.paused.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(d);
+            paused.store(false, Ordering::SeqCst);
+        })
+    }
+
     /// Stops like logtap-sink on SIGTERM: refuse new data, read what is
     /// queued, close. With `abrupt`, like SIGKILL: drop everything.
     fn stop(mut self, abrupt: bool) {
@@ -319,6 +329,14 @@ fn all_source(store: &Store, source: &str) -> Vec<u8> {
     v
 }
 
+/// A receiver on a new socket in `dir`: (LLT_TARGET value, store, receiver).
+fn receiver_in(dir: &Path) -> (String, Arc<Mutex<Store>>, Receiver) {
+    let (path, target) = sock_env(dir);
+    let store = Arc::new(Mutex::new(Store::default()));
+    let rx = Receiver::start(&path, store.clone());
+    (target, store, rx)
+}
+
 fn sock_env(dir: &Path) -> (PathBuf, String) {
     let p = dir.join("s.sock");
     let t = format!("socket:{}", p.display());
@@ -328,9 +346,7 @@ fn sock_env(dir: &Path) -> (PathBuf, String) {
 #[test]
 fn threads_write_every_line_once_in_order() {
     let dir = tmpdir("thw");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
+    let (target, store, rx) = receiver_in(&dir);
     let out = run(
         tapped(&target).args(["threads-write", "8", "20000"]),
         Duration::from_secs(60),
@@ -347,9 +363,7 @@ fn threads_write_every_line_once_in_order() {
 #[test]
 fn threads_printf_every_line_once_in_order() {
     let dir = tmpdir("thp");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
+    let (target, store, rx) = receiver_in(&dir);
     let out = run(
         tapped(&target).args(["threads-printf", "4", "20000"]),
         Duration::from_secs(60),
@@ -369,9 +383,7 @@ fn threads_printf_every_line_once_in_order() {
 #[test]
 fn forked_children_are_attributed_and_complete() {
     let dir = tmpdir("fork");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
+    let (target, store, rx) = receiver_in(&dir);
     let out = run(
         tapped(&target).args(["fork", "50", "1000"]),
         Duration::from_secs(60),
@@ -407,9 +419,7 @@ fn forked_children_are_attributed_and_complete() {
 #[test]
 fn fork_while_threads_write() {
     let dir = tmpdir("forkth");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
+    let (target, store, rx) = receiver_in(&dir);
     let out = run(
         tapped(&target).args(["fork-threads", "4", "20000", "20"]),
         Duration::from_secs(60),
@@ -425,9 +435,7 @@ fn fork_while_threads_write() {
 #[test]
 fn signal_handler_writes_do_not_deadlock_or_lose() {
     let dir = tmpdir("sig");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
+    let (target, store, rx) = receiver_in(&dir);
     let out = run(
         tapped(&target).args(["sigalrm", "200000"]),
         Duration::from_secs(120),
@@ -449,15 +457,8 @@ fn signal_handler_writes_do_not_deadlock_or_lose() {
 #[test]
 fn sink_paused_then_resumed_gets_everything() {
     let dir = tmpdir("pause");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
-    rx.paused.store(true, Ordering::SeqCst);
-    let paused = rx.paused.clone();
-    let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1500));
-        paused.store(false, Ordering::SeqCst);
-    });
+    let (target, store, rx) = receiver_in(&dir);
+    let resume = rx.pause_for(Duration::from_millis(1500));
     // The program is done long before the sink resumes: its exit waits
     // (bounded by LLT_EXIT_TIMEOUT_MS) for the sink to take the rest.
     let out = run(
@@ -533,18 +534,11 @@ fn sink_restarted_mid_stream_loses_nothing() {
     );
 }
 
-#[test]
-fn sink_killed_program_exits_normally() {
-    let dir = tmpdir("kill");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
-    let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        rx.stop(true);
-    });
+/// The program writes paced lines while `killer` takes the sink away: it
+/// must exit normally (no SIGPIPE) with all of its own output.
+fn survives_sink_going_away<T>(target: &str, killer: std::thread::JoinHandle<T>) {
     let out = run(
-        tapped(&target)
+        tapped(target)
             .env("LLT_EXIT_TIMEOUT_MS", "200")
             .args(["lines", "20000", "30"]),
         Duration::from_secs(60),
@@ -559,6 +553,17 @@ fn sink_killed_program_exits_normally() {
         &out.stdout,
         &[("l".to_string(), 20000)].into_iter().collect(),
     );
+}
+
+#[test]
+fn sink_killed_program_exits_normally() {
+    let dir = tmpdir("kill");
+    let (target, _store, rx) = receiver_in(&dir);
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        rx.stop(true);
+    });
+    survives_sink_going_away(&target, killer);
 }
 
 #[test]
@@ -582,9 +587,7 @@ fn no_sink_with_suppression_keeps_program_output_complete() {
 #[test]
 fn idle_line_reaches_live_sink_within_100ms() {
     let dir = tmpdir("idle");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
+    let (target, store, rx) = receiver_in(&dir);
     let mut child = tapped(&target)
         .arg("idle")
         .stdout(Stdio::null())
@@ -898,22 +901,7 @@ fn real_sink_killed_program_exits_normally() {
         std::thread::sleep(Duration::from_millis(200));
         sink.stop(libc::SIGKILL)
     });
-    let out = run(
-        tapped(&target)
-            .env("LLT_EXIT_TIMEOUT_MS", "200")
-            .args(["lines", "20000", "30"]),
-        Duration::from_secs(60),
-    );
-    killer.join().unwrap();
-    assert!(
-        out.status.success(),
-        "program did not exit normally: {:?}",
-        out.status
-    );
-    check_lines(
-        &out.stdout,
-        &[("l".to_string(), 20000)].into_iter().collect(),
-    );
+    survives_sink_going_away(&target, killer);
 }
 
 #[test]
@@ -1039,15 +1027,8 @@ fn dropped(store: &Store) -> (u64, u64) {
 #[test]
 fn overflow_is_reported_exactly() {
     let dir = tmpdir("drop");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
-    rx.paused.store(true, Ordering::SeqCst);
-    let paused = rx.paused.clone();
-    let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
-        paused.store(false, Ordering::SeqCst);
-    });
+    let (target, store, rx) = receiver_in(&dir);
+    let resume = rx.pause_for(Duration::from_millis(800));
     let out = run(
         tapped(&target)
             .env("LLT_BUFFER_SIZE", "64K")
@@ -1088,15 +1069,8 @@ fn overflow_is_reported_exactly() {
 #[test]
 fn overflow_with_suppression_goes_to_the_original_output() {
     let dir = tmpdir("dropsup");
-    let (path, target) = sock_env(&dir);
-    let store = Arc::new(Mutex::new(Store::default()));
-    let rx = Receiver::start(&path, store.clone());
-    rx.paused.store(true, Ordering::SeqCst);
-    let paused = rx.paused.clone();
-    let resume = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(800));
-        paused.store(false, Ordering::SeqCst);
-    });
+    let (target, store, rx) = receiver_in(&dir);
+    let resume = rx.pause_for(Duration::from_millis(800));
     let out = run(
         tapped(&target)
             .env("LLT_BUFFER_SIZE", "64K")

@@ -44,16 +44,20 @@ void llt_shim_init(const struct llt_api *a) { llt_api_table = *a; }
 #endif
 static int with_mode(int flags) { return (flags & O_CREAT) || (O_TMPFILE && (flags & O_TMPFILE) == O_TMPFILE); }
 
+/* The mode argument, present only when O_CREAT or O_TMPFILE asks for it. */
+#define MODE_ARG(flags)                                                        \
+    mode_t mode = 0;                                                           \
+    if (with_mode(flags)) {                                                    \
+        va_list ap;                                                            \
+        va_start(ap, flags);                                                   \
+        mode = va_arg(ap, mode_t);                                             \
+        va_end(ap);                                                            \
+    }
+
 #define OPEN_HOOK(name)                                                        \
     HOOK int name(const char *path, int flags, ...)                            \
     {                                                                          \
-        mode_t mode = 0;                                                       \
-        if (with_mode(flags)) {                                                \
-            va_list ap;                                                        \
-            va_start(ap, flags);                                               \
-            mode = va_arg(ap, mode_t);                                         \
-            va_end(ap);                                                        \
-        }                                                                      \
+        MODE_ARG(flags);                                                       \
         REAL(name, int (*)(const char *, int, ...));                           \
         return opened(real_##name(path, flags, mode), flags);            \
     }
@@ -63,13 +67,7 @@ OPEN_HOOK(open64)
 #define OPENAT_HOOK(name)                                                      \
     HOOK int name(int dirfd, const char *path, int flags, ...)                 \
     {                                                                          \
-        mode_t mode = 0;                                                       \
-        if (with_mode(flags)) {                                                \
-            va_list ap;                                                        \
-            va_start(ap, flags);                                               \
-            mode = va_arg(ap, mode_t);                                         \
-            va_end(ap);                                                        \
-        }                                                                      \
+        MODE_ARG(flags);                                                       \
         REAL(name, int (*)(int, const char *, int, ...));                      \
         return opened(real_##name(dirfd, path, flags, mode), flags);            \
     }
