@@ -16,6 +16,8 @@ use core::sync::atomic::{AtomicU64, Ordering::*};
 
 const COMMIT: u64 = 1 << 63;
 const PAD: u64 = 1 << 62;
+/// Reserved by a writer, not yet committed (see `Ring::reserve`).
+const RESERVED: u64 = 1 << 61;
 const HDR: usize = 8;
 
 pub struct Ring {
@@ -37,6 +39,8 @@ unsafe impl Send for Ring {}
 pub struct Reservation {
     pos: u64,
     end: u64,
+    /// The header stamped at reservation time.
+    stamp: u64,
     pub data: *mut u8,
 }
 
@@ -114,7 +118,7 @@ impl Ring {
     /// Appends one record made of `parts` (total `len` bytes). Returns the
     /// bytes in use after the append, or `None` when it does not fit.
     pub fn push(&self, src: u8, parts: &[&[u8]], len: usize) -> Option<u64> {
-        let r = self.reserve(len)?;
+        let r = self.reserve(src, len)?;
         // SAFETY: the reservation holds `len` bytes for us alone.
         unsafe {
             let mut dst = r.data;
@@ -123,14 +127,19 @@ impl Ring {
                 dst = dst.add(p.len());
             }
         }
-        Some(self.commit(r, src, len))
+        Some(self.commit(r, len))
     }
 
-    /// Reserves room for a record of up to `max` bytes, filled through
-    /// `Reservation::data` and published by `commit`. Until then the
-    /// consumer waits at this record, so hold it only across calls that
+    /// Reserves room for a record of `src` of up to `max` bytes, filled
+    /// through `Reservation::data` and published by `commit`. Until then
+    /// the consumer waits at this record, so hold it only across calls that
     /// cannot block.
-    pub fn reserve(&self, max: usize) -> Option<Reservation> {
+    ///
+    /// The header is stamped `RESERVED` with the size at once, so that a
+    /// reservation whose writer never comes back (a signal handler that
+    /// `longjmp`s out of a push) can be abandoned by the consumer instead
+    /// of stalling the ring for ever.
+    pub fn reserve(&self, src: u8, max: usize) -> Option<Reservation> {
         if max > self.max_record() {
             return None;
         }
@@ -152,6 +161,8 @@ impl Ring {
                 Err(now) => h = now,
             }
         };
+        let stamp = max as u64 | (u64::from(src) << 32) | RESERVED;
+        self.header(start).store(stamp, Release);
         if start != h {
             self.header(h)
                 .store(((start - h) as usize - HDR) as u64 | PAD | COMMIT, Release);
@@ -161,29 +172,54 @@ impl Ring {
         Some(Reservation {
             pos: start,
             end,
+            stamp,
             data,
         })
     }
 
-    /// Publishes the first `len` reserved bytes as a record of `src`; the
-    /// unused rest becomes a pad record. Returns the bytes in use.
-    pub fn commit(&self, r: Reservation, src: u8, len: usize) -> u64 {
-        if len == 0 {
-            // Nothing to carry: the whole reservation is padding.
-            self.header(r.pos)
-                .store((r.end - r.pos - HDR as u64) | PAD | COMMIT, Release);
-            return r.end - self.tail.load(Relaxed);
-        }
+    /// Publishes the first `len` reserved bytes; the unused rest becomes a
+    /// pad record. Returns the bytes in use.
+    pub fn commit(&self, r: Reservation, len: usize) -> u64 {
+        let src = (r.stamp >> 32) & 0xff;
         let used_end = r.pos + (HDR + round8(len)) as u64;
-        if used_end < r.end {
-            // Stored before the record's own header, so the consumer never
-            // reaches it before it is written.
-            self.header(used_end)
-                .store((r.end - used_end - HDR as u64) | PAD | COMMIT, Release);
-        }
-        self.header(r.pos)
-            .store(len as u64 | (u64::from(src) << 32) | COMMIT, Release);
+        let record = if len == 0 {
+            // Nothing to carry: the whole reservation is padding.
+            (r.end - r.pos - HDR as u64) | PAD | COMMIT
+        } else {
+            if used_end < r.end {
+                // Stored before the record's own header, so the consumer
+                // never reaches it before it is written.
+                self.header(used_end)
+                    .store((r.end - used_end - HDR as u64) | PAD | COMMIT, Release);
+            }
+            len as u64 | (src << 32) | COMMIT
+        };
+        // A plain store: a compare-and-swap (or even a load first) on a line
+        // the consumer is reading costs 20-40 ns a write. The consumer
+        // abandons only a reservation pending for seconds, whose writer
+        // left it for good (a longjmp out of a signal handler); a writer
+        // that came back after that would publish into space already
+        // reused, a case the 2 s threshold leaves to a thread stopped
+        // alone mid-copy for that long.
+        self.header(r.pos).store(record, Release);
         r.end - self.tail.load(Relaxed)
+    }
+
+    /// Gives up on the reservation at `pos`, whose writer has not committed
+    /// it for a long time: it becomes padding. Returns its source and
+    /// reserved size (what was lost), or `None` if it is not a pending
+    /// reservation (committed meanwhile, or not stamped). Consumer only.
+    pub fn abandon(&self, pos: u64) -> Option<(u8, usize)> {
+        let h = self.header(pos).load(Acquire);
+        if h & RESERVED == 0 || h & COMMIT != 0 || pos >= self.head.load(Acquire) {
+            return None;
+        }
+        let len = (h & 0xffff_ffff) as usize;
+        let pad = (round8(len)) as u64 | PAD | COMMIT;
+        self.header(pos)
+            .compare_exchange(h, pad, AcqRel, Relaxed)
+            .ok()?;
+        Some((((h >> 32) & 0xff) as u8, len))
     }
 
     /// The committed record at `pos`, skipping pad records; `None` if the
@@ -284,10 +320,10 @@ mod tests {
     #[test]
     fn shorter_commit_leaves_a_pad() {
         let (_m, r) = ring(256);
-        let res = r.reserve(40).unwrap();
+        let res = r.reserve(1, 40).unwrap();
         // SAFETY: the reservation holds 40 bytes.
         unsafe { core::ptr::copy_nonoverlapping(b"abc".as_ptr(), res.data, 3) };
-        r.commit(res, 1, 3);
+        r.commit(res, 3);
         r.push(2, &[b"next"], 4).unwrap();
         let a = r.peek(0).unwrap();
         assert_eq!((a.src, a.len), (1, 3));
@@ -300,16 +336,36 @@ mod tests {
     #[test]
     fn empty_commit_is_skipped_and_released() {
         let (_m, r) = ring(256);
-        let res = r.reserve(24).unwrap();
-        r.commit(res, 1, 0);
+        let res = r.reserve(1, 24).unwrap();
+        r.commit(res, 0);
         r.push(2, &[b"x"], 1).unwrap();
         let a = r.peek(0).unwrap();
         assert_eq!((a.src, a.len), (2, 1));
         r.release(a.next);
-        let res = r.reserve(40).unwrap();
-        r.commit(res, 1, 0);
+        let res = r.reserve(1, 40).unwrap();
+        r.commit(res, 0);
         r.release_pads();
         assert_eq!(r.tail(), r.head(), "trailing pads are released");
+    }
+
+    #[test]
+    fn abandoned_reservation_is_skipped() {
+        let (_m, r) = ring(256);
+        let stuck = r.reserve(3, 20).unwrap();
+        r.push(2, &[b"after"], 5).unwrap();
+        assert!(
+            r.peek(0).is_none(),
+            "the pending reservation blocks the consumer"
+        );
+        assert_eq!(r.abandon(0), Some((3, 20)));
+        let next = r.peek(0).unwrap();
+        assert_eq!((next.src, next.len), (2, 5));
+        let _ = stuck; // its writer never returns
+        assert_eq!(
+            r.abandon(next.pos),
+            None,
+            "committed records are never abandoned"
+        );
     }
 
     #[test]

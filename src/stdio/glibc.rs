@@ -279,7 +279,7 @@ pub unsafe fn suppressed<R>(
     let pend = pending(f);
     let max = pend.len() + new[0].len() + new[1].len();
     let e = sys::ErrnoGuard::new();
-    let Some(res) = transport::reserve(max) else {
+    let Some(res) = transport::reserve(src, max) else {
         drop(e);
         return op();
     };
@@ -296,7 +296,7 @@ pub unsafe fn suppressed<R>(
         core::ptr::copy_nonoverlapping(part.as_ptr(), res.data.add(at), part.len());
         at += part.len();
     }
-    transport::commit(res, src, written);
+    transport::commit(res, written);
     drop(e);
     r
 }

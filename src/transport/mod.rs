@@ -162,7 +162,7 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
     if len == 0 {
         return true;
     }
-    let Some(r) = reserve(len) else {
+    let Some(r) = reserve(src, len) else {
         return false;
     };
     // SAFETY: the reservation holds `len` bytes for us alone.
@@ -173,7 +173,7 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
             dst = dst.add(p.len());
         }
     }
-    commit(r, src, len);
+    commit(r, len);
     true
 }
 
@@ -183,28 +183,27 @@ pub fn push_one(src: u8, data: &[u8]) -> bool {
     if data.is_empty() {
         return true;
     }
-    let Some(r) = reserve(data.len()) else {
+    let Some(r) = reserve(src, data.len()) else {
         return false;
     };
     // SAFETY: the reservation holds `data.len()` bytes for us alone.
     unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), r.data, data.len()) };
-    let used = ring().commit(r, src, data.len());
-    published(used);
+    commit(r, data.len());
     true
 }
 
 /// Reserves room for up to `max` bytes whose exact count is known only
 /// after a call (see `stdio`); publish with `commit`.
 #[inline]
-pub fn reserve(max: usize) -> Option<crate::ring::Reservation> {
-    match ring().reserve(max) {
+pub fn reserve(src: u8, max: usize) -> Option<crate::ring::Reservation> {
+    match ring().reserve(src, max) {
         Some(res) => Some(res),
-        None => reserve_when_full(max),
+        None => reserve_when_full(src, max),
     }
 }
 
 #[cold]
-fn reserve_when_full(max: usize) -> Option<crate::ring::Reservation> {
+fn reserve_when_full(src: u8, max: usize) -> Option<crate::ring::Reservation> {
     let r = ring();
     if max > r.max_record() {
         return None;
@@ -228,18 +227,25 @@ fn reserve_when_full(max: usize) -> Option<crate::ring::Reservation> {
         wake_consumer();
         sys::futex_wait(&PROGRESS, seen, 5);
         WAITERS.fetch_sub(1, SeqCst);
-        if let Some(res) = r.reserve(max) {
+        if let Some(res) = r.reserve(src, max) {
             return Some(res);
         }
     }
 }
 
 /// Publishes the first `len` bytes of a reservation.
-pub fn commit(r: crate::ring::Reservation, src: u8, len: usize) {
-    let used = ring().commit(r, src, len);
+#[inline]
+pub fn commit(r: crate::ring::Reservation, len: usize) {
+    let used = ring().commit(r, len);
     if len > 0 {
         published(used);
     }
+}
+
+/// Counts bytes lost to the target (reported in a drop notice).
+pub(crate) fn count_drop(src: u8, bytes: u64, writes: u64) {
+    DROP_BYTES[src as usize].fetch_add(bytes, Relaxed);
+    DROP_WRITES[src as usize].fetch_add(writes, Relaxed);
 }
 
 #[inline]
@@ -269,8 +275,7 @@ fn published(used: u64) {
 pub fn push_or_drop(src: u8, parts: &[&[u8]]) {
     if !push(src, parts) {
         let len: usize = parts.iter().map(|p| p.len()).sum();
-        DROP_BYTES[src as usize].fetch_add(len as u64, Relaxed);
-        DROP_WRITES[src as usize].fetch_add(1, Relaxed);
+        count_drop(src, len as u64, 1);
     }
 }
 

@@ -55,6 +55,9 @@ struct Conn {
     /// Data length of that frame (0: no frame in flight).
     pf_data: usize,
     reported: bool,
+    /// A reservation the consumer found pending at the tail, and since when.
+    stuck_pos: u64,
+    stuck_since: u64,
 }
 
 static mut CONN: Conn = Conn {
@@ -65,6 +68,8 @@ static mut CONN: Conn = Conn {
     pf_sent: 0,
     pf_data: 0,
     reported: false,
+    stuck_pos: u64::MAX,
+    stuck_since: 0,
 };
 
 struct Prefixes {
@@ -275,6 +280,8 @@ pub fn after_fork_child() {
         pf_sent: 0,
         pf_data: 0,
         reported: false,
+        stuck_pos: u64::MAX,
+        stuck_since: 0,
     };
 }
 
@@ -609,6 +616,35 @@ fn emit_drop_notices() {
     }
 }
 
+/// How long a reservation may stay pending at the tail before it is
+/// abandoned. Writers fill a reservation in nanoseconds; one pending for
+/// this long belongs to a writer that will not come back (a signal handler
+/// that `longjmp`ed out of a push), and would otherwise stall the ring.
+const ABANDON_MS: u64 = 2000;
+
+/// Abandons the reservation pending at the tail once it is old enough; its
+/// size is reported as dropped.
+fn give_up_abandoned() {
+    let r = ring();
+    let c = conn();
+    let pos = r.tail();
+    let now = sys::now_ms();
+    if c.stuck_pos != pos {
+        c.stuck_pos = pos;
+        c.stuck_since = now;
+        return;
+    }
+    if now.saturating_sub(c.stuck_since) < ABANDON_MS {
+        return;
+    }
+    if let Some((src, len)) = r.abandon(pos) {
+        super::count_drop(src, len as u64, 1);
+        crate::debug(&[
+            b"gave up a write whose writer never finished it (a longjmp out of a signal handler?)",
+        ]);
+    }
+}
+
 /// Sends what the ring holds. `inline` is true when called from a program
 /// thread (exit, exec, after the final flush) rather than the consumer.
 pub fn drain(inline: bool) -> Outcome {
@@ -639,6 +675,7 @@ fn drain_locked(_inline: bool) -> Outcome {
             return if r.head() == r.tail() {
                 Outcome::Empty
             } else {
+                give_up_abandoned();
                 Outcome::Busy
             };
         }
