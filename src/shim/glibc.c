@@ -262,23 +262,46 @@ static int do_fputws(const wchar_t *ws, FILE *f, int unlocked)
     return wide_bytes(f, ws, wcslen(ws), unlocked) < 0 ? -1 : 1;
 }
 
-static wint_t do_fputwc(wchar_t c, FILE *f, int unlocked, const char *name)
+typedef wint_t (*putwc_fn)(wchar_t, FILE *);
+
+static wint_t do_fputwc(wchar_t c, FILE *f, int unlocked, putwc_fn real)
 {
-    if (!wide_tapped(f)) {
-        wint_t (*real)(wchar_t, FILE *) = (wint_t (*)(wchar_t, FILE *))llt_resolve(name);
+    if (!wide_tapped(f))
         return real(c, f);
-    }
     return wide_bytes(f, &c, 1, unlocked) < 0 ? WEOF : (wint_t)c;
 }
 
+/* Each hook resolves its own real function once. */
+#define PUTWC_HOOK(name, unlocked, stream_expr, ...)                           \
+    HOOK wint_t name(__VA_ARGS__)                                              \
+    {                                                                          \
+        REAL(name, putwc_fn);                                                  \
+        return do_fputwc(c, stream_expr, unlocked, real_##name);               \
+    }
+
 HOOK int fputws(const wchar_t *ws, FILE *f) { return do_fputws(ws, f, 0); }
 HOOK int fputws_unlocked(const wchar_t *ws, FILE *f) { return do_fputws(ws, f, 1); }
-HOOK wint_t fputwc(wchar_t c, FILE *f) { return do_fputwc(c, f, 0, "fputwc"); }
-HOOK wint_t fputwc_unlocked(wchar_t c, FILE *f) { return do_fputwc(c, f, 1, "fputwc_unlocked"); }
-HOOK wint_t putwc(wchar_t c, FILE *f) { return do_fputwc(c, f, 0, "putwc"); }
-HOOK wint_t putwc_unlocked(wchar_t c, FILE *f) { return do_fputwc(c, f, 1, "putwc_unlocked"); }
-HOOK wint_t putwchar(wchar_t c) { return do_fputwc(c, stdout, 0, "putwchar"); }
-HOOK wint_t putwchar_unlocked(wchar_t c) { return do_fputwc(c, stdout, 1, "putwchar_unlocked"); }
+PUTWC_HOOK(fputwc, 0, f, wchar_t c, FILE *f)
+PUTWC_HOOK(fputwc_unlocked, 1, f, wchar_t c, FILE *f)
+PUTWC_HOOK(putwc, 0, f, wchar_t c, FILE *f)
+PUTWC_HOOK(putwc_unlocked, 1, f, wchar_t c, FILE *f)
+HOOK wint_t putwchar(wchar_t c)
+{
+    if (!wide_tapped(stdout)) {
+        REAL(putwchar, wint_t (*)(wchar_t));
+        return real_putwchar(c);
+    }
+    return do_fputwc(c, stdout, 0, NULL);
+}
+
+HOOK wint_t putwchar_unlocked(wchar_t c)
+{
+    if (!wide_tapped(stdout)) {
+        REAL(putwchar_unlocked, wint_t (*)(wchar_t));
+        return real_putwchar_unlocked(c);
+    }
+    return do_fputwc(c, stdout, 1, NULL);
+}
 
 /* ---------- diagnostics ----------
  * glibc prints these through internal functions we cannot see. On a tapped
@@ -293,21 +316,23 @@ struct text {
     size_t len, cap;
 };
 
-static void text_init(struct text *t) { t->buf = t->stack, t->len = 0, t->cap = sizeof t->stack; }
+static void text_init(struct text *t) { t->buf = t->stack, t->len = 0, t->cap = sizeof t->stack, t->stack[0] = 0; }
 
 static void text_add(struct text *t, const char *s, size_t n)
 {
-    if (t->len + n > t->cap) {
-        size_t ncap = (t->len + n) * 2;
+    /* Invariant: buf[len] is NUL (room for it is always kept). */
+    if (t->len + n + 1 > t->cap) {
+        size_t ncap = (t->len + n + 1) * 2;
         char *nb = t->buf == t->stack ? malloc(ncap) : realloc(t->buf, ncap);
         if (!nb)
-            return; /* keep what fits; never fail the program for our buffer */
+            return; /* drop this piece; never fail the program for our buffer */
         if (t->buf == t->stack)
-            memcpy(nb, t->stack, t->len);
+            memcpy(nb, t->stack, t->len + 1);
         t->buf = nb, t->cap = ncap;
     }
     memcpy(t->buf + t->len, s, n);
     t->len += n;
+    t->buf[t->len] = 0;
 }
 
 static void text_str(struct text *t, const char *s) { text_add(t, s, strlen(s)); }
@@ -420,7 +445,7 @@ HOOK void error(int status, int errnum, const char *fmt, ...)
         struct text t;
         text_init(&t);
         text_vfmt(&t, fmt, ap);
-        text_add(&t, "", 1);
+
         REAL(error, void (*)(int, int, const char *, ...));
         real_error(status, errnum, "%s", t.buf);
         if (t.buf != t.stack)
@@ -439,7 +464,7 @@ HOOK void error_at_line(int status, int errnum, const char *file, unsigned int l
         struct text t;
         text_init(&t);
         text_vfmt(&t, fmt, ap);
-        text_add(&t, "", 1);
+
         REAL(error_at_line, void (*)(int, int, const char *, unsigned int, const char *, ...));
         real_error_at_line(status, errnum, file, line, "%s", t.buf);
         if (t.buf != t.stack)

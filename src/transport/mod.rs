@@ -27,6 +27,8 @@ const LINGER: u32 = 2;
 const T_NONE: u32 = 0;
 const T_RUNNING: u32 = 1;
 const T_QUIESCE: u32 = 2;
+/// Being created; `quiesce` waits until it is running (or failed).
+const T_STARTING: u32 = 3;
 
 /// Backlog at which a lingering consumer is woken early.
 const HIGH_WATER: u64 = 256 << 10;
@@ -250,7 +252,9 @@ pub(crate) fn count_drop(src: u8, bytes: u64, writes: u64) {
 
 #[inline]
 fn published(used: u64) {
-    if THREAD.load(Relaxed) == T_NONE {
+    // A vfork child shares our memory but not our threads: a thread it
+    // started would die with it while looking alive to the parent.
+    if THREAD.load(Relaxed) == T_NONE && OWNER_PID.load(Relaxed) == sys::getpid() {
         start_thread();
     }
     let st = STATE.load(SeqCst);
@@ -259,7 +263,7 @@ fn published(used: u64) {
         let _e = sys::ErrnoGuard::new();
         sys::futex_wake(&STATE);
     }
-    if LATE.load(Relaxed) {
+    if LATE.load(Relaxed) && OWNER_PID.load(Relaxed) == sys::getpid() {
         let _e = sys::ErrnoGuard::new();
         if target::private_fds() {
             wake_consumer();
@@ -306,7 +310,7 @@ pub(crate) fn urgent() -> bool {
 
 fn start_thread() {
     if THREAD
-        .compare_exchange(T_NONE, T_RUNNING, AcqRel, Relaxed)
+        .compare_exchange(T_NONE, T_STARTING, AcqRel, Relaxed)
         .is_err()
     {
         return;
@@ -329,6 +333,7 @@ fn start_thread() {
         libc::pthread_attr_destroy(&mut attr);
         if rc == 0 {
             THREAD_ID = tid;
+            THREAD.store(T_RUNNING, Release);
             crate::debug(&[b"consumer thread started"]);
         } else {
             THREAD.store(T_NONE, Release);
@@ -356,7 +361,7 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
         match out {
             target::Outcome::Empty => {
                 STATE.store(IDLE, SeqCst);
-                if ring().head() == ring().tail() && THREAD.load(Acquire) == T_RUNNING {
+                if ring().head() == ring().tail() && THREAD.load(Acquire) != T_QUIESCE {
                     sys::futex_wait(&STATE, IDLE, 10_000);
                 }
                 STATE.store(AWAKE, SeqCst);
@@ -383,7 +388,7 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
 
 fn linger(ms: u64) {
     STATE.store(LINGER, SeqCst);
-    if ring().used() < HIGH_WATER && !urgent() && THREAD.load(Acquire) == T_RUNNING {
+    if ring().used() < HIGH_WATER && !urgent() && THREAD.load(Acquire) != T_QUIESCE {
         sys::futex_wait(&STATE, LINGER, ms);
     }
     STATE.store(AWAKE, SeqCst);
@@ -406,10 +411,7 @@ pub fn flush(timeout_ms: u64) -> bool {
     let goal = ring().head();
     let deadline = sys::now_ms() + timeout_ms;
     URGENT.store(true, Relaxed);
-    let threaded = THREAD.load(Acquire) == T_RUNNING;
-    if threaded {
-        wake_consumer();
-    }
+    wake_consumer();
     let done = loop {
         if ring().tail() >= goal && target::idle() {
             break true;
@@ -418,7 +420,9 @@ pub fn flush(timeout_ms: u64) -> bool {
         if now >= deadline {
             break false;
         }
-        if threaded && THREAD.load(Acquire) == T_RUNNING {
+        // A consumer (running or being created) does the sending; without
+        // one, this thread sends itself.
+        if THREAD.load(Acquire) != T_NONE {
             let seen = PROGRESS.load(Acquire);
             wake_consumer();
             sys::futex_wait(&PROGRESS, seen, (deadline - now).min(20));
@@ -505,6 +509,11 @@ pub fn at_exit() {
 /// Stops the consumer thread and waits until it is gone (for
 /// `unshare(CLONE_NEWUSER)`, which refuses a multi-threaded caller).
 pub fn quiesce() {
+    // A thread being created becomes running (or fails) in microseconds.
+    while THREAD.load(Acquire) == T_STARTING {
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+    }
     if THREAD
         .compare_exchange(T_RUNNING, T_QUIESCE, AcqRel, Relaxed)
         .is_err()
@@ -539,6 +548,10 @@ pub fn after_fork_child() {
         DROP_WRITES[s].store(0, Relaxed);
     }
     OWNER_PID.store(sys::getpid(), Relaxed);
+    LAST_PROGRESS.store(sys::now_us(), Relaxed);
+    BACKLOG.store(false, Relaxed);
+    WAITERS.store(0, Relaxed);
+    GAP_US.store(10_000, Relaxed);
     target::after_fork_child();
 }
 

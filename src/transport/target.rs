@@ -58,6 +58,7 @@ struct Conn {
     /// A reservation the consumer found pending at the tail, and since when.
     stuck_pos: u64,
     stuck_since: u64,
+    stuck_checks: u32,
 }
 
 static mut CONN: Conn = Conn {
@@ -70,6 +71,7 @@ static mut CONN: Conn = Conn {
     reported: false,
     stuck_pos: u64::MAX,
     stuck_since: 0,
+    stuck_checks: 0,
 };
 
 struct Prefixes {
@@ -282,6 +284,7 @@ pub fn after_fork_child() {
         reported: false,
         stuck_pos: u64::MAX,
         stuck_since: 0,
+        stuck_checks: 0,
     };
 }
 
@@ -621,6 +624,8 @@ fn emit_drop_notices() {
 /// this long belongs to a writer that will not come back (a signal handler
 /// that `longjmp`ed out of a push), and would otherwise stall the ring.
 const ABANDON_MS: u64 = 2000;
+/// And seen pending this many times (about 20 ms apart) while running.
+const ABANDON_CHECKS: u32 = 100;
 
 /// Abandons the reservation pending at the tail once it is old enough; its
 /// size is reported as dropped.
@@ -632,9 +637,14 @@ fn give_up_abandoned() {
     if c.stuck_pos != pos {
         c.stuck_pos = pos;
         c.stuck_since = now;
+        c.stuck_checks = 0;
         return;
     }
-    if now.saturating_sub(c.stuck_since) < ABANDON_MS {
+    // Both clock time and checks made while running: the clock alone
+    // also runs while the whole process is stopped (SIGSTOP, a frozen
+    // cgroup), when the writer is merely paused mid-copy.
+    c.stuck_checks = c.stuck_checks.saturating_add(1);
+    if now.saturating_sub(c.stuck_since) < ABANDON_MS || c.stuck_checks < ABANDON_CHECKS {
         return;
     }
     if let Some((src, len)) = r.abandon(pos) {
@@ -861,10 +871,10 @@ pub fn spill_undelivered() {
 pub fn spill_locked() {
     let r = ring();
     let c = conn();
-    if c.pf_sent > 0 {
-        // A frame is half way out on a live connection; leave it be.
-        return;
-    }
+    // A frame half way out counts as undelivered: the sink discards an
+    // unfinished frame when the connection closes.
+    c.pf_sent = 0;
+    c.pf_data = 0;
     let mut file_fd = -1;
     let mut pos = r.tail();
     let mut skip = c.skip;
