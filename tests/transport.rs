@@ -1127,3 +1127,37 @@ fn passive_window_at_start_taps_nothing_then_everything() {
     let data: Vec<u8> = frames.into_iter().flat_map(|f| f.3).collect();
     same_bytes(&data, b"late\n", "tapped after the 200 ms passive window");
 }
+
+/// A flush the library does for a call (fseek, fclose…) fails the call as
+/// glibc's own would: a program checking fclose() still learns of ENOSPC.
+#[test]
+fn failed_flushes_fail_the_call_as_without_the_library() {
+    let dir = tmpdir("full");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let plain = Command::new(stress())
+        .arg("fullflush")
+        .stdout(full.try_clone().unwrap())
+        .output()
+        .unwrap();
+    // (Under suppression the original destination is not written at all,
+    // so its errors cannot surface: see the README's Limits.)
+    let tapped = Command::new(stress())
+        .arg("fullflush")
+        .stdout(full.try_clone().unwrap())
+        .env("LD_PRELOAD", so())
+        .env("LLT_TAP_INTO", "1")
+        .env(
+            "LLT_TARGET",
+            format!("file:{}", dir.join("t.bin").display()),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&tapped.stderr),
+        String::from_utf8_lossy(&plain.stderr),
+        "return values and errno with the library (suppress=false) vs without"
+    );
+}

@@ -276,16 +276,29 @@ pub unsafe extern "C" fn fclose(f: *mut FILE) -> c_int {
     }
     let fd = fileno_of(f);
     stdio::flockfile(f);
-    stdio::flush_one(f, src);
+    let flushed = stdio::flush_one(f, src);
+    let e = sys::errno();
     stdio::funlockfile(f);
     tap::closed(fd);
-    real::fclose(f)
+    let r = real::fclose(f);
+    if flushed == libc::EOF {
+        // The data was lost in our flush: fclose reports it, as glibc's would.
+        sys::set_errno(e);
+        return libc::EOF;
+    }
+    r
 }
 
 /// # Safety
 /// Same contract as libc `fcloseall`.
 #[no_mangle]
 pub unsafe extern "C" fn fcloseall() -> c_int {
-    stdio::flush_all(false);
-    real::fcloseall()
+    let ours_ok = stdio::flush_all(false);
+    let e = sys::errno();
+    let r = real::fcloseall();
+    if !ours_ok {
+        sys::set_errno(e);
+        return libc::EOF;
+    }
+    r
 }

@@ -46,9 +46,11 @@ unsafe fn output<R>(
     account(f, src, new, lock, false, real_unlocked, accepted)
 }
 
-/// A call that flushes the stream's pending output as a side effect.
+/// A call that flushes the stream's pending output first. We flush it
+/// (through the accounting) before the real call; when that flush fails,
+/// the call fails as glibc's would (`failed`), without going on.
 #[inline(always)]
-unsafe fn flushing<R>(f: *mut FILE, real_call: impl FnOnce() -> R) -> R {
+unsafe fn flushing<R>(f: *mut FILE, failed: Option<R>, real_call: impl FnOnce() -> R) -> R {
     if source_of(f) == NONE {
         return real_call();
     }
@@ -57,8 +59,10 @@ unsafe fn flushing<R>(f: *mut FILE, real_call: impl FnOnce() -> R) -> R {
         return real_call();
     }
     crate::stdio::flockfile(f);
-    flush_one(f, src);
-    let r = real_call();
+    let r = match (flush_one(f, src), failed) {
+        (libc::EOF, Some(fail)) => fail,
+        _ => real_call(),
+    };
     crate::stdio::funlockfile(f);
     r
 }
@@ -290,12 +294,19 @@ pub unsafe extern "C" fn __overflow(f: *mut FILE, c: c_int) -> c_int {
 
 unsafe fn do_fflush(f: *mut FILE, lock: bool) -> c_int {
     if f.is_null() {
-        flush_all(false);
-        return if lock {
+        let ours_ok = flush_all(false);
+        let e = crate::sys::errno();
+        let r = if lock {
             real::fflush(f)
         } else {
             real::fflush_unlocked(f)
         };
+        if !ours_ok {
+            // One of the tapped streams failed to flush: so does fflush(NULL).
+            crate::sys::set_errno(e);
+            return libc::EOF;
+        }
+        return r;
     }
     if source_of(f) == NONE {
         return if lock {
@@ -340,47 +351,48 @@ pub unsafe extern "C" fn fflush_unlocked(f: *mut FILE) -> c_int {
 /// Same contract as libc `fseek`.
 #[no_mangle]
 pub unsafe extern "C" fn fseek(f: *mut FILE, o: c_long, w: c_int) -> c_int {
-    flushing(f, || real::fseek(f, o, w))
+    flushing(f, Some(-1), || real::fseek(f, o, w))
 }
 
 /// # Safety
 /// Same contract as libc `fseeko`.
 #[no_mangle]
 pub unsafe extern "C" fn fseeko(f: *mut FILE, o: off_t, w: c_int) -> c_int {
-    flushing(f, || real::fseeko(f, o, w))
+    flushing(f, Some(-1), || real::fseeko(f, o, w))
 }
 
 /// # Safety
 /// Same contract as libc `fseeko64`.
 #[no_mangle]
 pub unsafe extern "C" fn fseeko64(f: *mut FILE, o: off_t, w: c_int) -> c_int {
-    flushing(f, || real::fseeko64(f, o, w))
+    flushing(f, Some(-1), || real::fseeko64(f, o, w))
 }
 
 /// # Safety
 /// Same contract as libc `fsetpos`.
 #[no_mangle]
 pub unsafe extern "C" fn fsetpos(f: *mut FILE, p: *const libc::fpos_t) -> c_int {
-    flushing(f, || real::fsetpos(f, p))
+    flushing(f, Some(-1), || real::fsetpos(f, p))
 }
 
 /// # Safety
 /// Same contract as libc `fsetpos64`.
 #[no_mangle]
 pub unsafe extern "C" fn fsetpos64(f: *mut FILE, p: *const libc::fpos_t) -> c_int {
-    flushing(f, || real::fsetpos64(f, p))
+    flushing(f, Some(-1), || real::fsetpos64(f, p))
 }
 
 /// # Safety
 /// Same contract as libc `rewind`.
 #[no_mangle]
 pub unsafe extern "C" fn rewind(f: *mut FILE) {
-    flushing(f, || real::rewind(f))
+    // glibc's rewind reports nothing and goes on.
+    flushing(f, None, || real::rewind(f))
 }
 
 /// # Safety
 /// Same contract as libc `setvbuf`.
 #[no_mangle]
 pub unsafe extern "C" fn setvbuf(f: *mut FILE, b: *mut c_char, m: c_int, s: size_t) -> c_int {
-    flushing(f, || real::setvbuf(f, b, m, s))
+    flushing(f, Some(libc::EOF), || real::setvbuf(f, b, m, s))
 }

@@ -392,8 +392,10 @@ extern "C" {
 }
 
 /// Flushes every tapped stream through the accounting, so that glibc's own
-/// flush at exit (which we cannot see) finds nothing left to write.
-pub fn flush_all(at_exit: bool) {
+/// flush at exit (which we cannot see) finds nothing left to write. False
+/// when one of them failed.
+pub fn flush_all(at_exit: bool) -> bool {
+    let mut ok = true;
     // SAFETY: walking glibc's list of open streams under its list lock (at
     // exit without it, as glibc itself does, so a thread stuck holding it
     // cannot hang the exit).
@@ -411,7 +413,7 @@ pub fn flush_all(at_exit: bool) {
                 if !at_exit {
                     flockfile(f);
                 }
-                flush_one(f, src);
+                ok &= flush_one(f, src) != libc::EOF;
                 if locked {
                     funlockfile(f);
                 }
@@ -423,6 +425,7 @@ pub fn flush_all(at_exit: bool) {
             _IO_list_unlock();
         }
     }
+    ok
 }
 
 /// Flushes one tapped stream whose lock the caller holds.

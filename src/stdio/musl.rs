@@ -204,11 +204,9 @@ pub fn evacuate(_fd: c_int) {}
 
 /// Flushes every stream through the wrappers (before musl's own exit
 /// flush, which would run after our destructor).
-pub fn flush_all(_at_exit: bool) {
+pub fn flush_all(_at_exit: bool) -> bool {
     // SAFETY: fflush(NULL) is always valid.
-    unsafe {
-        crate::real::fflush(core::ptr::null_mut());
-    }
+    unsafe { crate::real::fflush(core::ptr::null_mut()) == 0 }
 }
 
 /// # Safety

@@ -9,11 +9,13 @@
  *   stress lines N [usleep]    N lines with write(2), optional pause between
  *   stress idle                one line, then sleep 2 s
  *   stress exit-mode MODE N    N lines via printf then leave by return/exit/_exit
+ *   stress fullflush           stdout on /dev/full: report what printf+fflush/fseek/fclose return
  *   stress fdchaos N PRIVATE   write N/2 lines, then close every fd >= 3 (close
  *                              loop and close_range), dup2 /dev/null over
  *                              3..1023, open PRIVATE and write "private\n" to
  *                              it, then N/2 more lines
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
 #define _GNU_SOURCE
@@ -157,6 +159,20 @@ int main(int argc, char **argv)
         if (!strcmp(argv[2], "exit"))
             exit(0);
         return 0;
+    } else if (!strcmp(mode, "fullflush")) {
+        char line[200];
+        printf("one\n");
+        int a = fflush(stdout);
+        int ea = errno;
+        printf("two\n");
+        int b = fseek(stdout, 0, SEEK_SET);
+        int eb = errno;
+        printf("three\n");
+        int c = fclose(stdout);
+        int ec = errno;
+        int n = snprintf(line, sizeof line, "fflush=%d/%d fseek=%d/%d fclose=%d/%d\n", a, ea, b, eb, c, ec);
+        (void)!write(2, line, (size_t)n);
+        _exit(0);
     } else if (!strcmp(mode, "fdchaos")) {
         long n = atol(argv[2]);
         for (long i = 0; i < n / 2; i++)
