@@ -116,6 +116,7 @@ extern "C" fn before_fork() {
 
 extern "C" fn after_fork_child() {
     let _e = sys::ErrnoGuard::new();
+    stdio::after_fork_child();
     transport::after_fork_child();
 }
 

@@ -114,6 +114,7 @@ reals! {
     fsetpos(f: *mut FILE, p: *const libc::fpos_t) -> c_int, enosys();
     fsetpos64(f: *mut FILE, p: *const libc::fpos_t) -> c_int, enosys();
     rewind(f: *mut FILE) -> (), {};
+    fileno(f: *mut FILE) -> c_int, enosys();
     setvbuf(f: *mut FILE, b: *mut c_char, m: c_int, s: size_t) -> c_int, enosys();
     _Fork() -> libc::pid_t, libc::syscall(libc::SYS_fork) as libc::pid_t;
     _exit(s: c_int) -> (), { libc::syscall(libc::SYS_exit_group, s); };

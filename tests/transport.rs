@@ -1161,3 +1161,28 @@ fn failed_flushes_fail_the_call_as_without_the_library() {
         "return values and errno with the library (suppress=false) vs without"
     );
 }
+
+/// Under suppression a flushing thread points the stream at /dev/null for
+/// an instant; other threads printing meanwhile must neither leak to the
+/// original stdout nor be lost.
+#[test]
+fn suppressed_stdio_from_many_threads_stays_suppressed_and_complete() {
+    let dir = tmpdir("supthreads");
+    let target = dir.join("t.bin");
+    let out = run(
+        tapped(&format!("file:{}", target.display()))
+            .env("LLT_SUPPRESS_STDOUT", "true")
+            .env("LLT_BUFFER_SIZE", "256M")
+            .args(["threads-printf", "4", "50000"]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success());
+    same_bytes(&out.stdout, b"", "the suppressed original stdout");
+    let frames = independent_decode(&std::fs::read(&target).unwrap());
+    let data: Vec<u8> = frames
+        .into_iter()
+        .filter(|f| f.2 == "stdout")
+        .flat_map(|f| f.3)
+        .collect();
+    check_lines(&data, &(0..4).map(|t| (format!("p{t}"), 50000)).collect());
+}

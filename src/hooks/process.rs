@@ -145,6 +145,7 @@ pub unsafe extern "C" fn _Fork() -> libc::pid_t {
     let r = real::_Fork();
     if r == 0 {
         let _e = crate::sys::ErrnoGuard::new();
+        crate::stdio::after_fork_child();
         transport::after_fork_child();
     }
     r

@@ -396,3 +396,27 @@ pub unsafe extern "C" fn rewind(f: *mut FILE) {
 pub unsafe extern "C" fn setvbuf(f: *mut FILE, b: *mut c_char, m: c_int, s: size_t) -> c_int {
     flushing(f, Some(libc::EOF), || real::setvbuf(f, b, m, s))
 }
+
+/// While a suppressed call has the stream's fd pointed at /dev/null, other
+/// threads must still see the real fd (`isatty(fileno(stdout))`).
+///
+/// # Safety
+/// Same contract as libc `fileno`.
+#[no_mangle]
+pub unsafe extern "C" fn fileno(f: *mut FILE) -> c_int {
+    if f.is_null() {
+        return real::fileno(f);
+    }
+    let fd = crate::stdio::fileno_of(f);
+    if fd < 0 {
+        return real::fileno(f);
+    }
+    fd
+}
+
+/// # Safety
+/// Same contract as libc `fileno_unlocked`.
+#[no_mangle]
+pub unsafe extern "C" fn fileno_unlocked(f: *mut FILE) -> c_int {
+    fileno(f)
+}

@@ -30,7 +30,7 @@
 use super::{flockfile, ftrylockfile, funlockfile};
 use crate::tap::{self, NONE};
 use crate::{real, sys, transport};
-use core::sync::atomic::{AtomicI32, Ordering::Relaxed};
+use core::sync::atomic::{AtomicI32, AtomicPtr, Ordering::*};
 use libc::{c_int, FILE};
 
 const IO_UNBUFFERED: c_int = 0x0002;
@@ -82,7 +82,64 @@ fn g(f: *mut FILE) -> *mut GFile {
 /// `f` is a live FILE.
 #[inline]
 pub unsafe fn fileno_of(f: *mut FILE) -> c_int {
-    (*g(f)).fileno
+    let null = DEVNULL.load(Relaxed);
+    let fileno = core::ptr::addr_of!((*g(f)).fileno);
+    let mut fd = fileno.read_volatile();
+    // Seen pointed at /dev/null: the real fd is in the swap table, or, if
+    // the swap just ended, back in the FILE.
+    let mut tries = 0;
+    while fd >= 0 && fd == null && tries < 200 {
+        if let Some(real) = swapped_fd(f) {
+            return real;
+        }
+        // The swapping thread is between restoring the fd and freeing its
+        // slot: let it finish. (Bounded: a FILE opened by the program on
+        // our number would otherwise never change.)
+        // SAFETY: sched_yield has no preconditions.
+        unsafe { libc::sched_yield() };
+        tries += 1;
+        fd = fileno.read_volatile();
+    }
+    fd
+}
+
+/// Streams whose fd is pointed at /dev/null for a suppressed call, and
+/// their real fd: other threads asking for the fd (`fileno`, our own
+/// checks) get the real one, and a fork child puts it back.
+const SWAPS: usize = 64;
+static SWAP_FILE: [AtomicPtr<FILE>; SWAPS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; SWAPS];
+static SWAP_FD: [AtomicI32; SWAPS] = [const { AtomicI32::new(-1) }; SWAPS];
+
+fn swapped_fd(f: *mut FILE) -> Option<c_int> {
+    (0..SWAPS)
+        .find(|&i| SWAP_FILE[i].load(Acquire) == f)
+        .map(|i| SWAP_FD[i].load(Acquire))
+}
+
+fn swap_slot(f: *mut FILE, fd: c_int) -> Option<usize> {
+    let i = (0..SWAPS).find(|&i| {
+        SWAP_FILE[i]
+            .compare_exchange(core::ptr::null_mut(), f, AcqRel, Relaxed)
+            .is_ok()
+    })?;
+    // Readers look here only after seeing the FILE's fd changed, which the
+    // caller does after this store.
+    SWAP_FD[i].store(fd, Release);
+    Some(i)
+}
+
+/// In a fork child: a stream another thread had pointed at /dev/null gets
+/// its real fd back (that thread does not exist here to do it).
+pub fn after_fork_child() {
+    for i in 0..SWAPS {
+        let f = SWAP_FILE[i].swap(core::ptr::null_mut(), Relaxed);
+        if !f.is_null() {
+            // SAFETY: the stream was live when its swap began, and the
+            // thread that swapped it cannot have closed it in this child.
+            unsafe { (*g(f)).fileno = SWAP_FD[i].load(Relaxed) };
+        }
+    }
 }
 
 /// Nothing to install on glibc: the stdio hooks see every stream.
@@ -119,7 +176,7 @@ pub unsafe fn source_of(f: *mut FILE) -> u8 {
     if f.is_null() {
         return NONE;
     }
-    tap::source((*g(f)).fileno)
+    tap::source(fileno_of(f))
 }
 
 unsafe fn pending(f: *mut FILE) -> &'static [u8] {
@@ -266,8 +323,11 @@ pub unsafe fn suppressed<R>(
         return op();
     }
     let p = g(f);
-    let fd = (*p).fileno;
     let null = DEVNULL.load(Relaxed);
+    // Already pointed at /dev/null: a signal handler writing to the stream
+    // in the middle of our own call. Tap its flush without swapping again.
+    let nested = null >= 0 && (*p).fileno == null;
+    let fd = fileno_of(f);
     if null < 0 || !sys::writable(fd) {
         return op();
     }
@@ -284,11 +344,23 @@ pub unsafe fn suppressed<R>(
         return op();
     };
     drop(e);
+    let slot = if nested { None } else { swap_slot(f, fd) };
+    if !nested && slot.is_none() {
+        // Too many streams in a suppressed flush at once: this one goes
+        // to its real destination.
+        transport::commit(res, 0);
+        return op();
+    }
     core::ptr::copy_nonoverlapping(pend.as_ptr(), res.data, pend.len());
     let before = pend.len();
-    (*p).fileno = null;
+    // The table entry is complete before anyone can see the changed fd.
+    core::sync::atomic::fence(SeqCst);
+    core::ptr::addr_of_mut!((*p).fileno).write_volatile(null);
     let r = op();
-    (*p).fileno = fd;
+    if let Some(i) = slot {
+        core::ptr::addr_of_mut!((*p).fileno).write_volatile(fd);
+        SWAP_FILE[i].store(core::ptr::null_mut(), Release);
+    }
     let e = sys::ErrnoGuard::new();
     let written = flushed(f, before, &new, accepted(&r)).min(max);
     let mut at = before;
@@ -313,7 +385,7 @@ pub unsafe extern "C" fn llt_stdio_write(
     len: usize,
     unlocked: c_int,
 ) -> usize {
-    let src = tap::active_source((*g(f)).fileno);
+    let src = tap::active_source(fileno_of(f));
     if src == NONE || len == 0 {
         return if unlocked != 0 {
             real::fwrite_unlocked(data as _, 1, len, f)

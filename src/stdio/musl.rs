@@ -202,6 +202,8 @@ pub fn owns(_fd: c_int) -> bool {
 
 pub fn evacuate(_fd: c_int) {}
 
+pub fn after_fork_child() {}
+
 /// Flushes every stream through the wrappers (before musl's own exit
 /// flush, which would run after our destructor).
 pub fn flush_all(_at_exit: bool) -> bool {
