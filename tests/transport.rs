@@ -1186,3 +1186,37 @@ fn suppressed_stdio_from_many_threads_stays_suppressed_and_complete() {
         .collect();
     check_lines(&data, &(0..4).map(|t| (format!("p{t}"), 50000)).collect());
 }
+
+/// The last lines before abort(), a failed assert() or quick_exit() are
+/// delivered, and the assertion message itself is tapped; the program's
+/// own stderr and exit status are unchanged.
+#[test]
+fn dying_programs_deliver_their_last_words() {
+    for how in ["abort", "assert", "quick_exit"] {
+        let dir = tmpdir("die");
+        let target = dir.join("t.bin");
+        let plain = Command::new(stress()).args(["die", how]).output().unwrap();
+        let out = run(
+            Command::new(stress())
+                .args(["die", how])
+                .env("LD_PRELOAD", so())
+                .env("LLT_TAP_INTO", "2")
+                .env("LLT_TARGET", format!("file:{}", target.display())),
+            Duration::from_secs(30),
+        );
+        assert_eq!(out.status.code(), plain.status.code(), "{how}: exit status");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&out.status),
+            std::os::unix::process::ExitStatusExt::signal(&plain.status),
+            "{how}: terminating signal"
+        );
+        same_bytes(
+            &out.stderr,
+            &plain.stderr,
+            &format!("{how}: the program's own stderr"),
+        );
+        let frames = independent_decode(&std::fs::read(&target).unwrap());
+        let data: Vec<u8> = frames.into_iter().flat_map(|f| f.3).collect();
+        same_bytes(&data, &plain.stderr, &format!("{how}: tapped stderr"));
+    }
+}

@@ -39,6 +39,33 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
     core::hint::unreachable_unchecked()
 }
 
+/// The buffer goes out before the process dies: the last lines before an
+/// `abort` (or a failed `assert`) are the ones worth having.
+///
+/// # Safety
+/// Same contract as libc `abort`.
+#[no_mangle]
+pub unsafe extern "C" fn abort() -> ! {
+    deliver_before_leaving();
+    real::abort();
+    libc::syscall(libc::SYS_exit_group, 134);
+    // SAFETY: exit_group does not return.
+    core::hint::unreachable_unchecked()
+}
+
+/// `quick_exit` ends in glibc's internal `_exit`, which is not hooked.
+///
+/// # Safety
+/// Same contract as libc `quick_exit`.
+#[no_mangle]
+pub unsafe extern "C" fn quick_exit(status: c_int) -> ! {
+    deliver_before_leaving();
+    real::quick_exit(status);
+    libc::syscall(libc::SYS_exit_group, status);
+    // SAFETY: exit_group does not return.
+    core::hint::unreachable_unchecked()
+}
+
 /// # Safety
 /// Same contract as libc `execve`.
 #[no_mangle]

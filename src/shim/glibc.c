@@ -527,6 +527,66 @@ HOOK void psignal(int sig, const char *s)
     errno = saved;
 }
 
+/* ---------- failed assertions ----------
+ * glibc prints the message through internal functions, then aborts. On a
+ * tapped stderr we print glibc's exact text ourselves; abort() (hooked)
+ * then delivers it before the process dies. */
+
+extern const char *__progname;
+
+static void assert_message(const char *what, const char *file, unsigned int line, const char *function)
+{
+    struct text t;
+    char num[32];
+    text_init(&t);
+    text_str(&t, __progname);
+    if (__progname[0])
+        text_str(&t, ": ");
+    text_str(&t, file);
+    snprintf(num, sizeof num, ":%u: ", line);
+    text_str(&t, num);
+    if (function) {
+        text_str(&t, function);
+        text_str(&t, ": ");
+    }
+    text_str(&t, what);
+    flockfile(stderr);
+    text_emit(&t, stderr);
+    funlockfile(stderr);
+    fflush(stderr);
+    abort();
+}
+
+HOOK void __assert_fail(const char *assertion, const char *file, unsigned int line, const char *function)
+{
+    if (!stderr_tapped()) {
+        REAL(__assert_fail, void (*)(const char *, const char *, unsigned int, const char *));
+        real___assert_fail(assertion, file, line, function);
+        abort();
+    }
+    struct text t;
+    text_init(&t);
+    text_str(&t, "Assertion `");
+    text_str(&t, assertion);
+    text_str(&t, "' failed.\n");
+    assert_message(t.buf, file, line, function);
+}
+
+HOOK void __assert_perror_fail(int errnum, const char *file, unsigned int line, const char *function)
+{
+    if (!stderr_tapped()) {
+        REAL(__assert_perror_fail, void (*)(int, const char *, unsigned int, const char *));
+        real___assert_perror_fail(errnum, file, line, function);
+        abort();
+    }
+    struct text t;
+    text_init(&t);
+    text_str(&t, "Unexpected error: ");
+    text_str(&t, strerror(errnum));
+    text_str(&t, ".\n");
+    assert_message(t.buf, file, line, function);
+}
+
 /* ---------- fortified opens (glibc only) ---------- */
 
 #define OPEN2_HOOK(name)                                                       \

@@ -9,12 +9,14 @@
  *   stress lines N [usleep]    N lines with write(2), optional pause between
  *   stress idle                one line, then sleep 2 s
  *   stress exit-mode MODE N    N lines via printf then leave by return/exit/_exit
+ *   stress die abort|assert|quick_exit   one line on stderr, then die that way
  *   stress fullflush           stdout on /dev/full: report what printf+fflush/fseek/fclose return
  *   stress fdchaos N PRIVATE   write N/2 lines, then close every fd >= 3 (close
  *                              loop and close_range), dup2 /dev/null over
  *                              3..1023, open PRIVATE and write "private\n" to
  *                              it, then N/2 more lines
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
@@ -159,6 +161,13 @@ int main(int argc, char **argv)
         if (!strcmp(argv[2], "exit"))
             exit(0);
         return 0;
+    } else if (!strcmp(mode, "die")) {
+        wline(2, "last-words", 0);
+        if (!strcmp(argv[2], "assert"))
+            assert(argc == 99);
+        if (!strcmp(argv[2], "quick_exit"))
+            quick_exit(3);
+        abort();
     } else if (!strcmp(mode, "fullflush")) {
         char line[200];
         printf("one\n");
