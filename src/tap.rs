@@ -78,10 +78,22 @@ pub fn is_active() -> bool {
     ACTIVE.load(Acquire)
 }
 
+/// fds whose entry the library has set (a bit each). fds above 2 that a
+/// process inherited (`exec 3>&1` in a parent shell) are classified when
+/// they are first duplicated.
+static KNOWN: [AtomicU64; TABLE_SIZE / 64] = [const { AtomicU64::new(0) }; TABLE_SIZE / 64];
+
 fn set(fd: libc::c_int, src: u8) {
     if let Some(e) = TABLE.get(fd as u32 as usize) {
         e.store(src, Relaxed);
+        KNOWN[fd as usize / 64].fetch_or(1 << (fd % 64), Relaxed);
     }
+}
+
+fn known(fd: libc::c_int) -> bool {
+    KNOWN
+        .get(fd as u32 as usize / 64)
+        .is_none_or(|w| w.load(Relaxed) & (1 << (fd % 64)) != 0)
 }
 
 /// Names of the variables through which the first tapped process tells
@@ -230,6 +242,10 @@ fn classify(fd: libc::c_int) -> u8 {
 /// `newfd` now refers to the same open file as `oldfd`.
 pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
     if newfd >= 0 && oldfd != newfd {
+        if oldfd > 2 && !known(oldfd) && is_active() {
+            let _e = sys::ErrnoGuard::new();
+            set(oldfd, classify(oldfd));
+        }
         set(newfd, source(oldfd));
     }
 }

@@ -1220,3 +1220,25 @@ fn dying_programs_deliver_their_last_words() {
         same_bytes(&data, &plain.stderr, &format!("{how}: tapped stderr"));
     }
 }
+
+/// An fd a process inherited above 2 (`exec 3>&1` in a parent shell) is
+/// recognised as stdout when the child duplicates it.
+#[test]
+fn inherited_dup_of_stdout_is_tapped_in_children() {
+    let dir = tmpdir("inherit");
+    let target = dir.join("t.bin");
+    let out = run(
+        Command::new("bash")
+            .arg("-c")
+            .arg("exec 3>&1; bash -c 'echo inner-builtin >&3'")
+            .env("LD_PRELOAD", so())
+            .env("LLT_TAP_INTO", "1")
+            .env("LLT_TARGET", format!("file:{}", target.display())),
+        Duration::from_secs(30),
+    );
+    assert!(out.status.success());
+    let frames = independent_decode(&std::fs::read(&target).unwrap());
+    let data: Vec<u8> = frames.into_iter().flat_map(|f| f.3).collect();
+    same_bytes(&data, &out.stdout, "tapped stdout");
+    same_bytes(&out.stdout, b"inner-builtin\n", "the program's stdout");
+}

@@ -299,6 +299,12 @@ pub unsafe fn account<R>(
         transport::push_or_drop(src, &[&saved[..from_saved], a, b]);
     }
     drop(e);
+    if !flush && transport::late() {
+        // After our final flush (a library's destructor printing): glibc's
+        // own last flush is invisible to us, so leave nothing buffered.
+        let _e = sys::ErrnoGuard::new();
+        flush_one(f, src);
+    }
     r
 }
 
@@ -370,6 +376,12 @@ pub unsafe fn suppressed<R>(
     }
     transport::commit(res, written);
     drop(e);
+    if !flush && transport::late() {
+        // After our final flush (a library's destructor printing): glibc's
+        // own last flush is invisible to us, so leave nothing buffered.
+        let _e = sys::ErrnoGuard::new();
+        flush_one(f, src);
+    }
     r
 }
 

@@ -304,6 +304,11 @@ pub(crate) fn consumer_running() -> bool {
     THREAD.load(Acquire) != T_NONE
 }
 
+/// After the library's final flush at exit.
+pub fn late() -> bool {
+    LATE.load(Relaxed)
+}
+
 pub(crate) fn urgent() -> bool {
     URGENT.load(Relaxed)
 }
