@@ -226,24 +226,23 @@ fn serve(
     }
 }
 
+/// Reads a child's pipe to the end on a thread of its own.
+fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        v
+    })
+}
+
 fn run(cmd: &mut Command, timeout: Duration) -> std::process::Output {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let to = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        out.read_to_end(&mut v).unwrap();
-        v
-    });
-    let te = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        err.read_to_end(&mut v).unwrap();
-        v
-    });
+    let to = drain(child.stdout.take().unwrap());
+    let te = drain(child.stderr.take().unwrap());
     let start = Instant::now();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
@@ -770,18 +769,8 @@ impl Sink {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut o = child.stdout.take().unwrap();
-        let mut e = child.stderr.take().unwrap();
-        let out = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            o.read_to_end(&mut v).unwrap();
-            v
-        });
-        let err = std::thread::spawn(move || {
-            let mut v = Vec::new();
-            e.read_to_end(&mut v).unwrap();
-            v
-        });
+        let out = drain(child.stdout.take().unwrap());
+        let err = drain(child.stderr.take().unwrap());
         let t = Instant::now();
         while !sock.exists() {
             assert!(

@@ -17,26 +17,28 @@ fn deliver_before_leaving() {
     }
 }
 
-/// # Safety
-/// Same contract as libc `_exit`.
-#[no_mangle]
-pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+/// Delivers what is buffered, then ends the process through `real`; should
+/// that ever return, through the system call.
+unsafe fn leave(real: impl FnOnce(), status: c_int) -> ! {
     deliver_before_leaving();
-    real::_exit(status);
+    real();
     libc::syscall(libc::SYS_exit_group, status);
     // SAFETY: exit_group does not return.
     core::hint::unreachable_unchecked()
 }
 
 /// # Safety
+/// Same contract as libc `_exit`.
+#[no_mangle]
+pub unsafe extern "C" fn _exit(status: c_int) -> ! {
+    leave(|| real::_exit(status), status)
+}
+
+/// # Safety
 /// Same contract as libc `_Exit`.
 #[no_mangle]
 pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
-    deliver_before_leaving();
-    real::_Exit(status);
-    libc::syscall(libc::SYS_exit_group, status);
-    // SAFETY: exit_group does not return.
-    core::hint::unreachable_unchecked()
+    leave(|| real::_Exit(status), status)
 }
 
 /// The buffer goes out before the process dies: the last lines before an
@@ -46,11 +48,7 @@ pub unsafe extern "C" fn _Exit(status: c_int) -> ! {
 /// Same contract as libc `abort`.
 #[no_mangle]
 pub unsafe extern "C" fn abort() -> ! {
-    deliver_before_leaving();
-    real::abort();
-    libc::syscall(libc::SYS_exit_group, 134);
-    // SAFETY: exit_group does not return.
-    core::hint::unreachable_unchecked()
+    leave(|| real::abort(), 134)
 }
 
 /// `quick_exit` ends in glibc's internal `_exit`, which is not hooked.
@@ -59,11 +57,7 @@ pub unsafe extern "C" fn abort() -> ! {
 /// Same contract as libc `quick_exit`.
 #[no_mangle]
 pub unsafe extern "C" fn quick_exit(status: c_int) -> ! {
-    deliver_before_leaving();
-    real::quick_exit(status);
-    libc::syscall(libc::SYS_exit_group, status);
-    // SAFETY: exit_group does not return.
-    core::hint::unreachable_unchecked()
+    leave(|| real::quick_exit(status), status)
 }
 
 /// # Safety

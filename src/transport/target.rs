@@ -61,18 +61,7 @@ struct Conn {
     stuck_checks: u32,
 }
 
-static mut CONN: Conn = Conn {
-    ident: None,
-    ever: false,
-    next_attempt: 0,
-    skip: 0,
-    pf_sent: 0,
-    pf_data: 0,
-    reported: false,
-    stuck_pos: u64::MAX,
-    stuck_since: 0,
-    stuck_checks: 0,
-};
+static mut CONN: Conn = Conn::new(false);
 
 struct Prefixes {
     buf: [[u8; PREFIX_MAX]; SOURCES],
@@ -123,6 +112,24 @@ fn prefix(src: u8) -> &'static [u8] {
     unsafe {
         let p = &*core::ptr::addr_of!(PREFIX);
         &p.buf[src as usize][..p.len[src as usize]]
+    }
+}
+
+impl Conn {
+    /// No connection; `ever` says whether one ever succeeded.
+    const fn new(ever: bool) -> Conn {
+        Conn {
+            ident: None,
+            ever,
+            next_attempt: 0,
+            skip: 0,
+            pf_sent: 0,
+            pf_data: 0,
+            reported: false,
+            stuck_pos: u64::MAX,
+            stuck_since: 0,
+            stuck_checks: 0,
+        }
     }
 }
 
@@ -274,18 +281,7 @@ pub fn after_fork_child() {
     UP.store(false, Relaxed);
     IN_USE.store(false, SeqCst);
     let c = conn();
-    *c = Conn {
-        ident: None,
-        ever: c.ever,
-        next_attempt: 0,
-        skip: 0,
-        pf_sent: 0,
-        pf_data: 0,
-        reported: false,
-        stuck_pos: u64::MAX,
-        stuck_since: 0,
-        stuck_checks: 0,
-    };
+    *c = Conn::new(c.ever);
 }
 
 fn report(what: &[u8], path: &[u8]) {
