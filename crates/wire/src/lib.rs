@@ -3,8 +3,8 @@
 //!
 //! A frame is two native-endian `i32`s, `version` (always 0) and `len` (the
 //! exact byte count of what follows), then `level\0platform\0source\0data`
-//! with no trailing NUL. This is the layout Pantavisor's logserver parses
-//! (see `shared/notes/pantavisor.md`); `level` is ASCII decimal.
+//! with no trailing NUL. This is the layout Pantavisor's logserver parses;
+//! `level` is ASCII decimal. `docs/wire.md` states the format in full.
 //!
 //! The encoding half never allocates: the preload library calls it from
 //! code that must not touch the allocator. The decoding half treats its
