@@ -17,7 +17,7 @@ use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
 use crate::sys::{self, Ident};
 use crate::tap::{FILE, NOTICE, SOURCES, STDERR, STDOUT};
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering::*};
 use logtap_wire as wire;
 
 pub enum Outcome {
@@ -152,8 +152,25 @@ static SHARED: AtomicBool = AtomicBool::new(false);
 fn inline_allowed() -> bool {
     !super::consumer_running() || SHARED.load(SeqCst)
 }
-/// Whether the last attempt to reach the target succeeded.
-static UP: AtomicBool = AtomicBool::new(false);
+/// What the last attempt to reach the target found: not tried yet, up, or
+/// away (no socket, refused, no permission, a failed send, a full disk).
+static LINK: AtomicU8 = AtomicU8::new(LINK_UNKNOWN);
+const LINK_UNKNOWN: u8 = 0;
+const LINK_UP: u8 = 1;
+const LINK_AWAY: u8 = 2;
+/// Failed attempts so far (a flush stops waiting once one more fails).
+static FAILURES: AtomicU32 = AtomicU32::new(0);
+/// Asked by a flush: make the next attempt now, not at the retry time.
+static ATTEMPT_NOW: AtomicBool = AtomicBool::new(false);
+
+fn set_up() {
+    LINK.store(LINK_UP, Relaxed);
+}
+
+fn set_away() {
+    LINK.store(LINK_AWAY, Relaxed);
+    FAILURES.fetch_add(1, SeqCst);
+}
 
 /// Whether sending must be left to the consumer thread.
 pub fn private_fds() -> bool {
@@ -161,7 +178,21 @@ pub fn private_fds() -> bool {
 }
 
 pub fn is_up() -> bool {
-    UP.load(Relaxed)
+    LINK.load(Relaxed) == LINK_UP
+}
+
+/// The last attempt failed: nobody should wait for this target.
+pub fn away() -> bool {
+    LINK.load(Relaxed) == LINK_AWAY
+}
+
+pub fn failures() -> u32 {
+    FAILURES.load(SeqCst)
+}
+
+/// The next drain tries the target at once, even before its retry time.
+pub fn attempt_now() {
+    ATTEMPT_NOW.store(true, SeqCst);
 }
 
 /// Called first thing on the consumer thread: give it a private fd table,
@@ -278,7 +309,8 @@ pub fn after_fork_child() {
     }
     PRIVATE.store(false, SeqCst);
     SHARED.store(false, SeqCst);
-    UP.store(false, Relaxed);
+    LINK.store(LINK_UNKNOWN, Relaxed);
+    ATTEMPT_NOW.store(false, SeqCst);
     IN_USE.store(false, SeqCst);
     let c = conn();
     *c = Conn::new(c.ever);
@@ -364,7 +396,7 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
 }
 
 fn disconnect(reset_frame: bool) {
-    UP.store(false, Relaxed);
+    set_away();
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 {
         sys::close(fd);
@@ -394,15 +426,16 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
         c.pf_data = 0;
     }
     let now = sys::now_ms();
-    if now < c.next_attempt && !(urgent() && c.next_attempt - now > 20) {
+    if now < c.next_attempt && !ATTEMPT_NOW.swap(false, SeqCst) {
         return Err(c.next_attempt - now);
     }
+    ATTEMPT_NOW.store(false, SeqCst);
     let path = config::get().target_path.bytes();
     match connect_new(kind) {
         Ok(fd) => {
             c.ident = sys::fstat(fd);
             OUR_FD.store(fd, SeqCst);
-            UP.store(true, Relaxed);
+            set_up();
             c.ever = true;
             if c.reported {
                 crate::debug(&[b"target is back: ", path]);
@@ -411,7 +444,7 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
             Ok(fd)
         }
         Err(_) => {
-            UP.store(false, Relaxed);
+            set_away();
             report(b"target unavailable, buffering:", path);
             c.next_attempt = now + retry_ms();
             Err(retry_ms())
@@ -769,7 +802,7 @@ fn send_iov(fd: i32, iov: &[libc::iovec], kind: TargetKind) -> Result<usize, i32
 fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
     let c = conn();
     let now = sys::now_ms();
-    if now < c.next_attempt && !urgent() {
+    if now < c.next_attempt && !ATTEMPT_NOW.swap(false, SeqCst) {
         return Err(Outcome::Down(c.next_attempt - now));
     }
     b.niov = 0;
@@ -792,7 +825,7 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         let fd = match connect_new(TargetKind::Pantavisor) {
             Ok(fd) => fd,
             Err(_) => {
-                UP.store(false, Relaxed);
+                set_away();
                 report(b"pantavisor log socket unavailable, buffering:", path);
                 c.next_attempt = sys::now_ms() + retry_ms();
                 return Err(Outcome::Down(retry_ms()));
@@ -831,13 +864,14 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         OUR_FD.store(-1, SeqCst);
         sys::close(fd);
         if sent < want {
+            set_away();
             report(b"pantavisor log socket stalled, buffering:", path);
             c.next_attempt = sys::now_ms() + retry_ms();
             return Err(Outcome::Down(retry_ms()));
         }
         c.reported = false;
         c.ever = true;
-        UP.store(true, Relaxed);
+        set_up();
         let f = b.frames[i];
         c.skip = f.end_skip;
         ring().release(f.end_pos);

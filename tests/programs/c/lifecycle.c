@@ -1,0 +1,150 @@
+/* Process lifecycle cases that change the fd table or end the process
+ * behind the library's back: vfork children, daemon(3), one huge write,
+ * fd numbers under a low RLIMIT_NOFILE.
+ *
+ *   lifecycle vfork [closeall]   write, vfork a child that dup2s a pipe
+ *                                over fds 1 and 2 (and with `closeall`
+ *                                closes every fd from 3) then execs
+ *                                /bin/true; then write again to stdout,
+ *                                stderr and $LOGFILE
+ *   lifecycle daemon [noclose]   print a line, daemon(3), then write to
+ *                                fds 1 and 2 (/dev/null unless noclose),
+ *                                then create $LOGDIR/done
+ *   lifecycle big N              one write(2) of N pattern bytes to stdout
+ *   lifecycle firstfd            print the number the first open() gets
+ *   lifecycle fill               open /dev/null until EMFILE, write a line
+ *                                to stdout, print how many opens worked
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void put(int fd, const char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            exit(3);
+        }
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static int logfile(void)
+{
+    const char *p = getenv("LOGFILE");
+    int fd = open(p ? p : "app.log", O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0)
+        exit(4);
+    return fd;
+}
+
+static int do_vfork(int closeall)
+{
+    int log = logfile();
+    put(1, "out before\n");
+    put(2, "err before\n");
+    put(log, "log before\n");
+    int p[2];
+    if (pipe(p) != 0)
+        return 5;
+    pid_t pid = vfork();
+    if (pid == 0) {
+        /* Only async-signal-safe calls, as in CPython's _posixsubprocess. */
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        if (closeall)
+            closefrom(3);
+        execl("/bin/true", "true", (char *)NULL);
+        _exit(127);
+    }
+    if (pid < 0)
+        return 6;
+    close(p[1]);
+    char buf[64];
+    while (read(p[0], buf, sizeof buf) > 0) {
+    }
+    close(p[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    put(1, "out after\n");
+    put(2, "err after\n");
+    put(log, "log after\n");
+    close(log);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 7;
+}
+
+static int do_daemon(int noclose)
+{
+    put(1, "starting\n");
+    if (daemon(1, noclose) != 0)
+        return 8;
+    put(1, noclose ? "daemon out\n" : "into /dev/null out\n");
+    put(2, noclose ? "daemon err\n" : "into /dev/null err\n");
+    char done[4096];
+    const char *d = getenv("LOGDIR");
+    snprintf(done, sizeof done, "%s/done", d ? d : ".");
+    int fd = open(done, O_WRONLY | O_CREAT, 0644);
+    if (fd >= 0)
+        close(fd);
+    return 0;
+}
+
+static int do_big(size_t n)
+{
+    char *b = malloc(n);
+    if (!b)
+        return 9;
+    for (size_t i = 0; i < n; i++)
+        b[i] = (char)('!' + (i * 7 + i / 4093) % 90);
+    /* One call; the loop only guards against a short write. */
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(1, b + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return 10;
+        }
+        off += (size_t)w;
+    }
+    free(b);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2)
+        return 2;
+    const char *m = argv[1];
+    if (!strcmp(m, "vfork"))
+        return do_vfork(argc > 2 && !strcmp(argv[2], "closeall"));
+    if (!strcmp(m, "daemon"))
+        return do_daemon(argc > 2 && !strcmp(argv[2], "noclose"));
+    if (!strcmp(m, "big") && argc > 2)
+        return do_big(strtoull(argv[2], NULL, 10));
+    if (!strcmp(m, "firstfd")) {
+        int fd = open("/dev/null", O_RDONLY);
+        printf("%d\n", fd);
+        return 0;
+    }
+    if (!strcmp(m, "fill")) {
+        int n = 0;
+        while (open("/dev/null", O_RDONLY) >= 0)
+            n++;
+        int e = errno;
+        put(1, "after the fds ran out\n");
+        printf("%d %s\n", n, e == EMFILE ? "EMFILE" : strerror(e));
+        return 0;
+    }
+    return 2;
+}
