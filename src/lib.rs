@@ -125,7 +125,9 @@ extern "C" fn after_fork_child() {
 /// glibc's final stdio flush, which goes through paths we cannot see: flush
 /// the tapped streams through our accounting, then deliver.
 extern "C" fn fini() {
-    if !STARTED.load(Ordering::Acquire) || !transport::anything_tapped() {
+    // A vfork child that calls exit() runs this on its parent's memory.
+    if !STARTED.load(Ordering::Acquire) || !transport::anything_tapped() || sys::in_vfork_child()
+    {
         return;
     }
     let _e = sys::ErrnoGuard::new();

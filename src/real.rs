@@ -129,4 +129,5 @@ reals! {
     posix_spawn(pid: *mut libc::pid_t, p: *const c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, a: *const *mut c_char, e: *const *mut c_char) -> c_int, libc::ENOSYS;
     posix_spawnp(pid: *mut libc::pid_t, p: *const c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, a: *const *mut c_char, e: *const *mut c_char) -> c_int, libc::ENOSYS;
     unshare(fl: c_int) -> c_int, libc::syscall(libc::SYS_unshare, fl) as c_int;
+    daemon(nochdir: c_int, noclose: c_int) -> c_int, enosys();
 }

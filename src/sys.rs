@@ -142,6 +142,23 @@ pub fn writable(fd: c_int) -> bool {
     fl >= 0 && (fl as c_int) & libc::O_ACCMODE != libc::O_RDONLY
 }
 
+#[cfg(not(test))]
+extern "C" {
+    fn llt_in_vfork_child() -> c_int;
+}
+
+/// Whether this code runs in a vfork child, on its parent's memory (see
+/// the `vfork` hook in src/shim/common.c). Such a child must leave the
+/// library's state alone: every hook then just makes the real call.
+#[inline]
+pub fn in_vfork_child() -> bool {
+    #[cfg(not(test))]
+    // SAFETY: reads a thread-local int.
+    return unsafe { llt_in_vfork_child() } != 0;
+    #[cfg(test)]
+    false
+}
+
 pub fn getpid() -> i32 {
     // SAFETY: no arguments.
     unsafe { libc::syscall(libc::SYS_getpid) as i32 }

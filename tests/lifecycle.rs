@@ -119,6 +119,42 @@ log.close()
     assert_bytes("log file", source(&got, &r.file_source()), &want("log"));
 }
 
+// ------------------------------------------------------------------ daemon
+
+/// glibc's daemon(3) forks, ends the parent with its internal `_exit` and
+/// points fds 0-2 at /dev/null with its internal `dup2`. The line printed
+/// before it must arrive; the daemon's writes to /dev/null must not.
+#[test]
+fn daemon_delivers_what_came_before_and_does_not_tap_dev_null() {
+    let t = TestDir::new("daemon");
+    for (mode, out, err) in [
+        ("close", &b"starting\n"[..], &b""[..]),
+        ("noclose", b"starting\ndaemon out\n", b"daemon err\n"),
+    ] {
+        let dir = t.sub(mode);
+        let r = tapped_run(&dir, &os_args(&lifecycle(), &["daemon", mode]), &[]);
+        // The daemon outlives the program's parent: wait for its end.
+        let start = Instant::now();
+        while !dir.join("done").exists() && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(dir.join("done").exists(), "{mode}: the daemon never ran");
+        let want_len = out.len() + err.len();
+        let mut got = r.target();
+        while start.elapsed() < Duration::from_secs(10)
+            && source(&got, "stdout").len() + source(&got, "stderr").len() < want_len
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            got = r.target();
+        }
+        // Anything wrongly tapped from /dev/null would come right after.
+        std::thread::sleep(Duration::from_millis(200));
+        let got = r.target();
+        assert_bytes(&format!("{mode}: stdout"), source(&got, "stdout"), out);
+        assert_bytes(&format!("{mode}: stderr"), source(&got, "stderr"), err);
+    }
+}
+
 // ------------------------------------------------------------------ exits
 
 /// Runs `cmd`, returning (wall, user+system CPU) of that process alone.

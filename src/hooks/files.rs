@@ -28,7 +28,8 @@ pub extern "C" fn llt_duplicated(oldfd: c_int, newfd: c_int) {
 /// Same contract as libc `close`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if target::owns(fd) || stdio::owns(fd) {
+    // (A vfork child closes its own copy, which is harmless.)
+    if (target::owns(fd) || stdio::owns(fd)) && !sys::in_vfork_child() {
         sys::set_errno(libc::EBADF);
         return -1;
     }
@@ -97,6 +98,17 @@ fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_
     out.into_iter().flatten()
 }
 
+/// The program is about to `dup2` onto `fd`: move the library's own fd
+/// there out of the way. A vfork child replaces only its own copy.
+fn evacuate(fd: c_int) {
+    if sys::in_vfork_child() {
+        return;
+    }
+    let _e = ErrnoGuard::new();
+    target::evacuate(fd);
+    stdio::evacuate(fd);
+}
+
 /// # Safety
 /// Same contract as libc `dup`.
 #[no_mangle]
@@ -112,10 +124,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 /// Same contract as libc `dup2`.
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    let e = ErrnoGuard::new();
-    target::evacuate(new);
-    stdio::evacuate(new);
-    drop(e);
+    evacuate(new);
     let r = real::dup2(old, new);
     if r >= 0 {
         tap::duplicated(old, new);
@@ -127,10 +136,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// Same contract as libc `dup3`.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    let e = ErrnoGuard::new();
-    target::evacuate(new);
-    stdio::evacuate(new);
-    drop(e);
+    evacuate(new);
     let r = real::dup3(old, new, flags);
     if r >= 0 {
         tap::duplicated(old, new);

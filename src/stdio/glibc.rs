@@ -173,7 +173,7 @@ pub fn init() {
 /// `f` is null or a live FILE.
 #[inline]
 pub unsafe fn source_of(f: *mut FILE) -> u8 {
-    if f.is_null() {
+    if f.is_null() || sys::in_vfork_child() {
         return NONE;
     }
     tap::source(fileno_of(f))
