@@ -155,6 +155,17 @@ fn daemon_delivers_what_came_before_and_does_not_tap_dev_null() {
     }
 }
 
+/// system(3) starts its shell with libc's internal posix_spawn: what the
+/// parent wrote first must reach the target first.
+#[test]
+fn system_child_does_not_overtake_the_parent() {
+    let t = TestDir::new("system");
+    let dir = t.sub("run");
+    let r = tapped_run(&dir, &os_args(&lifecycle(), &["system"]), &[]);
+    let want: String = (0..5).map(|i| format!("parent {i}\nchild {i}\n")).collect();
+    assert_bytes("stdout", source(&r.target(), "stdout"), want.as_bytes());
+}
+
 // ------------------------------------------------------------------ exits
 
 /// Runs `cmd`, returning (wall, user+system CPU) of that process alone.

@@ -183,6 +183,65 @@ pub unsafe extern "C" fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
     r
 }
 
+/// `system` and `popen` start their child with libc's internal
+/// `posix_spawn`: hand off pending data first, as for `posix_spawn`.
+///
+/// # Safety
+/// Same contract as libc `system`.
+#[no_mangle]
+pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
+    transport::hand_off_before_child();
+    real::system(cmd)
+}
+
+/// # Safety
+/// Same contract as libc `popen`.
+#[no_mangle]
+pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    transport::hand_off_before_child();
+    real::popen(cmd, mode)
+}
+
+/// `login_tty` makes a terminal fds 0-2 with libc's internal `dup2`.
+///
+/// # Safety
+/// Same contract as libc `login_tty`.
+#[no_mangle]
+pub unsafe extern "C" fn login_tty(fd: c_int) -> c_int {
+    let r = real::login_tty(fd);
+    if r == 0 {
+        let _e = crate::sys::ErrnoGuard::new();
+        tap::closed(fd);
+        for fd in 0..3 {
+            tap::reclassify(fd);
+        }
+    }
+    r
+}
+
+/// `forkpty` forks and, in the child, calls libc's internal `login_tty`.
+///
+/// # Safety
+/// Same contract as libc `forkpty`.
+#[no_mangle]
+pub unsafe extern "C" fn forkpty(
+    master: *mut c_int,
+    name: *mut c_char,
+    termp: *const libc::termios,
+    winp: *const libc::winsize,
+) -> libc::pid_t {
+    let r = real::forkpty(master, name, termp, winp);
+    if r == 0 {
+        let _e = crate::sys::ErrnoGuard::new();
+        for fd in 0..3 {
+            tap::reclassify(fd);
+        }
+    } else if r > 0 && !master.is_null() {
+        tap::opened(*master, true);
+    }
+    r
+}
+
 /// `_Fork` does not run `pthread_atfork` handlers.
 ///
 /// # Safety

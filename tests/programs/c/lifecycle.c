@@ -10,6 +10,7 @@
  *   lifecycle daemon [noclose]   print a line, daemon(3), then write to
  *                                fds 1 and 2 (/dev/null unless noclose),
  *                                then create $LOGDIR/done
+ *   lifecycle system             write a line, then system("echo …"), 5 times
  *   lifecycle big N              one write(2) of N pattern bytes to stdout
  *   lifecycle firstfd            print the number the first open() gets
  *   lifecycle fill               open /dev/null until EMFILE, write a line
@@ -130,6 +131,17 @@ int main(int argc, char **argv)
         return do_vfork(argc > 2 && !strcmp(argv[2], "closeall"));
     if (!strcmp(m, "daemon"))
         return do_daemon(argc > 2 && !strcmp(argv[2], "noclose"));
+    if (!strcmp(m, "system")) {
+        for (int i = 0; i < 5; i++) {
+            char line[64];
+            snprintf(line, sizeof line, "parent %d\n", i);
+            put(1, line);
+            snprintf(line, sizeof line, "echo child %d", i);
+            if (system(line) != 0)
+                return 11;
+        }
+        return 0;
+    }
     if (!strcmp(m, "big") && argc > 2)
         return do_big(strtoull(argv[2], NULL, 10));
     if (!strcmp(m, "firstfd")) {
