@@ -220,7 +220,10 @@ fn exit_does_not_wait_or_spin_for_an_absent_target() {
         std::fs::set_permissions(&guarded, std::fs::Permissions::from_mode(0o000)).unwrap();
     }
     let cases = [
-        ("no socket", format!("socket:{}", t.path.join("none.sock").display())),
+        (
+            "no socket",
+            format!("socket:{}", t.path.join("none.sock").display()),
+        ),
         ("stale socket", format!("socket:{}", stale.display())),
         ("EACCES", format!("socket:{}", guarded.display())),
         ("full disk", "file:/dev/full".to_string()),
@@ -321,7 +324,12 @@ fn socket_run(dir: &Path, sock: &Path, args: &[&str], extra: &[(&str, &str)]) ->
         cmd.env(k, v);
     }
     let out = run_timeout(cmd, TIMEOUT, "lifecycle");
-    assert_eq!(out.code(), 0, "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.code(),
+        0,
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -384,7 +392,10 @@ fn suppressed_single_writes_larger_than_the_buffer_lose_nothing() {
             .map(|i| b'!' + ((i * 7 + i / 4093) % 90) as u8)
             .collect::<Vec<u8>>()
     };
-    assert!(want.starts_with(sent), "the target got the start of the write");
+    assert!(
+        want.starts_with(sent),
+        "the target got the start of the write"
+    );
     assert!(
         want.ends_with(&out.stdout),
         "the original output got the rest of the write"
@@ -421,4 +432,103 @@ fn a_drop_in_the_first_and_last_write_is_reported_exactly() {
         out.stdout.starts_with(data),
         "what was delivered is the start of the write"
     );
+}
+
+// ------------------------------------------------------------- fd numbers
+
+/// Runs `lifecycle ARGS` under `bash -c 'ulimit …; exec …'`, with the
+/// library (fds in the program's table: `LLT_PRIVATE_FDS=false`, or
+/// unshare forbidden as by Docker's seccomp profile) or without.
+fn limited(dir: &Path, ulimit: &str, how: Option<&str>, args: &str) -> Run {
+    let prog = lifecycle();
+    let noshare = if how == Some("seccomp") {
+        "noshare \"$0\" "
+    } else {
+        ""
+    };
+    let script = format!("ulimit {ulimit} && exec \"$0\" {noshare}{args}");
+    let argv = vec![os("bash"), os("-c"), os(script), prog.into_os_string()];
+    let r = match how {
+        None => run_program(dir, &argv, &[], None, "untapped"),
+        Some(h) => {
+            let mut lib = Lib::tap_all();
+            if h == "env" {
+                lib.extra = vec![("LLT_PRIVATE_FDS".into(), "false".into())];
+            }
+            run_program(dir, &argv, &[], Some(&lib), "tapped")
+        }
+    };
+    assert_eq!(
+        r.out.code(),
+        0,
+        "{}: {}",
+        r.repro(),
+        String::from_utf8_lossy(&r.out.stderr)
+    );
+    r
+}
+
+/// With the library's fds in the program's table and a low fd limit, the
+/// program's first open() gets the number it gets without the library,
+/// and a program that uses every fd still has its output delivered.
+#[test]
+fn fallback_fd_mode_leaves_the_programs_numbers_alone() {
+    if skip_without("bash") {
+        return;
+    }
+    let t = TestDir::new("fdlimit");
+    let plain = limited(&t.sub("plain"), "-n 512", None, "firstfd");
+    assert_eq!(plain.out.stdout, b"first line\n3\n");
+    for how in ["env", "seccomp"] {
+        for ulimit in ["-n 512", "-Sn 512"] {
+            let r = limited(&t.sub(&format!("{how}1")), ulimit, Some(how), "firstfd");
+            assert_bytes(
+                &format!("{how}, ulimit {ulimit}: first open()"),
+                &r.out.stdout,
+                &plain.out.stdout,
+            );
+            assert_bytes(
+                &format!("{how}, ulimit {ulimit}: target"),
+                source(&r.target(), "stdout"),
+                &plain.out.stdout,
+            );
+        }
+        // Every fd used: the output still arrives, and the exit is quick.
+        for ulimit in ["-n 16", "-Sn 16"] {
+            let bare = limited(&t.sub(&format!("{how}b")), ulimit, None, "fill");
+            let start = Instant::now();
+            let r = limited(&t.sub(&format!("{how}f")), ulimit, Some(how), "fill");
+            let took = start.elapsed();
+            eprintln!(
+                "{how}, ulimit {ulimit}: without the library {:?}, with it {:?} ({took:?})",
+                String::from_utf8_lossy(&bare.out.stdout),
+                String::from_utf8_lossy(&r.out.stdout)
+            );
+            assert_bytes(
+                &format!("{how}, ulimit {ulimit}: target"),
+                source(&r.target(), "stdout"),
+                &r.out.stdout,
+            );
+            let count = |o: &[u8]| -> u32 {
+                let s = String::from_utf8_lossy(o);
+                s.lines()
+                    .nth(1)
+                    .unwrap()
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            let (without, with) = (count(&bare.out.stdout), count(&r.out.stdout));
+            if ulimit.starts_with("-Sn") {
+                // Below the hard limit our fd sits above the soft one.
+                assert_eq!(with, without, "{how}: fds the program got");
+            } else {
+                // soft == hard: one number is ours (README, Limits).
+                assert!(with + 1 >= without, "{how}: {with} fds vs {without}");
+            }
+            assert!(took < Duration::from_secs(2), "{how}: took {took:?}");
+        }
+    }
 }

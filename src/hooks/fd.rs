@@ -139,7 +139,11 @@ unsafe fn simple_tapped(
         drop(e);
         let saved = sys::errno();
         // The buffer is full: the original destination takes the rest.
-        let r = real((buf as *const u8).add(stored) as *const c_void, n - stored, stored);
+        let r = real(
+            (buf as *const u8).add(stored) as *const c_void,
+            n - stored,
+            stored,
+        );
         return if stored == 0 {
             r
         } else {
@@ -301,9 +305,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const libc::sockaddr,
     alen: libc::socklen_t,
 ) -> ssize_t {
-    simple(fd, buf, n, |b, n, _| {
-        real::sendto(fd, b, n, fl, addr, alen)
-    })
+    simple(fd, buf, n, |b, n, _| real::sendto(fd, b, n, fl, addr, alen))
 }
 
 /// # Safety

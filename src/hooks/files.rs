@@ -10,7 +10,6 @@ use crate::real;
 use crate::stdio::{self, fileno_of};
 use crate::sys::{self, ErrnoGuard};
 use crate::tap::{self, NONE};
-use crate::transport::target;
 use libc::{c_char, c_int, c_uint, mode_t, FILE};
 
 /// Called by the C open/openat shims after a successful open.
@@ -29,7 +28,7 @@ pub extern "C" fn llt_duplicated(oldfd: c_int, newfd: c_int) {
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     // (A vfork child closes its own copy, which is harmless.)
-    if (target::owns(fd) || stdio::owns(fd)) && !sys::in_vfork_child() {
+    if crate::fds::owns(fd) && !sys::in_vfork_child() {
         sys::set_errno(libc::EBADF);
         return -1;
     }
@@ -72,7 +71,7 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
 
 /// [lo, hi] minus the library's fd, as at most two ranges.
 fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_uint)> {
-    let mut ours = [target::our_fd(), stdio::devnull_fd()].map(|fd| {
+    let mut ours = crate::fds::ours().map(|fd| {
         if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) {
             Some(fd as c_uint)
         } else {
@@ -80,7 +79,7 @@ fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_
         }
     });
     ours.sort_unstable();
-    let mut out = [None; 3];
+    let mut out = [None; 4];
     let mut start = Some(lo);
     let mut n = 0;
     for o in ours.into_iter().flatten() {
@@ -105,8 +104,7 @@ fn evacuate(fd: c_int) {
         return;
     }
     let _e = ErrnoGuard::new();
-    target::evacuate(fd);
-    stdio::evacuate(fd);
+    crate::fds::evacuate(fd);
 }
 
 /// # Safety

@@ -126,31 +126,7 @@ fn map_ring(size: usize) -> bool {
 /// Constructor only.
 pub unsafe fn init() -> bool {
     OWNER_PID.store(sys::getpid(), Relaxed);
-    grow_fd_table();
     map_ring(config::get().buffer_size)
-}
-
-/// Grows the fd table past the numbers the library may use while the
-/// process has one thread: growing it later, with threads, waits for an RCU
-/// grace period (milliseconds), during which a freshly opened fd would sit
-/// on a low number the program might be about to get.
-fn grow_fd_table() {
-    // SAFETY: raw system calls on fds we open and close here.
-    unsafe {
-        let fd = sys::openat(
-            libc::AT_FDCWD,
-            c"/dev/null".as_ptr() as *const u8,
-            libc::O_RDONLY | libc::O_CLOEXEC,
-            0,
-        );
-        if fd >= 0 {
-            let hi = sys::fcntl(fd as i32, libc::F_DUPFD_CLOEXEC, 1023);
-            if hi >= 0 {
-                sys::close(hi as i32);
-            }
-            sys::close(fd as i32);
-        }
-    }
 }
 
 /// Appends one write's bytes as one record, all or nothing. Returns false

@@ -37,8 +37,6 @@ static OUR_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set while the drainer is inside a system call on OUR_FD.
 static IN_USE: AtomicBool = AtomicBool::new(false);
 
-/// Keep our fd out of the low numbers programs pick explicitly.
-const HIGH_FD: i32 = 700;
 const IOV_N: usize = 512;
 const FR_N: usize = 128;
 const BATCH_MAX: usize = 1 << 20;
@@ -220,6 +218,8 @@ pub fn enter_private_fd_table() {
     if old >= 0 {
         sys::close(old);
     }
+    // The consumer is about to have a table of its own.
+    crate::fds::drop_reserve();
     let c = conn();
     c.ident = None;
     c.pf_sent = 0;
@@ -281,8 +281,7 @@ pub fn evacuate(fd: i32) {
     if !owns(fd) {
         return;
     }
-    let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, libc::c_long::from(HIGH_FD));
-    OUR_FD.store(if n >= 0 { n as i32 } else { -1 }, SeqCst);
+    OUR_FD.store(crate::fds::copy_away(fd), SeqCst);
     while IN_USE.load(SeqCst) {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
@@ -305,7 +304,7 @@ pub fn after_fork_child() {
     // child copies the fork-calling thread's table, the program's).
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 && !PRIVATE.swap(false, SeqCst) {
-        sys::close(fd);
+        crate::fds::release(fd);
     }
     PRIVATE.store(false, SeqCst);
     SHARED.store(false, SeqCst);
@@ -335,6 +334,35 @@ fn retry_ms() -> u64 {
     }
 }
 
+/// An fd of ours in the table the drainer uses: in the program's, it goes
+/// where the program cannot get it (`fds`).
+fn adopt(fd: i32) -> i32 {
+    if PRIVATE.load(SeqCst) {
+        fd
+    } else {
+        crate::fds::place(fd)
+    }
+}
+
+/// Creates an fd with `make`; in the program's table, a reserved number is
+/// given up if the program has used all the others.
+fn new_fd(make: impl Fn() -> i32) -> Result<i32, i32> {
+    if PRIVATE.load(SeqCst) {
+        let fd = make();
+        return if fd < 0 { Err(sys::errno()) } else { Ok(fd) };
+    }
+    crate::fds::create(make)
+}
+
+/// Closes an fd of ours; in the program's table its number stays reserved.
+fn release(fd: i32) {
+    if PRIVATE.load(SeqCst) {
+        sys::close(fd);
+    } else {
+        crate::fds::release(fd);
+    }
+}
+
 /// Opens the file or connects the socket. Returns the fd.
 fn connect_new(kind: TargetKind) -> Result<i32, i32> {
     let c = config::get();
@@ -342,26 +370,23 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
     // SAFETY: raw system calls on our own buffers.
     unsafe {
         if kind == TargetKind::File {
-            let fd = sys::openat(
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                0o644,
-            );
-            if fd < 0 {
-                return Err(sys::errno());
-            }
-            return Ok(sys::move_high(fd as i32, HIGH_FD));
+            return new_fd(|| {
+                sys::openat(
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
+                    0o644,
+                ) as i32
+            });
         }
-        let fd = libc::syscall(
-            libc::SYS_socket,
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        ) as i32;
-        if fd < 0 {
-            return Err(sys::errno());
-        }
+        let fd = new_fd(|| {
+            libc::syscall(
+                libc::SYS_socket,
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            ) as i32
+        })?;
         let sndbuf: libc::c_int = if kind == TargetKind::Socket {
             1 << 20
         } else {
@@ -388,10 +413,10 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
         );
         if rc < 0 {
             let e = sys::errno();
-            sys::close(fd);
+            release(fd);
             return Err(e);
         }
-        Ok(sys::move_high(fd, HIGH_FD))
+        Ok(adopt(fd))
     }
 }
 
@@ -399,7 +424,7 @@ fn disconnect(reset_frame: bool) {
     set_away();
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 {
-        sys::close(fd);
+        release(fd);
     }
     let c = conn();
     c.ident = None;
@@ -862,7 +887,7 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         // SAFETY: shutdown on our own socket.
         unsafe { libc::shutdown(fd, libc::SHUT_WR) };
         OUR_FD.store(-1, SeqCst);
-        sys::close(fd);
+        release(fd);
         if sent < want {
             set_away();
             report(b"pantavisor log socket stalled, buffering:", path);

@@ -12,9 +12,12 @@
  *                                then create $LOGDIR/done
  *   lifecycle system             write a line, then system("echo …"), 5 times
  *   lifecycle big N              one write(2) of N pattern bytes to stdout
- *   lifecycle firstfd            print the number the first open() gets
+ *   lifecycle firstfd            write a line, then print the number the
+ *                                first open() gets
  *   lifecycle fill               open /dev/null until EMFILE, write a line
  *                                to stdout, print how many opens worked
+ *   lifecycle noshare PROG ARG…  exec PROG with unshare(2) failing with
+ *                                EPERM, as under Docker's seccomp profile
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -122,6 +130,22 @@ static int do_big(size_t n)
     return 0;
 }
 
+static int do_noshare(char **argv)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_unshare, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+        prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) != 0)
+        return 12;
+    execvp(argv[0], argv);
+    return 127;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -144,7 +168,12 @@ int main(int argc, char **argv)
     }
     if (!strcmp(m, "big") && argc > 2)
         return do_big(strtoull(argv[2], NULL, 10));
+    if (!strcmp(m, "noshare") && argc > 2)
+        return do_noshare(argv + 2);
     if (!strcmp(m, "firstfd")) {
+        /* A first line, time for the library to connect, then an open. */
+        put(1, "first line\n");
+        usleep(100 * 1000);
         int fd = open("/dev/null", O_RDONLY);
         printf("%d\n", fd);
         return 0;
