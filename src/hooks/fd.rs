@@ -316,7 +316,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const msghdr, fl: c_int) -> ssiz
         return real::sendmsg(fd, m, fl);
     }
     vectored_tapped(fd, (*m).msg_iov, (*m).msg_iovlen as c_int, |v, c, _| {
-        if v == (*m).msg_iov as *const iovec {
+        if core::ptr::eq(v, (*m).msg_iov) {
             return real::sendmsg(fd, m, fl);
         }
         // The rest of a partly buffered message: same header, fewer bytes.
