@@ -258,6 +258,14 @@ pub fn ours() -> [c_int; 3] {
 /// The program is about to `dup2` onto `fd`: move what of ours is there.
 /// A placeholder is simply forgotten (the program's call replaces it).
 pub fn evacuate(fd: c_int) {
+    if !owns(fd) {
+        return;
+    }
+    // At or above the soft limit the program's dup2 fails (EBADF) and
+    // leaves ours in place.
+    if ABOVE.load(Relaxed) && limits().is_some_and(|(soft, _)| fd as u64 >= soft) {
+        return;
+    }
     crate::transport::target::evacuate(fd);
     crate::stdio::evacuate(fd);
     let _ = RESERVED.compare_exchange(fd, -1, SeqCst, Relaxed);

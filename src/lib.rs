@@ -57,7 +57,9 @@ extern "C" fn init() {
         real::resolve_all();
         init_shim();
         let c = config::get();
-        fds::init(!c.private_fds || !fds::private_table_possible());
+        if transport::anything_tapped() {
+            fds::init(!c.private_fds || !fds::private_table_possible());
+        }
         if !transport::init() {
             sys::say(&[b"logtap: could not map the tap buffer (LLT_BUFFER_SIZE); tapping is off"]);
             return;
