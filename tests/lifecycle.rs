@@ -152,6 +152,33 @@ fn daemon_delivers_what_came_before_and_does_not_tap_dev_null() {
         let got = r.target();
         assert_bytes(&format!("{mode}: stdout"), source(&got, "stdout"), out);
         assert_bytes(&format!("{mode}: stderr"), source(&got, "stderr"), err);
+
+        // The same to a socket, where the connection is made after the
+        // first write: the parent must not leave before its line is sent.
+        let dir = t.sub(&format!("{mode}-socket"));
+        let sock = dir.join("s.sock");
+        for _ in 0..5 {
+            let _ = std::fs::remove_file(&sock);
+            let _ = std::fs::remove_file(dir.join("done"));
+            let rx = Receiver::start(&sock, Duration::ZERO);
+            socket_run(&dir, &sock, &["daemon", mode], &[]);
+            let start = Instant::now();
+            while !dir.join("done").exists() && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            let got = rx.finish();
+            assert_bytes(
+                &format!("{mode}, socket: stdout"),
+                source(&got, "stdout"),
+                out,
+            );
+            assert_bytes(
+                &format!("{mode}, socket: stderr"),
+                source(&got, "stderr"),
+                err,
+            );
+        }
     }
 }
 
