@@ -195,18 +195,25 @@ fn system_child_does_not_overtake_the_parent() {
 
 // ------------------------------------------------------------------ exits
 
-/// Runs `cmd`, returning (wall, user+system CPU) of that process alone.
-fn timed(mut cmd: Command) -> (Duration, Duration, i32) {
+/// Runs `cmd`, returning (wall, user+system CPU, status, stderr) of that
+/// process alone.
+fn timed(mut cmd: Command) -> (Duration, Duration, i32, String) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn");
     let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = out.read_to_end(&mut v);
         v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
     });
     let pid = child.id() as libc::pid_t;
     let mut status = 0;
@@ -220,7 +227,8 @@ fn timed(mut cmd: Command) -> (Duration, Duration, i32) {
     let out = reader.join().unwrap();
     assert_eq!(out, b"hi\n", "echo's own output");
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    (wall, tv(ru.ru_utime) + tv(ru.ru_stime), status)
+    let err = err_reader.join().unwrap();
+    (wall, tv(ru.ru_utime) + tv(ru.ru_stime), status, err)
 }
 
 /// `echo hi` with the target away in every way the issue lists: no
@@ -246,6 +254,9 @@ fn exit_does_not_wait_or_spin_for_an_absent_target() {
     } else {
         std::fs::set_permissions(&guarded, std::fs::Permissions::from_mode(0o000)).unwrap();
     }
+    // The library where any user can load it (the checkout may not be).
+    let so = t.path.join("liblogtap.so");
+    std::fs::copy(so_path(), &so).unwrap();
     let cases = [
         (
             "no socket",
@@ -259,16 +270,22 @@ fn exit_does_not_wait_or_spin_for_an_absent_target() {
         let mut cmd = Command::new(&echo);
         cmd.arg("hi")
             .env_clear()
-            .env("LD_PRELOAD", so_path())
+            .env("LD_PRELOAD", &so)
             .env("LLT_TAP_INTO", "3")
             .env("LLT_TARGET", &target)
+            .env("LLT_DEBUG_MODE", "true")
             .env("LLT_EXIT_TIMEOUT_MS", "5000");
         if what == "EACCES" && root {
             cmd.uid(65534).gid(65534);
         }
-        let (wall, cpu, status) = timed(cmd);
+        let (wall, cpu, status, err) = timed(cmd);
         eprintln!("{what}: wall {wall:?}, cpu {cpu:?}");
         assert_eq!(status, 0, "{what}: echo failed");
+        // The library was loaded (and tapped the line).
+        assert!(
+            err.contains("active, target") && err.contains("consumer thread started"),
+            "{what}: the library's messages:\n{err}"
+        );
         assert!(
             wall < Duration::from_millis(500),
             "{what}: echo took {wall:?} (waited for a target that is away)"
