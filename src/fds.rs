@@ -239,6 +239,7 @@ pub fn drop_reserve() {
 }
 
 /// Whether `fd`, in the program's table, is one of the library's.
+#[inline]
 pub fn owns(fd: c_int) -> bool {
     fd >= 0
         && (crate::transport::target::owns(fd)

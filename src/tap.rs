@@ -253,6 +253,7 @@ pub fn reclassify(fd: libc::c_int) {
 }
 
 /// `newfd` now refers to the same open file as `oldfd`.
+#[inline]
 pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
     if newfd >= 0 && oldfd != newfd && !sys::in_vfork_child() {
         if oldfd > 2 && !known(oldfd) && is_active() {
@@ -263,6 +264,7 @@ pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
     }
 }
 
+#[inline]
 pub fn closed(fd: libc::c_int) {
     if !sys::in_vfork_child() {
         set(fd, NONE);
