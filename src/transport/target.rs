@@ -227,9 +227,20 @@ pub fn enter_private_fd_table() {
     // SAFETY: plain system calls on this thread's own fd table.
     let private = unsafe {
         libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) == 0 && {
-            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) != 0 {
-                for fd in 0..4096 {
-                    sys::close(fd);
+            // With LLT_DEBUG_MODE the copy of fd 2 stays, so that this
+            // thread's messages are seen (it then holds stderr open).
+            let keep: u32 = if config::get().debug { 2 } else { u32::MAX };
+            for (lo, hi) in [
+                (0u32, keep.saturating_sub(1)),
+                (keep.saturating_add(1), u32::MAX),
+            ] {
+                if lo > hi || keep == u32::MAX && lo > 0 {
+                    continue;
+                }
+                if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
+                    for fd in lo..hi.min(4095) + 1 {
+                        sys::close(fd as i32);
+                    }
                 }
             }
             true
