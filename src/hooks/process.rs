@@ -13,7 +13,8 @@ use crate::{config, real, tap, transport};
 use libc::{c_char, c_int};
 
 fn deliver_before_leaving() {
-    if tap::is_active() && transport::anything_tapped() {
+    // A vfork child leaves the parent's buffer to the parent.
+    if tap::is_active() && transport::anything_tapped() && !crate::sys::in_vfork_child() {
         transport::flush(config::get().exit_timeout_ms);
     }
 }
