@@ -80,6 +80,34 @@ fn vfork_child_dup2_and_close_leave_the_parent_tapped() {
     }
 }
 
+/// The parent's other threads keep writing while one thread vforks again
+/// and again: their output is tapped whole and in order, and so is the
+/// vforking thread's own.
+#[test]
+fn vfork_in_one_thread_leaves_the_others_alone() {
+    let t = TestDir::new("vforkthr");
+    let dir = t.sub("run");
+    let r = tapped_run(
+        &dir,
+        &os_args(&lifecycle(), &["vfork-threads", "20000"]),
+        &[],
+    );
+    let got = r.target();
+    let out = source(&got, "stdout");
+    // Across threads the order of simultaneous writes is not defined.
+    assert_eq!(sorted_lines(out), sorted_lines(&r.out.stdout), "stdout lines");
+    let mut next = std::collections::HashMap::new();
+    for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let s = String::from_utf8_lossy(line);
+        let (tag, n) = s.split_once(' ').unwrap();
+        let want = next.entry(tag.to_string()).or_insert(0u64);
+        assert_eq!(n.parse::<u64>().unwrap(), *want, "{tag}: out of order");
+        *want += 1;
+    }
+    assert_eq!(next.get("t"), Some(&20000));
+    assert_eq!(next.get("m"), Some(&50));
+}
+
 /// Python >= 3.10 starts children with vfork: after a subprocess.run with
 /// captured output (and the default close_fds=True) the parent's stdout,
 /// stderr and log file must still be tapped.

@@ -7,6 +7,9 @@
  *                                closes every fd from 3) then execs
  *                                /bin/true; then write again to stdout,
  *                                stderr and $LOGFILE
+ *   lifecycle vfork-threads N    a thread writes N lines "t I" while the main
+ *                                thread vforks 50 children (dup2 over 1 and
+ *                                2, exec /bin/true), writing "m I" after each
  *   lifecycle daemon [noclose]   print a line, daemon(3), then write to
  *                                fds 1 and 2 (/dev/null unless noclose),
  *                                then create $LOGDIR/done
@@ -30,6 +33,7 @@
 #include <stddef.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <pthread.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -90,6 +94,44 @@ static int do_vfork(int closeall)
     put(log, "log after\n");
     close(log);
     return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 7;
+}
+
+static long n_thread_lines;
+
+static void *writer(void *arg)
+{
+    (void)arg;
+    char line[32];
+    for (long i = 0; i < n_thread_lines; i++) {
+        snprintf(line, sizeof line, "t %ld\n", i);
+        put(1, line);
+    }
+    return NULL;
+}
+
+static int do_vfork_threads(long n)
+{
+    n_thread_lines = n;
+    pthread_t th;
+    if (pthread_create(&th, NULL, writer, NULL) != 0)
+        return 13;
+    int devnull = open("/dev/null", O_WRONLY);
+    for (int i = 0; i < 50; i++) {
+        pid_t pid = vfork();
+        if (pid == 0) {
+            dup2(devnull, 1);
+            dup2(devnull, 2);
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        char line[32];
+        snprintf(line, sizeof line, "m %d\n", i);
+        put(1, line);
+    }
+    pthread_join(th, NULL);
+    return 0;
 }
 
 static int do_daemon(int noclose)
@@ -153,6 +195,8 @@ int main(int argc, char **argv)
     const char *m = argv[1];
     if (!strcmp(m, "vfork"))
         return do_vfork(argc > 2 && !strcmp(argv[2], "closeall"));
+    if (!strcmp(m, "vfork-threads") && argc > 2)
+        return do_vfork_threads(atol(argv[2]));
     if (!strcmp(m, "daemon"))
         return do_daemon(argc > 2 && !strcmp(argv[2], "noclose"));
     if (!strcmp(m, "system")) {
