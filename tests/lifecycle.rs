@@ -95,7 +95,11 @@ fn vfork_in_one_thread_leaves_the_others_alone() {
     let got = r.target();
     let out = source(&got, "stdout");
     // Across threads the order of simultaneous writes is not defined.
-    assert_eq!(sorted_lines(out), sorted_lines(&r.out.stdout), "stdout lines");
+    assert_eq!(
+        sorted_lines(out),
+        sorted_lines(&r.out.stdout),
+        "stdout lines"
+    );
     let mut next = std::collections::HashMap::new();
     for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let s = String::from_utf8_lossy(line);
