@@ -10,6 +10,10 @@
 //! inherits a tap).
 //!
 //! Reads of the table are single relaxed loads, safe from any context.
+//!
+//! A vfork child shares this table with its parent but has an fd table of
+//! its own: in one, nothing here changes and nothing is tapped (see
+//! `sys::in_vfork_child`).
 
 use crate::config;
 use crate::sys::{self, Ident};
@@ -57,7 +61,7 @@ pub fn source(fd: libc::c_int) -> u8 {
 #[inline]
 pub fn active_source(fd: libc::c_int) -> u8 {
     let s = source(fd);
-    if s == NONE {
+    if s == NONE || sys::in_vfork_child() {
         return NONE;
     }
     let until = PASSIVE_UNTIL.load(Relaxed);
@@ -200,7 +204,7 @@ fn tap_file_matches(fd: libc::c_int) -> bool {
 /// Classifies a freshly opened fd. `writable` is false for read-only
 /// opens, which can never carry output.
 pub fn opened(fd: libc::c_int, writable: bool) {
-    if fd < 0 || !is_active() {
+    if fd < 0 || !is_active() || sys::in_vfork_child() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
@@ -239,9 +243,19 @@ fn classify(fd: libc::c_int) -> u8 {
     NONE
 }
 
+/// `fd` was replaced behind our back (inside libc, as `daemon` does):
+/// classify it again from what it is now.
+pub fn reclassify(fd: libc::c_int) {
+    if is_active() && !sys::in_vfork_child() {
+        let _e = sys::ErrnoGuard::new();
+        set(fd, classify(fd));
+    }
+}
+
 /// `newfd` now refers to the same open file as `oldfd`.
+#[inline]
 pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
-    if newfd >= 0 && oldfd != newfd {
+    if newfd >= 0 && oldfd != newfd && !sys::in_vfork_child() {
         if oldfd > 2 && !known(oldfd) && is_active() {
             let _e = sys::ErrnoGuard::new();
             set(oldfd, classify(oldfd));
@@ -250,11 +264,17 @@ pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
     }
 }
 
+#[inline]
 pub fn closed(fd: libc::c_int) {
-    set(fd, NONE);
+    if !sys::in_vfork_child() {
+        set(fd, NONE);
+    }
 }
 
 pub fn closed_range(lo: u32, hi: u32) {
+    if sys::in_vfork_child() {
+        return;
+    }
     let end = (hi as usize).min(TABLE_SIZE - 1);
     for e in TABLE.iter().take(end + 1).skip(lo as usize) {
         if e.load(Relaxed) != NONE {

@@ -162,7 +162,7 @@ pub fn init() {
             )
         };
         if fd >= 0 {
-            DEVNULL.store(sys::move_high(fd as c_int, 700), Relaxed);
+            DEVNULL.store(crate::fds::place(fd as c_int), Relaxed);
         }
     }
 }
@@ -173,7 +173,7 @@ pub fn init() {
 /// `f` is null or a live FILE.
 #[inline]
 pub unsafe fn source_of(f: *mut FILE) -> u8 {
-    if f.is_null() {
+    if f.is_null() || sys::in_vfork_child() {
         return NONE;
     }
     tap::source(fileno_of(f))
@@ -463,8 +463,7 @@ pub fn owns(fd: c_int) -> bool {
 /// to take with `dup2`.
 pub fn evacuate(fd: c_int) {
     if owns(fd) {
-        let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 700);
-        DEVNULL.store(if n >= 0 { n as c_int } else { -1 }, Relaxed);
+        DEVNULL.store(crate::fds::copy_away(fd), Relaxed);
     }
 }
 
