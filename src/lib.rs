@@ -20,6 +20,7 @@ pub mod config;
 pub mod hooks;
 pub mod real;
 pub mod ring;
+pub mod safe_open;
 pub mod stdio;
 pub mod sys;
 pub mod tap;
