@@ -663,12 +663,12 @@ body = b"6\0hog\0stdout\0" + b"x" * 65000
 frame = struct.pack("=ii", 0, len(body)) + body
 held = []
 ok = 0
-for i in range(idle + parked):
+for i in range(parked + idle):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(2)
     try:
         s.connect(path)
-        if i >= idle:
+        if i < parked:
             s.sendall(frame[:-100])
         ok += 1
     except OSError:
@@ -739,9 +739,9 @@ fn sink_serves_root_while_another_user_hogs_it() {
     // Open to everyone (as a container recipe might be), with the per-uid
     // limits at their defaults and a short idle timeout.
     let sink = Sink::start(&d, &sock, &["--mode", "0666", "--idle-timeout", "2"]);
-    // 1100 idle connections (more than --max-connections) and 1100 parked
-    // frames (about 70 MiB, more than --max-buffered).
-    let h = hog(&u, &sock, 1100, 1100);
+    // 1000 parked frames (about 64 MiB, more than this uid may hold) and
+    // 1000 idle connections (more than --max-connections).
+    let h = hog(&u, &sock, 1000, 1000);
     let n = 20_000;
     let o = root_writer(&sock, n);
     assert_eq!(o.code(), 0);
@@ -825,4 +825,76 @@ fn sink_default_socket_mode_keeps_other_users_out() {
     let _ = sink.stop();
     // The writer side of the sink's socket: nothing else to check here.
     let _ = std::io::stdout().flush();
+}
+
+/// Checks with Python's json module, made strict: NaN/Infinity rejected,
+/// numbers that overflow to infinity rejected, lone surrogates rejected.
+const STRICT_CHECK: &str = r#"
+import json, math, sys
+def bad_constant(c): raise ValueError("non-finite constant " + c)
+def walk(v):
+    if isinstance(v, str):
+        v.encode("utf-8")  # raises on a lone surrogate
+    elif isinstance(v, float):
+        if not math.isfinite(v): raise ValueError("non-finite number")
+    elif isinstance(v, list):
+        for x in v: walk(x)
+    elif isinstance(v, dict):
+        for k, x in v.items(): walk(k); walk(x)
+n = 0
+for line in open(sys.argv[1], encoding="utf-8", errors="strict"):
+    walk(json.loads(line, parse_constant=bad_constant))
+    n += 1
+print(n)
+"#;
+
+#[test]
+fn invalid_data_frame_yields_strict_json() {
+    if skip_without("python3") {
+        return;
+    }
+    let d = Dir::new("strict", 0o755);
+    let sock = d.s("sink.sock");
+    let sink = Sink::start(&d, &sock, &[]);
+    let hostile = "{\"k\":\"\\ud800\",\"n\":1e400}";
+    let fine = "{\"ok\":\"\\ud83d\\ude00\",\"n\":1.5,\"big\":-1e308}";
+    let nan = "{\"n\":NaN}";
+    let data = format!("{hostile}\n{fine}\n{nan}\n");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let mut frame = Vec::new();
+    let body = [&b"6\0app\0stdout\0"[..], data.as_bytes()].concat();
+    frame.extend_from_slice(&0i32.to_ne_bytes());
+    frame.extend_from_slice(&(body.len() as i32).to_ne_bytes());
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).unwrap();
+    drop(s);
+    let t = Instant::now();
+    while sink.lines().len() < 3 && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (lines, err) = sink.stop();
+    let o = Command::new("python3")
+        .arg("-c")
+        .arg(STRICT_CHECK)
+        .arg(d.join("sink.out"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "sink output is not strict JSON: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(d.join("sink.out")).unwrap()
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "3", "{err}");
+    // The hostile object loses `data`, never its text.
+    assert_eq!(lines[0]["message"], hostile);
+    assert!(lines[0].get("data").is_none());
+    // A valid one keeps it, as values.
+    assert_eq!(lines[1]["data"]["ok"], "\u{1F600}");
+    assert_eq!(lines[1]["data"]["n"], 1.5);
+    assert!(lines[2].get("data").is_none());
+    // The connecting uid is a field of every line, from SO_PEERCRED.
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    assert!(lines.iter().all(|v| v["uid"] == me));
 }
