@@ -227,10 +227,14 @@ impl Policy {
         !self.limits.idle_timeout.is_zero() && now.duration_since(last) >= self.limits.idle_timeout
     }
 
-    /// How often to look for idle connections (None: never).
+    /// How often to look for idle connections and summarise refusals.
     pub fn sweep_every(&self) -> Option<Duration> {
         let t = self.limits.idle_timeout;
-        (!t.is_zero()).then(|| (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1)))
+        Some(if t.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        })
     }
 }
 

@@ -42,6 +42,8 @@ const READS_PER_TURN: usize = 16;
 /// Reads per connection when draining at shutdown (64 MiB at most), so a
 /// writer that never pauses cannot keep the sink from stopping.
 const READS_AT_SHUTDOWN: usize = 256;
+/// Connections accepted per turn of the loop at most.
+const ACCEPTS_PER_TURN: usize = 256;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -426,7 +428,9 @@ impl<W: Write> Server<W> {
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
-        loop {
+        // Bounded per call, so a peer connecting (and being refused) in a
+        // tight loop cannot keep the sink from serving the others.
+        for _ in 0..ACCEPTS_PER_TURN {
             if self.live >= self.max_connections {
                 if !self.backlogged {
                     warn!(
@@ -498,6 +502,8 @@ impl<W: Write> Server<W> {
                 }
             }
         }
+        // More may be waiting: come back after serving the ready ones.
+        self.backlogged = true;
     }
 
     /// Reads and decodes up to `reads` buffers from connection `i`.
