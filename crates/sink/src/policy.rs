@@ -95,6 +95,11 @@ pub struct Policy {
     total_refused: u64,
     /// First refusal of a uid reported already.
     told: HashMap<u32, ()>,
+    /// Connections closed by the policy (evicted over a budget, idle
+    /// mid-frame) per (uid, reason) since the last summary; a uid's first
+    /// of each reason is reported on its own.
+    closed_recent: HashMap<(u32, &'static str), u64>,
+    closed_told: HashMap<(u32, &'static str), ()>,
     last_report: Instant,
 }
 
@@ -110,6 +115,8 @@ impl Policy {
             recent: HashMap::new(),
             total_refused: 0,
             told: HashMap::new(),
+            closed_recent: HashMap::new(),
+            closed_told: HashMap::new(),
             last_report: Instant::now(),
         }
     }
@@ -162,27 +169,51 @@ impl Policy {
     /// A summary of the refusals since the last one, when there were some
     /// and `REPORT_EVERY` has passed (or `now_anyway`).
     pub fn summary(&mut self, now_anyway: bool) -> Option<String> {
-        if self.recent.is_empty() || !(now_anyway || self.last_report.elapsed() >= REPORT_EVERY) {
+        if self.recent.is_empty() && self.closed_recent.is_empty()
+            || !(now_anyway || self.last_report.elapsed() >= REPORT_EVERY)
+        {
             return None;
+        }
+        let mut closed: Vec<_> = self.closed_recent.drain().collect();
+        closed.sort_unstable();
+        let mut s = String::new();
+        for ((uid, why), count) in closed {
+            let _ = write!(
+                s,
+                "{}{count} connections of uid {} closed ({why})",
+                if s.is_empty() { "" } else { "; " },
+                show_uid(uid)
+            );
+        }
+        if self.recent.is_empty() {
+            self.last_report = Instant::now();
+            return Some(s);
+        }
+        if !s.is_empty() {
+            s.push_str("; ");
         }
         let n: u64 = self.recent.values().sum();
         let mut items: Vec<_> = self.recent.drain().collect();
         items.sort_unstable_by_key(|((uid, _), _)| *uid);
-        let mut s = format!("{n} connections refused since the last report (");
+        let _ = write!(s, "{n} connections refused since the last report (");
         for (i, ((uid, why), count)) in items.iter().enumerate() {
             if i > 0 {
                 s.push_str(", ");
             }
-            let uid = if *uid == UNKNOWN {
-                "?".to_string()
-            } else {
-                uid.to_string()
-            };
-            let _ = write!(s, "uid {uid}: {count} {}", why.text());
+            let _ = write!(s, "uid {}: {count} {}", show_uid(*uid), why.text());
         }
         let _ = write!(s, "); {} in all", self.total_refused);
         self.last_report = Instant::now();
         Some(s)
+    }
+
+    /// The policy closed a connection of this peer for `why` (a short
+    /// phrase). True when this is the uid's first for that reason: the
+    /// caller then reports it in full; later ones are summarised.
+    pub fn note_closed(&mut self, c: &PeerCred, why: &'static str) -> bool {
+        let k = (uid_key(c), why);
+        *self.closed_recent.entry(k).or_default() += 1;
+        self.closed_told.insert(k, ()).is_none()
     }
 
     /// Connections refused since start.
@@ -235,6 +266,14 @@ impl Policy {
         } else {
             (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
         })
+    }
+}
+
+fn show_uid(uid: u32) -> String {
+    if uid == UNKNOWN {
+        "?".to_string()
+    } else {
+        uid.to_string()
     }
 }
 
@@ -292,6 +331,13 @@ mod tests {
         p.closed(&a, 200);
         assert!(!p.over_budget(&a));
         assert!(p.admit(&a).is_ok(), "a closed connection frees its slot");
+        assert!(p.note_closed(&a, "idle"));
+        assert!(!p.note_closed(&a, "idle"));
+        let s = p.summary(true).unwrap();
+        assert!(
+            s.starts_with("2 connections of uid 7 closed (idle); 1 connections refused"),
+            "{s}"
+        );
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_some());
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_none());
     }

@@ -365,8 +365,19 @@ impl<W: Write> Server<W> {
             };
             let pending = c.frames.frame_pending();
             if pending > 0 && self.policy.idle_too_long(c.last_data, now) {
+                let cred = c.cred;
+                if !self
+                    .policy
+                    .note_closed(&cred, "idle mid-frame, --idle-timeout")
+                {
+                    self.close(i, &Why::Idle, false);
+                    continue;
+                }
+                let Some(c) = self.conns[i].as_ref() else {
+                    continue;
+                };
                 warn!(
-                    "connection from pid {} uid {}: {pending} bytes of an unfinished frame and nothing sent for {:?} (--idle-timeout); closing",
+                    "connection from pid {} uid {}: {pending} bytes of an unfinished frame and nothing sent for {:?} (--idle-timeout); closing (further such closings of this uid are summarised)",
                     Pid(c.pid),
                     Pid(c.cred.uid),
                     self.policy.limits().idle_timeout
@@ -411,6 +422,19 @@ impl<W: Write> Server<W> {
                 } else {
                     "--max-buffered"
                 };
+                let cred = c.cred;
+                let first = self.policy.note_closed(
+                    &cred,
+                    if per_uid {
+                        "largest holder over --max-buffered-per-uid"
+                    } else {
+                        "largest holder over --max-buffered"
+                    },
+                );
+                let Some(c) = self.conns[v].as_ref().filter(|_| first) else {
+                    self.close(v, &Why::OverBudget, false);
+                    continue;
+                };
                 warn!(
                     "connection from pid {} uid {}: sink buffers over {budget}; this connection holds the most ({} bytes); \
                      {} bytes of an unfinished frame discarded; closing",
@@ -419,6 +443,7 @@ impl<W: Write> Server<W> {
                     c.held,
                     c.frames.frame_pending()
                 );
+                warn!("(further such closings of this uid are summarised)");
             }
             self.close(v, &Why::OverBudget, false);
         }
