@@ -21,6 +21,7 @@ pub mod fds;
 pub mod hooks;
 pub mod real;
 pub mod ring;
+pub mod safe_open;
 pub mod stdio;
 pub mod sys;
 pub mod tap;

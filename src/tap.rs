@@ -7,7 +7,9 @@
 //! open classifies the new fd by device and inode (`/dev/stdout`, a
 //! relative or symlinked path to the tap file, a file re-created by
 //! rotation), and every close clears the entry (so a reused number never
-//! inherits a tap).
+//! inherits a tap). The tap file is matched without crossing privileges
+//! (see `is_tap_file`): no symlink of another user's is followed, and no
+//! match is made in a directory other users can write.
 //!
 //! Reads of the table are single relaxed loads, safe from any context.
 //!
@@ -16,6 +18,7 @@
 //! `sys::in_vfork_child`).
 
 use crate::config;
+use crate::safe_open;
 use crate::sys::{self, Ident};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 
@@ -195,10 +198,88 @@ fn tap_file_matches(fd: libc::c_int) -> bool {
     if c.tap_file.is_empty() {
         return false;
     }
-    match (sys::fstat(fd), sys::stat(c.tap_file.c_bytes())) {
-        (Some(a), Some(b)) => a.same_file(&b),
-        _ => false,
+    match sys::fstat(fd) {
+        Some(id) => is_tap_file(&id),
+        None => false,
     }
+}
+
+/// The tap file as the program last opened it (device, inode), for the
+/// exit spill; 0/0 until a match.
+static TAP_DEV: AtomicU64 = AtomicU64::new(0);
+static TAP_INO: AtomicU64 = AtomicU64::new(0);
+static TAP_SEEN: AtomicBool = AtomicBool::new(false);
+/// A refused match was reported (once per process, in debug mode).
+static REFUSAL_SAID: AtomicBool = AtomicBool::new(false);
+
+/// Device and inode of the file last matched as the tap file.
+pub fn tap_file_ident() -> Option<(u64, u64)> {
+    TAP_SEEN
+        .load(Acquire)
+        .then(|| (TAP_DEV.load(Relaxed), TAP_INO.load(Relaxed)))
+}
+
+fn refuse_match(why: &[u8], at: &[u8]) {
+    if !REFUSAL_SAID.swap(true, Relaxed) {
+        crate::debug(&[b"tap file not tapped: ", at, b": ", why]);
+    }
+}
+
+/// Whether the open file `id` is the tap file, without crossing privileges:
+///
+/// - the path is looked at with `lstat`: a symlink there is followed only
+///   when root or the program's own user made it, so a user who can write
+///   the log directory cannot point `app.log` at a file of root's and have
+///   root's writes to that file tapped;
+/// - a match is refused (debug-mode message) when a directory on the way
+///   is writable by other users (unless sticky, and then the file must be
+///   root's or the program's), as sshd's StrictModes refuses such paths.
+fn is_tap_file(id: &Ident) -> bool {
+    let c = config::get();
+    let path = c.tap_file.c_bytes();
+    let Ok(l) = safe_open::stat_path(path, false) else {
+        return false;
+    };
+    let (dev, ino) = if l.is_link() {
+        if !l.owner_trusted() {
+            // Cheap pre-check: say so only if the link leads to this file.
+            if sys::stat(path).is_some_and(|t| t.same_file(id)) {
+                refuse_match(
+                    b"a symlink owned by another user (neither root nor the program's); not followed",
+                    c.tap_file.bytes(),
+                );
+            }
+            return false;
+        }
+        match safe_open::stat_path(path, true) {
+            Ok(t) => (t.dev, t.ino),
+            Err(_) => return false,
+        }
+    } else {
+        (l.dev, l.ino)
+    };
+    if id.dev != dev || id.ino != ino {
+        return false;
+    }
+    match safe_open::trusted_dirs(c.tap_file.bytes()) {
+        Ok(shared_sticky) => {
+            if shared_sticky && !l.owner_trusted() {
+                refuse_match(
+                    b"owned by another user inside a directory others can write",
+                    c.tap_file.bytes(),
+                );
+                return false;
+            }
+        }
+        Err(r) => {
+            refuse_match(r.why, &c.tap_file.bytes()[..r.at]);
+            return false;
+        }
+    }
+    TAP_DEV.store(dev, Relaxed);
+    TAP_INO.store(ino, Relaxed);
+    TAP_SEEN.store(true, Release);
+    true
 }
 
 /// Classifies a freshly opened fd. `writable` is false for read-only
@@ -220,12 +301,8 @@ fn classify(fd: libc::c_int) -> u8 {
     let Some(id) = sys::fstat(fd) else {
         return NONE;
     };
-    if !c.tap_file.is_empty() {
-        if let Some(t) = sys::stat(c.tap_file.c_bytes()) {
-            if t.same_file(&id) {
-                return FILE;
-            }
-        }
+    if !c.tap_file.is_empty() && is_tap_file(&id) {
+        return FILE;
     }
     // Memory devices (/dev/null, /dev/zero, /dev/kmsg…) are where programs
     // throw output away; sharing stdout's device never makes them stdout.

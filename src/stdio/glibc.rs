@@ -152,15 +152,9 @@ pub unsafe fn after_open(_f: *mut FILE) {}
 pub fn init() {
     let c = crate::config::get();
     if c.suppress_std || c.suppress_file {
-        // SAFETY: raw open of a constant path.
-        let fd = unsafe {
-            sys::openat(
-                libc::AT_FDCWD,
-                c"/dev/null".as_ptr() as *const u8,
-                libc::O_WRONLY | libc::O_CLOEXEC,
-                0,
-            )
-        };
+        // Only the real null device: suppressed bytes must not land in a
+        // file put in its place.
+        let fd = crate::safe_open::open_devnull(libc::O_WRONLY);
         if fd >= 0 {
             DEVNULL.store(crate::fds::place(fd as c_int), Relaxed);
         }

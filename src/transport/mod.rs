@@ -506,7 +506,9 @@ pub fn flush(timeout_ms: u64) -> bool {
             break false;
         }
         let now = sys::now_ms();
-        if now >= deadline {
+        // A target refused for what it is (an unsafe file, a listener of
+        // the wrong uid) will not become acceptable in time: do not wait.
+        if now >= deadline || target::refused() {
             break false;
         }
         // A consumer (running or being created) does the sending; without

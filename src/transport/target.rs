@@ -15,6 +15,7 @@
 use super::{restore_drops, ring, take_drops, try_lock_drain, unlock_drain, urgent};
 use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
+use crate::safe_open;
 use crate::sys::{self, Ident};
 use crate::tap::{FILE, NOTICE, SOURCES, STDERR, STDOUT};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering::*};
@@ -381,14 +382,38 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
     // SAFETY: raw system calls on our own buffers.
     unsafe {
         if kind == TargetKind::File {
-            return new_fd(|| {
-                sys::openat(
-                    libc::AT_FDCWD,
-                    path.as_ptr(),
-                    libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                    0o644,
-                ) as i32
+            // Never through a symlink, never blocking on a FIFO, only into
+            // a regular file of ours (or root's) in trusted directories. The
+            // open goes through `new_fd` so that it is placed where the
+            // program cannot get its number (and retried on EMFILE).
+            let refusal = core::cell::Cell::new(None);
+            let opened = new_fd(|| match safe_open::open_append(path, c.target_mode) {
+                Ok(fd) => fd,
+                Err(r) => {
+                    refusal.set(Some(r));
+                    sys::set_errno(if r.errno != 0 { r.errno } else { libc::EPERM });
+                    -1
+                }
             });
+            return match opened {
+                Ok(fd) => {
+                    REFUSED.store(false, Relaxed);
+                    Ok(fd)
+                }
+                Err(e) => {
+                    // A file that cannot be opened (refused, or the
+                    // system said no) will not appear within the exit
+                    // timeout, unlike a restarting sink: exit does not
+                    // wait for it.
+                    REFUSED.store(true, Relaxed);
+                    if let Some(r) = refusal.get() {
+                        if !conn().reported {
+                            r.report(b"file target refused:", c.target_path.bytes());
+                        }
+                    }
+                    Err(e)
+                }
+            };
         }
         let fd = new_fd(|| {
             libc::syscall(
@@ -427,7 +452,67 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
             release(fd);
             return Err(e);
         }
+        if let Err(uid) = listener_allowed(fd) {
+            release(fd);
+            REFUSED.store(true, Relaxed);
+            if !conn().reported {
+                let mut n = [0u8; 20];
+                crate::debug(&[
+                    b"listener at ",
+                    c.target_path.bytes(),
+                    b" runs as uid ",
+                    uid.map_or(&b"?"[..], |u| sys::fmt_u64(u64::from(u), &mut n)),
+                    b", not in LLT_TARGET_UID; treated as absent",
+                ]);
+            }
+            return Err(libc::ECONNREFUSED);
+        }
+        REFUSED.store(false, Relaxed);
         Ok(adopt(fd))
+    }
+}
+
+/// Set while the target is refused for what it is (an unsafe file, a
+/// listener of the wrong uid) rather than merely absent: exit does not wait
+/// for it.
+static REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the last attempt found a target the library refuses to use.
+pub fn refused() -> bool {
+    REFUSED.load(Relaxed)
+}
+
+/// With `LLT_TARGET_UID`: Ok when the listener's uid (`SO_PEERCRED` on the
+/// connected socket: the credentials it had when it called `listen`) is
+/// listed; Err with the uid (None: unknown) otherwise.
+fn listener_allowed(fd: i32) -> Result<(), Option<u32>> {
+    let Some(list) = config::get().target_uids else {
+        return Ok(());
+    };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred is a writable ucred and len its exact size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred,
+            &mut len as *mut libc::socklen_t,
+        )
+    };
+    if rc != 0 || len as usize != core::mem::size_of::<libc::ucred>() {
+        return Err(None);
+    }
+    if list.contains(cred.uid) {
+        Ok(())
+    } else {
+        Err(Some(cred.uid))
     }
 }
 
@@ -942,6 +1027,7 @@ pub fn spill_locked() {
     c.pf_sent = 0;
     c.pf_data = 0;
     let mut file_fd = -1;
+    let mut file_tried = false;
     let mut pos = r.tail();
     let mut skip = c.skip;
     let mut lost = 0usize;
@@ -954,21 +1040,35 @@ pub fn spill_locked() {
                 STDOUT => 1,
                 STDERR => 2,
                 _ => {
-                    if file_fd < 0 {
-                        // SAFETY: NUL-terminated path from the configuration.
-                        file_fd = unsafe {
-                            sys::openat(
-                                libc::AT_FDCWD,
-                                config::get().tap_file.c_bytes().as_ptr(),
-                                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                                0o644,
-                            )
-                        } as i32;
+                    if file_fd < 0 && !file_tried {
+                        // Only into the very file the program opened and
+                        // wrote (never a file put at its path since, nor a
+                        // new one, nor a FIFO).
+                        file_tried = true;
+                        file_fd = crate::tap::tap_file_ident()
+                            .and_then(|(dev, ino)| {
+                                safe_open::open_same_file(
+                                    config::get().tap_file.c_bytes(),
+                                    dev,
+                                    ino,
+                                )
+                            })
+                            .unwrap_or(-1);
+                        if file_fd < 0 {
+                            crate::debug(&[
+                                b"exit: the tap file is no longer the file the program wrote; its suppressed bytes are not written back: ",
+                                config::get().tap_file.bytes(),
+                            ]);
+                        }
                     }
                     file_fd
                 }
             };
-            write_all(fd, data);
+            if fd >= 0 {
+                write_all(fd, data);
+            } else {
+                lost += data.len();
+            }
         } else if rec.src != NOTICE {
             lost += data.len();
         }
