@@ -6,9 +6,12 @@
 #   release    `make release`: dist/liblogtap.so (GLIBC_2.17), dist/musl/liblogtap.so, dist/logtap-sink
 #   images     demo app (Debian 12 and 11), sink and injector images (demo/images/)
 #   validate   kubernetes-validate deployment.yaml; the shared volume hides nothing of the app
-#   symbols    objdump -T: no symbol version above GLIBC_2.17
+#   symbols    objdump -T: no symbol version above GLIBC_2.17 (x86_64 and arm64);
+#              every dist/ file of the right architecture and linkage (e2e/check-arch.sh)
 #   oldglibc   the release .so loads and taps in a Debian 11 (glibc 2.31) rootfs (chroot)
 #   musl       the musl .so taps printf, write, exit flush and a log file of a musl-gcc program
+#   arm64      the arm64 builds under qemu-user: an arm64 C program preloaded with
+#              dist/aarch64/liblogtap.so, tapped to the arm64 sink (e2e/arm64.sh)
 #   compose    docker-compose.yaml with podman-compose (Debian 12 app)
 #   compose11  the same with the Debian 11 app image and LLT_SUPPRESS_TAP_FILE=true
 #   kube       deployment.yaml with `podman kube play` (rewritten only where podman 4.3
@@ -72,8 +75,21 @@ step_images() {
     -t localhost/logtap-demo-app:bullseye demo
   podman build -q -f demo/images/sink.Containerfile --build-arg PREP_BASE=localhost/logtap-bookworm \
     -t localhost/logtap-sink:latest dist
-  podman build -q -f demo/images/inject.Containerfile \
-    --build-arg INJECT_BASE=localhost/logtap-bookworm -t localhost/logtap-inject:latest dist
+  podman build -q -f demo/images/inject.Containerfile --build-arg INJECT_BASE=localhost/logtap-bookworm \
+    --build-arg PREP_BASE=localhost/logtap-bookworm -t localhost/logtap-inject:latest dist
+  # arm64: the sink image built on this x86_64 machine without emulation
+  # (only the PREP_BASE stage runs); its image and binary are arm64
+  podman build -q --platform linux/arm64 --build-arg ARCH_DIR=aarch64 \
+    --build-arg PREP_BASE=localhost/logtap-bookworm \
+    -f demo/images/sink.Containerfile -t localhost/logtap-sink:arm64 dist
+  [ "$(podman image inspect localhost/logtap-sink:arm64 --format '{{.Os}}/{{.Architecture}}')" = linux/arm64 ] \
+    || die "localhost/logtap-sink:arm64 is not linux/arm64"
+  podman rm -f logtap-e2e-arm64 >/dev/null 2>&1 || true
+  podman create --name logtap-e2e-arm64 localhost/logtap-sink:arm64 >/dev/null
+  podman cp logtap-e2e-arm64:/usr/local/bin/logtap-sink "$E2E_WORK/sink-arm64"
+  podman rm logtap-e2e-arm64 >/dev/null
+  readelf -h "$E2E_WORK/sink-arm64" | grep -q 'Machine:.*AArch64' || die "the arm64 image's sink is not arm64"
+  echo "images: localhost/logtap-sink:arm64 is linux/arm64 with the arm64 sink (built without emulation)"
   podman image prune -f >/dev/null
 }
 
@@ -134,7 +150,13 @@ print("validate: docker-compose.yaml valid for Docker Compose", sys.argv[1], "(d
       "volumes and the hardening of inject and sink as intended")' "$(docker compose version --short)"
 }
 
-step_symbols() { bash e2e/check-glibc.sh dist/liblogtap.so 2.17; }
+step_symbols() {
+  set -e
+  bash e2e/check-glibc.sh dist/liblogtap.so 2.17
+  bash e2e/check-glibc.sh dist/aarch64/liblogtap.so 2.17
+  bash e2e/check-arch.sh dist
+}
+step_arm64() { bash e2e/arm64.sh; }
 
 # run CMD... in the Debian 11 rootfs under the release library; the target
 # (raw format: the tapped bytes only) must equal what the program wrote
@@ -417,7 +439,7 @@ step_dimages() {
   done
   echo "dimages: 4 bases loaded in $((SECONDS - t0)) s"
   docker build -q -f demo/images/inject.Containerfile --build-arg INJECT_BASE=localhost/logtap-bookworm \
-    -t logtap-inject -t localhost/logtap-inject:latest dist
+    --build-arg PREP_BASE=localhost/logtap-bookworm -t logtap-inject -t localhost/logtap-inject:latest dist
   docker build -q -f demo/images/sink.Containerfile --build-arg PREP_BASE=localhost/logtap-bookworm \
     -t logtap-sink -t localhost/logtap-sink:latest dist
   docker build -q -f demo/images/app.Containerfile \
@@ -565,14 +587,14 @@ run_step() { # NAME TIMEOUT [PREREQ...]
   else results+=("FAIL $name (rc=$rc, $((SECONDS - t0))s)"); failed=$((failed + 1)); broken+=" $name"; fi
 }
 
-only=",${E2E_ONLY:-setup,bases,release,images,validate,symbols,oldglibc,musl,compose,compose11,kube,dockerd,dimages,docker,docker11,dcompose},"
+only=",${E2E_ONLY:-setup,bases,release,images,validate,symbols,oldglibc,musl,arm64,compose,compose11,kube,dockerd,dimages,docker,docker11,dcompose},"
 want() { case $only in *",$1,"*) return 0;; esac; return 1; }
 # prerequisites of a selected test are selected too
 want docker || want docker11 || want dcompose && only+="dimages,"
 want dimages && only+="dockerd,bases,release,"
 want compose || want compose11 || want kube || want validate && only+="bases,release,images,"
 want oldglibc && only+="bases,release,"
-want musl || want symbols && only+="release,"
+want musl || want symbols || want arm64 && only+="release,"
 only+="setup,"
 
 want setup     && run_step setup 900
@@ -583,6 +605,7 @@ want validate  && run_step validate 180 images
 want symbols   && run_step symbols 60 release
 want oldglibc  && run_step oldglibc 300 bases release
 want musl      && run_step musl 120 release
+want arm64     && run_step arm64 600 release
 want compose   && run_step compose 300 images
 want compose11 && run_step compose11 300 images
 want kube      && run_step kube 300 images
