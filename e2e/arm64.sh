@@ -19,7 +19,10 @@
 #             --read: the same lines (and the same as the x86_64 sink's
 #             decoding of the same file)
 # Each time the program's own stdout, stderr, log file and exit code must
-# equal those of a run without the library.
+# equal those of a run without the library. Then the unit tests of the
+# library, the wire codec and the sink are built for arm64 (Debian's cross
+# gcc as linker) and run under qemu (the ring under threads, the raw
+# system-call fallbacks, frame parsing).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 log() { echo "arm64: $*" >&2; }
@@ -138,6 +141,15 @@ if [ -x "$x86" ]; then
     ok "read: the x86_64 sink decodes the arm64 frames identically (timestamps aside)"
   else bad "read: the x86_64 and arm64 sinks decode the frames differently"; fi
 fi
+
+# the unit tests, built for arm64 and run under qemu
+if CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+   CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+   CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $SYSROOT" \
+   cargo test -q --release --manifest-path "$root/Cargo.toml" --target aarch64-unknown-linux-gnu \
+     --target-dir "$root/target/arm64-test" --lib -p logtap -p logtap-wire -p logtap-sink >"$w/unit.log" 2>&1; then
+  ok "unit tests on arm64 (qemu): $(grep -o 'test result: ok. [0-9]* passed' "$w/unit.log" | awk '{s += $4} END {print s}') passed"
+else bad "unit tests on arm64: $(grep -E 'FAILED|panicked|error' "$w/unit.log" | head -5)"; fi
 
 if [ $fails = 0 ]; then echo "arm64: all checks passed"; rm -rf "$w"; trap - EXIT; exit 0; fi
 echo "arm64: $fails check(s) failed" >&2

@@ -78,9 +78,11 @@ step_images() {
   podman build -q -f demo/images/inject.Containerfile --build-arg INJECT_BASE=localhost/logtap-bookworm \
     --build-arg PREP_BASE=localhost/logtap-bookworm -t localhost/logtap-inject:latest dist
   # arm64: the sink image built on this x86_64 machine without emulation
-  # (only the PREP_BASE stage runs); its image and binary are arm64
+  # (only the PREP_BASE stage runs; given by image id, podman takes the local
+  # x86_64 image instead of looking for an arm64 one); image and binary are arm64
+  local prep; prep=$(podman image inspect localhost/logtap-bookworm --format '{{.Id}}')
   podman build -q --platform linux/arm64 --build-arg ARCH_DIR=aarch64 \
-    --build-arg PREP_BASE=localhost/logtap-bookworm \
+    --build-arg PREP_BASE="$prep" \
     -f demo/images/sink.Containerfile -t localhost/logtap-sink:arm64 dist
   [ "$(podman image inspect localhost/logtap-sink:arm64 --format '{{.Os}}/{{.Architecture}}')" = linux/arm64 ] \
     || die "localhost/logtap-sink:arm64 is not linux/arm64"

@@ -164,3 +164,52 @@ reals! {
     posix_spawnp(pid: *mut libc::pid_t, p: *const c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, a: *const *mut c_char, e: *const *mut c_char) -> c_int, libc::ENOSYS;
     unshare(fl: c_int) -> c_int, libc::syscall(libc::SYS_unshare, fl) as c_int;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno() -> c_int {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    #[test]
+    fn raw_fallbacks_behave_like_libc() {
+        let path = std::env::temp_dir().join(format!("logtap-real-{}", std::process::id()));
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: plain system calls on fds and a path this test owns.
+        unsafe {
+            let fd = creat_raw(c.as_ptr(), 0o600);
+            assert!(fd >= 0, "creat: errno {}", errno());
+            assert_eq!(libc::write(fd, b"abc".as_ptr().cast(), 3), 3);
+            libc::close(fd);
+            // creat truncates an existing file and opens it write-only
+            let fd = creat_raw(c.as_ptr(), 0o600);
+            assert!(fd >= 0);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+            assert_eq!(
+                libc::fcntl(fd, libc::F_GETFL) & libc::O_ACCMODE,
+                libc::O_WRONLY
+            );
+            // dup2 onto itself: the fd, if open; EBADF if not
+            assert_eq!(dup2_raw(fd, fd), fd);
+            assert_eq!(dup2_raw(900, 900), -1);
+            assert_eq!(errno(), libc::EBADF);
+            // dup2 onto another number: a copy without close-on-exec
+            assert_eq!(dup2_raw(fd, 901), 901);
+            assert_eq!(libc::fcntl(901, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            libc::close(901);
+            libc::close(fd);
+            std::fs::remove_file(&path).unwrap();
+            // fork: the child's exit status reaches the parent
+            let pid = fork_raw();
+            if pid == 0 {
+                libc::syscall(libc::SYS_exit_group, 7);
+            }
+            assert!(pid > 0, "clone: errno {}", errno());
+            let mut st = 0;
+            assert_eq!(libc::waitpid(pid, &mut st, 0), pid);
+            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 7);
+        }
+    }
+}
