@@ -193,7 +193,7 @@ step_oldglibc() {
   set -e
   local R=$LOGTAP_ROOTFS_DIR/bullseye d=/tmp/logtap-e2e
   [ -x "$R/usr/bin/gcc" ] || die "no Debian 11 rootfs at $R (run e2e/bases.sh bullseye)"
-  local v; v=$(chroot "$R" ldd --version | head -1)
+  local v; v=$(chroot "$R" ldd --version | sed -n 1p)   # (head would SIGPIPE ldd)
   echo "oldglibc: rootfs $R: $v"
   case $v in *2.31*) ;; *) die "expected glibc 2.31 in the bullseye rootfs";; esac
   mkdir -p "$R$d"; cp dist/liblogtap.so "$R$d/liblogtap.so"
@@ -371,7 +371,7 @@ compose_case() { # ENGINE APPIMAGE SUPPRESS
   LOGTAP_APP_IMAGE=$2 LLT_SUPPRESS_TAP_FILE=$3 APP_LINES=$APP_LINES APP_PAUSE_MS=$APP_PAUSE_MS \
     $(compose_cmd "$e") -p $PROJ up -d >"$w/up.log" 2>&1 || { cat "$w/up.log"; die "$(compose_cmd "$e") up"; }
   $e wait "$app" >/dev/null
-  wait_sink_done "$e" "$sink" || die "the sink never got the app's last line"
+  wait_sink_done "$e" "$sink" || die "the sink never got the app's last line; sink: $($e logs "$sink" 2>&1 | tail -3); app: $($e logs "$app" 2>&1 | tail -3)"
   check_sink_hardened "$e" "$sink"
   check_app_mounts "$e" "$app"
   $e stop -t 10 "$sink" >/dev/null    # SIGTERM: the sink drains and exits 0
@@ -398,13 +398,14 @@ step_kube() {
   mkdir -p "$w"
   baseline podman localhost/logtap-demo-app:latest "$w/base" /var/log/legacy/app.log -e APP_LINES=$APP_LINES -e APP_PAUSE_MS=$APP_PAUSE_MS
   # deployment.yaml's app is a long-running service; the test gives it a finite run
+  rm -rf "$w/emptydir"
   python3 e2e/kube-podman.py deployment.yaml "$E2E_WORK/kube.yaml" "$(cat /proc/sys/kernel/hostname)" \
-    app:APP_LINES=$APP_LINES app:APP_PAUSE_MS=$APP_PAUSE_MS
+    emptydir="$w/emptydir" app:APP_LINES=$APP_LINES app:APP_PAUSE_MS=$APP_PAUSE_MS
   kube_down
   podman kube play "$E2E_WORK/kube.yaml" >"$w/play.log" 2>&1 || { cat "$w/play.log"; die "podman kube play"; }
   podman wait $POD-app >/dev/null
   [ "$(podman inspect $POD-logtap-inject --format '{{.State.ExitCode}}')" = 0 ] || die "injector failed"
-  wait_sink_done podman $POD-logtap-sink || die "the sink never got the app's last line"
+  wait_sink_done podman $POD-logtap-sink || die "the sink never got the app's last line; sink: $(podman logs $POD-logtap-sink 2>&1 | tail -3); app: $(podman logs $POD-app 2>&1 | tail -3)"
   check_sink_hardened podman $POD-logtap-sink
   check_app_mounts podman $POD-app
   podman stop -t 10 $POD-logtap-sink >/dev/null
