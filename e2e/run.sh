@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # `make e2e`: logtap in real containers, built locally (no registry here).
 #
-#   setup      podman, runc, debootstrap, podman-compose, kubernetes-validate (e2e/setup-podman.sh)
+#   setup      podman, runc, catatonit, debootstrap, docker.io, podman-compose,
+#              kubernetes-validate, Docker Compose v2 (e2e/setup-podman.sh)
 #   bases      Debian 12 and 11 base images from debootstrap, cached (e2e/bases.sh)
-#   release    `make release`: dist/liblogtap.so (GLIBC_2.17), dist/musl/liblogtap.so, dist/logtap-sink
-#   images     demo app (Debian 12 and 11), sink and injector images (demo/images/)
-#   validate   kubernetes-validate deployment.yaml; the shared volume hides nothing of the app
+#   release    `make release`: dist/liblogtap.so (GLIBC_2.17), dist/musl/liblogtap.so,
+#              dist/logtap-sink, and the same for arm64 in dist/aarch64/
+#   images     demo app (Debian 12 and 11), sink and injector images (demo/images/);
+#              the arm64 sink image
+#   validate   kubernetes-validate deployment.yaml; docker compose config; the volume
+#              layout, mounts and hardening of both; the volumes hide nothing of the app
 #   symbols    objdump -T: no symbol version above GLIBC_2.17 (x86_64 and arm64);
 #              every dist/ file of the right architecture and linkage (e2e/check-arch.sh)
 #   oldglibc   the release .so loads and taps in a Debian 11 (glibc 2.31) rootfs (chroot)
@@ -26,10 +30,11 @@
 #   docker11   the same recipe with the Debian 11 app image
 #   dcompose   docker-compose.yaml with Docker Compose v2 (`docker compose up`)
 #
-# For compose/kube the sink's JSON must hold exactly the app's stdout, stderr
-# and log-file lines, and the injected app's own stdout, stderr, exit code
-# and log file must equal those of an uninjected run of the same image (the
-# log file is empty instead when LLT_SUPPRESS_TAP_FILE=true).
+# For compose/kube/docker the sink's JSON must hold exactly the app's stdout,
+# stderr and log-file lines, and the injected app's own stdout, stderr, exit
+# code and log file must equal those of an uninjected run of the same image
+# (the log file is empty instead when LLT_SUPPRESS_TAP_FILE=true); the running
+# sink's hardening is checked in /proc, the app's mounts are read-only.
 #
 # Needs root. E2E_ONLY=musl,kube runs a subset (prerequisites are run as
 # needed: setup, and release/images when a test uses them). Each step has a
@@ -42,7 +47,8 @@
 #    (harmless: it installs by rename). Conditions are honoured with
 #    `podman wait`.
 #  - kube play: no native sidecars, namespace/nodeName downward API refused,
-#    pod restartPolicy applied to init containers (see e2e/kube-podman.py).
+#    pod restartPolicy applied to init containers, emptyDir owned by the first
+#    container to mount it (see e2e/kube-podman.py); the pause image needs catatonit.
 #  - the sink reports "pid": null: the app is in another pid namespace, so
 #    SO_PEERCRED has no pid to give (also in Kubernetes, unless
 #    shareProcessNamespace is set).
