@@ -6,6 +6,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod encode;
 pub mod lines;
 pub mod output;
 mod peercred;
