@@ -128,6 +128,18 @@ pub trait Emit {
     fn flush(&mut self) -> io::Result<()>;
 }
 
+impl<E: Emit + ?Sized> Emit for &mut E {
+    fn record(&mut self, r: &Record<'_>) {
+        (**self).record(r);
+    }
+    fn failed(&self) -> bool {
+        (**self).failed()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+}
+
 /// Formats lines into a buffer and writes it to `W` in large writes.
 pub struct Output<W: Write> {
     encoder: LineEncoder,

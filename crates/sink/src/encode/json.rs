@@ -272,8 +272,8 @@ mod tests {
         assert_eq!(json_object(b"{\"a\":\"\x01\"}"), None);
         // Deep nesting stays in `message` only, so the line stays parseable.
         let mut deep = b"{\"a\":".to_vec();
-        deep.extend(std::iter::repeat(b'[').take(200_000));
-        deep.extend(std::iter::repeat(b']').take(200_000));
+        deep.extend(std::iter::repeat_n(b'[', 200_000));
+        deep.extend(std::iter::repeat_n(b']', 200_000));
         deep.push(b'}');
         assert!(json_object(&deep).is_none());
         let ok = format!("{{\"a\":{}1{}}}", "[".repeat(60), "]".repeat(60));

@@ -7,6 +7,8 @@
 //! transport framing (the syslog destination frames it for its socket).
 
 pub mod json;
+pub mod scrub;
+pub mod syslog;
 pub mod text;
 
 use logtap_wire::DropNotice;

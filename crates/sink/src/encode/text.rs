@@ -1,29 +1,14 @@
 //! The text line encoder, for people at a terminal and for files:
-//! `<RFC3339> <platform>.<source> <message>` in LinuxKit logwrite's style.
+//! `<RFC3339> <platform>.<source> <message>` in LinuxKit logwrite's style,
+//! every field scrubbed (see [`super::scrub`]).
 
-use super::json::HEX;
-use super::{write_runs, Record};
+use super::scrub::scrub;
+use super::Record;
 
-/// Writes `s` for a terminal: invalid UTF-8 becomes U+FFFD, control
-/// characters other than tab (and DEL) become `\xNN`.
+/// Writes `s` scrubbed: invalid UTF-8 becomes U+FFFD, control characters
+/// and non-characters `#` + octal.
 pub fn write_text(out: &mut Vec<u8>, s: &[u8]) {
-    fn valid(out: &mut Vec<u8>, s: &[u8]) {
-        let mut start = 0;
-        for (i, &b) in s.iter().enumerate() {
-            if (b < 0x20 && b != b'\t') || b == 0x7f {
-                out.extend_from_slice(&s[start..i]);
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]);
-                start = i + 1;
-            }
-        }
-        out.extend_from_slice(&s[start..]);
-    }
-    write_runs(out, s, valid);
+    scrub(out, s);
 }
 
 /// Appends one text line and its `\n`.
@@ -46,6 +31,6 @@ mod tests {
     fn text_escapes() {
         let mut v = Vec::new();
         write_text(&mut v, b"a\tb\x1b[0m\xff\r");
-        assert_eq!(String::from_utf8(v).unwrap(), "a\tb\\x1b[0m\u{FFFD}\\x0d");
+        assert_eq!(String::from_utf8(v).unwrap(), "a#011b#033[0m\u{FFFD}#015");
     }
 }
