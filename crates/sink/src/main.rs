@@ -143,10 +143,11 @@ struct Cli {
     #[arg(long, value_name = "text|json", env = "SINK_FILE_FORMAT", default_value = "text",
           value_parser = parse_format)]
     file_format: Format,
-    /// syslog outputs: RFC 5424 or RFC 3164
-    #[arg(long, value_name = "5424|3164", env = "SINK_SYSLOG_FORMAT", default_value = "5424",
+    /// syslog outputs: RFC 5424 or RFC 3164 (default: 3164 as the C library
+    /// writes it on Unix sockets such as /dev/log, 5424 on UDP and TCP)
+    #[arg(long, value_name = "5424|3164", env = "SINK_SYSLOG_FORMAT",
           value_parser = parse_syslog_format)]
-    syslog_format: SyslogFormat,
+    syslog_format: Option<SyslogFormat>,
     /// syslog outputs: facility name or number
     #[arg(long, value_name = "NAME", env = "SINK_SYSLOG_FACILITY", default_value = "user",
           value_parser = parse_facility_arg)]

@@ -6,12 +6,17 @@
 //! slow stdout reader slows the sink down and liblogtap's flow control
 //! takes over. Any other set of outputs runs each output on a thread of
 //! its own behind a bounded queue (`--output-buffer` bytes): the event loop
-//! copies records into a batch, shares each full batch with every queue
-//! and never waits for an output. A queue that is full drops the batch for
-//! that output only and counts what it held; the output later writes a
-//! record saying how much was lost, at the place of the gap, and the sink
-//! says so on stderr. Memory is bounded by the number of outputs times
-//! `--output-buffer`.
+//! copies records into a batch and shares each full batch with every
+//! queue. When a queue is full, the loop waits for room only while that
+//! output is making progress (it took a batch within the last 100 ms, and
+//! for at most a second per batch), the same rule liblogtap applies to the
+//! sink: a burst faster than a healthy output is slowed to its pace rather
+//! than cut. An output that is stuck or gone (daemon down, disk hung) has
+//! made no progress, so it is not waited for at all: its queue drops the
+//! batch for that output only and counts what it held; the output later
+//! writes a record saying how much was lost, at the place of the gap, and
+//! the sink says so on stderr. Memory is bounded by the number of outputs
+//! times `--output-buffer`.
 //!
 //! Why threads and not the `mio` loop: destinations block in different
 //! ways (a file on a full or slow disk, a syslog daemon that stops
@@ -206,7 +211,8 @@ pub struct Settings {
     pub max_file_size: u64,
     pub max_files: usize,
     pub file_format: Format,
-    pub syslog_format: SyslogFormat,
+    /// `None`: RFC 3164 on Unix sockets, RFC 5424 on UDP and TCP.
+    pub syslog_format: Option<SyslogFormat>,
     pub syslog_facility: u8,
     pub ring_lines: usize,
     pub ring_size: usize,
@@ -324,7 +330,7 @@ struct QState {
     lost: Lost,
     /// Dropping now (one stderr line per episode).
     dropping: bool,
-    /// Last time the output took a batch.
+    /// Last time the output took a batch, or found its queue empty.
     progress: Instant,
 }
 
@@ -339,9 +345,10 @@ struct Queue {
     cv: Condvar,
 }
 
-/// How long a lone output may hold the event loop back while it is making
-/// progress (see [`Fanout`]).
+/// An output that took nothing for this long is not waited for.
 const STALL: Duration = Duration::from_millis(100);
+/// Longest wait for room for one batch.
+const MAX_WAIT: Duration = Duration::from_secs(1);
 
 impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, QState> {
@@ -349,24 +356,22 @@ impl Queue {
     }
 
     /// Queues `b`, or drops it (counting what this output would have
-    /// taken). With `wait`, a full queue whose output is making progress
-    /// is waited for, up to [`STALL`] at a time.
-    fn push(&self, b: &Arc<Batch>, wait: bool) {
+    /// taken). A full queue whose output is making progress is waited for
+    /// (see the module's comment).
+    fn push(&self, b: &Arc<Batch>) {
         let w = b.weight();
         let mut st = self.lock();
-        if wait {
-            let start = Instant::now();
-            while st.bytes + w > self.limit
-                && !st.items.is_empty()
-                && st.progress.elapsed() < STALL
-                && start.elapsed() < STALL * 10
-            {
-                st = self
-                    .cv
-                    .wait_timeout(st, STALL)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
+        let start = Instant::now();
+        while st.bytes + w > self.limit
+            && !st.items.is_empty()
+            && st.progress.elapsed() < STALL
+            && start.elapsed() < MAX_WAIT
+        {
+            st = self
+                .cv
+                .wait_timeout(st, STALL)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
         if st.bytes + w > self.limit && !st.items.is_empty() {
             let mut lost = Lost::default();
@@ -391,6 +396,11 @@ impl Queue {
         }
         let lost = std::mem::take(&mut st.lost);
         st.dropping = false;
+        if st.items.is_empty() {
+            // An output that was idle is healthy: it gets a full STALL
+            // from now to take this batch.
+            st.progress = Instant::now();
+        }
         st.bytes += w;
         st.items.push_back((Arc::clone(b), lost));
         drop(st);
@@ -583,8 +593,6 @@ pub struct Fanout {
     filter_cache: HashMap<(Vec<u8>, Vec<u8>), u32>,
     inline: Option<(Output<File>, u32)>,
     queues: Vec<Arc<Queue>>,
-    /// Wait for a lone output that is making progress.
-    wait: bool,
     /// Least severe level any output takes.
     widest: u32,
     batch: Batch,
@@ -608,7 +616,6 @@ impl Fanout {
             filter_cache: HashMap::new(),
             inline: None,
             queues: Vec::new(),
-            wait: false,
             widest: 0,
             batch: Batch::default(),
             threads: Vec::new(),
@@ -647,10 +654,21 @@ impl Fanout {
                     )
                     .map_err(|e| format!("--output {:?}: {e}", spec.text))?,
                 ),
-                Kind::Syslog(t) => Box::new(dest::syslog::SyslogDest::new(
-                    t.clone(),
-                    crate::encode::syslog::Syslog::new(s.syslog_format, s.syslog_facility),
-                )),
+                Kind::Syslog(t) => {
+                    // A local socket gets what the C library's syslog()
+                    // sends there (RFC 3164 without HOSTNAME), the one form
+                    // every /dev/log reader parses (rsyslog, syslog-ng,
+                    // journald, busybox); the network gets RFC 5424.
+                    let local = matches!(t, Transport::Unix(_));
+                    let format = s.syslog_format.unwrap_or(if local {
+                        SyslogFormat::Rfc3164
+                    } else {
+                        SyslogFormat::Rfc5424
+                    });
+                    let enc = crate::encode::syslog::Syslog::new(format, s.syslog_facility);
+                    let enc = if local { enc.local() } else { enc };
+                    Box::new(dest::syslog::SyslogDest::new(t.clone(), enc))
+                }
                 Kind::Ring => {
                     let (ring, remove) = dest::ring::Ring::start(
                         &s.query_socket,
@@ -686,7 +704,6 @@ impl Fanout {
             f.queues.push(q);
             f.threads.push(t);
         }
-        f.wait = f.queues.len() == 1;
         Ok(f)
     }
 
@@ -714,7 +731,7 @@ impl Fanout {
         }
         let b = Arc::new(std::mem::take(&mut self.batch));
         for q in &self.queues {
-            q.push(&b, self.wait);
+            q.push(&b);
         }
     }
 

@@ -18,7 +18,8 @@
 //! Header fields allow printable ASCII without space only: any other byte
 //! becomes `_`; an empty field is `-`. RFC 3164: `<PRI>Mmm dd hh:mm:ss
 //! HOSTNAME TAG[PID]: MSG`, TAG the platform cut at 32 characters (3164
-//! has no field for the source), the time in UTC.
+//! has no field for the source), the time in UTC; on a Unix socket without
+//! HOSTNAME, as the C library's `syslog()` writes to `/dev/log`.
 //!
 //! A line longer than [`MAX_TEXT`] bytes (after scrubbing) is sent as
 //! several messages, cut at character boundaries, so every message stays
@@ -101,6 +102,9 @@ pub struct Syslog {
     pub format: SyslogFormat,
     pub facility: u8,
     hostname: Vec<u8>,
+    /// RFC 3164 on a local socket: no HOSTNAME, as the C library's
+    /// `syslog()` sends to `/dev/log` (the daemon adds its own).
+    local: bool,
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
@@ -139,7 +143,14 @@ impl Syslog {
             format,
             facility,
             hostname,
+            local: false,
         }
+    }
+
+    /// For a local (Unix) socket: RFC 3164 messages leave out HOSTNAME.
+    pub fn local(mut self) -> Syslog {
+        self.local = true;
+        self
     }
 
     fn header(&self, out: &mut Vec<u8>, r: &Record<'_>) {
@@ -175,8 +186,10 @@ impl Syslog {
                 out.push(b' ');
                 out.extend_from_slice(&ts[11..19]);
                 out.push(b' ');
-                out.extend_from_slice(&self.hostname);
-                out.push(b' ');
+                if !self.local {
+                    out.extend_from_slice(&self.hostname);
+                    out.push(b' ');
+                }
                 let tag: &[u8] = if r.platform.is_empty() {
                     b"logtap"
                 } else {
