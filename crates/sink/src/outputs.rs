@@ -8,7 +8,7 @@
 //! its own behind a bounded queue (`--output-buffer` bytes): the event loop
 //! copies records into a batch and shares each full batch with every
 //! queue. When a queue is full, the loop waits for room only while that
-//! output is making progress (it took a batch within the last 100 ms, and
+//! output is making progress (it moved data within the last 100 ms, and
 //! for at most a second per batch), the same rule liblogtap applies to the
 //! sink: a burst faster than a healthy output is slowed to its pace rather
 //! than cut. An output that is stuck or gone (daemon down, disk hung) has
@@ -30,6 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -330,8 +331,6 @@ struct QState {
     lost: Lost,
     /// Dropping now (one stderr line per episode).
     dropping: bool,
-    /// Last time the output took a batch, or found its queue empty.
-    progress: Instant,
 }
 
 /// One output's bounded queue.
@@ -340,6 +339,10 @@ struct Queue {
     level: u32,
     limit: usize,
     st: Mutex<QState>,
+    /// Milliseconds after `born` when the output last moved data (took a
+    /// batch, wrote records), or found its queue empty.
+    progress: AtomicU64,
+    born: Instant,
     /// Signalled on push and close (for the output) and on pop (for a
     /// waiting event loop).
     cv: Condvar,
@@ -351,6 +354,16 @@ const STALL: Duration = Duration::from_millis(100);
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
 impl Queue {
+    fn mark_progress(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.progress.store(ms, Ordering::Relaxed);
+    }
+
+    fn since_progress(&self) -> Duration {
+        let ms = self.born.elapsed().as_millis() as u64;
+        Duration::from_millis(ms.saturating_sub(self.progress.load(Ordering::Relaxed)))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, QState> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -364,7 +377,7 @@ impl Queue {
         let start = Instant::now();
         while st.bytes + w > self.limit
             && !st.items.is_empty()
-            && st.progress.elapsed() < STALL
+            && self.since_progress() < STALL
             && start.elapsed() < MAX_WAIT
         {
             st = self
@@ -399,7 +412,7 @@ impl Queue {
         if st.items.is_empty() {
             // An output that was idle is healthy: it gets a full STALL
             // from now to take this batch.
-            st.progress = Instant::now();
+            self.mark_progress();
         }
         st.bytes += w;
         st.items.push_back((Arc::clone(b), lost));
@@ -413,7 +426,7 @@ impl Queue {
         loop {
             if let Some((b, lost)) = st.items.pop_front() {
                 st.bytes -= b.weight();
-                st.progress = Instant::now();
+                self.mark_progress();
                 drop(st);
                 self.cv.notify_all();
                 return Some((b, lost));
@@ -457,6 +470,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
     let mut clock = Clock::new();
     let mut lost = Lost::default();
     let mut down = false;
+    let mut written = 0u64;
     while let Some((batch, before)) = q.pop() {
         lost.add(before);
         'recs: for i in 0..batch.len() {
@@ -498,6 +512,10 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                 }
                 match dest.write(&r) {
                     Ok(()) => {
+                        written += 1;
+                        if written % 64 == 0 {
+                            q.mark_progress();
+                        }
                         if down {
                             warn!("output {}: delivering again", q.name);
                             down = false;
@@ -531,7 +549,10 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
             lost.add(dest.take_lost());
         }
     }
-    let _ = dest.flush();
+    // A daemon that is slow but alive gets a few more chances.
+    if (0..3).all(|_| dest.flush().is_err()) {
+        lost.add(dest.abandon());
+    }
     lost.add(dest.take_lost());
     if lost.any() {
         warn!(
@@ -691,8 +712,9 @@ impl Fanout {
                     closed: false,
                     lost: Lost::default(),
                     dropping: false,
-                    progress: Instant::now(),
                 }),
+                progress: AtomicU64::new(0),
+                born: Instant::now(),
                 cv: Condvar::new(),
             });
             let q2 = Arc::clone(&q);

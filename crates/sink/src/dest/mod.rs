@@ -34,4 +34,9 @@ pub trait Dest: Send {
     fn take_lost(&mut self) -> Lost {
         Lost::default()
     }
+    /// The sink is stopping and [`Dest::flush`] failed: what is still
+    /// buffered will never be written.
+    fn abandon(&mut self) -> Lost {
+        Lost::default()
+    }
 }

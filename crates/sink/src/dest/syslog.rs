@@ -6,10 +6,12 @@
 //! queue fills, then it drops and counts), never the event loop or the
 //! other outputs. A lost connection is reopened at the next record, at
 //! most once a second. On TCP, messages are collected into writes of up
-//! to 64 KiB; if a write fails, the messages of that write are counted as
-//! lost (a daemon may still have received some of them, and an octet count
-//! cut by a closed connection is discarded by the daemon, never spliced
-//! into another message).
+//! to 64 KiB. A daemon that takes no data for 2 s keeps its connection and
+//! the unsent bytes (the output is "down" and retries); a write that fails
+//! closes the connection and counts the messages of that write as lost (a
+//! daemon may still have received some of them, and an octet count cut by
+//! a closed connection is discarded by the daemon, never spliced into
+//! another message).
 
 use std::io::{self, ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -142,23 +144,49 @@ impl SyslogDest {
         }
     }
 
-    fn write_pending(&mut self) -> io::Result<()> {
+    /// Writes the collected TCP messages. A daemon that takes nothing for
+    /// [`TIMEOUT`] is "down" for the runner (it retries later; the
+    /// connection and the unsent bytes are kept, so nothing is cut); an
+    /// error closes the connection and counts the batch as lost.
+    fn write_pending(&mut self) -> Result<(), Failure> {
         let Some(Conn::Tcp(s)) = &mut self.conn else {
             return Ok(());
         };
-        if self.pending.is_empty() {
-            return Ok(());
+        let mut off = 0;
+        let mut res = Ok(());
+        while off < self.pending.len() {
+            match s.write(&self.pending[off..]) {
+                Ok(0) => {
+                    res = Err(io::Error::from(ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => off += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.pending.drain(..off);
+                    return Err(Failure::Down(format!(
+                        "{}: the daemon takes no data ({} s)",
+                        self.name(),
+                        TIMEOUT.as_secs()
+                    )));
+                }
+                Err(e) => {
+                    res = Err(e);
+                    break;
+                }
+            }
         }
-        let r = s.write_all(&self.pending);
         self.pending.clear();
         let held = std::mem::take(&mut self.held);
-        if let Err(e) = r {
-            self.lost.records += held.records;
-            self.lost.bytes += held.bytes;
-            self.conn = None;
-            return Err(io::Error::new(e.kind(), format!("{}: {e}", self.name())));
+        match res {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.lost.records += held.records;
+                self.lost.bytes += held.bytes;
+                self.conn = None;
+                Err(Failure::Down(format!("{}: {e}", self.name())))
+            }
         }
-        Ok(())
     }
 }
 
@@ -170,6 +198,13 @@ impl Dest for SyslogDest {
         let mut result = Ok(());
         match &self.conn {
             Some(Conn::Tcp(_)) => {
+                if self.pending.len() >= TCP_BATCH {
+                    if let Err(f) = self.write_pending() {
+                        self.scratch = scratch;
+                        self.msg = msg;
+                        return Err(f);
+                    }
+                }
                 let pending = &mut self.pending;
                 self.enc.encode(r, &mut scratch, &mut msg, &mut |m| {
                     pending.extend_from_slice(itoa::Buffer::new().format(m.len()).as_bytes());
@@ -178,14 +213,6 @@ impl Dest for SyslogDest {
                 });
                 self.held.records += 1;
                 self.held.bytes += r.text.len() as u64;
-                if self.pending.len() >= TCP_BATCH {
-                    // On failure the records of that write (this one
-                    // included) are counted in `lost`; the next record
-                    // reconnects.
-                    if let Err(e) = self.write_pending() {
-                        crate::warn!("output syslog: {e}");
-                    }
-                }
             }
             Some(conn) => {
                 let mut err = None;
@@ -223,10 +250,19 @@ impl Dest for SyslogDest {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.write_pending()
+        match self.write_pending() {
+            Ok(()) => Ok(()),
+            Err(Failure::Down(w) | Failure::Drop(Some(w))) => Err(io::Error::other(w)),
+            Err(Failure::Drop(None)) => Ok(()),
+        }
     }
 
     fn take_lost(&mut self) -> Lost {
         std::mem::take(&mut self.lost)
+    }
+
+    fn abandon(&mut self) -> Lost {
+        self.pending.clear();
+        std::mem::take(&mut self.held)
     }
 }
