@@ -583,7 +583,10 @@ def sink_outputs():
                     rs.wait()
                 shutil.rmtree(d, ignore_errors=True)
         row = {"key": key, "name": name, "lines_s": statistics.median(rates),
-               "peak_kb": max(peaks), "delivered": min(delivered), "sent": sent}
+               "peak_kb": max(peaks), "delivered": min(delivered), "sent": sent,
+               "runs": delivered}
+        log(f"  {key}: delivered per run {delivered}, lines/s per run "
+            f"{[round(r) for r in rates]}")
         SINK_OUT.append(row)
         extra = f", kept {row['delivered']:,} lines in the rotated files" if key == "file" \
             else f", delivered {row['delivered']:,}/{sent:,}"

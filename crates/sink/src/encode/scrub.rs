@@ -15,18 +15,37 @@ fn needs_escape(c: char) -> bool {
     u < 0x20 || (0x7f..=0x9f).contains(&u) || (0xfdd0..=0xfdef).contains(&u) || u & 0xfffe == 0xfffe
 }
 
+/// `s` is valid UTF-8 (a run from `write_runs`).
 fn valid(out: &mut Vec<u8>, s: &[u8]) {
-    // Fast path: plain printable ASCII and ordinary UTF-8 pass through.
-    let Ok(text) = std::str::from_utf8(s) else {
-        return;
-    };
     let mut start = 0;
-    for (i, c) in text.char_indices() {
-        if needs_escape(c) {
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b < 0x80 {
+            // ASCII, the common case: only C0 controls and DEL change.
+            if b < 0x20 || b == 0x7f {
+                out.extend_from_slice(&s[start..i]);
+                octal(out, u32::from(b));
+                start = i + 1;
+            }
+            i += 1;
+            continue;
+        }
+        let len = match b {
+            0xf0.. => 4,
+            0xe0.. => 3,
+            _ => 2,
+        };
+        let end = (i + len).min(s.len());
+        let c = std::str::from_utf8(&s[i..end])
+            .ok()
+            .and_then(|t| t.chars().next());
+        if let Some(c) = c.filter(|&c| needs_escape(c)) {
             out.extend_from_slice(&s[start..i]);
             octal(out, c as u32);
-            start = i + c.len_utf8();
+            start = end;
         }
+        i = end;
     }
     out.extend_from_slice(&s[start..]);
 }
