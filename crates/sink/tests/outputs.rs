@@ -671,3 +671,89 @@ fn bad_specs_are_refused_with_one_line() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("file:/proc/nope"), "{err}");
 }
+
+/// liblogtap.so as `make test` builds it (the workspace's release build).
+fn liblogtap() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/liblogtap.so");
+    if p.exists() {
+        return Some(p);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "{} missing: `make test` builds the workspace first",
+        p.display()
+    );
+    eprintln!(
+        "skipped: {} missing (cargo build --release --workspace)",
+        p.display()
+    );
+    None
+}
+
+/// The command of the README, with a real program under the real library:
+/// `--output file:DIR --output WARN:syslog:unix:SOCK`; every line lands in
+/// the file tree, the stderr lines (ERROR) also in rsyslog.
+#[test]
+fn a_program_under_liblogtap_lands_in_files_and_syslog() {
+    let Some(so) = liblogtap() else { return };
+    if !have_rsyslog() {
+        return;
+    }
+    let dir = temp_dir("e2e");
+    let logsock = dir.join("dev-log");
+    let rs = Rsyslog::start(&dir, &logsock, free_port());
+    let logs = dir.join("var-log-logtap");
+    let socket = dir.join("sink.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            &format!("WARN:syslog:unix:{}", logsock.display()),
+        ],
+        &[],
+    );
+    const N: usize = 300;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=1; while [ $i -le {N} ]; do echo \"out $i\"; echo \"err $i: bell\x07\" >&2; i=$((i+1)); done"
+        ))
+        .env("LD_PRELOAD", &so)
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_TARGET", format!("socket:{}", socket.display()))
+        .env("LLT_PLATFORM", "legacy-app")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let want_out: String = (1..=N).map(|i| format!("out {i}\n")).collect();
+    let want_err: String = (1..=N).map(|i| format!("err {i}: bell\x07\n")).collect();
+    // The program's own output is untouched.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want_out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want_err);
+    let lines = rs.wait("the stderr lines", |l| l.len() >= N);
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    // Files: `<time> legacy-app.<source> <line>`, every line, in order.
+    for (source, want) in [("stdout", &want_out), ("stderr", &want_err)] {
+        let text = std::fs::read_to_string(logs.join("legacy-app").join(source)).unwrap();
+        let got: String = text
+            .lines()
+            .map(|l| {
+                let rest = l.split_once(' ').unwrap().1;
+                let msg = rest.strip_prefix(&format!("legacy-app.{source} ")).unwrap();
+                format!("{}\n", msg.replace("#007", "\x07"))
+            })
+            .collect();
+        assert_eq!(&got, want, "file {source}");
+    }
+    // Syslog: only the stderr lines (ERROR), severity err, scrubbed.
+    assert_eq!(lines.len(), N, "{:?}", lines.last());
+    for (i, l) in lines.iter().enumerate() {
+        let f: Vec<&str> = l.splitn(6, '|').collect();
+        assert_eq!(&f[..3], ["imuxsock", "3", "legacy-app"], "{l}");
+        assert_eq!(f[5].trim_start(), format!("err {}: bell#007", i + 1));
+    }
+}
