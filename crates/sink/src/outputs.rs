@@ -612,6 +612,7 @@ pub struct Fanout {
     filters: Vec<Filter>,
     /// (platform, source) → level limit from the filters.
     filter_cache: HashMap<(Vec<u8>, Vec<u8>), u32>,
+    filter_last: Option<(Vec<u8>, Vec<u8>, u32)>,
     inline: Option<(Output<File>, u32)>,
     queues: Vec<Arc<Queue>>,
     /// Least severe level any output takes.
@@ -635,6 +636,7 @@ impl Fanout {
             level_prefix: s.level_prefix,
             filters: s.filters.clone(),
             filter_cache: HashMap::new(),
+            filter_last: None,
             inline: None,
             queues: Vec::new(),
             widest: 0,
@@ -731,6 +733,18 @@ impl Fanout {
 
     /// Level limit the filters set for this record's names.
     fn filter_limit(&mut self, platform: &[u8], source: &[u8]) -> u32 {
+        // Consecutive records mostly share their names: no allocation then.
+        if let Some((p, s, l)) = &self.filter_last {
+            if p == platform && s == source {
+                return *l;
+            }
+        }
+        let l = self.filter_lookup(platform, source);
+        self.filter_last = Some((platform.to_vec(), source.to_vec(), l));
+        l
+    }
+
+    fn filter_lookup(&mut self, platform: &[u8], source: &[u8]) -> u32 {
         let key = (platform.to_vec(), source.to_vec());
         if let Some(l) = self.filter_cache.get(&key) {
             return *l;

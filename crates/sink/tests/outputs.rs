@@ -757,3 +757,58 @@ fn a_program_under_liblogtap_lands_in_files_and_syslog() {
         assert_eq!(f[5].trim_start(), format!("err {}: bell#007", i + 1));
     }
 }
+
+/// `--filter` and an output's level, on the inline stdout output and on a
+/// threaded one (a file tree) at once.
+#[test]
+fn filters_and_levels() {
+    let dir = temp_dir("filters");
+    let socket = dir.join("s.sock");
+    let logs = dir.join("logs");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--filter",
+            "ERROR:var/log/*",
+            "--filter",
+            "FATAL:noisy-*",
+            "--output",
+            "WARN:json",
+            "--output",
+            &format!("file:{}", logs.display()),
+        ],
+        &[],
+    );
+    send_all(
+        &socket,
+        &[
+            encode(Level::Info, b"app", b"var/log/app.log", b"filtered out\n"),
+            encode(Level::Error, b"app", b"var/log/app.log", b"file error\n"),
+            encode(Level::Info, b"app", b"stdout", b"info\n"),
+            encode(Level::Warn, b"app", b"stderr", b"warn\n"),
+            encode(Level::Error, b"noisy-batch", b"stdout", b"noisy error\n"),
+            encode(Level::Fatal, b"noisy-batch", b"stdout", b"noisy fatal\n"),
+        ],
+    );
+    let objs = sink.wait_json(3, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = sink.stop();
+    assert!(stopped.status.success());
+    let msgs: Vec<String> = stopped
+        .out
+        .iter()
+        .map(|l| common::parse(l)["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(msgs, ["file error", "warn", "noisy fatal"], "{objs:?}");
+    let file = |p: &str| {
+        std::fs::read_to_string(logs.join(p))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(file("app/var/log/app.log"), ["file error"]);
+    assert_eq!(file("app/stdout"), ["info"]);
+    assert_eq!(file("app/stderr"), ["warn"]);
+    assert_eq!(file("noisy-batch/stdout"), ["noisy fatal"]);
+}
