@@ -608,3 +608,37 @@ fn fallback_fd_mode_leaves_the_programs_numbers_alone() {
         }
     }
 }
+
+// ------------------------------------------------- issue-17 review cases
+
+/// A SIGCHLD handler runs in the vfork parent as the system call returns
+/// there: its writes are the parent's and are tapped, and an `_exit` in
+/// it still delivers what came before.
+#[test]
+fn a_signal_handler_in_the_vfork_parent_is_the_parent() {
+    let t = TestDir::new("vforksig");
+    let dir = t.sub("chld");
+    let r = tapped_run(
+        &dir,
+        &os_args(&lifecycle(), &["vfork-sigchld", "2000"]),
+        &[],
+    );
+    let got = r.target();
+    let lines = |b: &[u8]| b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).count();
+    eprintln!(
+        "handler lines: program {}, target {}",
+        lines(&r.out.stdout),
+        lines(source(&got, "stdout"))
+    );
+    assert_bytes("stdout", source(&got, "stdout"), &r.out.stdout);
+    for i in 0..5 {
+        let dir = t.sub(&format!("exit{i}"));
+        let r = tapped_run(&dir, &os_args(&lifecycle(), &["vfork-sigexit"]), &[]);
+        assert!(r.out.stdout.ends_with(b"handler-exit\n"));
+        assert_bytes(
+            &format!("run {i}: stdout"),
+            source(&r.target(), "stdout"),
+            &r.out.stdout,
+        );
+    }
+}
