@@ -642,3 +642,72 @@ fn a_signal_handler_in_the_vfork_parent_is_the_parent() {
         );
     }
 }
+
+/// The sink is stopped and started again while the program runs; the
+/// program then writes and exits at once. The exit's flush finds the old
+/// connection broken and reconnects to the new sink before giving up.
+#[test]
+fn exit_after_a_sink_restart_reconnects() {
+    let t = TestDir::new("restart");
+    for i in 0..3 {
+        let dir = t.sub(&format!("run{i}"));
+        let sock = dir.join("s.sock");
+        let go = dir.join("go");
+        let first = UnixListener::bind(&sock).unwrap();
+        let mut cmd = Command::new(lifecycle());
+        cmd.arg("restart")
+            .arg(&go)
+            .env_clear()
+            .env("LD_PRELOAD", so_path())
+            .env("LLT_TAP_INTO", "3")
+            .env("LLT_TARGET", format!("socket:{}", sock.display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let child = cmd.spawn().unwrap();
+        // The first sink takes "first", then goes away with its socket.
+        first.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        let mut conn = loop {
+            match first.accept() {
+                Ok((c, _)) => break c,
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("no connection: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut data = Vec::new();
+        while !data.ends_with(b"first\n") {
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).expect("the first line");
+            assert!(n > 0, "connection closed before the first line");
+            got.extend_from_slice(&buf[..n]);
+            data.clear();
+            let mut dec = logtap_wire::Decoder::new();
+            let _ = dec.feed(&got, |f| data.extend_from_slice(f.data));
+        }
+        drop(conn);
+        drop(first);
+        std::fs::remove_file(&sock).unwrap();
+        let rx = Receiver::start(&sock, Duration::ZERO);
+        std::fs::write(&go, b"").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = rx.finish();
+        let want: String = (0..10).map(|i| format!("after {i}\n")).collect();
+        assert_bytes(
+            &format!("run {i}: the new sink"),
+            source(&got, "stdout"),
+            want.as_bytes(),
+        );
+    }
+}

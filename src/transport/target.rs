@@ -54,6 +54,8 @@ struct Conn {
     /// Data length of that frame (0: no frame in flight).
     pf_data: usize,
     reported: bool,
+    /// Whether the current connection has delivered anything.
+    delivered: bool,
     /// A reservation the consumer found pending at the tail, and since when.
     stuck_pos: u64,
     stuck_since: u64,
@@ -125,6 +127,7 @@ impl Conn {
             pf_sent: 0,
             pf_data: 0,
             reported: false,
+            delivered: false,
             stuck_pos: u64::MAX,
             stuck_since: 0,
             stuck_checks: 0,
@@ -516,13 +519,24 @@ fn listener_allowed(fd: i32) -> Result<(), Option<u32>> {
     }
 }
 
+/// The connection broke (or the file failed). One that had delivered
+/// data (a sink that restarted) is not "away" yet: the next drain, a
+/// flush's included, reconnects at once, and only a failure of that
+/// attempt counts. One that broke before delivering anything counts as a
+/// failure now, so a target that takes connections but no data (a full
+/// disk) cannot keep a flush reconnecting until its timeout.
 fn disconnect(reset_frame: bool) {
-    set_away();
+    let c = conn();
+    if core::mem::take(&mut c.delivered) {
+        LINK.store(LINK_UNKNOWN, Relaxed);
+        attempt_now();
+    } else {
+        set_away();
+    }
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 {
         release(fd);
     }
-    let c = conn();
     c.ident = None;
     c.next_attempt = sys::now_ms() + retry_ms();
     if reset_frame {
@@ -555,6 +569,7 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
     match connect_new(kind) {
         Ok(fd) => {
             c.ident = sys::fstat(fd);
+            c.delivered = false;
             OUR_FD.store(fd, SeqCst);
             set_up();
             c.ever = true;
@@ -727,6 +742,7 @@ fn skip_iov(iov: &mut [libc::iovec], mut n: usize) -> usize {
 /// Accounts for `n` more bytes sent of the planned batch; frees what is done.
 fn account(b: &Batch, n: usize, framed: bool) {
     let c = conn();
+    c.delivered |= n > 0;
     let done = c.pf_sent + n;
     let mut acc = 0;
     let mut completed = 0;
