@@ -462,6 +462,15 @@ fn suppressed_single_writes_larger_than_the_buffer_lose_nothing() {
     let got = rx.finish();
     let sent = source(&got, "stdout");
     assert_eq!(sent.len() + out.stdout.len(), n, "target + original output");
+    // The sink is healthy: the write goes there (it is the process's
+    // first, made before the first connection, which is no reason to
+    // give it to the original output).
+    assert!(
+        sent.len() >= 1 << 20,
+        "a healthy sink got {} bytes, the original output {}",
+        sent.len(),
+        out.stdout.len()
+    );
     let want = {
         // The same pattern as lifecycle.c's `big`.
         (0..n)

@@ -196,13 +196,15 @@ unsafe fn copy_parts(parts: &[&[u8]], mut from: usize, mut dst: *mut u8, mut len
 /// Stores as much of one suppressed write as the buffer takes, in order:
 /// all of it, nothing, or (a big write whose target stalled mid-way) a
 /// prefix; the caller writes the rest to the original destination.
-/// Returns the bytes stored. A big write is cut into pieces only while the
-/// target is up: otherwise its pieces could not leave, and would reach
-/// the original destination (at exit) after the rest of the write.
+/// Returns the bytes stored. A big write is cut into pieces unless the
+/// target is known to be away: its pieces could not leave, and would reach
+/// the original destination (at exit) after the rest of the write. A
+/// target not tried yet (the first write of a process) is not away: the
+/// pieces wait for it as a burst does, bounded by the stall period.
 pub fn push_prefix(src: u8, parts: &[&[u8]]) -> usize {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > chunk_max() {
-        if !target::is_up() {
+        if target::away() {
             return 0;
         }
         push_pieces(src, parts, len)
