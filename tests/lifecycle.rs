@@ -720,3 +720,36 @@ fn exit_after_a_sink_restart_reconnects() {
         );
     }
 }
+
+/// Another thread writes lines while one write of 20 MB of lines is cut
+/// into pieces: its lines land between whole lines of the big write, so
+/// every line the target holds is one the program wrote.
+#[test]
+fn big_write_pieces_end_on_line_boundaries() {
+    let t = TestDir::new("bigmt");
+    let dir = t.sub("run");
+    let r = tapped_run(&dir, &os_args(&lifecycle(), &["bigmt", "20000000"]), &[]);
+    let got = r.target();
+    let out = source(&got, "stdout");
+    let a_line = [b'a'; 99];
+    let (mut a, mut b) = (0, 0);
+    for line in out.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+        if line == b"B-line" {
+            b += 1;
+        } else if line == a_line {
+            a += 1;
+        } else {
+            panic!(
+                "a corrupted line at the target ({} bytes): {:?}…",
+                line.len(),
+                String::from_utf8_lossy(&line[..line.len().min(120)])
+            );
+        }
+    }
+    eprintln!("{a} lines of the big write, {b} of the other thread");
+    assert_eq!(a, 200_000);
+    // The original output may be a pipe, where the big write is not
+    // atomic either: count the other thread's lines there as strings.
+    let orig_b = r.out.stdout.windows(7).filter(|w| w == b"B-line\n").count();
+    assert_eq!(b, orig_b, "the other thread's lines");
+}

@@ -219,12 +219,22 @@ pub fn push_prefix(src: u8, parts: &[&[u8]]) -> usize {
 /// bytes, each waiting for room as a burst does. Returns how many bytes
 /// (a prefix) were stored; less than `len` only when the target is away
 /// or stalled.
+///
+/// Other threads' records can land between two pieces, so a piece ends
+/// after the last newline inside it when there is one: others' lines then
+/// fall only between whole lines of this write. (A single line longer
+/// than a piece can still be split by another thread's record.)
 #[cold]
 fn push_pieces(src: u8, parts: &[&[u8]], len: usize) -> usize {
     let piece = chunk_max();
     let mut done = 0;
     while done < len {
-        let n = (len - done).min(piece);
+        let mut n = (len - done).min(piece);
+        if done + n < len {
+            if let Some(nl) = last_newline(parts, done, n) {
+                n = nl + 1;
+            }
+        }
         let Some(r) = reserve(src, n) else {
             break;
         };
@@ -234,6 +244,26 @@ fn push_pieces(src: u8, parts: &[&[u8]], len: usize) -> usize {
         done += n;
     }
     done
+}
+
+/// The offset, within the `len` bytes of `parts` starting `from` bytes
+/// in, of the last newline there.
+fn last_newline(parts: &[&[u8]], from: usize, len: usize) -> Option<usize> {
+    let mut found = None;
+    let mut at = 0; // offset of `p` in the whole write
+    for p in parts {
+        let (start, end) = (from.max(at), (from + len).min(at + p.len()));
+        if start < end {
+            if let Some(i) = p[start - at..end - at].iter().rposition(|&b| b == b'\n') {
+                found = Some(start + i - from);
+            }
+        }
+        at += p.len();
+        if at >= from + len {
+            break;
+        }
+    }
+    found
 }
 
 /// Reserves room for up to `max` bytes whose exact count is known only
