@@ -753,3 +753,47 @@ fn big_write_pieces_end_on_line_boundaries() {
     let orig_b = r.out.stdout.windows(7).filter(|w| w == b"B-line\n").count();
     assert_eq!(b, orig_b, "the other thread's lines");
 }
+
+/// With the library's fds in the program's table above a low soft fd
+/// limit and the target absent (retried every 10 ms), the soft limit a
+/// program thread reads stays its own: the library's socket is made (and
+/// placed, with the limit raised for one call) once, not on every retry.
+#[test]
+fn retries_leave_the_fd_limit_alone() {
+    if skip_without("bash") {
+        return;
+    }
+    let t = TestDir::new("rlimit");
+    let dir = t.sub("run");
+    let prog = lifecycle();
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg("ulimit -Sn 64 && exec \"$0\" rlimit 600")
+        .arg(&prog)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LD_PRELOAD", so_path())
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_PRIVATE_FDS", "false")
+        .env("LLT_TARGET_1STCONNECT", "0.01")
+        .env("LLT_TARGET_RECONNECT", "0.01")
+        .env("LLT_EXIT_TIMEOUT_MS", "100")
+        .env(
+            "LLT_TARGET",
+            format!("socket:{}", dir.join("none.sock").display()),
+        )
+        .current_dir(&dir);
+    let out = run_timeout(cmd, TIMEOUT, "lifecycle rlimit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.code(), 0, "stderr: {err}");
+    let n: u64 = err
+        .lines()
+        .find_map(|l| l.strip_prefix("other soft limit "))
+        .unwrap_or_else(|| panic!("no count in {err}"))
+        .parse()
+        .unwrap();
+    eprintln!("getrlimit saw another soft limit {n} times");
+    // The first attempt, before the watcher starts, placed the socket;
+    // about 60 more attempts follow while it watches.
+    assert_eq!(n, 0, "getrlimit saw a raised soft limit {n} times");
+}
