@@ -126,8 +126,64 @@ fn map_ring(size: usize) -> bool {
 /// Constructor only.
 pub unsafe fn init() -> bool {
     OWNER_PID.store(sys::getpid(), Relaxed);
-    map_ring(config::get().buffer_size)
+    if !map_ring(config::get().buffer_size) {
+        return false;
+    }
+    if anything_tapped() {
+        prewarm_thread_stack();
+    }
+    true
 }
+
+/// Stack size of the consumer thread (and of the constructor's warm-up).
+const THREAD_STACK: usize = 256 << 10;
+
+/// Creates and joins one thread with the consumer's stack size, so that
+/// glibc keeps its stack, with its thread-local storage and DTV, in its
+/// stack cache. The consumer starts at the first tapped write, which can
+/// run in a signal handler that interrupted `malloc`; a `pthread_create`
+/// that finds a cached stack of the right size reuses that DTV and calls
+/// no allocator at all (a fresh one `calloc`s the DTV, which corrupted the
+/// heap of a single-threaded program interrupted in `malloc`). Costs one
+/// thread creation, about 0.1 ms, in the constructor of a process that
+/// taps something; the process is single-threaded again afterwards (its
+/// `unshare(CLONE_NEWUSER)` still works). musl allocates nothing there.
+#[cfg(target_env = "gnu")]
+fn prewarm_thread_stack() {
+    extern "C" fn nothing(_: *mut libc::c_void) -> *mut libc::c_void {
+        core::ptr::null_mut()
+    }
+    // SAFETY: plain pthread calls with valid out-parameters; the thread
+    // runs with every signal blocked and returns at once.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, THREAD_STACK);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut tid: libc::pthread_t = core::mem::zeroed();
+        let rc = libc::pthread_create(&mut tid, &attr, nothing, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        if rc == 0 {
+            libc::pthread_join(tid, core::ptr::null_mut());
+            // The joined thread can linger in the kernel's thread group for
+            // a moment after join returns: wait until it is gone, so that a
+            // program's first call (a new user namespace) sees one thread.
+            for _ in 0..10_000 {
+                if sys::threads() == Some(1) {
+                    break;
+                }
+                libc::sched_yield();
+            }
+        }
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn prewarm_thread_stack() {}
 
 /// Appends one write's bytes as one record, all or nothing. Returns false
 /// (nothing stored) when the buffer cannot take them; the caller then
@@ -418,7 +474,7 @@ fn start_thread() {
     unsafe {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+        libc::pthread_attr_setstacksize(&mut attr, THREAD_STACK);
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);
