@@ -1027,3 +1027,36 @@ fn tap_file_hard_link_in_sticky_directory_is_refused() {
     assert_eq!(std::fs::read(&key).unwrap(), b"TOP SECRET\nNEWKEY\n");
     assert!(err.contains("more than one link"), "no message: {err}");
 }
+
+#[test]
+fn sink_serves_root_while_two_users_hold_every_connection() {
+    if !root_or_skip("sink_serves_root_while_two_users_hold_every_connection")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let a = User::new();
+    let b = User::new();
+    let d = Dir::new("hog2", 0o755);
+    let sock = d.s("sink.sock");
+    let sink = Sink::start(&d, &sock, &["--mode", "0666", "--max-connections", "256"]);
+    // A takes its whole per-uid share (7/8), B the rest and more, filling
+    // the listen backlog behind them.
+    let ha = hog(&a, &sock, 224, 0);
+    let hb = hog(&b, &sock, 32 + 200, 0);
+    let n = 20_000;
+    let o = root_writer(&sock, n);
+    assert_eq!(o.code(), 0);
+    let got = wait_for_lines(&sink, n, Duration::from_secs(20));
+    drop(ha);
+    drop(hb);
+    let (_, err) = sink.stop();
+    assert_eq!(
+        got, n,
+        "root's lines delivered while the two users held on: {got} of {n}; sink said:\n{err}"
+    );
+    assert!(
+        err.contains("to admit a uid holding fewer"),
+        "no report of the connection closed to make room:\n{err}"
+    );
+}
