@@ -1060,3 +1060,70 @@ fn sink_serves_root_while_two_users_hold_every_connection() {
         "no report of the connection closed to make room:\n{err}"
     );
 }
+
+/// The library, copied where a created user can load it.
+fn user_readable_lib(d: &Dir) -> String {
+    let p = d.join("liblogtap.so");
+    std::fs::copy(so_path(), &p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn suppressed_output_with_refused_target_is_written_through() {
+    if !root_or_skip("suppressed_output_with_refused_target_is_written_through")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("through", 0o755);
+    let lib = user_readable_lib(&d);
+    // The default target of a user without XDG_RUNTIME_DIR is refused
+    // (/run is root's); ls closes fds 1 and 2 before the exit spill.
+    let o = u
+        .cmd(&["ls", "-d", "/", "/nonexist"])
+        .env("LD_PRELOAD", &lib)
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_SUPPRESS_STDOUT", "true")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "/\n");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexist"),
+        "stderr lost: {:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A program printing a flushed line every 300 ms: its lines show as it
+    // goes, not at exit.
+    let mut c = u
+        .cmd(&[
+            "python3",
+            "-c",
+            "import time\nfor i in range(6):\n    print(i, flush=True)\n    time.sleep(0.3)\n",
+        ])
+        .env("LD_PRELOAD", &lib)
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_SUPPRESS_STDOUT", "true")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(c.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let t = Instant::now();
+    let mut line = String::new();
+    while r.read_line(&mut line).unwrap() > 0 {
+        seen.push((line.trim().to_string(), t.elapsed()));
+        line.clear();
+    }
+    let end = t.elapsed();
+    c.wait().unwrap();
+    let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(lines, ["0", "1", "2", "3", "4", "5"]);
+    // Line 2 was printed about 1 s before the exit.
+    let at = seen[2].1;
+    assert!(
+        end.saturating_sub(at) > Duration::from_millis(500),
+        "line 2 shown at {at:?}, the program ended at {end:?}: held until exit"
+    );
+}
