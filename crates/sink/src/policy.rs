@@ -188,6 +188,11 @@ impl Policy {
         }
     }
 
+    /// How many uids hold connections now.
+    pub fn uids(&self) -> usize {
+        self.by_uid.len()
+    }
+
     /// Whether `c` is of the uid `uid` (as [`Policy::make_room_for`] names it).
     pub fn is_uid(c: &PeerCred, uid: u32) -> bool {
         uid_key(c) == uid
@@ -381,7 +386,7 @@ mod tests {
         );
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_some());
         // At the global limit the uid holding the most makes room.
-        assert!(p.admit(&a).is_ok());
+        assert_eq!(p.uids(), 2);
         assert_eq!(p.make_room_for(&cred(9, 9)), Ok(7));
         assert_eq!(p.make_room_for(&a), Err(Refusal::Full));
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_none());

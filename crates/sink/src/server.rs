@@ -488,6 +488,19 @@ impl<W: Write> Server<W> {
         // tight loop cannot keep the sink from serving the others.
         for _ in 0..ACCEPTS_PER_TURN {
             let full = self.live >= self.max_connections;
+            if full && self.policy.uids() < 2 {
+                // One uid holds them all (every uid's share is below the
+                // limit, so nobody else is kept out): wait in the backlog
+                // until one closes, as a pipe's writer would.
+                if !self.backlogged {
+                    warn!(
+                        "{} connections open (--max-connections); new connections wait until one closes",
+                        self.live
+                    );
+                }
+                self.backlogged = true;
+                return;
+            }
             let Some(listener) = self.listener.as_ref() else {
                 return;
             };
