@@ -225,56 +225,33 @@ fn refuse_match(why: &[u8], at: &[u8]) {
     }
 }
 
-/// Whether the open file `id` is the tap file, without crossing privileges:
-///
-/// - the path is looked at with `lstat`: a symlink there is followed only
-///   when root or the program's own user made it, so a user who can write
-///   the log directory cannot point `app.log` at a file of root's and have
-///   root's writes to that file tapped;
-/// - a match is refused (debug-mode message) when a directory on the way
-///   is writable by other users (unless sticky, and then the file must be
-///   root's or the program's), as sshd's StrictModes refuses such paths.
+/// Whether the open file `id` is the tap file, without crossing privileges
+/// (`safe_open::resolve`): the path is walked one component at a time, a
+/// symlink on the way (the last one included) is followed only when root
+/// or the program's own user made it, and every directory reached, also
+/// through a link, must be one other users cannot write (unless sticky,
+/// and then the entry must be root's or the program's, and the file have
+/// one link), as sshd's StrictModes refuses such paths. A refused match
+/// gets a debug-mode message.
 fn is_tap_file(id: &Ident) -> bool {
     let c = config::get();
-    let path = c.tap_file.c_bytes();
-    let Ok(l) = safe_open::stat_path(path, false) else {
+    // Cheap pre-check (most opens are not the tap file): the walk below
+    // is made only for a file the path plainly leads to.
+    if !sys::stat(c.tap_file.c_bytes()).is_some_and(|t| t.same_file(id)) {
         return false;
-    };
-    let (dev, ino) = if l.is_link() {
-        if !l.owner_trusted() {
-            // Cheap pre-check: say so only if the link leads to this file.
-            if sys::stat(path).is_some_and(|t| t.same_file(id)) {
-                refuse_match(
-                    b"a symlink owned by another user (neither root nor the program's); not followed",
-                    c.tap_file.bytes(),
-                );
-            }
+    }
+    let (dev, ino) = match safe_open::resolve(c.tap_file.bytes()) {
+        Ok(m) => (m.dev, m.ino),
+        Err(r) => {
+            refuse_match(
+                r.why,
+                &c.tap_file.bytes()[..r.at.min(c.tap_file.bytes().len())],
+            );
             return false;
         }
-        match safe_open::stat_path(path, true) {
-            Ok(t) => (t.dev, t.ino),
-            Err(_) => return false,
-        }
-    } else {
-        (l.dev, l.ino)
     };
     if id.dev != dev || id.ino != ino {
         return false;
-    }
-    match safe_open::trusted_dirs(c.tap_file.bytes()) {
-        Ok(shared_sticky) => {
-            if shared_sticky && !l.owner_trusted() {
-                refuse_match(
-                    b"owned by another user inside a directory others can write",
-                    c.tap_file.bytes(),
-                );
-                return false;
-            }
-        }
-        Err(r) => {
-            refuse_match(r.why, &c.tap_file.bytes()[..r.at]);
-            return false;
-        }
     }
     TAP_DEV.store(dev, Relaxed);
     TAP_INO.store(ino, Relaxed);

@@ -32,6 +32,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         sys::set_errno(libc::EBADF);
         return -1;
     }
+    crate::transport::before_std_fd_goes(fd);
     tap::closed(fd);
     real::close(fd)
 }
@@ -123,6 +124,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     evacuate(new);
+    if old != new {
+        crate::transport::before_std_fd_goes(new);
+    }
     let r = real::dup2(old, new);
     if r >= 0 {
         tap::duplicated(old, new);
@@ -135,6 +139,9 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     evacuate(new);
+    if old != new {
+        crate::transport::before_std_fd_goes(new);
+    }
     let r = real::dup3(old, new, flags);
     if r >= 0 {
         tap::duplicated(old, new);
@@ -283,6 +290,7 @@ pub unsafe extern "C" fn fclose(f: *mut FILE) -> c_int {
     let flushed = stdio::flush_one(f, src);
     let e = sys::errno();
     stdio::funlockfile(f);
+    crate::transport::before_std_fd_goes(fd);
     tap::closed(fd);
     let r = real::fclose(f);
     if flushed == libc::EOF {
