@@ -70,7 +70,7 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
     }
 }
 
-/// [lo, hi] minus the library's fd, as at most two ranges.
+/// [lo, hi] minus the library's fds, as at most five ranges.
 fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_uint)> {
     let mut ours = crate::fds::ours().map(|fd| {
         if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) {
@@ -80,7 +80,7 @@ fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_
         }
     });
     ours.sort_unstable();
-    let mut out = [None; 4];
+    let mut out = [None; 5];
     let mut start = Some(lo);
     let mut n = 0;
     for o in ours.into_iter().flatten() {
