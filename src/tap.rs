@@ -11,6 +11,8 @@
 //!
 //! Reads of the table are single relaxed loads, safe from any context.
 
+pub mod patterns;
+
 use crate::config;
 use crate::sys::{self, Ident};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
