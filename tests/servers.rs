@@ -535,7 +535,19 @@ fn chown_r(p: &Path, uid: u32, gid: u32) {
 /// rotation; every dated file must be its own source, tapped from its
 /// first byte.
 fn postgres(suppress: bool) {
-    let Some(bin) = need("PostgreSQL 15", &["/usr/lib/postgresql/15/bin/postgres"]) else {
+    // Debian 12 ships 15; take it, else the newest installed.
+    let mut found: Vec<String> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| {
+            d.filter_map(|e| {
+                let p = e.ok()?.path().join("bin/postgres");
+                p.is_file().then(|| p.to_string_lossy().into_owned())
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    found.sort_by_key(|p| (!p.contains("/15/"), std::cmp::Reverse(p.clone())));
+    let cands: Vec<&str> = found.iter().map(String::as_str).collect();
+    let Some(bin) = need("PostgreSQL (postgresql package)", &cands) else {
         return;
     };
     let bindir = bin.parent().unwrap().to_path_buf();
