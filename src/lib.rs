@@ -20,6 +20,7 @@ pub mod config;
 pub mod hooks;
 pub mod real;
 pub mod ring;
+pub mod safe_open;
 pub mod stdio;
 pub mod sys;
 pub mod tap;
@@ -82,7 +83,7 @@ struct ShimApi {
     stream_source: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
     stream_wide: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
     stdio_write: unsafe extern "C" fn(*mut libc::FILE, *const u8, usize, libc::c_int) -> usize,
-    opened: extern "C" fn(libc::c_int, libc::c_int),
+    opened: unsafe extern "C" fn(libc::c_int, libc::c_int, libc::c_int, *const libc::c_char),
     duplicated: extern "C" fn(libc::c_int, libc::c_int),
     fd_tapped: extern "C" fn(libc::c_int) -> libc::c_int,
 }

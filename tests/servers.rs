@@ -896,7 +896,7 @@ fn python_rotating(suppress: bool) {
         })
         .collect();
     // Oldest first: app.log.N … app.log.1, app.log.
-    pieces.sort_by(|a, b| b.0.cmp(&a.0));
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.0));
     let files: Vec<PathBuf> = pieces.into_iter().map(|p| p.1).collect();
     let got: Vec<String> = sink
         .get(&src)

@@ -179,6 +179,11 @@ impl PatternList {
         self.n == 0
     }
 
+    /// Whether the list holds at least one exact path.
+    pub fn has_exact(&self) -> bool {
+        self.patterns < self.n
+    }
+
     /// Whether the list holds at least one pattern.
     pub fn has_patterns(&self) -> bool {
         self.patterns > 0
