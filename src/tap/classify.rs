@@ -85,17 +85,19 @@ pub fn file_source(fd: c_int, name: Option<(c_int, &[u8])>, id: Option<&Ident>) 
 
 fn pattern_source(fd: c_int, name: Option<(c_int, &[u8])>) -> u8 {
     let list = &config::get().tap_files;
+    // The quick test comes before anything else, even before the name
+    // buffer is cleared: it is all that most opens pay.
+    if let Some((_, p)) = name {
+        if p.is_empty() || !list.may_match_name(patterns::last_component(p)) {
+            return NONE;
+        }
+    }
     let mut abs = [0u8; PATH_MAX];
     let len = match name {
-        Some((dirfd, p)) => {
-            if p.is_empty() || !list.may_match_name(patterns::last_component(p)) {
-                return NONE;
-            }
-            match absolute(dirfd, p, &mut abs) {
-                Some(n) => n,
-                None => return NONE,
-            }
-        }
+        Some((dirfd, p)) => match absolute(dirfd, p, &mut abs) {
+            Some(n) => n,
+            None => return NONE,
+        },
         None => match fd_name(fd, &mut abs) {
             Some(n) if list.may_match_name(patterns::last_component(&abs[..n])) => n,
             _ => return NONE,

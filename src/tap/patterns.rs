@@ -44,6 +44,10 @@ struct Entry {
     len: u16,
     /// Where the last component begins (after the last `/`).
     last: u16,
+    /// Literal bytes the last component starts and ends with (before its
+    /// first and after its last pattern character): the quick rejection.
+    head: u16,
+    tail: u16,
     kind: Kind,
 }
 
@@ -102,6 +106,8 @@ impl PatternList {
                 start: 0,
                 len: 0,
                 last: 0,
+                head: 0,
+                tail: 0,
                 kind: Kind::Exact,
             }; MAX_ENTRIES],
             n: 0,
@@ -159,10 +165,21 @@ impl PatternList {
                 }
             }
             self.buf[self.used..self.used + len].copy_from_slice(p);
+            let lastc = &p[last..];
+            let meta = |c: &u8| matches!(c, b'*' | b'?' | b'[');
+            let head = lastc.iter().position(meta).unwrap_or(lastc.len());
+            // (A `]` may close a set: the literal end stops there too.)
+            let tail = lastc
+                .iter()
+                .rev()
+                .position(|c| meta(c) || *c == b']')
+                .unwrap_or(lastc.len());
             self.entries[self.n] = Entry {
                 start: self.used as u16,
                 len: len as u16,
                 last: last as u16,
+                head: head as u16,
+                tail: tail as u16,
                 kind,
             };
             self.used += len;
@@ -218,12 +235,22 @@ impl PatternList {
             return true;
         }
         for e in &self.entries[..self.n] {
-            if e.kind == Kind::Pattern {
-                let s = e.start as usize;
-                let last = &self.buf[s + e.last as usize..s + e.len as usize];
-                if match_component(last, name) {
-                    return true;
-                }
+            if e.kind != Kind::Pattern {
+                continue;
+            }
+            let s = e.start as usize;
+            let last = &self.buf[s + e.last as usize..s + e.len as usize];
+            // Most names fail on the literal start or end (`*.log`,
+            // `postgresql-*`) after a few byte comparisons.
+            let (h, t) = (e.head as usize, e.tail as usize);
+            if name.len() < h.max(t)
+                || !same_bytes(&name[name.len() - t..], &last[last.len() - t..])
+                || !same_bytes(&name[..h], &last[..h])
+            {
+                continue;
+            }
+            if match_component(last, name) {
+                return true;
             }
         }
         false
@@ -236,6 +263,13 @@ impl PatternList {
             _ => false,
         })
     }
+}
+
+/// Byte equality of two short slices of the same length, inline: a call
+/// to `memcmp` per pattern would cost more than the comparison itself.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
 }
 
 /// The last component of `path` (what follows the last `/`).
@@ -595,6 +629,47 @@ mod tests {
         assert!(l.may_match_name(b"a.txt"));
         assert!(!l.may_match_name(b"data.bin"));
         assert!(!l.may_match_name(b"exact.log.1"));
+    }
+
+    #[test]
+    fn quick_rejection_agrees_with_the_full_match() {
+        let pats = [
+            "*.log",
+            "app.log*",
+            "catalina.*.log",
+            "error-?.log",
+            "[a-z]*",
+            "a*b*c",
+            "x?",
+            "*",
+            "?",
+            "[!.]*.txt",
+            "pre*[0-9]",
+        ];
+        let names = [
+            "a.log",
+            "app.log",
+            "app.log.1",
+            "catalina.2026-11-30.log",
+            "error-1.log",
+            "Error-1.log",
+            "abc",
+            "x",
+            "",
+            ".log",
+            "pre7",
+            "pre",
+            "prex",
+            "a.txt",
+            ".a.txt",
+        ];
+        for p in pats {
+            let mut l = PatternList::new();
+            l.parse(format!("/d/{p}").as_bytes(), None).unwrap();
+            for n in names {
+                assert_eq!(l.may_match_name(n.as_bytes()), comp(p, n), "{p} vs {n:?}");
+            }
+        }
     }
 
     #[test]
