@@ -98,6 +98,43 @@ pub struct Config {
     pub level_file: Level,
     pub python_unbuffered: bool,
     pub private_fds: bool,
+    /// Mode of a file target the library creates (`LLT_TARGET_MODE`).
+    pub target_mode: u32,
+    /// `LLT_TARGET_UID`: the uids a socket listener may have; `None` when
+    /// not set (any listener).
+    pub target_uids: Option<UidList>,
+}
+
+/// Up to [`MAX_TARGET_UIDS`] uids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UidList {
+    uids: [u32; MAX_TARGET_UIDS],
+    n: usize,
+}
+
+pub const MAX_TARGET_UIDS: usize = 16;
+
+impl UidList {
+    pub fn contains(&self, uid: u32) -> bool {
+        self.uids[..self.n].contains(&uid)
+    }
+    /// `UID[,UID…]`, decimal; None when malformed, empty or too long.
+    pub fn parse(v: &[u8]) -> Option<UidList> {
+        let mut l = UidList {
+            uids: [0; MAX_TARGET_UIDS],
+            n: 0,
+        };
+        for part in v.split(|&c| c == b',') {
+            let part = part.trim_ascii();
+            let uid = parse_u64(part).filter(|&u| u < u64::from(u32::MAX))?;
+            if l.n == MAX_TARGET_UIDS {
+                return None;
+            }
+            l.uids[l.n] = uid as u32;
+            l.n += 1;
+        }
+        Some(l)
+    }
 }
 
 impl Config {
@@ -124,6 +161,8 @@ impl Config {
             level_file: Level::Info,
             python_unbuffered: true,
             private_fds: true,
+            target_mode: 0o600,
+            target_uids: None,
         }
     }
 }
@@ -140,7 +179,14 @@ pub fn get() -> &'static Config {
     unsafe { &*CONFIG.0.get() }
 }
 
-pub const DEFAULT_TARGET: &[u8] = b"/tmp/liblogtap.log";
+/// The default file target for root, and for other users without
+/// `XDG_RUNTIME_DIR`: a directory only root can write (never a
+/// world-writable one such as `/tmp`, where anyone could plant a symlink, a
+/// FIFO or a file of their own under the name).
+pub const DEFAULT_TARGET: &[u8] = b"/run/liblogtap.log";
+/// Appended to `$XDG_RUNTIME_DIR` (a directory only the user can write) for
+/// users other than root.
+pub const DEFAULT_TARGET_NAME: &[u8] = b"/liblogtap.log";
 pub const DEFAULT_PV_SOCKET: &[u8] = b"/pantavisor/pv-ctrl-log";
 
 fn env(name: &[u8]) -> Option<&'static [u8]> {
@@ -280,7 +326,7 @@ pub unsafe fn load() {
         },
     }
 
-    c.target_path.set(DEFAULT_TARGET);
+    set_default_target(&mut c.target_path);
     if let Some(v) = env(b"LLT_TARGET\0") {
         let parsed = if let Some(p) = v.strip_prefix(b"file:") {
             Some((TargetKind::File, p))
@@ -389,6 +435,34 @@ pub unsafe fn load() {
         b"expected bytes with optional K/M/G suffix, 64K-1G",
     );
     c.buffer_size = (size as usize).clamp(64 << 10, 1 << 30).next_power_of_two();
+    if let Some(v) = env(b"LLT_TARGET_MODE\0") {
+        match parse_octal(v) {
+            Some(m) if m <= 0o777 => c.target_mode = m,
+            _ => invalid(
+                b"LLT_TARGET_MODE\0",
+                v,
+                b"expected an octal file mode from 0 to 0777 such as 0640",
+            ),
+        }
+    }
+    if let Some(v) = env(b"LLT_TARGET_UID\0") {
+        match UidList::parse(v) {
+            Some(l) => c.target_uids = Some(l),
+            None => {
+                // A security setting fails closed: a typo must not let any
+                // listener in.
+                sys::say(&[
+                    b"logtap: invalid LLT_TARGET_UID=",
+                    v,
+                    b" (expected UID[,UID...], at most 16 decimal uids); no listener is accepted",
+                ]);
+                c.target_uids = Some(UidList {
+                    uids: [0; MAX_TARGET_UIDS],
+                    n: 0,
+                });
+            }
+        }
+    }
     c.level_stdout = get_level(b"LLT_LEVEL_STDOUT\0", Level::Info);
     c.level_stderr = get_level(b"LLT_LEVEL_STDERR\0", Level::Error);
     c.level_file = get_level(b"LLT_LEVEL_FILE\0", Level::Info);
@@ -415,6 +489,30 @@ pub unsafe fn load() {
     }
 }
 
+/// The default target: `$XDG_RUNTIME_DIR/liblogtap.log` for a user other
+/// than root when that variable holds an absolute path, else
+/// [`DEFAULT_TARGET`].
+unsafe fn set_default_target(dst: &mut FixedStr<PATH_MAX>) {
+    dst.set(DEFAULT_TARGET);
+    if crate::safe_open::euid() == 0 {
+        return;
+    }
+    if let Some(dir) = env(b"XDG_RUNTIME_DIR\0").filter(|d| d.first() == Some(&b'/')) {
+        let dir = dir.strip_suffix(b"/").unwrap_or(dir);
+        let mut t = FixedStr::<PATH_MAX>::new();
+        if t.set(dir) && t.push(DEFAULT_TARGET_NAME) {
+            dst.set(t.bytes());
+        }
+    }
+}
+
+fn parse_octal(v: &[u8]) -> Option<u32> {
+    if v.is_empty() || v.len() > 6 || !v.iter().all(|c| (b'0'..=b'7').contains(c)) {
+        return None;
+    }
+    Some(v.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0')))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,5 +526,15 @@ mod tests {
         assert_eq!(parse_seconds_ms(b"x"), None);
         assert_eq!(parse_size(b"4M"), Some(4 << 20));
         assert_eq!(parse_size(b"12k"), Some(12 << 10));
+        assert_eq!(parse_octal(b"0640"), Some(0o640));
+        assert_eq!(parse_octal(b"600"), Some(0o600));
+        assert_eq!(parse_octal(b"0x1"), None);
+        assert_eq!(parse_octal(b"8"), None);
+        let l = UidList::parse(b"0, 1000,65534").unwrap();
+        assert!(l.contains(0) && l.contains(1000) && l.contains(65534) && !l.contains(1));
+        assert!(UidList::parse(b"").is_none());
+        assert!(UidList::parse(b"1000,").is_none());
+        assert!(UidList::parse(b"bob").is_none());
+        assert!(UidList::parse(b"4294967295").is_none());
     }
 }

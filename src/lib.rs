@@ -16,6 +16,7 @@
 //! docs/DESIGN.md explains the architecture and its trade-offs.
 
 pub mod config;
+pub mod fds;
 #[cfg(not(test))]
 pub mod hooks;
 pub mod real;
@@ -56,13 +57,16 @@ extern "C" fn init() {
         config::load();
         real::resolve_all();
         init_shim();
+        let c = config::get();
+        if transport::anything_tapped() {
+            fds::init(!c.private_fds || !fds::private_table_possible());
+        }
         if !transport::init() {
             sys::say(&[b"logtap: could not map the tap buffer (LLT_BUFFER_SIZE); tapping is off"]);
             return;
         }
         transport::target::init();
         libc::pthread_atfork(Some(before_fork), None, Some(after_fork_child));
-        let c = config::get();
         if c.python_unbuffered
             && (c.tap_stdout || c.tap_stderr)
             && libc::getenv(c"PYTHONUNBUFFERED".as_ptr()).is_null()
@@ -126,7 +130,8 @@ extern "C" fn after_fork_child() {
 /// glibc's final stdio flush, which goes through paths we cannot see: flush
 /// the tapped streams through our accounting, then deliver.
 extern "C" fn fini() {
-    if !STARTED.load(Ordering::Acquire) || !transport::anything_tapped() {
+    // A vfork child that calls exit() runs this on its parent's memory.
+    if !STARTED.load(Ordering::Acquire) || !transport::anything_tapped() || sys::in_vfork_child() {
         return;
     }
     let _e = sys::ErrnoGuard::new();

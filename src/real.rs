@@ -129,4 +129,9 @@ reals! {
     posix_spawn(pid: *mut libc::pid_t, p: *const c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, a: *const *mut c_char, e: *const *mut c_char) -> c_int, libc::ENOSYS;
     posix_spawnp(pid: *mut libc::pid_t, p: *const c_char, fa: *const libc::posix_spawn_file_actions_t, at: *const libc::posix_spawnattr_t, a: *const *mut c_char, e: *const *mut c_char) -> c_int, libc::ENOSYS;
     unshare(fl: c_int) -> c_int, libc::syscall(libc::SYS_unshare, fl) as c_int;
+    daemon(nochdir: c_int, noclose: c_int) -> c_int, enosys();
+    system(cmd: *const c_char) -> c_int, enosys();
+    popen(cmd: *const c_char, mode: *const c_char) -> *mut FILE, { crate::sys::set_errno(libc::ENOSYS); core::ptr::null_mut() };
+    login_tty(fd: c_int) -> c_int, enosys();
+    forkpty(m: *mut c_int, name: *mut c_char, t: *const libc::termios, w: *const libc::winsize) -> libc::pid_t, enosys();
 }

@@ -136,10 +136,49 @@ pub fn stat(path: &[u8]) -> Option<Ident> {
     }
 }
 
+/// How many threads the process has (from the link count of
+/// /proc/self/task: two plus one per thread), if procfs says.
+pub fn threads() -> Option<u64> {
+    // SAFETY: constant NUL-terminated path; st is a valid out-parameter.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::syscall(
+            libc::SYS_newfstatat,
+            libc::AT_FDCWD,
+            c"/proc/self/task".as_ptr(),
+            &mut st as *mut libc::stat,
+            0,
+        ) == 0
+            && st.st_nlink > 2
+        {
+            Some(st.st_nlink as u64 - 2)
+        } else {
+            None
+        }
+    }
+}
+
 /// Whether a write to `fd` could succeed: open, and not read-only.
 pub fn writable(fd: c_int) -> bool {
     let fl = fcntl(fd, libc::F_GETFL, 0);
     fl >= 0 && (fl as c_int) & libc::O_ACCMODE != libc::O_RDONLY
+}
+
+#[cfg(not(test))]
+extern "C" {
+    fn llt_in_vfork_child() -> c_int;
+}
+
+/// Whether this code runs in a vfork child, on its parent's memory (see
+/// the `vfork` hook in src/shim/common.c). Such a child must leave the
+/// library's state alone: every hook then just makes the real call.
+#[inline]
+pub fn in_vfork_child() -> bool {
+    #[cfg(not(test))]
+    // SAFETY: reads a thread-local int.
+    return unsafe { llt_in_vfork_child() } != 0;
+    #[cfg(test)]
+    false
 }
 
 pub fn getpid() -> i32 {
@@ -206,17 +245,6 @@ pub fn sleep_ms(ms: u64) {
             core::ptr::null_mut::<c_void>(),
         );
     }
-}
-
-/// Moves `fd` to a number at or above `min` (close-on-exec) and closes the
-/// old number, so the program's own low fd numbers stay free.
-pub fn move_high(fd: c_int, min: c_int) -> c_int {
-    let n = fcntl(fd, libc::F_DUPFD_CLOEXEC, min as c_long);
-    if n < 0 {
-        return fd;
-    }
-    close(fd);
-    n as c_int
 }
 
 /// One line on stderr, straight to fd 2 so it is never tapped.

@@ -13,6 +13,10 @@
 //!
 //! Reads of the table are single relaxed loads, safe from any context.
 //! Matching happens at open time only: a write costs one lookup.
+//!
+//! A vfork child shares this table with its parent but has an fd table of
+//! its own: in one, nothing here changes and nothing is tapped (see
+//! `sys::in_vfork_child`).
 
 pub mod classify;
 pub mod patterns;
@@ -57,7 +61,7 @@ pub fn source(fd: libc::c_int) -> u8 {
 #[inline]
 pub fn active_source(fd: libc::c_int) -> u8 {
     let s = source(fd);
-    if s == NONE {
+    if s == NONE || sys::in_vfork_child() {
         return NONE;
     }
     let until = PASSIVE_UNTIL.load(Relaxed);
@@ -193,7 +197,7 @@ fn parse_ident(v: &[u8]) -> Option<Ident> {
 /// fd made by a call we do not see). `writable` is false for read-only
 /// opens, which can never carry output.
 pub fn opened(fd: libc::c_int, writable: bool) {
-    if fd < 0 || !is_active() {
+    if fd < 0 || !is_active() || sys::in_vfork_child() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
@@ -211,7 +215,7 @@ pub unsafe fn opened_at(
     dirfd: libc::c_int,
     path: *const libc::c_char,
 ) {
-    if fd < 0 || !is_active() {
+    if fd < 0 || !is_active() || sys::in_vfork_child() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
@@ -267,9 +271,19 @@ fn classify(fd: libc::c_int, name: Option<(libc::c_int, &[u8])>) -> u8 {
     NONE
 }
 
+/// `fd` was replaced behind our back (inside libc, as `daemon` does):
+/// classify it again from what it is now.
+pub fn reclassify(fd: libc::c_int) {
+    if is_active() && !sys::in_vfork_child() {
+        let _e = sys::ErrnoGuard::new();
+        set(fd, classify(fd, None));
+    }
+}
+
 /// `newfd` now refers to the same open file as `oldfd`.
+#[inline]
 pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
-    if newfd >= 0 && oldfd != newfd {
+    if newfd >= 0 && oldfd != newfd && !sys::in_vfork_child() {
         if oldfd > 2 && !known(oldfd) && is_active() {
             let _e = sys::ErrnoGuard::new();
             set(oldfd, classify(oldfd, None));
@@ -278,11 +292,17 @@ pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
     }
 }
 
+#[inline]
 pub fn closed(fd: libc::c_int) {
-    set(fd, NONE);
+    if !sys::in_vfork_child() {
+        set(fd, NONE);
+    }
 }
 
 pub fn closed_range(lo: u32, hi: u32) {
+    if sys::in_vfork_child() {
+        return;
+    }
     let end = (hi as usize).min(TABLE_SIZE - 1);
     for e in TABLE.iter().take(end + 1).skip(lo as usize) {
         if e.load(Relaxed) != NONE {

@@ -5,7 +5,7 @@
 //! real call is skipped and the full count returned, unless the library's
 //! buffer is full, in which case the real call runs (nothing is lost).
 
-use crate::sys::ErrnoGuard;
+use crate::sys::{self, ErrnoGuard};
 use crate::tap::{self, NONE};
 use crate::{real, transport};
 use libc::{c_int, c_void, iovec, msghdr, off_t, size_t, ssize_t};
@@ -39,30 +39,81 @@ unsafe fn iov_total(iov: *const iovec, cnt: c_int) -> Option<usize> {
     Some(t)
 }
 
-/// Suppressed iovec output: all into the buffer, or nothing.
-unsafe fn suppress_iov(src: u8, iov: *const iovec, cnt: c_int) -> Option<ssize_t> {
+/// Suppressed iovec output: into the buffer; what it cannot take (all of
+/// it, or the end of a write larger than it when the target went away
+/// mid-way) goes to the original destination through `real`, called with
+/// the remaining iovecs. None: the caller runs the real call untouched.
+unsafe fn suppress_iov(
+    src: u8,
+    iov: *const iovec,
+    cnt: c_int,
+    real: impl FnOnce(*const iovec, c_int, usize) -> ssize_t,
+) -> Option<ssize_t> {
     let total = iov_total(iov, cnt)?;
     if cnt <= 0 || cnt > 16 || total > isize::MAX as usize {
         return None;
     }
-    let _e = ErrnoGuard::new();
+    let e = ErrnoGuard::new();
     let mut parts: [&[u8]; 16] = [&[]; 16];
     for (i, p) in parts.iter_mut().enumerate().take(cnt as usize) {
         let v = &*iov.add(i);
         *p = core::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len);
     }
-    transport::push(src, &parts[..cnt as usize]).then_some(total as ssize_t)
+    let stored = transport::push_prefix(src, &parts[..cnt as usize]);
+    if stored == total {
+        return Some(total as ssize_t);
+    }
+    if stored == 0 {
+        return None;
+    }
+    // The rest of the iovecs, after the first `stored` bytes.
+    let mut rest = [iovec {
+        iov_base: core::ptr::null_mut(),
+        iov_len: 0,
+    }; 16];
+    let (mut k, mut skip) = (0usize, stored);
+    for p in &parts[..cnt as usize] {
+        if skip >= p.len() {
+            skip -= p.len();
+            continue;
+        }
+        rest[k] = iovec {
+            iov_base: p.as_ptr().add(skip) as *mut c_void,
+            iov_len: p.len() - skip,
+        };
+        skip = 0;
+        k += 1;
+    }
+    let saved = sys::errno();
+    drop(e);
+    let r = real(rest.as_ptr(), k as c_int, stored);
+    Some(finish_partial(stored, r, saved))
 }
 
+/// The result of a write whose first `stored` bytes went to the buffer and
+/// whose rest went to the original destination with result `r`.
+fn finish_partial(stored: usize, r: ssize_t, errno: c_int) -> ssize_t {
+    if r < 0 {
+        // Report the bytes taken, as a short write; errno stays the
+        // caller's since the call succeeded.
+        sys::set_errno(errno);
+        stored as ssize_t
+    } else {
+        stored as ssize_t + r
+    }
+}
+
+/// `real(buf, n, skipped)` writes `n` bytes from `buf`; `skipped` bytes of
+/// the caller's buffer came before (for `pwrite`'s offset).
 #[inline(always)]
 unsafe fn simple(
     fd: c_int,
     buf: *const c_void,
     n: size_t,
-    real: impl FnOnce() -> ssize_t,
+    real: impl FnOnce(*const c_void, size_t, usize) -> ssize_t,
 ) -> ssize_t {
     if tap::source(fd) == NONE {
-        return real();
+        return real(buf, n, 0);
     }
     simple_tapped(fd, buf, n, real)
 }
@@ -72,22 +123,34 @@ unsafe fn simple_tapped(
     fd: c_int,
     buf: *const c_void,
     n: size_t,
-    real: impl FnOnce() -> ssize_t,
+    real: impl FnOnce(*const c_void, size_t, usize) -> ssize_t,
 ) -> ssize_t {
     let src = tap::active_source(fd);
     if src == NONE || n == 0 || buf.is_null() {
-        return real();
+        return real(buf, n, 0);
     }
     if tap::suppressed(src) && n <= isize::MAX as usize {
         let e = ErrnoGuard::new();
-        if transport::push(src, &[core::slice::from_raw_parts(buf as *const u8, n)]) {
+        let stored =
+            transport::push_prefix(src, &[core::slice::from_raw_parts(buf as *const u8, n)]);
+        if stored == n {
             return n as ssize_t;
         }
         drop(e);
-        // The buffer is full: the original destination takes it instead.
-        return real();
+        let saved = sys::errno();
+        // The buffer is full: the original destination takes the rest.
+        let r = real(
+            (buf as *const u8).add(stored) as *const c_void,
+            n - stored,
+            stored,
+        );
+        return if stored == 0 {
+            r
+        } else {
+            finish_partial(stored, r, saved)
+        };
     }
-    let r = real();
+    let r = real(buf, n, 0);
     if r > 0 {
         // No errno guard: pushing keeps errno (see transport::push_or_drop).
         transport::push_or_drop(
@@ -103,10 +166,10 @@ unsafe fn vectored(
     fd: c_int,
     iov: *const iovec,
     cnt: c_int,
-    real: impl FnOnce() -> ssize_t,
+    real: impl FnOnce(*const iovec, c_int, usize) -> ssize_t,
 ) -> ssize_t {
     if tap::source(fd) == NONE {
-        return real();
+        return real(iov, cnt, 0);
     }
     vectored_tapped(fd, iov, cnt, real)
 }
@@ -116,17 +179,21 @@ unsafe fn vectored_tapped(
     fd: c_int,
     iov: *const iovec,
     cnt: c_int,
-    real: impl FnOnce() -> ssize_t,
+    real: impl FnOnce(*const iovec, c_int, usize) -> ssize_t,
 ) -> ssize_t {
     let src = tap::active_source(fd);
     if src == NONE || iov.is_null() {
-        return real();
+        return real(iov, cnt, 0);
     }
     if tap::suppressed(src) {
         // Buffer full (or too many pieces): the original destination takes it.
-        return suppress_iov(src, iov, cnt).unwrap_or_else(real);
+        let mut real = Some(real);
+        return match suppress_iov(src, iov, cnt, |v, c, d| (real.take().unwrap())(v, c, d)) {
+            Some(r) => r,
+            None => (real.take().unwrap())(iov, cnt, 0),
+        };
     }
-    let r = real();
+    let r = real(iov, cnt, 0);
     if r > 0 {
         tap_iov(src, iov, cnt, r as usize);
     }
@@ -137,35 +204,41 @@ unsafe fn vectored_tapped(
 /// Same contract as libc `write`.
 #[no_mangle]
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
-    simple(fd, buf, n, || real::write(fd, buf, n))
+    simple(fd, buf, n, |b, n, _| real::write(fd, b, n))
 }
 
 /// # Safety
 /// Same contract as libc `writev`.
 #[no_mangle]
 pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, cnt: c_int) -> ssize_t {
-    vectored(fd, iov, cnt, || real::writev(fd, iov, cnt))
+    vectored(fd, iov, cnt, |v, c, _| real::writev(fd, v, c))
 }
 
 /// # Safety
 /// Same contract as libc `pwrite`.
 #[no_mangle]
 pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t {
-    simple(fd, buf, n, || real::pwrite(fd, buf, n, off))
+    simple(fd, buf, n, |b, n, d| {
+        real::pwrite(fd, b, n, off + d as off_t)
+    })
 }
 
 /// # Safety
 /// Same contract as libc `pwrite64`.
 #[no_mangle]
 pub unsafe extern "C" fn pwrite64(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t {
-    simple(fd, buf, n, || real::pwrite64(fd, buf, n, off))
+    simple(fd, buf, n, |b, n, d| {
+        real::pwrite64(fd, b, n, off + d as off_t)
+    })
 }
 
 /// # Safety
 /// Same contract as libc `pwritev`.
 #[no_mangle]
 pub unsafe extern "C" fn pwritev(fd: c_int, iov: *const iovec, cnt: c_int, off: off_t) -> ssize_t {
-    vectored(fd, iov, cnt, || real::pwritev(fd, iov, cnt, off))
+    vectored(fd, iov, cnt, |v, c, d| {
+        real::pwritev(fd, v, c, off + d as off_t)
+    })
 }
 
 /// # Safety
@@ -177,7 +250,9 @@ pub unsafe extern "C" fn pwritev64(
     cnt: c_int,
     off: off_t,
 ) -> ssize_t {
-    vectored(fd, iov, cnt, || real::pwritev64(fd, iov, cnt, off))
+    vectored(fd, iov, cnt, |v, c, d| {
+        real::pwritev64(fd, v, c, off + d as off_t)
+    })
 }
 
 /// # Safety
@@ -190,7 +265,9 @@ pub unsafe extern "C" fn pwritev2(
     off: off_t,
     fl: c_int,
 ) -> ssize_t {
-    vectored(fd, iov, cnt, || real::pwritev2(fd, iov, cnt, off, fl))
+    vectored(fd, iov, cnt, |v, c, d| {
+        real::pwritev2(fd, v, c, off + d as off_t, fl)
+    })
 }
 
 /// # Safety
@@ -203,7 +280,9 @@ pub unsafe extern "C" fn pwritev64v2(
     off: off_t,
     fl: c_int,
 ) -> ssize_t {
-    vectored(fd, iov, cnt, || real::pwritev64v2(fd, iov, cnt, off, fl))
+    vectored(fd, iov, cnt, |v, c, d| {
+        real::pwritev64v2(fd, v, c, off + d as off_t, fl)
+    })
 }
 
 /// stdout can be a socket (journald's stream, some runtimes).
@@ -212,7 +291,7 @@ pub unsafe extern "C" fn pwritev64v2(
 /// Same contract as libc `send`.
 #[no_mangle]
 pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, n: size_t, fl: c_int) -> ssize_t {
-    simple(fd, buf, n, || real::send(fd, buf, n, fl))
+    simple(fd, buf, n, |b, n, _| real::send(fd, b, n, fl))
 }
 
 /// # Safety
@@ -226,7 +305,7 @@ pub unsafe extern "C" fn sendto(
     addr: *const libc::sockaddr,
     alen: libc::socklen_t,
 ) -> ssize_t {
-    simple(fd, buf, n, || real::sendto(fd, buf, n, fl, addr, alen))
+    simple(fd, buf, n, |b, n, _| real::sendto(fd, b, n, fl, addr, alen))
 }
 
 /// # Safety
@@ -236,8 +315,15 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const msghdr, fl: c_int) -> ssiz
     if tap::source(fd) == NONE || m.is_null() {
         return real::sendmsg(fd, m, fl);
     }
-    vectored_tapped(fd, (*m).msg_iov, (*m).msg_iovlen as c_int, || {
-        real::sendmsg(fd, m, fl)
+    vectored_tapped(fd, (*m).msg_iov, (*m).msg_iovlen as c_int, |v, c, _| {
+        if core::ptr::eq(v, (*m).msg_iov) {
+            return real::sendmsg(fd, m, fl);
+        }
+        // The rest of a partly buffered message: same header, fewer bytes.
+        let mut rest = *m;
+        rest.msg_iov = v as *mut iovec;
+        rest.msg_iovlen = c as _;
+        real::sendmsg(fd, &rest, fl)
     })
 }
 

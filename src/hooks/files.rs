@@ -10,7 +10,6 @@ use crate::real;
 use crate::stdio::{self, fileno_of};
 use crate::sys::{self, ErrnoGuard};
 use crate::tap::{self, NONE};
-use crate::transport::target;
 use libc::{c_char, c_int, c_uint, mode_t, FILE};
 
 /// Called by the C open/openat shims after a successful open, with the
@@ -34,7 +33,8 @@ pub extern "C" fn llt_duplicated(oldfd: c_int, newfd: c_int) {
 /// Same contract as libc `close`.
 #[no_mangle]
 pub unsafe extern "C" fn close(fd: c_int) -> c_int {
-    if target::owns(fd) || stdio::owns(fd) {
+    // (A vfork child closes its own copy, which is harmless.)
+    if crate::fds::owns(fd) && !sys::in_vfork_child() {
         sys::set_errno(libc::EBADF);
         return -1;
     }
@@ -77,7 +77,7 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
 
 /// [lo, hi] minus the library's fd, as at most two ranges.
 fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_uint)> {
-    let mut ours = [target::our_fd(), stdio::devnull_fd()].map(|fd| {
+    let mut ours = crate::fds::ours().map(|fd| {
         if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) {
             Some(fd as c_uint)
         } else {
@@ -85,7 +85,7 @@ fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_
         }
     });
     ours.sort_unstable();
-    let mut out = [None; 3];
+    let mut out = [None; 4];
     let mut start = Some(lo);
     let mut n = 0;
     for o in ours.into_iter().flatten() {
@@ -103,6 +103,16 @@ fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_
     out.into_iter().flatten()
 }
 
+/// The program is about to `dup2` onto `fd`: move the library's own fd
+/// there out of the way. A vfork child replaces only its own copy.
+fn evacuate(fd: c_int) {
+    if sys::in_vfork_child() {
+        return;
+    }
+    let _e = ErrnoGuard::new();
+    crate::fds::evacuate(fd);
+}
+
 /// # Safety
 /// Same contract as libc `dup`.
 #[no_mangle]
@@ -118,10 +128,7 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 /// Same contract as libc `dup2`.
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
-    let e = ErrnoGuard::new();
-    target::evacuate(new);
-    stdio::evacuate(new);
-    drop(e);
+    evacuate(new);
     let r = real::dup2(old, new);
     if r >= 0 {
         tap::duplicated(old, new);
@@ -133,10 +140,7 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 /// Same contract as libc `dup3`.
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
-    let e = ErrnoGuard::new();
-    target::evacuate(new);
-    stdio::evacuate(new);
-    drop(e);
+    evacuate(new);
     let r = real::dup3(old, new, flags);
     if r >= 0 {
         tap::duplicated(old, new);

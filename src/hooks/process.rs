@@ -3,7 +3,8 @@
 //! in the way of `unshare(CLONE_NEWUSER)`. Normal `exit` is handled by the
 //! library's destructor (lib.rs); `fork` by `pthread_atfork` handlers
 //! (pending data is handed off before, the child gets its own state after),
-//! plus `_Fork` and `posix_spawn`, which skip those handlers.
+//! plus `_Fork` and `posix_spawn`, which skip those handlers; `daemon`,
+//! whose fork, `_exit` and `dup2` happen inside libc.
 //!
 //! Invariants: the real call always runs with the caller's arguments and
 //! its errno; the waits here are bounded by `LLT_EXIT_TIMEOUT_MS`.
@@ -12,7 +13,8 @@ use crate::{config, real, tap, transport};
 use libc::{c_char, c_int};
 
 fn deliver_before_leaving() {
-    if tap::is_active() && transport::anything_tapped() {
+    // A vfork child leaves the parent's buffer to the parent.
+    if tap::is_active() && transport::anything_tapped() && !crate::sys::in_vfork_child() {
         transport::flush(config::get().exit_timeout_ms);
     }
 }
@@ -149,12 +151,96 @@ pub unsafe extern "C" fn posix_spawnp(
 /// Same contract as libc `unshare`.
 #[no_mangle]
 pub unsafe extern "C" fn unshare(flags: c_int) -> c_int {
-    if flags & libc::CLONE_NEWUSER != 0 {
+    if flags & libc::CLONE_NEWUSER != 0 && !crate::sys::in_vfork_child() {
         // The kernel refuses a new user namespace to a multi-threaded
         // process; the consumer thread restarts at the next tapped write.
         transport::quiesce();
     }
     real::unshare(flags)
+}
+
+/// `daemon(3)` forks, ends the parent with libc's internal `_exit` and
+/// points fds 0-2 at /dev/null with its internal `dup2`: the hooks see
+/// none of it. What the program meant: its output so far is delivered (the
+/// parent leaves at once, so it is delivered first, as `_exit` would), and
+/// the daemon's writes to /dev/null are not output.
+///
+/// # Safety
+/// Same contract as libc `daemon`.
+#[no_mangle]
+pub unsafe extern "C" fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
+    if crate::sys::in_vfork_child() {
+        return real::daemon(nochdir, noclose);
+    }
+    deliver_before_leaving();
+    let r = real::daemon(nochdir, noclose);
+    if r == 0 && noclose == 0 {
+        // The child (a fork: it has its own state by now).
+        let _e = crate::sys::ErrnoGuard::new();
+        for fd in 0..3 {
+            tap::reclassify(fd);
+        }
+    }
+    r
+}
+
+/// `system` and `popen` start their child with libc's internal
+/// `posix_spawn`: hand off pending data first, as for `posix_spawn`.
+///
+/// # Safety
+/// Same contract as libc `system`.
+#[no_mangle]
+pub unsafe extern "C" fn system(cmd: *const c_char) -> c_int {
+    transport::hand_off_before_child();
+    real::system(cmd)
+}
+
+/// # Safety
+/// Same contract as libc `popen`.
+#[no_mangle]
+pub unsafe extern "C" fn popen(cmd: *const c_char, mode: *const c_char) -> *mut libc::FILE {
+    transport::hand_off_before_child();
+    real::popen(cmd, mode)
+}
+
+/// `login_tty` makes a terminal fds 0-2 with libc's internal `dup2`.
+///
+/// # Safety
+/// Same contract as libc `login_tty`.
+#[no_mangle]
+pub unsafe extern "C" fn login_tty(fd: c_int) -> c_int {
+    let r = real::login_tty(fd);
+    if r == 0 {
+        let _e = crate::sys::ErrnoGuard::new();
+        tap::closed(fd);
+        for fd in 0..3 {
+            tap::reclassify(fd);
+        }
+    }
+    r
+}
+
+/// `forkpty` forks and, in the child, calls libc's internal `login_tty`.
+///
+/// # Safety
+/// Same contract as libc `forkpty`.
+#[no_mangle]
+pub unsafe extern "C" fn forkpty(
+    master: *mut c_int,
+    name: *mut c_char,
+    termp: *const libc::termios,
+    winp: *const libc::winsize,
+) -> libc::pid_t {
+    let r = real::forkpty(master, name, termp, winp);
+    if r == 0 {
+        let _e = crate::sys::ErrnoGuard::new();
+        for fd in 0..3 {
+            tap::reclassify(fd);
+        }
+    } else if r > 0 && !master.is_null() {
+        tap::opened(*master, true);
+    }
+    r
 }
 
 /// `_Fork` does not run `pthread_atfork` handlers.

@@ -134,3 +134,88 @@ HOOK int execle(const char *path, const char *arg0, ...)
     va_end(ap);
     return execve(path, (char *const *)argv, envp);
 }
+
+/* ---------- vfork ----------
+ * A vfork child runs on its parent's memory, on the calling thread's stack
+ * and thread-local storage, until it execs or exits; the parent's thread
+ * waits meanwhile (its other threads do not). The child's dup2/close/open
+ * must not rewrite the parent's fd table state, so the hooks have to know
+ * they run in one: `llt_vfork_child`, a thread-local flag, is set on the
+ * calling thread just before the system call and cleared when the
+ * parent's side returns. Only the child runs with that thread's storage in
+ * between, so the flag is exactly "this is a vfork child". Other threads
+ * of the parent have their own flag, still clear.
+ *
+ * vfork cannot be wrapped by a C function: the child would return through
+ * the wrapper's frame and leave the parent a clobbered one. Like libc's
+ * own, this one is assembly that keeps its return address in a register
+ * across the system call and pushes it back on each side. */
+
+__attribute__((visibility("hidden"), tls_model("initial-exec"))) __thread int llt_vfork_child;
+
+__attribute__((visibility("hidden"), used)) void llt_vfork_begin(void) { llt_vfork_child = 1; }
+__attribute__((visibility("hidden"), used)) void llt_vfork_end(void) { llt_vfork_child = 0; }
+/* The failed system call's result (-errno) as libc reports it. */
+__attribute__((visibility("hidden"), used)) long llt_vfork_fail(long neg)
+{
+    llt_vfork_child = 0;
+    errno = (int)-neg;
+    return -1;
+}
+__attribute__((visibility("hidden"))) int llt_in_vfork_child(void) { return llt_vfork_child; }
+
+#if defined(__x86_64__)
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork,@function\n"
+        "vfork:\n"
+        "  endbr64\n"
+        "  sub $8, %rsp\n"
+        "  call llt_vfork_begin\n"
+        "  add $8, %rsp\n"
+        "  pop %rdi\n"                /* the return address, kept in a register */
+        "  mov $58, %eax\n"           /* SYS_vfork */
+        "  syscall\n"
+        "  push %rdi\n"
+        "  test %rax, %rax\n"
+        "  jz 1f\n"                   /* the child returns with the flag set */
+        "  push %rax\n"
+        "  call llt_vfork_end\n"
+        "  pop %rax\n"
+        "  cmp $-4095, %rax\n"
+        "  jae 2f\n"
+        "1: ret\n"
+        "2: mov %rax, %rdi\n"
+        "  jmp llt_vfork_fail\n"
+        ".size vfork, .-vfork\n");
+#elif defined(__aarch64__)
+/* There is no vfork system call here: clone(CLONE_VM|CLONE_VFORK|SIGCHLD).
+ * The return address lives in x30, a register. */
+__asm__(".text\n"
+        ".globl vfork\n"
+        ".type vfork,%function\n"
+        "vfork:\n"
+        "  stp x29, x30, [sp, -16]!\n"
+        "  bl llt_vfork_begin\n"
+        "  ldp x29, x30, [sp], 16\n"
+        "  mov x0, #0x4111\n"
+        "  mov x1, #0\n"
+        "  mov x2, #0\n"
+        "  mov x3, #0\n"
+        "  mov x4, #0\n"
+        "  mov x8, #220\n"
+        "  svc #0\n"
+        "  cbz x0, 1f\n"
+        "  stp x0, x30, [sp, -16]!\n"
+        "  bl llt_vfork_end\n"
+        "  ldp x0, x30, [sp], 16\n"
+        "  cmn x0, #4095\n"
+        "  b.hs 2f\n"
+        "1: ret\n"
+        "2: b llt_vfork_fail\n"
+        ".size vfork, .-vfork\n");
+#else
+/* Elsewhere a real fork, which POSIX allows for vfork: the child then has
+ * memory of its own, and the fork handlers give it its own state. */
+HOOK pid_t vfork(void) { return fork(); }
+#endif

@@ -152,17 +152,11 @@ pub unsafe fn after_open(_f: *mut FILE) {}
 pub fn init() {
     let c = crate::config::get();
     if c.suppress_std || c.suppress_file {
-        // SAFETY: raw open of a constant path.
-        let fd = unsafe {
-            sys::openat(
-                libc::AT_FDCWD,
-                c"/dev/null".as_ptr() as *const u8,
-                libc::O_WRONLY | libc::O_CLOEXEC,
-                0,
-            )
-        };
+        // Only the real null device: suppressed bytes must not land in a
+        // file put in its place.
+        let fd = crate::safe_open::open_devnull(libc::O_WRONLY);
         if fd >= 0 {
-            DEVNULL.store(sys::move_high(fd as c_int, 700), Relaxed);
+            DEVNULL.store(crate::fds::place(fd as c_int), Relaxed);
         }
     }
 }
@@ -173,7 +167,7 @@ pub fn init() {
 /// `f` is null or a live FILE.
 #[inline]
 pub unsafe fn source_of(f: *mut FILE) -> u8 {
-    if f.is_null() {
+    if f.is_null() || sys::in_vfork_child() {
         return NONE;
     }
     tap::source(fileno_of(f))
@@ -463,8 +457,7 @@ pub fn owns(fd: c_int) -> bool {
 /// to take with `dup2`.
 pub fn evacuate(fd: c_int) {
     if owns(fd) {
-        let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 700);
-        DEVNULL.store(if n >= 0 { n as c_int } else { -1 }, Relaxed);
+        DEVNULL.store(crate::fds::copy_away(fd), Relaxed);
     }
 }
 

@@ -65,7 +65,7 @@ pub unsafe fn fileno_of(f: *mut FILE) -> c_int {
 /// # Safety
 /// `f` is null or a live FILE.
 pub unsafe fn source_of(f: *mut FILE) -> u8 {
-    if f.is_null() {
+    if f.is_null() || crate::sys::in_vfork_child() {
         NONE
     } else {
         tap::source((*m(f)).fd)

@@ -126,36 +126,13 @@ fn map_ring(size: usize) -> bool {
 /// Constructor only.
 pub unsafe fn init() -> bool {
     OWNER_PID.store(sys::getpid(), Relaxed);
-    grow_fd_table();
     map_ring(config::get().buffer_size)
 }
 
-/// Grows the fd table past the numbers the library may use while the
-/// process has one thread: growing it later, with threads, waits for an RCU
-/// grace period (milliseconds), during which a freshly opened fd would sit
-/// on a low number the program might be about to get.
-fn grow_fd_table() {
-    // SAFETY: raw system calls on fds we open and close here.
-    unsafe {
-        let fd = sys::openat(
-            libc::AT_FDCWD,
-            c"/dev/null".as_ptr() as *const u8,
-            libc::O_RDONLY | libc::O_CLOEXEC,
-            0,
-        );
-        if fd >= 0 {
-            let hi = sys::fcntl(fd as i32, libc::F_DUPFD_CLOEXEC, 1023);
-            if hi >= 0 {
-                sys::close(hi as i32);
-            }
-            sys::close(fd as i32);
-        }
-    }
-}
-
-/// Appends one write's bytes. Returns false (nothing stored) when the
-/// buffer cannot take them; the caller then counts a drop or, when the
-/// stream is suppressed, writes to the original destination instead.
+/// Appends one write's bytes as one record, all or nothing. Returns false
+/// (nothing stored) when the buffer cannot take them; the caller then
+/// writes to the original destination instead (suppression). Writes of any
+/// size go through `push_or_drop` or `push_prefix`, which cut them.
 pub fn push(src: u8, parts: &[&[u8]]) -> bool {
     if let [one] = parts {
         return push_one(src, one);
@@ -168,13 +145,7 @@ pub fn push(src: u8, parts: &[&[u8]]) -> bool {
         return false;
     };
     // SAFETY: the reservation holds `len` bytes for us alone.
-    unsafe {
-        let mut dst = r.data;
-        for p in parts {
-            core::ptr::copy_nonoverlapping(p.as_ptr(), dst, p.len());
-            dst = dst.add(p.len());
-        }
-    }
+    unsafe { copy_parts(parts, 0, r.data, len) };
     commit(r, len);
     true
 }
@@ -192,6 +163,75 @@ pub fn push_one(src: u8, data: &[u8]) -> bool {
     unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), r.data, data.len()) };
     commit(r, data.len());
     true
+}
+
+/// The largest piece a big write is cut into. Pieces well below half the
+/// ring let the consumer send one while the writer copies the next, and
+/// make a write of any size fit, under the same flow control as a burst.
+fn chunk_max() -> usize {
+    (ring().capacity() / 4).clamp(64, 1 << 20)
+}
+
+/// Copies `len` bytes of `parts`, starting `from` bytes in, to `dst`.
+///
+/// # Safety
+/// `dst` must have room for `len` bytes, and `parts` hold `from + len`.
+unsafe fn copy_parts(parts: &[&[u8]], mut from: usize, mut dst: *mut u8, mut len: usize) {
+    for p in parts {
+        if len == 0 {
+            break;
+        }
+        if from >= p.len() {
+            from -= p.len();
+            continue;
+        }
+        let n = (p.len() - from).min(len);
+        core::ptr::copy_nonoverlapping(p.as_ptr().add(from), dst, n);
+        dst = dst.add(n);
+        len -= n;
+        from = 0;
+    }
+}
+
+/// Stores as much of one suppressed write as the buffer takes, in order:
+/// all of it, nothing, or (a big write whose target stalled mid-way) a
+/// prefix; the caller writes the rest to the original destination.
+/// Returns the bytes stored. A big write is cut into pieces only while the
+/// target is up: otherwise its pieces could not leave, and would reach
+/// the original destination (at exit) after the rest of the write.
+pub fn push_prefix(src: u8, parts: &[&[u8]]) -> usize {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > chunk_max() {
+        if !target::is_up() {
+            return 0;
+        }
+        push_pieces(src, parts, len)
+    } else if push(src, parts) {
+        len
+    } else {
+        0
+    }
+}
+
+/// Stores a big write as consecutive records of at most `chunk_max`
+/// bytes, each waiting for room as a burst does. Returns how many bytes
+/// (a prefix) were stored; less than `len` only when the target is away
+/// or stalled.
+#[cold]
+fn push_pieces(src: u8, parts: &[&[u8]], len: usize) -> usize {
+    let piece = chunk_max();
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(piece);
+        let Some(r) = reserve(src, n) else {
+            break;
+        };
+        // SAFETY: the reservation holds `n` bytes; parts hold `len`.
+        unsafe { copy_parts(parts, done, r.data, n) };
+        commit(r, n);
+        done += n;
+    }
+    done
 }
 
 /// Reserves room for up to `max` bytes whose exact count is known only
@@ -216,7 +256,7 @@ fn reserve_when_full(src: u8, max: usize) -> Option<crate::ring::Reservation> {
     // `stall_us` (a paused, stopped or vanished target), nobody waits.
     loop {
         // (A vfork child may wait too: the parent's consumer drains the ring.)
-        if THREAD.load(Relaxed) != T_RUNNING || !target::is_up() {
+        if THREAD.load(Relaxed) != T_RUNNING || target::away() {
             return None;
         }
         let last = LAST_PROGRESS.load(Relaxed);
@@ -244,10 +284,22 @@ pub fn commit(r: crate::ring::Reservation, len: usize) {
     }
 }
 
-/// Counts bytes lost to the target (reported in a drop notice).
+/// Counts bytes lost to the target (reported in a drop notice), and makes
+/// sure a consumer exists to report them: a drop can be the first thing a
+/// process taps, or the last.
 pub(crate) fn count_drop(src: u8, bytes: u64, writes: u64) {
     DROP_BYTES[src as usize].fetch_add(bytes, Relaxed);
     DROP_WRITES[src as usize].fetch_add(writes, Relaxed);
+    let _e = sys::ErrnoGuard::new();
+    if THREAD.load(Relaxed) == T_NONE && OWNER_PID.load(Relaxed) == sys::getpid() {
+        start_thread();
+    }
+    wake_consumer();
+}
+
+/// Whether a drop is counted but not yet reported.
+fn drops_pending() -> bool {
+    DROP_WRITES.iter().any(|w| w.load(Relaxed) != 0)
 }
 
 #[inline]
@@ -273,12 +325,19 @@ fn published(used: u64) {
     }
 }
 
-/// Pushes, or counts what was lost.
+/// Pushes, or counts what was lost: a big write may be stored in part
+/// (its first pieces) when the target goes away mid-write; the drop
+/// notice then names exactly the bytes that were not.
 /// Everything a push can do besides copying (waking the consumer, starting
 /// it, waiting for room) keeps errno as it was, so hooks need no guard.
 pub fn push_or_drop(src: u8, parts: &[&[u8]]) {
-    if !push(src, parts) {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > chunk_max() {
+        let stored = push_pieces(src, parts, len);
+        if stored < len {
+            count_drop(src, (len - stored) as u64, 1);
+        }
+    } else if !push(src, parts) {
         count_drop(src, len as u64, 1);
     }
 }
@@ -338,6 +397,9 @@ fn start_thread() {
         libc::pthread_attr_destroy(&mut attr);
         if rc == 0 {
             THREAD_ID = tid;
+            // A new consumer gets a stall period to connect and free room
+            // before writers stop waiting for it.
+            LAST_PROGRESS.store(sys::now_us(), Relaxed);
             THREAD.store(T_RUNNING, Release);
             crate::debug(&[b"consumer thread started"]);
         } else {
@@ -384,7 +446,9 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
                 // SAFETY: one valid pollfd; poll is not hooked.
                 unsafe { libc::poll(&mut p, 1, 100) };
             }
-            target::Outcome::Down(wait_ms) => linger(wait_ms.min(1000)),
+            // Sleep until the next attempt is due, exit or not: a flush
+            // that wants an attempt now wakes us (and asks for it).
+            target::Outcome::Down(wait_ms) => rest(wait_ms.min(1000)),
             // A writer is mid-copy (or another drain runs): batch up meanwhile.
             target::Outcome::Busy => linger(flush_ms),
         }
@@ -399,14 +463,26 @@ fn linger(ms: u64) {
     STATE.store(AWAKE, SeqCst);
 }
 
+/// Sleeps until woken or `ms` passed, whatever the urgency.
+fn rest(ms: u64) {
+    STATE.store(LINGER, SeqCst);
+    if THREAD.load(Acquire) != T_QUIESCE {
+        sys::futex_wait(&STATE, LINGER, ms);
+    }
+    STATE.store(AWAKE, SeqCst);
+}
+
 fn wake_consumer() {
     if STATE.swap(AWAKE, SeqCst) != AWAKE {
         sys::futex_wake(&STATE);
     }
 }
 
-/// Delivers everything pushed so far, waiting at most `timeout_ms` for the
-/// target. Used at exit, `_exit` and exec. Returns true when all arrived.
+/// Delivers everything pushed so far (and the notice of anything dropped),
+/// waiting at most `timeout_ms` for a target that is taking data. A target
+/// known to be away is not waited for: one more attempt is made at once,
+/// and when that fails too the flush gives up. Used at exit, `_exit`,
+/// exec and `daemon`. Returns true when all arrived.
 pub fn flush(timeout_ms: u64) -> bool {
     if OWNER_PID.load(Relaxed) != sys::getpid() {
         // A vfork child: the memory and the consumer are the parent's.
@@ -415,14 +491,24 @@ pub fn flush(timeout_ms: u64) -> bool {
     let _e = sys::ErrnoGuard::new();
     let goal = ring().head();
     let deadline = sys::now_ms() + timeout_ms;
+    let failures = target::failures();
     URGENT.store(true, Relaxed);
+    target::attempt_now();
     wake_consumer();
     let done = loop {
-        if ring().tail() >= goal && target::idle() {
+        if ring().tail() >= goal && !drops_pending() && target::idle() {
             break true;
         }
+        // An attempt made during this flush failed: the target is away
+        // (no socket, refused, no permission, disk full). Waiting would
+        // only delay the program.
+        if target::failures() != failures {
+            break false;
+        }
         let now = sys::now_ms();
-        if now >= deadline {
+        // A target refused for what it is (an unsafe file, a listener of
+        // the wrong uid) will not become acceptable in time: do not wait.
+        if now >= deadline || target::refused() {
             break false;
         }
         // A consumer (running or being created) does the sending; without
@@ -434,6 +520,9 @@ pub fn flush(timeout_ms: u64) -> bool {
         } else {
             match target::drain(true) {
                 target::Outcome::Empty => {}
+                target::Outcome::Busy => sys::sleep_ms(1),
+                // Down counted a failure (seen above); Blocked: a paused
+                // target, worth the bounded wait.
                 _ => sys::sleep_ms((deadline - now).min(10)),
             }
         }
@@ -461,7 +550,7 @@ pub fn hand_off_before_child() {
             return;
         }
         wake_consumer();
-        while ring().used() > 0 && target::is_up() {
+        while ring().used() > 0 && !target::away() {
             let waited = sys::now_us().saturating_sub(start);
             let moved = LAST_PROGRESS.load(Relaxed) != progress_at_start;
             if waited > 100_000 || (waited > stall_us() && !moved) {

@@ -15,10 +15,11 @@
 use super::{restore_drops, ring, take_drops, try_lock_drain, unlock_drain, urgent};
 use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
+use crate::safe_open;
 use crate::sys::{self, Ident};
 use crate::tap::sources::{self, Original};
 use crate::tap::{NOTICE, SOURCES};
-use core::sync::atomic::{AtomicBool, AtomicI32, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering::*};
 use logtap_wire as wire;
 
 pub enum Outcome {
@@ -38,8 +39,6 @@ static OUR_FD: AtomicI32 = AtomicI32::new(-1);
 /// Set while the drainer is inside a system call on OUR_FD.
 static IN_USE: AtomicBool = AtomicBool::new(false);
 
-/// Keep our fd out of the low numbers programs pick explicitly.
-const HIGH_FD: i32 = 700;
 const IOV_N: usize = 512;
 const FR_N: usize = 128;
 const BATCH_MAX: usize = 1 << 20;
@@ -147,8 +146,25 @@ static SHARED: AtomicBool = AtomicBool::new(false);
 fn inline_allowed() -> bool {
     !super::consumer_running() || SHARED.load(SeqCst)
 }
-/// Whether the last attempt to reach the target succeeded.
-static UP: AtomicBool = AtomicBool::new(false);
+/// What the last attempt to reach the target found: not tried yet, up, or
+/// away (no socket, refused, no permission, a failed send, a full disk).
+static LINK: AtomicU8 = AtomicU8::new(LINK_UNKNOWN);
+const LINK_UNKNOWN: u8 = 0;
+const LINK_UP: u8 = 1;
+const LINK_AWAY: u8 = 2;
+/// Failed attempts so far (a flush stops waiting once one more fails).
+static FAILURES: AtomicU32 = AtomicU32::new(0);
+/// Asked by a flush: make the next attempt now, not at the retry time.
+static ATTEMPT_NOW: AtomicBool = AtomicBool::new(false);
+
+fn set_up() {
+    LINK.store(LINK_UP, Relaxed);
+}
+
+fn set_away() {
+    LINK.store(LINK_AWAY, Relaxed);
+    FAILURES.fetch_add(1, SeqCst);
+}
 
 /// Whether sending must be left to the consumer thread.
 pub fn private_fds() -> bool {
@@ -156,7 +172,21 @@ pub fn private_fds() -> bool {
 }
 
 pub fn is_up() -> bool {
-    UP.load(Relaxed)
+    LINK.load(Relaxed) == LINK_UP
+}
+
+/// The last attempt failed: nobody should wait for this target.
+pub fn away() -> bool {
+    LINK.load(Relaxed) == LINK_AWAY
+}
+
+pub fn failures() -> u32 {
+    FAILURES.load(SeqCst)
+}
+
+/// The next drain tries the target at once, even before its retry time.
+pub fn attempt_now() {
+    ATTEMPT_NOW.store(true, SeqCst);
 }
 
 /// Called first thing on the consumer thread: give it a private fd table,
@@ -184,6 +214,8 @@ pub fn enter_private_fd_table() {
     if old >= 0 {
         sys::close(old);
     }
+    // The consumer is about to have a table of its own.
+    crate::fds::drop_reserve();
     let c = conn();
     c.ident = None;
     c.pf_sent = 0;
@@ -191,9 +223,20 @@ pub fn enter_private_fd_table() {
     // SAFETY: plain system calls on this thread's own fd table.
     let private = unsafe {
         libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) == 0 && {
-            if libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0) != 0 {
-                for fd in 0..4096 {
-                    sys::close(fd);
+            // With LLT_DEBUG_MODE the copy of fd 2 stays, so that this
+            // thread's messages are seen (it then holds stderr open).
+            let keep: u32 = if config::get().debug { 2 } else { u32::MAX };
+            for (lo, hi) in [
+                (0u32, keep.saturating_sub(1)),
+                (keep.saturating_add(1), u32::MAX),
+            ] {
+                if lo > hi || keep == u32::MAX && lo > 0 {
+                    continue;
+                }
+                if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
+                    for fd in lo..hi.min(4095) + 1 {
+                        sys::close(fd as i32);
+                    }
                 }
             }
             true
@@ -245,8 +288,7 @@ pub fn evacuate(fd: i32) {
     if !owns(fd) {
         return;
     }
-    let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, libc::c_long::from(HIGH_FD));
-    OUR_FD.store(if n >= 0 { n as i32 } else { -1 }, SeqCst);
+    OUR_FD.store(crate::fds::copy_away(fd), SeqCst);
     while IN_USE.load(SeqCst) {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
@@ -269,11 +311,12 @@ pub fn after_fork_child() {
     // child copies the fork-calling thread's table, the program's).
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 && !PRIVATE.swap(false, SeqCst) {
-        sys::close(fd);
+        crate::fds::release(fd);
     }
     PRIVATE.store(false, SeqCst);
     SHARED.store(false, SeqCst);
-    UP.store(false, Relaxed);
+    LINK.store(LINK_UNKNOWN, Relaxed);
+    ATTEMPT_NOW.store(false, SeqCst);
     IN_USE.store(false, SeqCst);
     let c = conn();
     *c = Conn::new(c.ever);
@@ -298,6 +341,35 @@ fn retry_ms() -> u64 {
     }
 }
 
+/// An fd of ours in the table the drainer uses: in the program's, it goes
+/// where the program cannot get it (`fds`).
+fn adopt(fd: i32) -> i32 {
+    if PRIVATE.load(SeqCst) {
+        fd
+    } else {
+        crate::fds::place(fd)
+    }
+}
+
+/// Creates an fd with `make`; in the program's table, a reserved number is
+/// given up if the program has used all the others.
+fn new_fd(make: impl Fn() -> i32) -> Result<i32, i32> {
+    if PRIVATE.load(SeqCst) {
+        let fd = make();
+        return if fd < 0 { Err(sys::errno()) } else { Ok(fd) };
+    }
+    crate::fds::create(make)
+}
+
+/// Closes an fd of ours; in the program's table its number stays reserved.
+fn release(fd: i32) {
+    if PRIVATE.load(SeqCst) {
+        sys::close(fd);
+    } else {
+        crate::fds::release(fd);
+    }
+}
+
 /// Opens the file or connects the socket. Returns the fd.
 fn connect_new(kind: TargetKind) -> Result<i32, i32> {
     let c = config::get();
@@ -305,26 +377,47 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
     // SAFETY: raw system calls on our own buffers.
     unsafe {
         if kind == TargetKind::File {
-            let fd = sys::openat(
-                libc::AT_FDCWD,
-                path.as_ptr(),
-                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                0o644,
-            );
-            if fd < 0 {
-                return Err(sys::errno());
-            }
-            return Ok(sys::move_high(fd as i32, HIGH_FD));
+            // Never through a symlink, never blocking on a FIFO, only into
+            // a regular file of ours (or root's) in trusted directories. The
+            // open goes through `new_fd` so that it is placed where the
+            // program cannot get its number (and retried on EMFILE).
+            let refusal = core::cell::Cell::new(None);
+            let opened = new_fd(|| match safe_open::open_append(path, c.target_mode) {
+                Ok(fd) => fd,
+                Err(r) => {
+                    refusal.set(Some(r));
+                    sys::set_errno(if r.errno != 0 { r.errno } else { libc::EPERM });
+                    -1
+                }
+            });
+            return match opened {
+                Ok(fd) => {
+                    REFUSED.store(false, Relaxed);
+                    Ok(fd)
+                }
+                Err(e) => {
+                    // A file that cannot be opened (refused, or the
+                    // system said no) will not appear within the exit
+                    // timeout, unlike a restarting sink: exit does not
+                    // wait for it.
+                    REFUSED.store(true, Relaxed);
+                    if let Some(r) = refusal.get() {
+                        if !conn().reported {
+                            r.report(b"file target refused:", c.target_path.bytes());
+                        }
+                    }
+                    Err(e)
+                }
+            };
         }
-        let fd = libc::syscall(
-            libc::SYS_socket,
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        ) as i32;
-        if fd < 0 {
-            return Err(sys::errno());
-        }
+        let fd = new_fd(|| {
+            libc::syscall(
+                libc::SYS_socket,
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            ) as i32
+        })?;
         let sndbuf: libc::c_int = if kind == TargetKind::Socket {
             1 << 20
         } else {
@@ -351,18 +444,78 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
         );
         if rc < 0 {
             let e = sys::errno();
-            sys::close(fd);
+            release(fd);
             return Err(e);
         }
-        Ok(sys::move_high(fd, HIGH_FD))
+        if let Err(uid) = listener_allowed(fd) {
+            release(fd);
+            REFUSED.store(true, Relaxed);
+            if !conn().reported {
+                let mut n = [0u8; 20];
+                crate::debug(&[
+                    b"listener at ",
+                    c.target_path.bytes(),
+                    b" runs as uid ",
+                    uid.map_or(&b"?"[..], |u| sys::fmt_u64(u64::from(u), &mut n)),
+                    b", not in LLT_TARGET_UID; treated as absent",
+                ]);
+            }
+            return Err(libc::ECONNREFUSED);
+        }
+        REFUSED.store(false, Relaxed);
+        Ok(adopt(fd))
+    }
+}
+
+/// Set while the target is refused for what it is (an unsafe file, a
+/// listener of the wrong uid) rather than merely absent: exit does not wait
+/// for it.
+static REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// Whether the last attempt found a target the library refuses to use.
+pub fn refused() -> bool {
+    REFUSED.load(Relaxed)
+}
+
+/// With `LLT_TARGET_UID`: Ok when the listener's uid (`SO_PEERCRED` on the
+/// connected socket: the credentials it had when it called `listen`) is
+/// listed; Err with the uid (None: unknown) otherwise.
+fn listener_allowed(fd: i32) -> Result<(), Option<u32>> {
+    let Some(list) = config::get().target_uids else {
+        return Ok(());
+    };
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred is a writable ucred and len its exact size.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred,
+            &mut len as *mut libc::socklen_t,
+        )
+    };
+    if rc != 0 || len as usize != core::mem::size_of::<libc::ucred>() {
+        return Err(None);
+    }
+    if list.contains(cred.uid) {
+        Ok(())
+    } else {
+        Err(Some(cred.uid))
     }
 }
 
 fn disconnect(reset_frame: bool) {
-    UP.store(false, Relaxed);
+    set_away();
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 {
-        sys::close(fd);
+        release(fd);
     }
     let c = conn();
     c.ident = None;
@@ -389,15 +542,16 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
         c.pf_data = 0;
     }
     let now = sys::now_ms();
-    if now < c.next_attempt && !(urgent() && c.next_attempt - now > 20) {
+    if now < c.next_attempt && !ATTEMPT_NOW.swap(false, SeqCst) {
         return Err(c.next_attempt - now);
     }
+    ATTEMPT_NOW.store(false, SeqCst);
     let path = config::get().target_path.bytes();
     match connect_new(kind) {
         Ok(fd) => {
             c.ident = sys::fstat(fd);
             OUR_FD.store(fd, SeqCst);
-            UP.store(true, Relaxed);
+            set_up();
             c.ever = true;
             if c.reported {
                 crate::debug(&[b"target is back: ", path]);
@@ -406,7 +560,7 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
             Ok(fd)
         }
         Err(_) => {
-            UP.store(false, Relaxed);
+            set_away();
             report(b"target unavailable, buffering:", path);
             c.next_attempt = now + retry_ms();
             Err(retry_ms())
@@ -764,7 +918,7 @@ fn send_iov(fd: i32, iov: &[libc::iovec], kind: TargetKind) -> Result<usize, i32
 fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
     let c = conn();
     let now = sys::now_ms();
-    if now < c.next_attempt && !urgent() {
+    if now < c.next_attempt && !ATTEMPT_NOW.swap(false, SeqCst) {
         return Err(Outcome::Down(c.next_attempt - now));
     }
     b.niov = 0;
@@ -787,7 +941,7 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         let fd = match connect_new(TargetKind::Pantavisor) {
             Ok(fd) => fd,
             Err(_) => {
-                UP.store(false, Relaxed);
+                set_away();
                 report(b"pantavisor log socket unavailable, buffering:", path);
                 c.next_attempt = sys::now_ms() + retry_ms();
                 return Err(Outcome::Down(retry_ms()));
@@ -824,15 +978,16 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         // SAFETY: shutdown on our own socket.
         unsafe { libc::shutdown(fd, libc::SHUT_WR) };
         OUR_FD.store(-1, SeqCst);
-        sys::close(fd);
+        release(fd);
         if sent < want {
+            set_away();
             report(b"pantavisor log socket stalled, buffering:", path);
             c.next_attempt = sys::now_ms() + retry_ms();
             return Err(Outcome::Down(retry_ms()));
         }
         c.reported = false;
         c.ever = true;
-        UP.store(true, Relaxed);
+        set_up();
         let f = b.frames[i];
         c.skip = f.end_skip;
         ring().release(f.end_pos);
@@ -878,21 +1033,24 @@ pub fn spill_locked() {
         if crate::tap::suppressed(rec.src) {
             let fd = match sources::original(rec.src) {
                 Original::Fd(fd) => fd,
-                Original::File(path, _) => {
+                Original::File(path, ident) => {
                     if file_src != rec.src {
                         if file_fd >= 0 {
                             sys::close(file_fd);
                         }
                         file_src = rec.src;
-                        // SAFETY: NUL-terminated path from the source table.
-                        file_fd = unsafe {
-                            sys::openat(
-                                libc::AT_FDCWD,
-                                path.as_ptr(),
-                                libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC,
-                                0o644,
-                            )
-                        } as i32;
+                        // Only into the very file the program opened and
+                        // wrote under this name (never a file put at its
+                        // path since, nor a new one, nor a FIFO).
+                        file_fd = ident
+                            .and_then(|(dev, ino)| safe_open::open_same_file(path, dev, ino))
+                            .unwrap_or(-1);
+                        if file_fd < 0 {
+                            crate::debug(&[
+                                b"exit: a tapped file is no longer the file the program wrote; its suppressed bytes are not written back: ",
+                                &path[..path.len() - 1],
+                            ]);
+                        }
                     }
                     file_fd
                 }
@@ -900,6 +1058,8 @@ pub fn spill_locked() {
             };
             if fd >= 0 {
                 write_all(fd, data);
+            } else {
+                lost += data.len();
             }
         } else if rec.src != NOTICE {
             lost += data.len();

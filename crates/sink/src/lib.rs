@@ -9,10 +9,12 @@
 pub mod lines;
 pub mod output;
 mod peercred;
+pub mod policy;
 pub mod server;
 pub mod stream;
+pub mod strict_json;
 
-pub use peercred::peer_pid;
+pub use peercred::{peer_cred, peer_pid, PeerCred};
 
 use std::io::Write;
 

@@ -7,7 +7,10 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::time::Duration;
+
 use logtap_sink::output::{Format, Output};
+use logtap_sink::policy::Limits;
 use logtap_sink::server::{self, Config};
 use logtap_sink::warn;
 
@@ -20,19 +23,37 @@ Usage: logtap-sink [OPTIONS]
 
 Options (each falls back to the environment variable shown, then the default):
   --socket PATH          socket to create            SINK_SOCKET_PATH  /run/logtap/sink.sock
-  --mode OCTAL           socket file mode            SINK_SOCKET_MODE  0666
-                         (0666: an app running as another uid can connect)
+  --mode OCTAL           socket file mode            SINK_SOCKET_MODE  0660
+                         (owner and group; an app running as another uid needs
+                         the socket's group, or 0666 with --allow-uid)
   --format json|text     output format               SINK_FORMAT       json
   --max-line BYTES       longest line in one object  SINK_MAX_LINE     262144
   --max-connections N    connections served at once  SINK_MAX_CONNECTIONS 1024
   --max-buffered BYTES   budget for unfinished frames and partial lines over
                          all connections             SINK_MAX_BUFFERED 64M
+  --allow-uid UID[,UID]  serve only these uids (or --allow-gid's gids)
+                                                     SINK_ALLOW_UID    (anyone)
+  --allow-gid GID[,GID]  serve only peers with this primary gid
+                                                     SINK_ALLOW_GID    (anyone)
+  --max-connections-per-uid N
+                         connections one uid may hold
+                                                     SINK_MAX_CONNECTIONS_PER_UID  7/8 of --max-connections
+  --max-buffered-per-uid BYTES
+                         buffered bytes one uid may hold
+                                                     SINK_MAX_BUFFERED_PER_UID     3/4 of --max-buffered
+  --idle-timeout SECS    close a connection that holds an unfinished frame and
+                         sends nothing this long (0: never)
+                                                     SINK_IDLE_TIMEOUT 30
   --read FILE            decode a frame file (- for stdin) instead of listening,
                          then exit (non-zero on a malformed or truncated frame)
   -h, --help             this text
   -V, --version          version
 
-JSON objects carry timestamp, level, platform, source, pid, message, and
+Refused connections are counted and summarised on stderr (every 10 s at most
+and at exit). When a buffer budget is exceeded, the connection holding the
+most unfinished frames is closed.
+
+JSON objects carry timestamp, level, platform, source, pid, uid, message, and
 pod_name, namespace, node_name when POD_NAME, POD_NAMESPACE, NODE_NAME are set.
 SIGTERM/SIGINT: stop accepting, drain connections, flush partial lines, remove
 the socket, exit 0. See docs/sink.md.
@@ -63,6 +84,20 @@ fn parse_size(s: &str) -> Option<usize> {
     num.parse::<usize>().ok()?.checked_mul(mult)
 }
 
+/// `1000,1001`: numeric ids (names would need NSS, which a static sink in
+/// a `scratch` image does not have).
+fn parse_ids(s: &str) -> Option<Vec<u32>> {
+    s.split(',')
+        .map(|p| p.trim().parse::<u32>().ok().filter(|&id| id != u32::MAX))
+        .collect::<Option<Vec<_>>>()
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_seconds(s: &str) -> Option<Duration> {
+    let f: f64 = s.parse().ok()?;
+    (f.is_finite() && (0.0..=86_400.0).contains(&f)).then(|| Duration::from_secs_f64(f))
+}
+
 /// Longest `--max-line` accepted.
 const MAX_MAX_LINE: usize = 64 * 1024 * 1024;
 
@@ -74,6 +109,11 @@ fn parse_args() -> Mode {
     let mut max_line = env("SINK_MAX_LINE");
     let mut max_conns = env("SINK_MAX_CONNECTIONS");
     let mut max_buffered = env("SINK_MAX_BUFFERED");
+    let mut allow_uid = env("SINK_ALLOW_UID");
+    let mut allow_gid = env("SINK_ALLOW_GID");
+    let mut max_conns_uid = env("SINK_MAX_CONNECTIONS_PER_UID");
+    let mut max_buffered_uid = env("SINK_MAX_BUFFERED_PER_UID");
+    let mut idle_timeout = env("SINK_IDLE_TIMEOUT");
     let mut read = None;
 
     let mut args = std::env::args_os().skip(1);
@@ -100,6 +140,11 @@ fn parse_args() -> Mode {
             "--max-line" => &mut max_line,
             "--max-connections" => &mut max_conns,
             "--max-buffered" => &mut max_buffered,
+            "--allow-uid" => &mut allow_uid,
+            "--allow-gid" => &mut allow_gid,
+            "--max-connections-per-uid" => &mut max_conns_uid,
+            "--max-buffered-per-uid" => &mut max_buffered_uid,
+            "--idle-timeout" => &mut idle_timeout,
             "--read" => &mut read,
             _ => return usage(&format!("unknown argument {arg:?}")),
         };
@@ -138,6 +183,32 @@ fn parse_args() -> Mode {
         Some(Some(n)) if n >= 1024 * 1024 => n,
         Some(_) => return usage("--max-buffered wants a byte count of at least 1M"),
     };
+    let mut limits = Limits::defaults(max_connections, max_buffered);
+    match allow_uid.as_deref().map(parse_ids) {
+        None => {}
+        Some(Some(v)) => limits.allow_uids = v,
+        Some(None) => return usage("--allow-uid wants numeric uids separated by commas"),
+    }
+    match allow_gid.as_deref().map(parse_ids) {
+        None => {}
+        Some(Some(v)) => limits.allow_gids = v,
+        Some(None) => return usage("--allow-gid wants numeric gids separated by commas"),
+    }
+    match max_conns_uid.as_deref().map(str::parse::<usize>) {
+        None => {}
+        Some(Ok(n)) if n >= 1 => limits.max_connections_per_uid = n,
+        Some(_) => return usage("--max-connections-per-uid wants a positive number"),
+    }
+    match max_buffered_uid.as_deref().map(parse_size) {
+        None => {}
+        Some(Some(n)) if n >= 256 * 1024 => limits.max_buffered_per_uid = n,
+        Some(_) => return usage("--max-buffered-per-uid wants a byte count of at least 256K"),
+    }
+    match idle_timeout.as_deref().map(parse_seconds) {
+        None => {}
+        Some(Some(d)) => limits.idle_timeout = d,
+        Some(None) => return usage("--idle-timeout wants seconds (fractions allowed, 0: never)"),
+    }
     let cfg = Config {
         socket: PathBuf::from(socket.unwrap_or_else(|| server::DEFAULT_SOCKET.to_owned())),
         mode,
@@ -145,6 +216,7 @@ fn parse_args() -> Mode {
         max_line,
         max_connections,
         max_buffered,
+        limits,
     };
     match read {
         Some(file) => Mode::Read(PathBuf::from(file), cfg),

@@ -330,6 +330,9 @@ pub struct Origin {
     pub ts: Timestamp,
     /// Peer pid (`SO_PEERCRED`), `None` for `--read` or when unknown.
     pub pid: Option<u32>,
+    /// Peer uid (`SO_PEERCRED`, which the peer cannot forge), `None` for
+    /// `--read` or when unknown.
+    pub uid: Option<u32>,
 }
 
 /// Formats lines into a buffer and writes it to `W` in large writes.
@@ -399,6 +402,11 @@ impl<W: Write> Output<W> {
             Some(p) => b.extend_from_slice(itoa::Buffer::new().format(p).as_bytes()),
             None => b.extend_from_slice(b"null"),
         }
+        b.extend_from_slice(b",\"uid\":");
+        match o.uid {
+            Some(u) => b.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
+            None => b.extend_from_slice(b"null"),
+        }
         b.extend_from_slice(b",\"message\":");
     }
 
@@ -435,8 +443,7 @@ impl<W: Write> Output<W> {
                 if line.partial {
                     self.buf.extend_from_slice(b",\"partial\":true");
                 } else if let Some(obj) = json_object(line.text) {
-                    self.buf.extend_from_slice(b",\"data\":");
-                    self.buf.extend_from_slice(obj);
+                    crate::strict_json::write_data(&mut self.buf, obj);
                 }
                 self.tail();
             }

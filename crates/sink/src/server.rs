@@ -7,7 +7,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -15,14 +15,17 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::output::{Clock, Format, Origin, Output};
-use crate::peer_pid;
+use crate::peercred::{peer_cred, PeerCred};
+use crate::policy::{Limits, Policy};
 use crate::stream::FrameStream;
 use crate::warn;
 
 /// Default socket path.
 pub const DEFAULT_SOCKET: &str = "/run/logtap/sink.sock";
-/// Default socket file mode: any local uid may connect.
-pub const DEFAULT_MODE: u32 = 0o666;
+/// Default socket file mode: the sink's user and group may connect, other
+/// users may not (see docs/sink.md for containers, where the app runs as
+/// another uid: a shared group, or `--mode 0666` with `--allow-uid`).
+pub const DEFAULT_MODE: u32 = 0o660;
 /// Default longest line emitted as one object.
 pub const DEFAULT_MAX_LINE: usize = 256 * 1024;
 /// Default limit of open connections.
@@ -39,6 +42,8 @@ const READS_PER_TURN: usize = 16;
 /// Reads per connection when draining at shutdown (64 MiB at most), so a
 /// writer that never pauses cannot keep the sink from stopping.
 const READS_AT_SHUTDOWN: usize = 256;
+/// Connections accepted per turn of the loop at most.
+const ACCEPTS_PER_TURN: usize = 256;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -54,6 +59,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Budget for buffered bytes across all connections.
     pub max_buffered: usize,
+    /// Who may connect, and how much one uid may hold.
+    pub limits: Limits,
 }
 
 /// A peer pid for messages: the number, or `?` when unknown.
@@ -71,6 +78,10 @@ impl fmt::Display for Pid {
 struct Conn {
     stream: UnixStream,
     pid: Option<u32>,
+    /// `SO_PEERCRED` at accept: who connected.
+    cred: PeerCred,
+    /// When data last arrived (for the idle timeout).
+    last_data: Instant,
     frames: FrameStream,
     /// Heap bytes this connection's buffers held at last count.
     held: usize,
@@ -87,6 +98,9 @@ enum Served {
     Closed(Why),
     /// Writing stdout failed.
     OutputFailed,
+    /// Buffers over a budget: evict the largest holder (of this
+    /// connection's uid when `true`, of all otherwise).
+    OverBudget(bool),
 }
 
 enum Why {
@@ -94,6 +108,7 @@ enum Why {
     BadFrame,
     ReadError,
     OverBudget,
+    Idle,
 }
 
 /// The socket as bound, to remove it at exit only if it is still ours.
@@ -207,6 +222,8 @@ pub fn serve<W: Write>(cfg: &Config, out: Output<W>) -> i32 {
         max_connections: cfg.max_connections.max(1),
         held: 0,
         max_buffered: cfg.max_buffered,
+        policy: Policy::new(cfg.limits.clone()),
+        next_sweep: Instant::now(),
         poll,
     };
     let code = server.run();
@@ -234,6 +251,9 @@ struct Server<W: Write> {
     /// Heap bytes held by all connections' buffers.
     held: usize,
     max_buffered: usize,
+    policy: Policy,
+    /// Next look for connections idle in the middle of a frame.
+    next_sweep: Instant,
 }
 
 impl<W: Write> Server<W> {
@@ -258,7 +278,12 @@ impl<W: Write> Server<W> {
                 if let Err(e) = self.out.flush() {
                     return self.output_failed(&e);
                 }
-                self.backlogged.then_some(Duration::from_millis(100))
+                let backlog = self.backlogged.then_some(Duration::from_millis(100));
+                let sweep = self.policy.sweep_every();
+                match (backlog, sweep) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
@@ -289,6 +314,7 @@ impl<W: Write> Server<W> {
             if self.backlogged {
                 self.accept();
             }
+            self.sweep_idle();
             std::mem::swap(&mut batch, &mut self.ready);
             for i in batch.drain(..) {
                 if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
@@ -304,8 +330,122 @@ impl<W: Write> Server<W> {
                     Served::Drained => {}
                     Served::Closed(why) => self.close(i, &why, false),
                     Served::OutputFailed => return self.output_error(),
+                    Served::OverBudget(per_uid) => {
+                        self.evict(i, per_uid);
+                        // Still open: more may be waiting.
+                        if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
+                            if !c.queued {
+                                c.queued = true;
+                                self.ready.push(i);
+                            }
+                        }
+                    }
                 }
             }
+        }
+    }
+
+    /// Closes connections holding an unfinished frame that sent nothing
+    /// for `--idle-timeout`, and reports refusals now and then.
+    fn sweep_idle(&mut self) {
+        let now = Instant::now();
+        if now < self.next_sweep {
+            return;
+        }
+        let Some(every) = self.policy.sweep_every() else {
+            return;
+        };
+        self.next_sweep = now + every;
+        if let Some(msg) = self.policy.summary(false) {
+            warn!("{msg}");
+        }
+        for i in 0..self.conns.len() {
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            let pending = c.frames.frame_pending();
+            if pending > 0 && self.policy.idle_too_long(c.last_data, now) {
+                let cred = c.cred;
+                if !self
+                    .policy
+                    .note_closed(&cred, "idle mid-frame, --idle-timeout")
+                {
+                    self.close(i, &Why::Idle, false);
+                    continue;
+                }
+                let Some(c) = self.conns[i].as_ref() else {
+                    continue;
+                };
+                warn!(
+                    "connection from pid {} uid {}: {pending} bytes of an unfinished frame and nothing sent for {:?} (--idle-timeout); closing (further such closings of this uid are summarised)",
+                    Pid(c.pid),
+                    Pid(c.cred.uid),
+                    self.policy.limits().idle_timeout
+                );
+                self.close(i, &Why::Idle, false);
+            }
+        }
+    }
+
+    /// Over a budget (all connections', or the uid of connection `i`):
+    /// evicts the connections holding the most in unfinished frames, largest
+    /// first, until back under it.
+    fn evict(&mut self, i: usize, per_uid: bool) {
+        let Some(cred) = self.conns.get(i).and_then(Option::as_ref).map(|c| c.cred) else {
+            return;
+        };
+        loop {
+            let over = if per_uid {
+                self.policy.over_budget(&cred)
+            } else {
+                self.held > self.max_buffered
+            };
+            if !over {
+                return;
+            }
+            let victim = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(j, c)| c.as_ref().map(|c| (j, c)))
+                .filter(|(_, c)| {
+                    c.frames.frame_pending() > 0 && (!per_uid || Policy::same_uid(&c.cred, &cred))
+                })
+                .max_by_key(|(_, c)| c.held)
+                .map(|(j, _)| j);
+            let Some(v) = victim else {
+                return;
+            };
+            if let Some(c) = self.conns[v].as_ref() {
+                let budget = if per_uid {
+                    "--max-buffered-per-uid"
+                } else {
+                    "--max-buffered"
+                };
+                let cred = c.cred;
+                let first = self.policy.note_closed(
+                    &cred,
+                    if per_uid {
+                        "largest holder over --max-buffered-per-uid"
+                    } else {
+                        "largest holder over --max-buffered"
+                    },
+                );
+                let Some(c) = self.conns[v].as_ref().filter(|_| first) else {
+                    self.close(v, &Why::OverBudget, false);
+                    continue;
+                };
+                warn!(
+                    "connection from pid {} uid {}: sink buffers over {budget}; this connection holds the most ({} bytes); \
+                     {} bytes of an unfinished frame discarded; closing",
+                    Pid(c.pid),
+                    Pid(c.cred.uid),
+                    c.held,
+                    c.frames.frame_pending()
+                );
+                warn!("(further such closings of this uid are summarised)");
+            }
+            self.close(v, &Why::OverBudget, false);
         }
     }
 
@@ -313,7 +453,9 @@ impl<W: Write> Server<W> {
         let Some(listener) = self.listener.as_ref() else {
             return;
         };
-        loop {
+        // Bounded per call, so a peer connecting (and being refused) in a
+        // tight loop cannot keep the sink from serving the others.
+        for _ in 0..ACCEPTS_PER_TURN {
             if self.live >= self.max_connections {
                 if !self.backlogged {
                     warn!(
@@ -326,7 +468,16 @@ impl<W: Write> Server<W> {
             }
             match listener.accept() {
                 Ok((mut stream, _)) => {
-                    let pid = peer_pid(&stream);
+                    let cred = peer_cred(&stream);
+                    let pid = cred.pid;
+                    if let Err(why) = self.policy.admit(&cred) {
+                        if let Some(msg) = self.policy.first_refusal_message(&cred, why) {
+                            warn!("{msg}");
+                        }
+                        // Dropping the stream closes it: the peer sees EOF.
+                        drop(stream);
+                        continue;
+                    }
                     let i = match self.free.pop() {
                         Some(i) => i,
                         None => {
@@ -343,12 +494,15 @@ impl<W: Write> Server<W> {
                             "connection from pid {}: cannot register with poll: {e}; closing",
                             Pid(pid)
                         );
+                        self.policy.closed(&cred, 0);
                         self.free.push(i);
                         continue;
                     }
                     self.conns[i] = Some(Conn {
                         stream,
                         pid,
+                        cred,
+                        last_data: Instant::now(),
                         frames: FrameStream::new(self.max_line),
                         held: 0,
                         queued: false,
@@ -373,6 +527,8 @@ impl<W: Write> Server<W> {
                 }
             }
         }
+        // More may be waiting: come back after serving the ready ones.
+        self.backlogged = true;
     }
 
     /// Reads and decodes up to `reads` buffers from connection `i`.
@@ -384,9 +540,11 @@ impl<W: Write> Server<W> {
             match conn.stream.read(&mut self.buf) {
                 Ok(0) => return Served::Closed(Why::Eof),
                 Ok(n) => {
+                    conn.last_data = Instant::now();
                     let origin = Origin {
                         ts: self.clock.now(),
                         pid: conn.pid,
+                        uid: conn.cred.uid,
                     };
                     let res = conn.frames.feed(&self.buf[..n], &origin, &mut self.out);
                     if self.out.failed() {
@@ -401,25 +559,25 @@ impl<W: Write> Server<W> {
                         );
                         return Served::Closed(Why::BadFrame);
                     }
-                    // Memory budget: shed partial lines (nothing is lost),
-                    // then refuse to hold an unfinished frame.
+                    // Memory budgets (all connections', and this uid's):
+                    // shed partial lines (nothing is lost), then have the
+                    // largest holder of unfinished frames evicted.
                     let now = conn.frames.memory();
+                    self.policy.held_changed(&conn.cred, conn.held, now);
                     self.held = self.held.saturating_sub(conn.held) + now;
                     conn.held = now;
-                    if self.held > self.max_buffered {
+                    let over_uid = self.policy.over_budget(&conn.cred);
+                    if self.held > self.max_buffered || over_uid {
                         conn.frames.shed_lines(&origin, &mut self.out);
                         let now = conn.frames.memory();
+                        self.policy.held_changed(&conn.cred, conn.held, now);
                         self.held = self.held.saturating_sub(conn.held) + now;
                         conn.held = now;
-                        let pending = conn.frames.frame_pending();
-                        if self.held > self.max_buffered && pending > 0 {
-                            warn!(
-                                "connection from pid {}: sink buffers over --max-buffered ({} bytes held); \
-                                 {pending} bytes of an unfinished frame discarded; closing",
-                                Pid(conn.pid),
-                                self.held
-                            );
-                            return Served::Closed(Why::OverBudget);
+                        if self.held > self.max_buffered {
+                            return Served::OverBudget(false);
+                        }
+                        if self.policy.over_budget(&conn.cred) {
+                            return Served::OverBudget(true);
                         }
                     }
                 }
@@ -448,13 +606,15 @@ impl<W: Write> Server<W> {
         self.live -= 1;
         self.free.push(i);
         self.held = self.held.saturating_sub(conn.held);
+        self.policy.closed(&conn.cred, conn.held);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let origin = Origin {
             ts: self.clock.now(),
             pid: conn.pid,
+            uid: conn.cred.uid,
         };
         let discarded = conn.frames.finish(&origin, &mut self.out);
-        if discarded > 0 && !matches!(why, Why::BadFrame | Why::OverBudget) {
+        if discarded > 0 && !matches!(why, Why::BadFrame | Why::OverBudget | Why::Idle) {
             if stopping {
                 warn!(
                     "connection from pid {}: sink stopping ({discarded} bytes of an unfinished frame discarded)",
@@ -495,12 +655,19 @@ impl<W: Write> Server<W> {
             let why = match self.service(i, READS_AT_SHUTDOWN) {
                 Served::OutputFailed => return self.output_error(),
                 Served::Closed(why) => why,
+                Served::OverBudget(per_uid) => {
+                    self.evict(i, per_uid);
+                    Why::Eof
+                }
                 Served::More | Served::Drained => Why::Eof,
             };
             self.close(i, &why, true);
             if self.out.failed() {
                 return self.output_error();
             }
+        }
+        if let Some(msg) = self.policy.summary(true) {
+            warn!("{msg}");
         }
         match self.out.flush() {
             Ok(()) => 0,
@@ -563,6 +730,7 @@ pub fn read_file<W: Write>(name: &Path, max_line: usize, mut out: Output<W>) -> 
         let origin = Origin {
             ts: clock.now(),
             pid: None,
+            uid: None,
         };
         let res = frames.feed(&buf[..n], &origin, &mut out);
         if out.failed() {
@@ -584,6 +752,7 @@ pub fn read_file<W: Write>(name: &Path, max_line: usize, mut out: Output<W>) -> 
     let origin = Origin {
         ts: clock.now(),
         pid: None,
+        uid: None,
     };
     let discarded = frames.finish(&origin, &mut out);
     if discarded > 0 && code == 0 {

@@ -531,14 +531,14 @@ fn refuses_a_live_socket_and_replaces_a_stale_one() {
 }
 
 #[test]
-fn default_mode_lets_any_uid_connect() {
+fn default_mode_is_owner_and_group() {
     let dir = temp_dir("mode");
     let socket = dir.join("new/dir/m.sock");
     let sink = Sink::start(&socket, &[], &[]);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
-        0o666
+        0o660
     );
     assert_eq!(
         std::fs::metadata(dir.join("new/dir"))

@@ -1,0 +1,344 @@
+//! Admission and fairness: which local users may use the sink, and how
+//! much of it one user may hold.
+//!
+//! The socket is reachable by whoever its file mode lets in. Within that,
+//! the kernel's `SO_PEERCRED` record (uid and gid at `connect`, which the
+//! peer cannot forge) decides:
+//!
+//! - `--allow-uid` / `--allow-gid`: when either list is given, only a peer
+//!   whose uid or (primary) gid is listed is served; others are closed at
+//!   once, counted, and reported (the first refusal of each uid at once,
+//!   then a summary at most every [`REPORT_EVERY`] and at exit);
+//! - per uid, at most `--max-connections-per-uid` connections (default:
+//!   7/8 of `--max-connections`) and `--max-buffered-per-uid` bytes of
+//!   unfinished frames and partial lines (default: 3/4 of
+//!   `--max-buffered`), so no single user can take the whole sink: the
+//!   rest stays for the others. (Connections over the per-uid limit are
+//!   closed at once, so they cannot clog the listen backlog either.)
+//! - a connection that holds an unfinished frame and sends nothing for
+//!   `--idle-timeout` is closed (liblogtap resends an interrupted frame
+//!   whole on its next connection, so a legitimate writer loses nothing);
+//! - when a budget is exceeded, the connection holding the most is evicted,
+//!   not whichever happened to grow last.
+//!
+//! The server asks; this module keeps the counts.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use crate::peercred::PeerCred;
+
+/// How often refusals are summarised on stderr at most.
+pub const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// Default idle timeout for a connection holding an unfinished frame.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The admission settings.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Empty (with `allow_gids` empty): everyone the socket mode lets in.
+    pub allow_uids: Vec<u32>,
+    pub allow_gids: Vec<u32>,
+    pub max_connections_per_uid: usize,
+    pub max_buffered_per_uid: usize,
+    /// Zero: no timeout.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    /// Defaults derived from the global limits.
+    pub fn defaults(max_connections: usize, max_buffered: usize) -> Limits {
+        Limits {
+            allow_uids: Vec::new(),
+            allow_gids: Vec::new(),
+            max_connections_per_uid: (max_connections - max_connections / 8).max(1),
+            max_buffered_per_uid: (max_buffered - max_buffered / 4).max(1),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Refusal {
+    /// Neither the uid nor the gid is on an allow-list.
+    NotAllowed,
+    /// The uid already holds `--max-connections-per-uid` connections.
+    TooMany,
+}
+
+impl Refusal {
+    fn text(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "not allowed (--allow-uid/--allow-gid)",
+            Refusal::TooMany => "over --max-connections-per-uid",
+        }
+    }
+}
+
+/// Unknown credentials are counted under this key.
+const UNKNOWN: u32 = u32::MAX;
+
+#[derive(Default)]
+struct Use {
+    conns: usize,
+    held: usize,
+}
+
+/// Admission state: the limits and what each uid holds now.
+pub struct Policy {
+    limits: Limits,
+    by_uid: HashMap<u32, Use>,
+    /// Refusals per (uid, reason) since the last summary, and in total.
+    recent: HashMap<(u32, Refusal), u64>,
+    total_refused: u64,
+    /// First refusal of a uid reported already.
+    told: HashMap<u32, ()>,
+    /// Connections closed by the policy (evicted over a budget, idle
+    /// mid-frame) per (uid, reason) since the last summary; a uid's first
+    /// of each reason is reported on its own.
+    closed_recent: HashMap<(u32, &'static str), u64>,
+    closed_told: HashMap<(u32, &'static str), ()>,
+    last_report: Instant,
+}
+
+fn uid_key(c: &PeerCred) -> u32 {
+    c.uid.unwrap_or(UNKNOWN)
+}
+
+impl Policy {
+    pub fn new(limits: Limits) -> Policy {
+        Policy {
+            limits,
+            by_uid: HashMap::new(),
+            recent: HashMap::new(),
+            total_refused: 0,
+            told: HashMap::new(),
+            closed_recent: HashMap::new(),
+            closed_told: HashMap::new(),
+            last_report: Instant::now(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    fn allowed(&self, c: &PeerCred) -> bool {
+        let l = &self.limits;
+        if l.allow_uids.is_empty() && l.allow_gids.is_empty() {
+            return true;
+        }
+        c.uid.is_some_and(|u| l.allow_uids.contains(&u))
+            || c.gid.is_some_and(|g| l.allow_gids.contains(&g))
+    }
+
+    /// Decides on a new connection; when admitted it is counted until
+    /// [`Policy::closed`].
+    pub fn admit(&mut self, c: &PeerCred) -> Result<(), Refusal> {
+        let why = if !self.allowed(c) {
+            Refusal::NotAllowed
+        } else if self.by_uid.get(&uid_key(c)).map_or(0, |u| u.conns)
+            >= self.limits.max_connections_per_uid
+        {
+            Refusal::TooMany
+        } else {
+            self.by_uid.entry(uid_key(c)).or_default().conns += 1;
+            return Ok(());
+        };
+        self.total_refused += 1;
+        *self.recent.entry((uid_key(c), why)).or_default() += 1;
+        Err(why)
+    }
+
+    /// A message for the first refusal of this uid, if not said yet.
+    pub fn first_refusal_message(&mut self, c: &PeerCred, why: Refusal) -> Option<String> {
+        if self.told.insert(uid_key(c), ()).is_some() {
+            return None;
+        }
+        Some(format!(
+            "connection from pid {} uid {} gid {} refused: {} (further refusals are summarised)",
+            opt(c.pid),
+            opt(c.uid),
+            opt(c.gid),
+            why.text()
+        ))
+    }
+
+    /// A summary of the refusals since the last one, when there were some
+    /// and `REPORT_EVERY` has passed (or `now_anyway`).
+    pub fn summary(&mut self, now_anyway: bool) -> Option<String> {
+        if self.recent.is_empty() && self.closed_recent.is_empty()
+            || !(now_anyway || self.last_report.elapsed() >= REPORT_EVERY)
+        {
+            return None;
+        }
+        let mut closed: Vec<_> = self.closed_recent.drain().collect();
+        closed.sort_unstable();
+        let mut s = String::new();
+        for ((uid, why), count) in closed {
+            let _ = write!(
+                s,
+                "{}{count} connections of uid {} closed ({why})",
+                if s.is_empty() { "" } else { "; " },
+                show_uid(uid)
+            );
+        }
+        if self.recent.is_empty() {
+            self.last_report = Instant::now();
+            return Some(s);
+        }
+        if !s.is_empty() {
+            s.push_str("; ");
+        }
+        let n: u64 = self.recent.values().sum();
+        let mut items: Vec<_> = self.recent.drain().collect();
+        items.sort_unstable_by_key(|((uid, _), _)| *uid);
+        let _ = write!(s, "{n} connections refused since the last report (");
+        for (i, ((uid, why), count)) in items.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "uid {}: {count} {}", show_uid(*uid), why.text());
+        }
+        let _ = write!(s, "); {} in all", self.total_refused);
+        self.last_report = Instant::now();
+        Some(s)
+    }
+
+    /// The policy closed a connection of this peer for `why` (a short
+    /// phrase). True when this is the uid's first for that reason: the
+    /// caller then reports it in full; later ones are summarised.
+    pub fn note_closed(&mut self, c: &PeerCred, why: &'static str) -> bool {
+        let k = (uid_key(c), why);
+        *self.closed_recent.entry(k).or_default() += 1;
+        self.closed_told.insert(k, ()).is_none()
+    }
+
+    /// Connections refused since start.
+    pub fn total_refused(&self) -> u64 {
+        self.total_refused
+    }
+
+    /// An admitted connection ended, holding `held` bytes.
+    pub fn closed(&mut self, c: &PeerCred, held: usize) {
+        let k = uid_key(c);
+        if let Some(u) = self.by_uid.get_mut(&k) {
+            u.conns = u.conns.saturating_sub(1);
+            u.held = u.held.saturating_sub(held);
+            if u.conns == 0 {
+                self.by_uid.remove(&k);
+            }
+        }
+    }
+
+    /// A connection's buffers went from `old` to `new` bytes.
+    pub fn held_changed(&mut self, c: &PeerCred, old: usize, new: usize) {
+        if let Some(u) = self.by_uid.get_mut(&uid_key(c)) {
+            u.held = u.held.saturating_sub(old) + new;
+        }
+    }
+
+    /// Whether this peer's uid holds more than `--max-buffered-per-uid`.
+    pub fn over_budget(&self, c: &PeerCred) -> bool {
+        self.by_uid
+            .get(&uid_key(c))
+            .is_some_and(|u| u.held > self.limits.max_buffered_per_uid)
+    }
+
+    /// Whether `a` and `b` are the same uid (for picking whom to evict).
+    pub fn same_uid(a: &PeerCred, b: &PeerCred) -> bool {
+        uid_key(a) == uid_key(b)
+    }
+
+    /// Whether a connection that last sent data at `last` and holds an
+    /// unfinished frame has been idle too long at `now`.
+    pub fn idle_too_long(&self, last: Instant, now: Instant) -> bool {
+        !self.limits.idle_timeout.is_zero() && now.duration_since(last) >= self.limits.idle_timeout
+    }
+
+    /// How often to look for idle connections and summarise refusals.
+    pub fn sweep_every(&self) -> Option<Duration> {
+        let t = self.limits.idle_timeout;
+        Some(if t.is_zero() {
+            Duration::from_secs(1)
+        } else {
+            (t / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+        })
+    }
+}
+
+fn show_uid(uid: u32) -> String {
+    if uid == UNKNOWN {
+        "?".to_string()
+    } else {
+        uid.to_string()
+    }
+}
+
+fn opt(v: Option<u32>) -> String {
+    v.map_or_else(|| "?".to_string(), |v| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cred(uid: u32, gid: u32) -> PeerCred {
+        PeerCred {
+            pid: Some(1),
+            uid: Some(uid),
+            gid: Some(gid),
+        }
+    }
+
+    #[test]
+    fn allow_lists() {
+        let mut l = Limits::defaults(8, 1 << 20);
+        l.allow_uids = vec![0];
+        l.allow_gids = vec![100];
+        let mut p = Policy::new(l);
+        assert!(p.admit(&cred(0, 0)).is_ok());
+        assert!(p.admit(&cred(5, 100)).is_ok());
+        assert_eq!(p.admit(&cred(5, 5)), Err(Refusal::NotAllowed));
+        assert_eq!(p.admit(&PeerCred::default()), Err(Refusal::NotAllowed));
+        assert_eq!(p.total_refused(), 2);
+        let s = p.summary(true).unwrap();
+        assert!(s.starts_with("2 connections refused"), "{s}");
+        assert!(p.summary(true).is_none());
+    }
+
+    #[test]
+    fn per_uid_limits() {
+        let mut l = Limits::defaults(4, 1000);
+        assert_eq!(
+            (l.max_connections_per_uid, l.max_buffered_per_uid),
+            (4, 750)
+        );
+        l.max_connections_per_uid = 2;
+        l.max_buffered_per_uid = 500;
+        let mut p = Policy::new(l);
+        let a = cred(7, 7);
+        assert!(p.admit(&a).is_ok());
+        assert!(p.admit(&a).is_ok());
+        assert_eq!(p.admit(&a), Err(Refusal::TooMany));
+        assert!(p.admit(&cred(8, 8)).is_ok(), "another uid is not affected");
+        p.held_changed(&a, 0, 400);
+        assert!(!p.over_budget(&a));
+        p.held_changed(&a, 0, 200);
+        assert!(p.over_budget(&a));
+        p.closed(&a, 200);
+        assert!(!p.over_budget(&a));
+        assert!(p.admit(&a).is_ok(), "a closed connection frees its slot");
+        assert!(p.note_closed(&a, "idle"));
+        assert!(!p.note_closed(&a, "idle"));
+        let s = p.summary(true).unwrap();
+        assert!(
+            s.starts_with("2 connections of uid 7 closed (idle); 1 connections refused"),
+            "{s}"
+        );
+        assert!(p.first_refusal_message(&a, Refusal::TooMany).is_some());
+        assert!(p.first_refusal_message(&a, Refusal::TooMany).is_none());
+    }
+}

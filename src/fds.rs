@@ -1,0 +1,288 @@
+//! The one owner of the library's own fds in the program's fd table: where
+//! they are placed, which numbers are ours, and getting out of the way.
+//!
+//! Two kinds of fd may live there: the target connection when the consumer
+//! shares the program's table (`LLT_PRIVATE_FDS=false`, or `unshare`
+//! forbidden by a seccomp profile), and stdio's `/dev/null` for suppressed
+//! streams. Neither may take a number the program could get:
+//!
+//! - When the soft `RLIMIT_NOFILE` is below the hard one (and small enough
+//!   that a table reaching past it stays cheap), our fds sit at or above the
+//!   soft limit, where the program can never allocate (its `open` fails
+//!   with EMFILE first; its `dup2` onto such a number fails with EBADF).
+//!   Placing them there means raising the soft limit for the duration of
+//!   one `fcntl`/`dup3` and putting it back.
+//! - Otherwise (`ulimit -n N` in bash sets both limits; Docker's default is
+//!   1048576 for both) every allowed number is one the program could get:
+//!   ours take the highest ones below min(soft limit, 1024), so a program
+//!   gets them only after all the others (README, Limits).
+//!
+//! A program that opens fds until EMFILE must not leave the library
+//! without one. Above the soft limit, creating ours with the limit raised
+//! always finds a number. Below it, in shared mode, a slot is reserved in
+//! the constructor (a `/dev/null` placeholder at the chosen number), given
+//! up for the connection at the last moment, and taken back when the
+//! connection closes.
+//!
+//! Invariants: raw system calls only; nothing here allocates or locks.
+
+use crate::sys;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
+use libc::c_int;
+
+/// How many numbers, from the preferred one on, we try.
+const SPREAD: c_int = 8;
+/// Above this soft limit, a table reaching past it costs too much memory
+/// (8 bytes per number and process): use the top of the first 1024.
+const ABOVE_MAX: u64 = 4096;
+
+/// The preferred number (-1: not set up; placement then falls back to
+/// leaving the fd where the kernel put it).
+static PREFERRED: AtomicI32 = AtomicI32::new(-1);
+/// Whether PREFERRED is at or above the soft limit (search upwards, with
+/// the limit raised) or below it (search downwards).
+static ABOVE: AtomicBool = AtomicBool::new(false);
+/// The soft limit seen at start (restored after each raise).
+static SOFT: AtomicU64 = AtomicU64::new(0);
+/// The reserved placeholder in shared mode, or -1.
+static RESERVED: AtomicI32 = AtomicI32::new(-1);
+
+fn limits() -> Option<(u64, u64)> {
+    let mut r = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit64 on ourselves, reading into a valid struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            core::ptr::null::<libc::rlimit64>(),
+            &mut r as *mut libc::rlimit64,
+        )
+    };
+    (rc == 0).then_some((r.rlim_cur, r.rlim_max))
+}
+
+fn set_soft(soft: u64, hard: u64) -> bool {
+    let r = libc::rlimit64 {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: prlimit64 on ourselves with a valid struct.
+    unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            &r as *const libc::rlimit64,
+            core::ptr::null_mut::<libc::rlimit64>(),
+        ) == 0
+    }
+}
+
+/// Runs `f` with the soft limit raised past our numbers when they lie
+/// above it. The window is one system call long; a program thread that
+/// runs out of fds exactly then gets a number above its limit instead of
+/// EMFILE.
+fn with_room<T>(f: impl FnOnce() -> T) -> T {
+    if !ABOVE.load(Relaxed) {
+        return f();
+    }
+    let Some((soft, hard)) = limits() else {
+        return f();
+    };
+    let want = (PREFERRED.load(Relaxed) + SPREAD) as u64;
+    let raised = soft < want && set_soft(want.min(hard), hard);
+    let r = f();
+    if raised {
+        set_soft(soft, hard);
+    }
+    r
+}
+
+/// Chooses where the library's fds go. Constructor only (one thread, so
+/// growing the fd table is immediate); `shared` reserves the slot.
+pub fn init(shared: bool) {
+    let Some((soft, hard)) = limits() else {
+        return;
+    };
+    SOFT.store(soft, Relaxed);
+    if soft < hard && soft + SPREAD as u64 <= hard && soft <= ABOVE_MAX {
+        PREFERRED.store(soft as c_int, Relaxed);
+        ABOVE.store(true, Relaxed);
+    } else {
+        let top = soft.min(1024) as c_int - 1;
+        if top < 3 + SPREAD {
+            return;
+        }
+        PREFERRED.store(top, Relaxed);
+    }
+    // SAFETY: raw open of a constant path.
+    let fd = unsafe {
+        sys::openat(
+            libc::AT_FDCWD,
+            c"/dev/null".as_ptr() as *const u8,
+            libc::O_RDONLY | libc::O_CLOEXEC,
+            0,
+        )
+    } as c_int;
+    if fd < 0 {
+        return;
+    }
+    // Placing it grows the table now, while that is immediate.
+    let placed = place(fd);
+    // Above the limit nothing needs reserving (see `create`).
+    if shared && placed != fd && !ABOVE.load(Relaxed) {
+        RESERVED.store(placed, SeqCst);
+    } else {
+        sys::close(placed);
+    }
+}
+
+/// Whether `fd` is at one of the numbers we place our fds on.
+fn placed(fd: c_int) -> bool {
+    let pref = PREFERRED.load(Relaxed);
+    pref >= 0
+        && if ABOVE.load(Relaxed) {
+            fd >= pref && fd < pref + SPREAD
+        } else {
+            fd <= pref && fd > pref - SPREAD
+        }
+}
+
+/// Moves `fd` (one of ours, close-on-exec) to a number the program cannot
+/// get, or the highest it can; closes the old number. Returns the new fd
+/// (the same one when no such number is free).
+pub fn place(fd: c_int) -> c_int {
+    if fd < 0 || placed(fd) {
+        return fd;
+    }
+    let n = copy_away(fd);
+    if n < 0 {
+        return fd;
+    }
+    sys::close(fd);
+    n
+}
+
+/// A close-on-exec copy of `fd` at one of our numbers, or -1. The caller
+/// closes (or lets the program replace) the old number.
+pub fn copy_away(fd: c_int) -> c_int {
+    let pref = PREFERRED.load(Relaxed);
+    if pref < 0 {
+        // Not set up: anywhere but the lowest numbers.
+        let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+        return if n >= 0 { n as c_int } else { -1 };
+    }
+    let above = ABOVE.load(Relaxed);
+    with_room(|| {
+        for i in 0..SPREAD {
+            let want = if above { pref + i } else { pref - i };
+            // F_DUPFD gives the lowest free number >= want: exactly `want`
+            // when it is free; below the top, a higher free one is fine too.
+            let n = sys::fcntl(fd, libc::F_DUPFD_CLOEXEC, libc::c_long::from(want));
+            if n >= 0 {
+                return n as c_int;
+            }
+        }
+        -1
+    })
+}
+
+/// `make` creates an fd of ours (a socket, a file); when the program has
+/// used every number it fails with EMFILE, and the reserved placeholder is
+/// given up so that it can succeed. The result is placed.
+pub fn create(make: impl Fn() -> c_int) -> Result<c_int, c_int> {
+    let mut fd = make();
+    if fd < 0 && sys::errno() == libc::EMFILE {
+        if ABOVE.load(Relaxed) {
+            // Our numbers are above the program's limit: with it raised,
+            // the kernel finds one.
+            fd = with_room(&make);
+        } else {
+            let r = RESERVED.swap(-1, SeqCst);
+            if r >= 0 {
+                sys::close(r);
+                fd = make();
+            }
+        }
+    }
+    if fd < 0 {
+        return Err(sys::errno());
+    }
+    Ok(place(fd))
+}
+
+/// Our fd `fd` is no longer needed: it becomes the reserved placeholder
+/// when there is none (so the number stays ours), else it is closed.
+pub fn release(fd: c_int) {
+    if fd < 0 {
+        return;
+    }
+    if placed(fd)
+        && !ABOVE.load(Relaxed)
+        && RESERVED.compare_exchange(-1, fd, SeqCst, Relaxed).is_ok()
+    {
+        return;
+    }
+    sys::close(fd);
+}
+
+/// The placeholder is not needed (the consumer has a private fd table).
+pub fn drop_reserve() {
+    let r = RESERVED.swap(-1, SeqCst);
+    if r >= 0 {
+        sys::close(r);
+    }
+}
+
+/// Whether `fd`, in the program's table, is one of the library's.
+#[inline]
+pub fn owns(fd: c_int) -> bool {
+    fd >= 0
+        && (crate::transport::target::owns(fd)
+            || crate::stdio::owns(fd)
+            || RESERVED.load(SeqCst) == fd)
+}
+
+/// Every fd of ours in the program's table (-1 for none).
+pub fn ours() -> [c_int; 3] {
+    [
+        crate::transport::target::our_fd(),
+        crate::stdio::devnull_fd(),
+        RESERVED.load(SeqCst),
+    ]
+}
+
+/// The program is about to `dup2` onto `fd`: move what of ours is there.
+/// A placeholder is simply forgotten (the program's call replaces it).
+pub fn evacuate(fd: c_int) {
+    if !owns(fd) {
+        return;
+    }
+    // At or above the soft limit the program's dup2 fails (EBADF) and
+    // leaves ours in place.
+    if ABOVE.load(Relaxed) && limits().is_some_and(|(soft, _)| fd as u64 >= soft) {
+        return;
+    }
+    crate::transport::target::evacuate(fd);
+    crate::stdio::evacuate(fd);
+    let _ = RESERVED.compare_exchange(fd, -1, SeqCst, Relaxed);
+}
+
+/// Whether the consumer thread will be able to leave the program's fd
+/// table: `unshare(CLONE_FILES)` of a single-threaded process whose table
+/// nobody else shares (after exec, nobody does) changes nothing, so trying
+/// it in the constructor is a free probe of a seccomp filter.
+/// Only tried when the process has a single thread: with more (another
+/// preloaded library's constructor may start one) it would split the
+/// table; then the answer is "perhaps" (true).
+pub fn private_table_possible() -> bool {
+    if sys::threads() != Some(1) {
+        return true;
+    }
+    // SAFETY: see above; constructor only, one thread.
+    unsafe { libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) == 0 }
+}
