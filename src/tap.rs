@@ -28,7 +28,7 @@ use crate::config;
 use crate::sys::{self, Ident};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 
-/// fds at or above this are never tapped as the tap file (README, Limits).
+/// fds at or above this are never tapped as a log file (README, Limits).
 pub const TABLE_SIZE: usize = 1 << 16;
 
 #[allow(clippy::declare_interior_mutable_const)]
