@@ -507,7 +507,11 @@ fn nginx_suppressed_logs_reach_only_the_sink() {
 
 /// Runs a command as `uid`/`gid` (postgres refuses to run as root).
 fn as_user(cmd: &mut Command, uid: u32, gid: u32, home: &Path) {
-    cmd.uid(uid).gid(gid).env("HOME", home);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.env("HOME", home);
 }
 
 fn user_ids(name: &str) -> Option<(u32, u32)> {
@@ -554,9 +558,16 @@ fn postgres(suppress: bool) {
     let Some(psql) = need("psql", &["psql"]) else {
         return;
     };
-    let (uid, gid) = user_ids("postgres")
-        .or_else(|| user_ids("nobody"))
-        .expect("a postgres or nobody user");
+    // Run as root (CI), the server runs as the package's `postgres` user;
+    // run as anyone else, as that user.
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = if unsafe { libc::geteuid() } == 0 {
+        user_ids("postgres")
+            .or_else(|| user_ids("nobody"))
+            .expect("a postgres or nobody user")
+    } else {
+        unsafe { (libc::geteuid(), libc::getegid()) }
+    };
     let d = Dir::new(if suppress { "pg-sup" } else { "pg" });
     let home = d.0.join("pg");
     let data = home.join("data");

@@ -59,7 +59,12 @@ fn ways(suppress: bool, list: impl Fn(&Path) -> String) {
     let dir = t.sub("tap");
     let l = lib(&list(&dir), suppress, &[]);
     let run = run_program(&dir, &argv, &[], Some(&l), "tapfiles ways");
-    assert_eq!(run.out.code(), 0, "{}", String::from_utf8_lossy(&run.out.stderr));
+    assert_eq!(
+        run.out.code(),
+        0,
+        "{}",
+        String::from_utf8_lossy(&run.out.stderr)
+    );
     let mut target: BTreeMap<String, Vec<u8>> = run.target();
     for (name, pieces) in TAPPED {
         let want: Vec<u8> = pieces
@@ -74,7 +79,11 @@ fn ways(suppress: bool, list: impl Fn(&Path) -> String) {
             if suppress {
                 assert_bytes(&format!("suppressed: {p} on disk"), &disk, b"");
             } else {
-                assert_bytes(&format!("{p} on disk"), &disk, &read(&reference.dir.join(p)));
+                assert_bytes(
+                    &format!("{p} on disk"),
+                    &disk,
+                    &read(&reference.dir.join(p)),
+                );
             }
         }
     }
@@ -143,12 +152,20 @@ fn more_files_than_the_table_holds_are_written_as_without_the_library() {
                 tapped += 1;
             }
             None => {
-                assert_bytes(&format!("untapped f{i:02} on disk"), &read(&p), line.as_bytes());
+                assert_bytes(
+                    &format!("untapped f{i:02} on disk"),
+                    &read(&p),
+                    line.as_bytes(),
+                );
                 untapped += 1;
             }
         }
     }
-    assert_eq!((tapped, untapped), (64, 6), "64 file sources, the rest untapped");
+    assert_eq!(
+        (tapped, untapped),
+        (64, 6),
+        "64 file sources, the rest untapped"
+    );
     assert_eq!(target.len(), 64, "{:?}", target.keys().collect::<Vec<_>>());
     let err = String::from_utf8_lossy(&run.out.stderr);
     assert_eq!(
