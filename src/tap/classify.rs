@@ -22,8 +22,9 @@
 //! the program's), so a user who can write a log directory cannot have
 //! another user's writes tapped (see `is_exact_file` and `pattern_allowed`).
 //!
-//! Hook-side invariants: no allocation (names are built in stack buffers
-//! of PATH_MAX), no locks; errno is saved by the caller.
+//! Hook-side invariants: no allocation, no locks; errno is saved by the
+//! caller. An open that passes the quick test uses two PATH_MAX buffers of
+//! stack (the name, and the directory it is relative to); others none.
 
 use super::patterns::{self, PATH_MAX};
 use super::sources::{self, NONE};
@@ -58,7 +59,7 @@ pub fn file_source(fd: c_int, name: Option<(c_int, &[u8])>, id: Option<&Ident>) 
             return s;
         }
     }
-    let mut exact = list.exact().enumerate().peekable();
+    let mut exact = list.exact_c().enumerate().peekable();
     if exact.peek().is_none() {
         return NONE;
     }
@@ -92,17 +93,20 @@ fn pattern_source(fd: c_int, name: Option<(c_int, &[u8])>) -> u8 {
             return NONE;
         }
     }
-    let mut abs = [0u8; PATH_MAX];
+    // One byte more than a name: its NUL, for the system calls below.
+    let mut abs = [0u8; PATH_MAX + 1];
     let len = match name {
-        Some((dirfd, p)) => match absolute(dirfd, p, &mut abs) {
+        Some((dirfd, p)) => match absolute(dirfd, p, &mut abs[..PATH_MAX]) {
             Some(n) => n,
             None => return NONE,
         },
-        None => match fd_name(fd, &mut abs) {
+        None => match fd_name(fd, &mut abs[..PATH_MAX]) {
             Some(n) if list.may_match_name(patterns::last_component(&abs[..n])) => n,
             _ => return NONE,
         },
     };
+    abs[len] = 0;
+    let cabs = &abs[..len + 1];
     let abs = &abs[..len];
     if list.match_path(abs).is_none() {
         return NONE;
@@ -110,7 +114,7 @@ fn pattern_source(fd: c_int, name: Option<(c_int, &[u8])>) -> u8 {
     let Some(id) = sys::fstat(fd) else {
         return NONE;
     };
-    if !pattern_allowed(abs, &id) {
+    if !pattern_allowed(cabs, &id) {
         return NONE;
     }
     match sources::file_source(abs) {
@@ -123,7 +127,7 @@ fn pattern_source(fd: c_int, name: Option<(c_int, &[u8])>) -> u8 {
 }
 
 /// `p` (relative to `dirfd`) made absolute and normalised into `out`.
-fn absolute(dirfd: c_int, p: &[u8], out: &mut [u8; PATH_MAX]) -> Option<usize> {
+fn absolute(dirfd: c_int, p: &[u8], out: &mut [u8]) -> Option<usize> {
     if p.first() == Some(&b'/') {
         return patterns::normalize(b"/", p, out);
     }
@@ -147,7 +151,7 @@ fn absolute(dirfd: c_int, p: &[u8], out: &mut [u8; PATH_MAX]) -> Option<usize> {
 }
 
 /// The kernel's name of an open fd (`/proc/self/fd/N`), absolute.
-fn fd_name(fd: c_int, out: &mut [u8; PATH_MAX]) -> Option<usize> {
+fn fd_name(fd: c_int, out: &mut [u8]) -> Option<usize> {
     let mut link = [0u8; 32];
     let mut d = [0u8; 20];
     let digits = sys::fmt_u64(fd as u64, &mut d);
@@ -177,10 +181,9 @@ fn fd_name(fd: c_int, out: &mut [u8; PATH_MAX]) -> Option<usize> {
 /// Whether a pattern match on `abs` may be tapped (see the module
 /// comment): the name itself, if a symlink, was made by root or the
 /// program's user, and no directory on the way lets other users plant it.
-fn pattern_allowed(abs: &[u8], id: &Ident) -> bool {
-    let mut c = [0u8; PATH_MAX + 1];
-    c[..abs.len()].copy_from_slice(abs);
-    let cpath = &c[..abs.len() + 1];
+/// `cpath`: the name with its NUL.
+fn pattern_allowed(cpath: &[u8], id: &Ident) -> bool {
+    let abs = &cpath[..cpath.len() - 1];
     let Ok(l) = safe_open::stat_path(cpath, false) else {
         return false;
     };
@@ -216,12 +219,10 @@ fn pattern_allowed(abs: &[u8], id: &Ident) -> bool {
     }
 }
 
-/// Whether the open file `id` is the file the exact entry `path` names,
-/// with the same privilege rules as pattern matches.
-fn is_exact_file(path: &[u8], id: &Ident) -> bool {
-    let mut c = [0u8; PATH_MAX + 1];
-    c[..path.len()].copy_from_slice(path);
-    let cpath = &c[..path.len() + 1];
+/// Whether the open file `id` is the file the exact entry `cpath` (with
+/// its NUL) names, with the same privilege rules as pattern matches.
+fn is_exact_file(cpath: &[u8], id: &Ident) -> bool {
+    let path = &cpath[..cpath.len() - 1];
     let Ok(l) = safe_open::stat_path(cpath, false) else {
         return false;
     };

@@ -147,7 +147,8 @@ impl PatternList {
                 err = err.and(Err(ParseError::TooLong));
                 continue;
             };
-            if self.used + len > STORE {
+            // Each entry is stored NUL-terminated (for system calls).
+            if self.used + len + 1 > STORE {
                 err = err.and(Err(ParseError::TooLong));
                 continue;
             }
@@ -165,6 +166,7 @@ impl PatternList {
                 }
             }
             self.buf[self.used..self.used + len].copy_from_slice(p);
+            self.buf[self.used + len] = 0;
             let lastc = &p[last..];
             let meta = |c: &u8| matches!(c, b'*' | b'?' | b'[');
             let head = lastc.iter().position(meta).unwrap_or(lastc.len());
@@ -182,7 +184,7 @@ impl PatternList {
                 tail: tail as u16,
                 kind,
             };
-            self.used += len;
+            self.used += len + 1;
             self.n += 1;
         }
         err
@@ -213,6 +215,15 @@ impl PatternList {
             &self.buf[e.start as usize..e.start as usize + e.len as usize],
             e.kind,
         )
+    }
+
+    /// The exact entries (matched by identity), each with its NUL.
+    pub fn exact_c(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.n).filter_map(|i| {
+            let e = &self.entries[i];
+            let s = e.start as usize;
+            (e.kind == Kind::Exact).then(|| &self.buf[s..s + e.len as usize + 1])
+        })
     }
 
     /// The exact entries (matched by identity).
@@ -618,6 +629,7 @@ mod tests {
         assert_eq!(l.entry(3), (&b"/etc/exact.log"[..], Kind::Exact));
         assert!(l.has_patterns());
         assert_eq!(l.exact().count(), 2);
+        assert_eq!(l.exact_c().last(), Some(&b"/etc/exact.log\0"[..]));
         assert_eq!(l.match_path(b"/var/log/nginx/error.log"), Some(0));
         assert_eq!(l.match_path(b"/opt/app/logs/2026/11/a.txt"), Some(2));
         assert_eq!(
