@@ -174,3 +174,39 @@ fn more_files_than_the_table_holds_are_written_as_without_the_library() {
         "one debug line: {err}"
     );
 }
+
+/// A log file the program inherits as its stdout (Tomcat's `catalina.out`,
+/// opened by `catalina.sh`): classified at start by the kernel's name of
+/// fd 1, so the pattern taps it although the program never opens it.
+#[test]
+fn an_inherited_stdout_into_a_matching_file() {
+    let t = TestDir::new("inherited");
+    let dir = t.sub("run");
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let out = dir.join("logs/catalina.out");
+    let target = dir.join("target.bin");
+    let mut cmd = std::process::Command::new("/bin/sh");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("LLT_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let st = cmd
+        .args(["-c", "echo started; echo 'a second line'"])
+        .env("LD_PRELOAD", so_path())
+        .env("LLT_TAP_FILE", format!("{}/logs/catalina.*", dir.display()))
+        .env("LLT_TARGET", format!("file:{}", target.display()))
+        .env("LLT_SUPPRESS_TAP_FILE", "true")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let got = decode_target(&target);
+    assert_bytes(
+        "target source catalina.out",
+        got.get(&src(&out)).map(Vec::as_slice).unwrap_or_default(),
+        b"started\na second line\n",
+    );
+    assert_bytes("suppressed catalina.out on disk", &read(&out), b"");
+    assert_eq!(got.len(), 1, "{:?}", got.keys().collect::<Vec<_>>());
+}
