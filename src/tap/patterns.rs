@@ -51,6 +51,16 @@ struct Entry {
     kind: Kind,
 }
 
+const ANY: u16 = 256;
+
+#[derive(Clone, Copy, Debug)]
+struct Quick {
+    entry: u8,
+    first: u16,
+    last: u16,
+    min_len: u16,
+}
+
 /// Why a list was not taken whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseError {
@@ -84,6 +94,10 @@ pub struct PatternList {
     /// Some pattern ends in `**`: every name may match.
     any_name: bool,
     patterns: usize,
+    /// Per pattern, in order: the entry index and the bytes its last
+    /// component must start and end with (256: any), packed apart from the
+    /// entries so the quick test reads one small array.
+    quick: [Quick; MAX_ENTRIES],
 }
 
 impl Default for PatternList {
@@ -113,6 +127,12 @@ impl PatternList {
             n: 0,
             any_name: false,
             patterns: 0,
+            quick: [Quick {
+                entry: 0,
+                first: ANY,
+                last: ANY,
+                min_len: 0,
+            }; MAX_ENTRIES],
         }
     }
 
@@ -184,6 +204,18 @@ impl PatternList {
                 tail: tail as u16,
                 kind,
             };
+            if kind == Kind::Pattern {
+                self.quick[self.patterns - 1] = Quick {
+                    entry: self.n as u8,
+                    first: if head > 0 { u16::from(lastc[0]) } else { ANY },
+                    last: if tail > 0 {
+                        u16::from(lastc[lastc.len() - 1])
+                    } else {
+                        ANY
+                    },
+                    min_len: head.max(tail) as u16,
+                };
+            }
             self.used += len + 1;
             self.n += 1;
         }
@@ -245,10 +277,21 @@ impl PatternList {
         if self.any_name {
             return true;
         }
-        for e in &self.entries[..self.n] {
-            if e.kind != Kind::Pattern {
+        let (Some(&n0), Some(&nl)) = (name.first(), name.last()) else {
+            // (No file is opened under an empty last component; let the
+            // full match decide.)
+            return true;
+        };
+        for q in &self.quick[..self.patterns] {
+            // One byte at each end rules out most names (`*.log` against
+            // `x.dat`) before anything else is looked at.
+            if (q.last != ANY && q.last != u16::from(nl))
+                || (q.first != ANY && q.first != u16::from(n0))
+                || name.len() < q.min_len as usize
+            {
                 continue;
             }
+            let e = &self.entries[q.entry as usize];
             let s = e.start as usize;
             let last = &self.buf[s + e.last as usize..s + e.len as usize];
             // Most names fail on the literal start or end (`*.log`,
@@ -679,7 +722,13 @@ mod tests {
             let mut l = PatternList::new();
             l.parse(format!("/d/{p}").as_bytes(), None).unwrap();
             for n in names {
-                assert_eq!(l.may_match_name(n.as_bytes()), comp(p, n), "{p} vs {n:?}");
+                let quick = l.may_match_name(n.as_bytes());
+                if n.is_empty() {
+                    // Conservative: the full match decides.
+                    assert!(quick, "{p} vs {n:?}");
+                } else {
+                    assert_eq!(quick, comp(p, n), "{p} vs {n:?}");
+                }
             }
         }
     }
