@@ -3,7 +3,7 @@ CARGO ?= cargo
 SO := target/release/liblogtap.so
 SINK := target/release/logtap-sink
 
-.PHONY: all build test demo fuzz lint clean release e2e
+.PHONY: all build test demo fuzz lint clean release e2e test-arm64
 
 all: build
 
@@ -24,42 +24,63 @@ demo: build
 	bash demo/run-local.sh
 
 # Release artifacts for container images (README "Release builds"):
-#   dist/liblogtap.so        x86_64 glibc, needs at most GLIBC_2.17
-#   dist/musl/liblogtap.so   x86_64 musl (Alpine), needs musl's libc.so
-#   dist/logtap-sink         x86_64 static (musl), runs in any image
+#   dist/liblogtap.so                x86_64 glibc, needs at most GLIBC_2.17
+#   dist/musl/liblogtap.so           x86_64 musl (Alpine), needs musl's libc.so
+#   dist/logtap-sink                 x86_64 static (musl), runs in any image
+#   dist/aarch64/liblogtap.so        arm64 glibc, needs at most GLIBC_2.17
+#   dist/aarch64/musl/liblogtap.so   arm64 musl
+#   dist/aarch64/logtap-sink         arm64 static (musl)
 # e2e/toolchain.sh installs what is missing (zig via pip, cargo-zigbuild,
-# the musl Rust target, musl-tools, binutils). A separate target dir keeps
-# the dev build in target/release untouched; the musl cdylib (dynamic CRT)
-# and the static sink get their own dirs so RUSTFLAGS never force rebuilds.
+# the musl and aarch64 Rust targets, musl-tools, binutils and
+# binutils-aarch64-linux-gnu: the host objcopy cannot read arm64 files). A separate target
+# dir keeps the dev build in target/release untouched; the musl cdylib
+# (dynamic CRT) and the static sink get their own dirs so RUSTFLAGS never
+# force rebuilds. Each cargo call builds both architectures at once.
 DIST := dist
 RELEASE_DIR := target/release-builds
 GLIBC_MAX := 2.17
 GNU_TARGET := x86_64-unknown-linux-gnu.$(GLIBC_MAX)
 MUSL_TARGET := x86_64-unknown-linux-musl
+A64_GNU_TARGET := aarch64-unknown-linux-gnu.$(GLIBC_MAX)
+A64_MUSL_TARGET := aarch64-unknown-linux-musl
 # extra rustc flags for the glibc build (e.g. -C link-arg=-ldl)
 RELEASE_GNU_RUSTFLAGS ?=
 
 release:
 	bash e2e/toolchain.sh
 	RUSTFLAGS="$(RELEASE_GNU_RUSTFLAGS)" $(CARGO) zigbuild --release -p logtap \
-		--target $(GNU_TARGET) --target-dir $(RELEASE_DIR)/gnu
+		--target $(GNU_TARGET) --target $(A64_GNU_TARGET) --target-dir $(RELEASE_DIR)/gnu
 	RUSTFLAGS="-C target-feature=-crt-static" $(CARGO) zigbuild --release -p logtap \
-		--target $(MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-dynamic
+		--target $(MUSL_TARGET) --target $(A64_MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-dynamic
 	RUSTFLAGS= $(CARGO) zigbuild --release -p logtap-sink \
-		--target $(MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-static
-	mkdir -p $(DIST)/musl
+		--target $(MUSL_TARGET) --target $(A64_MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-static
+	mkdir -p $(DIST)/musl $(DIST)/aarch64/musl
 	objcopy --strip-debug $(RELEASE_DIR)/gnu/x86_64-unknown-linux-gnu/release/liblogtap.so $(DIST)/liblogtap.so
 	objcopy --strip-debug $(RELEASE_DIR)/musl-dynamic/$(MUSL_TARGET)/release/liblogtap.so $(DIST)/musl/liblogtap.so
 	objcopy --strip-debug $(RELEASE_DIR)/musl-static/$(MUSL_TARGET)/release/logtap-sink $(DIST)/logtap-sink
+	aarch64-linux-gnu-objcopy --strip-debug $(RELEASE_DIR)/gnu/aarch64-unknown-linux-gnu/release/liblogtap.so $(DIST)/aarch64/liblogtap.so
+	aarch64-linux-gnu-objcopy --strip-debug $(RELEASE_DIR)/musl-dynamic/$(A64_MUSL_TARGET)/release/liblogtap.so $(DIST)/aarch64/musl/liblogtap.so
+	aarch64-linux-gnu-objcopy --strip-debug $(RELEASE_DIR)/musl-static/$(A64_MUSL_TARGET)/release/logtap-sink $(DIST)/aarch64/logtap-sink
 	bash e2e/check-glibc.sh $(DIST)/liblogtap.so $(GLIBC_MAX)
-	@! readelf -l $(DIST)/logtap-sink | grep -q INTERP || { echo "release: $(DIST)/logtap-sink is not static" >&2; exit 1; }
-	@ls -l $(DIST)/liblogtap.so $(DIST)/musl/liblogtap.so $(DIST)/logtap-sink
+	bash e2e/check-glibc.sh $(DIST)/aarch64/liblogtap.so $(GLIBC_MAX)
+	bash e2e/check-arch.sh
+	@ls -l $(DIST)/liblogtap.so $(DIST)/musl/liblogtap.so $(DIST)/logtap-sink \
+		$(DIST)/aarch64/liblogtap.so $(DIST)/aarch64/musl/liblogtap.so $(DIST)/aarch64/logtap-sink
 
-# Container tests (README "Containers"): installs podman & co. if missing,
-# builds Debian 11/12 base images with debootstrap (cached), the release
-# artifacts and the demo images, then runs docker-compose.yaml with
-# podman-compose, deployment.yaml with `podman kube play`, the old-glibc,
-# musl and symbol-version checks. Needs root. E2E_ONLY=compose,kube,... runs a subset.
+# arm64 release builds under qemu-user (README "arm64"): an arm64 C program
+# built with Debian's cross compiler (hardening flags), preloaded with
+# dist/aarch64/liblogtap.so, tapped to the arm64 sink; the bytes compared.
+# Installs qemu-user and the cross toolchain with apt if missing.
+test-arm64: release
+	bash e2e/arm64.sh
+
+# Container tests (README "Containers"): installs podman, docker.io & co. if
+# missing, builds Debian 11/12 base images with debootstrap (cached), the
+# release artifacts and the demo images, then runs docker-compose.yaml with
+# podman-compose and with Docker Compose v2, deployment.yaml with `podman
+# kube play`, the README's docker recipe under a private Docker engine, the
+# old-glibc, musl, arm64 (qemu-user) and symbol-version checks. Needs root.
+# E2E_ONLY=compose,kube,... runs a subset.
 e2e:
 	bash e2e/run.sh
 

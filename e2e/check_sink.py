@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
-"""check_sink.py SINK_LOG EXPECTED_DIR [--platform P] [--pod-name N]
+"""check_sink.py SINK_LOG EXPECTED_DIR [--platform P | --only-platform P] [--pod-name N]
 
 SINK_LOG: the sink container's stdout. EXPECTED_DIR holds what the app
 wrote when run WITHOUT logtap: stdout, stderr, file (its log file).
 Asserts that every sink line is a JSON object and that, per source, the
 messages are exactly the expected lines in order: source "stdout" == the
 app's stdout, "stderr" == its stderr, and FILE_SOURCE == its log file.
+--platform P: every line must carry platform P; --only-platform P: only the
+lines of platform P are checked (several apps shared the sink).
 """
 import argparse
 import json
@@ -17,6 +19,7 @@ ap.add_argument("sink_log")
 ap.add_argument("expected_dir")
 ap.add_argument("--file-source", default="var/log/legacy/app.log")
 ap.add_argument("--platform")
+ap.add_argument("--only-platform")
 ap.add_argument("--pod-name")
 a = ap.parse_args()
 
@@ -34,6 +37,8 @@ for n, line in enumerate(open(a.sink_log, encoding="utf-8", errors="replace"), 1
         continue
     if not isinstance(o, dict) or "message" not in o or "source" not in o:
         errors.append(f"sink line {n} lacks message/source: {line[:200]!r}")
+        continue
+    if a.only_platform and o.get("platform") != a.only_platform:
         continue
     objs.append(o)
     by_source.setdefault(o["source"], []).append(o["message"])

@@ -60,6 +60,40 @@ macro_rules! reals {
     };
 }
 
+// Fallbacks written with the system calls both x86_64 and aarch64 have:
+// aarch64 has no dup2, creat or fork system calls (only dup3, openat, clone).
+
+/// `dup2` from `dup3`, which refuses equal fds where `dup2` checks `a` and
+/// returns it.
+unsafe fn dup2_raw(a: c_int, b: c_int) -> c_int {
+    if a == b {
+        if libc::syscall(libc::SYS_fcntl, a, libc::F_GETFD) < 0 {
+            return -1;
+        }
+        return b;
+    }
+    libc::syscall(libc::SYS_dup3, a, b, 0) as c_int
+}
+
+/// `creat` is `open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)`.
+unsafe fn creat_raw(p: *const c_char, m: libc::mode_t) -> c_int {
+    let fl = libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC;
+    libc::syscall(libc::SYS_openat, libc::AT_FDCWD, p, fl, m) as c_int
+}
+
+/// `fork` is `clone(SIGCHLD)` with no stack, tids or tls (the argument
+/// order, which differs between the architectures, does not matter then).
+unsafe fn fork_raw() -> libc::pid_t {
+    libc::syscall(
+        libc::SYS_clone,
+        libc::SIGCHLD as c_long,
+        0usize,
+        0usize,
+        0usize,
+        0usize,
+    ) as libc::pid_t
+}
+
 fn enosys<T: From<i8>>() -> T {
     crate::sys::set_errno(libc::ENOSYS);
     T::from(-1)
@@ -81,10 +115,10 @@ reals! {
     close_range(lo: libc::c_uint, hi: libc::c_uint, fl: c_int) -> c_int, libc::syscall(libc::SYS_close_range, lo, hi, fl) as c_int;
     closefrom(lo: c_int) -> (), { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0); };
     dup(fd: c_int) -> c_int, libc::syscall(libc::SYS_dup, fd) as c_int;
-    dup2(a: c_int, b: c_int) -> c_int, libc::syscall(libc::SYS_dup2, a, b) as c_int;
+    dup2(a: c_int, b: c_int) -> c_int, dup2_raw(a, b);
     dup3(a: c_int, b: c_int, fl: c_int) -> c_int, libc::syscall(libc::SYS_dup3, a, b, fl) as c_int;
-    creat(p: *const c_char, m: libc::mode_t) -> c_int, libc::syscall(libc::SYS_creat, p, m) as c_int;
-    creat64(p: *const c_char, m: libc::mode_t) -> c_int, libc::syscall(libc::SYS_creat, p, m) as c_int;
+    creat(p: *const c_char, m: libc::mode_t) -> c_int, creat_raw(p, m);
+    creat64(p: *const c_char, m: libc::mode_t) -> c_int, creat_raw(p, m);
     fopen(p: *const c_char, m: *const c_char) -> *mut FILE, core::ptr::null_mut();
     fopen64(p: *const c_char, m: *const c_char) -> *mut FILE, core::ptr::null_mut();
     freopen(p: *const c_char, m: *const c_char, f: *mut FILE) -> *mut FILE, core::ptr::null_mut();
@@ -116,7 +150,7 @@ reals! {
     rewind(f: *mut FILE) -> (), {};
     fileno(f: *mut FILE) -> c_int, enosys();
     setvbuf(f: *mut FILE, b: *mut c_char, m: c_int, s: size_t) -> c_int, enosys();
-    _Fork() -> libc::pid_t, libc::syscall(libc::SYS_fork) as libc::pid_t;
+    _Fork() -> libc::pid_t, fork_raw();
     abort() -> (), {};
     quick_exit(s: c_int) -> (), { libc::syscall(libc::SYS_exit_group, s); };
     _exit(s: c_int) -> (), { libc::syscall(libc::SYS_exit_group, s); };
@@ -134,4 +168,53 @@ reals! {
     popen(cmd: *const c_char, mode: *const c_char) -> *mut FILE, { crate::sys::set_errno(libc::ENOSYS); core::ptr::null_mut() };
     login_tty(fd: c_int) -> c_int, enosys();
     forkpty(m: *mut c_int, name: *mut c_char, t: *const libc::termios, w: *const libc::winsize) -> libc::pid_t, enosys();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno() -> c_int {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+    }
+
+    #[test]
+    fn raw_fallbacks_behave_like_libc() {
+        let path = std::env::temp_dir().join(format!("logtap-real-{}", std::process::id()));
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: plain system calls on fds and a path this test owns.
+        unsafe {
+            let fd = creat_raw(c.as_ptr(), 0o600);
+            assert!(fd >= 0, "creat: errno {}", errno());
+            assert_eq!(libc::write(fd, b"abc".as_ptr().cast(), 3), 3);
+            libc::close(fd);
+            // creat truncates an existing file and opens it write-only
+            let fd = creat_raw(c.as_ptr(), 0o600);
+            assert!(fd >= 0);
+            assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+            assert_eq!(
+                libc::fcntl(fd, libc::F_GETFL) & libc::O_ACCMODE,
+                libc::O_WRONLY
+            );
+            // dup2 onto itself: the fd, if open; EBADF if not
+            assert_eq!(dup2_raw(fd, fd), fd);
+            assert_eq!(dup2_raw(900, 900), -1);
+            assert_eq!(errno(), libc::EBADF);
+            // dup2 onto another number: a copy without close-on-exec
+            assert_eq!(dup2_raw(fd, 901), 901);
+            assert_eq!(libc::fcntl(901, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            libc::close(901);
+            libc::close(fd);
+            std::fs::remove_file(&path).unwrap();
+            // fork: the child's exit status reaches the parent
+            let pid = fork_raw();
+            if pid == 0 {
+                libc::syscall(libc::SYS_exit_group, 7);
+            }
+            assert!(pid > 0, "clone: errno {}", errno());
+            let mut st = 0;
+            assert_eq!(libc::waitpid(pid, &mut st, 0), pid);
+            assert!(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 7);
+        }
+    }
 }
