@@ -101,6 +101,8 @@ bench: build
 	@for t in valgrind strace; do command -v $$t >/dev/null || \
 		{ command -v apt-get >/dev/null && apt-get install -y -qq $$t >/dev/null 2>&1; } || \
 		echo "bench: $$t not available; its part is skipped"; done
+	@[ -x /usr/sbin/rsyslogd ] || { command -v apt-get >/dev/null && apt-get install -y -qq rsyslog >/dev/null 2>&1; } || \
+		echo "bench: rsyslog not available; the syslog output row is skipped"
 	@python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q matplotlib 2>/dev/null || \
 		python3 -m pip install -q --break-system-packages matplotlib 2>/dev/null || \
 		echo "bench: matplotlib could not be installed; chart.png is skipped (the table is written)"

@@ -13,7 +13,10 @@ Environment:
   BENCH_LINES      lines of 100 bytes per run (default 1000000)
   BENCH_RUNS       untapped/tapped pairs per scenario (default 5)
   BENCH_CG_LINES   lines for the callgrind instruction counts (default 100000)
-  BENCH_SKIP       comma-separated parts to skip: a,b,c,d,e,f,sink,mem,cg,strace
+  BENCH_SKIP       comma-separated parts to skip: a,b,c,d,e,f,g,sink,outputs,mem,cg,strace
+  BENCH_OPENS      opens of part g, the LLT_TAP_FILE pattern cost (default 1000000)
+  BENCH_ONLY       comma-separated parts to run (all others skipped); the
+                   figures are printed and results.md is left as it is
 """
 
 import json
@@ -39,6 +42,7 @@ LINES = int(os.environ.get("BENCH_LINES", "1000000"))
 RUNS = max(1, int(os.environ.get("BENCH_RUNS", "5")))
 CG_LINES = int(os.environ.get("BENCH_CG_LINES", "100000"))
 SKIP = {s.strip() for s in os.environ.get("BENCH_SKIP", "").split(",") if s.strip()}
+ONLY = {s.strip() for s in os.environ.get("BENCH_ONLY", "").split(",") if s.strip()}
 LINE_BYTES = 100
 
 BIN = WORK / "bin"
@@ -511,6 +515,140 @@ def sink_alone():
         f"{SINK_ALONE['socket_peak_kb']:,} KiB")
 
 
+# ---------------------------------------------------------------- sink outputs
+
+SINK_OUT = []
+RSYSLOGD = "/usr/sbin/rsyslogd"
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rsyslog_start(d, port):
+    """rsyslogd in the foreground: imtcp on 127.0.0.1:port, omfile to d."""
+    work = d / "rsyslog-work"
+    work.mkdir()
+    out = d / "rsyslog.out"
+    conf = d / "rsyslog.conf"
+    conf.write_text(
+        f'global(workDirectory="{work}")\n'
+        'module(load="imtcp")\n'
+        f'input(type="imtcp" port="{port}" address="127.0.0.1")\n'
+        f'action(type="omfile" file="{out}" template="RSYSLOG_FileFormat")\n')
+    p = subprocess.Popen([RSYSLOGD, "-n", "-f", str(conf), "-i", str(d / "rsyslog.pid")],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import socket
+    deadline = time.time() + 20
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline:
+                p.kill()
+                raise RuntimeError("rsyslogd did not start")
+            time.sleep(0.05)
+    return p, out
+
+
+def count_lines(path):
+    n = 0
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(1 << 20)
+            if not b:
+                return n
+            n += b.count(b"\n")
+
+
+def sink_outputs():
+    """Lines/s and peak memory of the sink per output kind, fed by loadgen
+    over the socket (one connection, 64 KiB frames): from the first byte
+    sent to the sink's exit after SIGTERM, when every output has written
+    everything (the sink drains its outputs before it exits)."""
+    log("sink per output kind")
+    runs = max(1, min(RUNS, 3))
+    kinds = [
+        ("json", "`--output json` (the default), stdout to /dev/null", []),
+        ("file", "`--output file:DIR` on tmpfs, text lines, rotated at 1 MiB x 10", None),
+        ("syslog-tcp", "`--output syslog:tcp:127.0.0.1:PORT` to rsyslogd (imtcp, omfile on tmpfs)",
+         None),
+    ]
+    if not Path(RSYSLOGD).exists():
+        log(f"  {RSYSLOGD} missing: syslog row skipped (apt-get install rsyslog)")
+        kinds = kinds[:2]
+    for key, name, _ in kinds:
+        rates, peaks, delivered, rs_lag = [], [], [], []
+        for _ in range(runs):
+            d = SHM / f"logtap-bench-outputs-{os.getpid()}"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir()
+            sock = d / "s.sock"
+            args = [str(SINK), "--socket", str(sock)]
+            rs = None
+            if key == "json":
+                args += ["--output", "json"]
+            elif key == "file":
+                args += ["--output", f"file:{d / 'logs'}"]
+            else:
+                port = free_port()
+                rs, rs_out = rsyslog_start(d, port)
+                args += ["--output", f"syslog:tcp:127.0.0.1:{port}"]
+            try:
+                with open(os.devnull, "wb") as null:
+                    sp = subprocess.Popen(args, stdout=null, stderr=subprocess.DEVNULL)
+                    while not sock.exists():
+                        time.sleep(0.005)
+                    t0 = time.perf_counter()
+                    sh([str(LOADGEN), str(sock), str(LINES), str(LINE_BYTES)],
+                       stdout=subprocess.DEVNULL)
+                    # VmHWM now: the burst is the peak (the drain only frees);
+                    # ru_maxrss would count the fork before exec.
+                    hwm = -1
+                    for row in open(f"/proc/{sp.pid}/status"):
+                        if row.startswith("VmHWM:"):
+                            hwm = int(row.split()[1])
+                    sp.send_signal(signal.SIGTERM)
+                    sp.wait()
+                    t1 = time.perf_counter()
+                sent = (LINES + 39_999) // 40_000 * 40_000  # loadgen sends whole blocks
+                rates.append(sent / (t1 - t0))
+                peaks.append(hwm)
+                if key == "file":
+                    got = sum(count_lines(f) for f in (d / "logs").rglob("*") if f.is_file())
+                    delivered.append(got)
+                elif key == "syslog-tcp":
+                    # rsyslog may still be writing: wait until its file stops growing.
+                    last, still = -1, 0
+                    while still < 5:
+                        n = count_lines(rs_out) if rs_out.exists() else 0
+                        still = still + 1 if n == last else 0
+                        last = n
+                        time.sleep(0.2)
+                    rs_lag.append(time.perf_counter() - t1 - 1.0)
+                    delivered.append(last)
+                else:
+                    delivered.append(sent)
+            finally:
+                if rs is not None:
+                    rs.terminate()
+                    rs.wait()
+                shutil.rmtree(d, ignore_errors=True)
+        row = {"key": key, "name": name, "lines_s": statistics.median(rates),
+               "peak_kb": max(peaks), "delivered": min(delivered), "sent": sent,
+               "runs": delivered}
+        log(f"  {key}: delivered per run {delivered}, lines/s per run "
+            f"{[round(r) for r in rates]}")
+        SINK_OUT.append(row)
+        extra = f", kept {row['delivered']:,} lines in the rotated files" if key == "file" \
+            else f", delivered {row['delivered']:,}/{sent:,}"
+        log(f"  {key}: {row['lines_s']:,.0f} lines/s, peak RSS {row['peak_kb']:,} KiB{extra}")
+
+
 # ---------------------------------------------------------------- counts
 
 CG = {}
@@ -793,6 +931,18 @@ def write_report(m_start, m_end, elapsed):
         md.append(f"| socket, one loadgen connection (64 KiB frames), output to /dev/null | "
                   f"{SINK_ALONE['socket_lines_s']:,.0f} | {SINK_ALONE['socket_peak_kb']:,} |")
         md.append("")
+    if SINK_OUT:
+        md.append("## The sink per output kind\n")
+        md.append("One loadgen connection (64 KiB frames) into the sink with one output; "
+                  "lines/s from the first byte sent to the sink's exit after SIGTERM, when "
+                  "the output has written everything (median), peak RSS of the sink.\n")
+        md.append("| output | lines/s | peak RSS KiB | delivered |")
+        md.append("|---|---:|---:|---:|")
+        for r in SINK_OUT:
+            dl = (f"{r['delivered']:,} lines kept (rotation)" if r["key"] == "file"
+                  else f"{r['delivered']:,} / {r['sent']:,}")
+            md.append(f"| {r['name']} | {r['lines_s']:,.0f} | {r['peak_kb']:,} | {dl} |")
+        md.append("")
     if CG:
         md.append("## Instruction counts (callgrind)\n")
         md.append(f"User-space instructions per line, marginal: the difference between runs "
@@ -914,15 +1064,20 @@ def main():
     log(f"logtap bench: {LINES:,} lines x {RUNS} runs; {m_start['nproc']} cores, "
         f"{m_start['cpu']}, load {m_start['load']}")
     parts = [("a", scenario_a), ("b", scenario_b), ("c", scenario_c), ("d", scenario_d),
-             ("e", scenario_e), ("f", scenario_f), ("g", scenario_g), ("sink", sink_alone), ("cg", counts),
+             ("e", scenario_e), ("f", scenario_f), ("g", scenario_g), ("sink", sink_alone),
+             ("outputs", sink_outputs), ("cg", counts),
              ("strace", syscalls)]
     for name, fn in parts:
-        if name in SKIP:
+        if name in SKIP or (ONLY and name not in ONLY):
             continue
         try:
             fn()
         except Exception as e:  # a broken part is reported, the rest still runs
             log(f"  part {name} failed: {e}")
+    if ONLY:
+        # A partial run prints its figures; the report stays whole.
+        log("BENCH_ONLY: bench/results/results.md not rewritten")
+        return
     m_end = machine()
     write_report(m_start, m_end, time.time() - t0)
     chart(m_start)

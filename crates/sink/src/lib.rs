@@ -6,8 +6,11 @@
 
 #![deny(unsafe_code)]
 
+pub mod dest;
+pub mod encode;
 pub mod lines;
 pub mod output;
+pub mod outputs;
 mod peercred;
 pub mod policy;
 pub mod server;

@@ -1,38 +1,19 @@
-//! Formatting of lines as JSON objects or terminal text, timestamps, and the
-//! buffered writer to stdout.
-//!
-//! JSON escaping is lossless: valid UTF-8 passes through except `"`, `\`,
-//! the control characters below 0x20 (`\n`, `\r`, `\t`, `\b`, `\f` or
-//! `\u00XX`) and DEL (`\u007f`). A value that is not valid UTF-8 is written
-//! with each invalid sequence replaced by U+FFFD (as
-//! `String::from_utf8_lossy` does); for `message` the exact bytes are then
-//! also given, base64-encoded, in `message_base64`.
+//! The record's origin (timestamp, peer), the clock, and the inline
+//! buffered writer to stdout used when stdout is the only output. The
+//! encoders live in `crate::encode`, the other destinations in
+//! `crate::dest`.
 
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use logtap_wire::{DropNotice, Level};
 
+use crate::encode::{LineEncoder, Record};
 use crate::lines::Line;
 
-/// Output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// One JSON object per line (the default).
-    Json,
-    /// `<RFC3339> <platform>.<source> <message>`, like LinuxKit's logwrite.
-    Text,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Option<Format> {
-        match s {
-            "json" => Some(Format::Json),
-            "text" => Some(Format::Text),
-            _ => None,
-        }
-    }
-}
+pub use crate::encode::json::{json_object, write_base64, write_json_string, MAX_DATA_DEPTH};
+pub use crate::encode::text::write_text;
+pub use crate::encode::Format;
 
 /// `2026-11-21T13:47:35.097063Z`
 pub const TIMESTAMP_LEN: usize = 27;
@@ -124,206 +105,6 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// What each ASCII byte becomes inside a JSON string: 0 = itself,
-/// b'u' = `\u00XX`, anything else = backslash + that byte.
-static JSON_ESCAPE: [u8; 256] = {
-    let mut t = [0u8; 256];
-    let mut i = 0;
-    while i < 0x20 {
-        t[i] = b'u';
-        i += 1;
-    }
-    t[0x7f] = b'u';
-    t[b'\n' as usize] = b'n';
-    t[b'\r' as usize] = b'r';
-    t[b'\t' as usize] = b't';
-    t[0x08] = b'b';
-    t[0x0c] = b'f';
-    t[b'"' as usize] = b'"';
-    t[b'\\' as usize] = b'\\';
-    t
-};
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-const REPLACEMENT: &[u8] = "\u{FFFD}".as_bytes();
-
-/// Escapes valid UTF-8 `s` into a JSON string body.
-fn escape_json_valid(out: &mut Vec<u8>, s: &[u8]) {
-    let mut start = 0;
-    for (i, &b) in s.iter().enumerate() {
-        let e = JSON_ESCAPE[b as usize];
-        if e == 0 {
-            continue;
-        }
-        out.extend_from_slice(&s[start..i]);
-        if e == b'u' {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', e]);
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&s[start..]);
-}
-
-/// Writes `s` as a quoted JSON string; returns false when `s` was not valid
-/// UTF-8 (and invalid sequences were replaced by U+FFFD).
-pub fn write_json_string(out: &mut Vec<u8>, s: &[u8]) -> bool {
-    out.push(b'"');
-    let ok = if std::str::from_utf8(s).is_ok() {
-        escape_json_valid(out, s);
-        true
-    } else {
-        write_runs(out, s, escape_json_valid);
-        false
-    };
-    out.push(b'"');
-    ok
-}
-
-/// Standard base64 with padding.
-pub fn write_base64(out: &mut Vec<u8>, s: &[u8]) {
-    const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut chunks = s.chunks_exact(3);
-    for c in &mut chunks {
-        let n = (u32::from(c[0]) << 16) | (u32::from(c[1]) << 8) | u32::from(c[2]);
-        out.extend_from_slice(&[
-            B64[(n >> 18) as usize & 63],
-            B64[(n >> 12) as usize & 63],
-            B64[(n >> 6) as usize & 63],
-            B64[n as usize & 63],
-        ]);
-    }
-    match *chunks.remainder() {
-        [a] => {
-            let n = u32::from(a) << 16;
-            out.extend_from_slice(&[
-                B64[(n >> 18) as usize & 63],
-                B64[(n >> 12) as usize & 63],
-                b'=',
-                b'=',
-            ]);
-        }
-        [a, b] => {
-            let n = (u32::from(a) << 16) | (u32::from(b) << 8);
-            out.extend_from_slice(&[
-                B64[(n >> 18) as usize & 63],
-                B64[(n >> 12) as usize & 63],
-                B64[(n >> 6) as usize & 63],
-                b'=',
-            ]);
-        }
-        _ => {}
-    }
-}
-
-/// Writes `s` for a terminal: invalid UTF-8 becomes U+FFFD, control
-/// characters other than tab (and DEL) become `\xNN`.
-pub fn write_text(out: &mut Vec<u8>, s: &[u8]) {
-    fn valid(out: &mut Vec<u8>, s: &[u8]) {
-        let mut start = 0;
-        for (i, &b) in s.iter().enumerate() {
-            if (b < 0x20 && b != b'\t') || b == 0x7f {
-                out.extend_from_slice(&s[start..i]);
-                out.extend_from_slice(&[
-                    b'\\',
-                    b'x',
-                    HEX[(b >> 4) as usize],
-                    HEX[(b & 15) as usize],
-                ]);
-                start = i + 1;
-            }
-        }
-        out.extend_from_slice(&s[start..]);
-    }
-    write_runs(out, s, valid);
-}
-
-/// Applies `valid` to each valid UTF-8 run and writes U+FFFD for each
-/// invalid sequence.
-fn write_runs(out: &mut Vec<u8>, s: &[u8], valid: fn(&mut Vec<u8>, &[u8])) {
-    let mut rest = s;
-    loop {
-        match std::str::from_utf8(rest) {
-            Ok(_) => {
-                valid(out, rest);
-                return;
-            }
-            Err(e) => {
-                let (good, bad) = rest.split_at(e.valid_up_to());
-                valid(out, good);
-                out.extend_from_slice(REPLACEMENT);
-                match e.error_len() {
-                    Some(n) => rest = &bad[n..],
-                    None => return,
-                }
-            }
-        }
-    }
-}
-
-/// True when `s` is, after leading whitespace, a JSON object (checked
-/// cheaply first: the first non-space byte must be `{`).
-pub fn json_object(s: &[u8]) -> Option<&[u8]> {
-    let start = s
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?;
-    if s[start] != b'{' {
-        return None;
-    }
-    let end = s
-        .iter()
-        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))?
-        + 1;
-    let t = &s[start..end];
-    if t.last() != Some(&b'}') {
-        return None;
-    }
-    if nesting(t) > MAX_DATA_DEPTH {
-        return None;
-    }
-    let text = std::str::from_utf8(t).ok()?;
-    serde_json::from_str::<serde::de::IgnoredAny>(text).ok()?;
-    Some(t)
-}
-
-/// Deepest nesting of `data` objects kept: consumers (serde_json's default
-/// is 128 levels) must be able to parse the line it ends up in.
-pub const MAX_DATA_DEPTH: usize = 64;
-
-/// Deepest bracket nesting in `s` (JSON text), outside strings.
-fn nesting(s: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
-    for &b in s {
-        if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'{' | b'[' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
-}
-
 /// Where a line came from, besides the frame itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Origin {
@@ -335,12 +116,37 @@ pub struct Origin {
     pub uid: Option<u32>,
 }
 
+/// Where records go: implemented by the inline stdout writer and by the
+/// fan-out to several outputs.
+pub trait Emit {
+    /// Takes one record.
+    fn record(&mut self, r: &Record<'_>);
+    /// True once writing failed in a way that must stop the sink (the
+    /// inline stdout writer only; outputs of a fan-out drop and count).
+    fn failed(&self) -> bool {
+        false
+    }
+    /// Writes out what is buffered (called before the event loop waits,
+    /// and at the end). An error stops the sink.
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+impl<E: Emit + ?Sized> Emit for &mut E {
+    fn record(&mut self, r: &Record<'_>) {
+        (**self).record(r);
+    }
+    fn failed(&self) -> bool {
+        (**self).failed()
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        (**self).flush()
+    }
+}
+
 /// Formats lines into a buffer and writes it to `W` in large writes.
 pub struct Output<W: Write> {
-    format: Format,
+    encoder: LineEncoder,
     buf: Vec<u8>,
-    /// `,"pod_name":…` etc., pre-escaped.
-    suffix: Vec<u8>,
     w: W,
     flush_at: usize,
     error: Option<io::Error>,
@@ -353,17 +159,9 @@ impl<W: Write> Output<W> {
     /// `extra` are (field, value) pairs appended to every JSON object
     /// (`pod_name`, `namespace`, `node_name`).
     pub fn new(format: Format, extra: &[(&str, &str)], w: W) -> Output<W> {
-        let mut suffix = Vec::new();
-        for (k, v) in extra {
-            suffix.push(b',');
-            write_json_string(&mut suffix, k.as_bytes());
-            suffix.push(b':');
-            write_json_string(&mut suffix, v.as_bytes());
-        }
         Output {
-            format,
+            encoder: LineEncoder::new(format, extra),
             buf: Vec::with_capacity(OUTPUT_BUFFER + 64 * 1024),
-            suffix,
             w,
             flush_at: OUTPUT_BUFFER,
             error: None,
@@ -372,88 +170,12 @@ impl<W: Write> Output<W> {
 
     /// The extra fields from `POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`.
     pub fn env_fields() -> Vec<(&'static str, String)> {
-        [
-            ("pod_name", "POD_NAME"),
-            ("namespace", "POD_NAMESPACE"),
-            ("node_name", "NODE_NAME"),
-        ]
-        .into_iter()
-        .filter_map(|(k, env)| {
-            std::env::var(env)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(|v| (k, v))
-        })
-        .collect()
-    }
-
-    fn head(&mut self, o: &Origin, level: &str, platform: &[u8], source: &[u8]) {
-        let b = &mut self.buf;
-        b.extend_from_slice(b"{\"timestamp\":\"");
-        b.extend_from_slice(o.ts.as_bytes());
-        b.extend_from_slice(b"\",\"level\":\"");
-        b.extend_from_slice(level.as_bytes());
-        b.extend_from_slice(b"\",\"platform\":");
-        write_json_string(b, platform);
-        b.extend_from_slice(b",\"source\":");
-        write_json_string(b, source);
-        b.extend_from_slice(b",\"pid\":");
-        match o.pid {
-            Some(p) => b.extend_from_slice(itoa::Buffer::new().format(p).as_bytes()),
-            None => b.extend_from_slice(b"null"),
-        }
-        b.extend_from_slice(b",\"uid\":");
-        match o.uid {
-            Some(u) => b.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),
-            None => b.extend_from_slice(b"null"),
-        }
-        b.extend_from_slice(b",\"message\":");
-    }
-
-    fn text_head(&mut self, o: &Origin, platform: &[u8], source: &[u8]) {
-        self.buf.extend_from_slice(o.ts.as_bytes());
-        self.buf.push(b' ');
-        write_text(&mut self.buf, platform);
-        self.buf.push(b'.');
-        write_text(&mut self.buf, source);
-        self.buf.push(b' ');
-    }
-
-    fn message(&mut self, text: &[u8]) {
-        if !write_json_string(&mut self.buf, text) {
-            self.buf.extend_from_slice(b",\"message_base64\":\"");
-            write_base64(&mut self.buf, text);
-            self.buf.push(b'"');
-        }
-    }
-
-    fn tail(&mut self) {
-        self.buf.extend_from_slice(&self.suffix);
-        self.buf.extend_from_slice(b"}\n");
-        self.maybe_flush();
+        env_fields()
     }
 
     /// Emits one line.
     pub fn line(&mut self, o: &Origin, line: &Line<'_>) {
-        let level = level_name(line.level);
-        match self.format {
-            Format::Json => {
-                self.head(o, level, line.platform, line.source);
-                self.message(line.text);
-                if line.partial {
-                    self.buf.extend_from_slice(b",\"partial\":true");
-                } else if let Some(obj) = json_object(line.text) {
-                    crate::strict_json::write_data(&mut self.buf, obj);
-                }
-                self.tail();
-            }
-            Format::Text => {
-                self.text_head(o, line.platform, line.source);
-                write_text(&mut self.buf, line.text);
-                self.buf.push(b'\n');
-                self.maybe_flush();
-            }
-        }
+        self.record(&Record::line(o, line));
     }
 
     /// Emits liblogtap's notice that it dropped data.
@@ -466,28 +188,15 @@ impl<W: Write> Output<W> {
         data: &[u8],
         n: &DropNotice<'_>,
     ) {
-        let text = data.strip_suffix(b"\n").unwrap_or(data);
-        match self.format {
-            Format::Json => {
-                self.head(o, level_name(level), platform, source);
-                self.message(text);
-                self.buf.extend_from_slice(b",\"dropped_bytes\":");
-                self.buf
-                    .extend_from_slice(itoa::Buffer::new().format(n.bytes).as_bytes());
-                self.buf.extend_from_slice(b",\"dropped_writes\":");
-                self.buf
-                    .extend_from_slice(itoa::Buffer::new().format(n.writes).as_bytes());
-                self.buf.extend_from_slice(b",\"dropped_source\":");
-                write_json_string(&mut self.buf, n.source);
-                self.tail();
-            }
-            Format::Text => {
-                self.text_head(o, platform, source);
-                write_text(&mut self.buf, text);
-                self.buf.push(b'\n');
-                self.maybe_flush();
-            }
-        }
+        self.record(&Record {
+            origin: o,
+            level,
+            platform,
+            source,
+            text: data.strip_suffix(b"\n").unwrap_or(data),
+            partial: false,
+            dropped: Some(n.clone()),
+        });
     }
 
     fn maybe_flush(&mut self) {
@@ -526,6 +235,38 @@ impl<W: Write> Output<W> {
     }
 }
 
+impl<W: Write> Emit for Output<W> {
+    fn record(&mut self, r: &Record<'_>) {
+        self.encoder.encode(&mut self.buf, r);
+        self.maybe_flush();
+    }
+
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Output::flush(self)
+    }
+}
+
+/// The extra JSON fields from `POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`.
+pub fn env_fields() -> Vec<(&'static str, String)> {
+    [
+        ("pod_name", "POD_NAME"),
+        ("namespace", "POD_NAMESPACE"),
+        ("node_name", "NODE_NAME"),
+    ]
+    .into_iter()
+    .filter_map(|(k, env)| {
+        std::env::var(env)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (k, v))
+    })
+    .collect()
+}
+
 /// Level name, `UNKNOWN` for numbers outside 0..=6.
 pub fn level_name(n: u32) -> &'static str {
     Level::from_number(n).map_or("UNKNOWN", Level::name)
@@ -534,41 +275,6 @@ pub fn level_name(n: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn js(s: &[u8]) -> (String, bool) {
-        let mut v = Vec::new();
-        let ok = write_json_string(&mut v, s);
-        (String::from_utf8(v).unwrap(), ok)
-    }
-
-    #[test]
-    fn escapes() {
-        assert_eq!(
-            js(b"a\"b\\c\n\t\r\x08\x0c\x1b[31m\x7f\x01"),
-            (r#""a\"b\\c\n\t\r\b\f\u001b[31m\u007f\u0001""#.into(), true)
-        );
-        assert_eq!(js("héllo €".as_bytes()), ("\"héllo €\"".into(), true));
-        assert_eq!(
-            js(b"a\xffb\xe2\x82"),
-            ("\"a\u{FFFD}b\u{FFFD}\"".into(), false)
-        );
-    }
-
-    #[test]
-    fn base64() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-        ] {
-            let mut v = Vec::new();
-            write_base64(&mut v, i.as_bytes());
-            assert_eq!(v, o.as_bytes());
-        }
-    }
 
     #[test]
     fn timestamps() {
@@ -590,30 +296,5 @@ mod tests {
             c.format(4_102_444_800, 0).as_bytes(),
             b"2100-01-01T00:00:00.000000Z"
         );
-    }
-
-    #[test]
-    fn text_escapes() {
-        let mut v = Vec::new();
-        write_text(&mut v, b"a\tb\x1b[0m\xff\r");
-        assert_eq!(String::from_utf8(v).unwrap(), "a\tb\\x1b[0m\u{FFFD}\\x0d");
-    }
-
-    #[test]
-    fn json_objects() {
-        assert_eq!(json_object(b" {\"a\": 1} \r"), Some(&b"{\"a\": 1}"[..]));
-        assert_eq!(json_object(b"{\"a\": 1"), None);
-        assert_eq!(json_object(b"[1]"), None);
-        assert_eq!(json_object(b"{} {}"), None);
-        assert_eq!(json_object(b"{\"a\":\"\x01\"}"), None);
-        // Deep nesting stays in `message` only, so the line stays parseable.
-        let mut deep = b"{\"a\":".to_vec();
-        deep.extend(std::iter::repeat(b'[').take(200_000));
-        deep.extend(std::iter::repeat(b']').take(200_000));
-        deep.push(b'}');
-        assert!(json_object(&deep).is_none());
-        let ok = format!("{{\"a\":{}1{}}}", "[".repeat(60), "]".repeat(60));
-        assert!(json_object(ok.as_bytes()).is_some());
-        assert!(json_object(br#"{"a":"[[[[\"{{{"}"#).is_some());
     }
 }

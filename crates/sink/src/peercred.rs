@@ -54,3 +54,9 @@ pub fn peer_cred(sock: &impl AsRawFd) -> PeerCred {
 pub fn peer_pid(sock: &impl AsRawFd) -> Option<u32> {
     peer_cred(sock).pid
 }
+
+/// The sink's own real uid (its own records carry it as a peer's would).
+pub fn own_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}

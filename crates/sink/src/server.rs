@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
-use crate::output::{Clock, Format, Origin, Output};
+use crate::output::{Clock, Emit, Format, Origin};
 use crate::peercred::{peer_cred, PeerCred};
 use crate::policy::{Limits, Policy};
 use crate::stream::FrameStream;
@@ -182,7 +182,7 @@ fn bind(cfg: &Config) -> Result<(StdListener, Bound), String> {
 
 /// Runs the sink until SIGTERM/SIGINT or until stdout goes away; returns
 /// the process exit code.
-pub fn serve<W: Write>(cfg: &Config, out: Output<W>) -> i32 {
+pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
     // Signals first, so that a signal arriving right after the socket
     // appears is not lost.
     let signals = match Signals::new([SIGTERM, SIGINT]) {
@@ -231,7 +231,7 @@ pub fn serve<W: Write>(cfg: &Config, out: Output<W>) -> i32 {
     code
 }
 
-struct Server<W: Write> {
+struct Server<E: Emit> {
     poll: Poll,
     listener: Option<UnixListener>,
     signals: Signals,
@@ -245,7 +245,7 @@ struct Server<W: Write> {
     backlogged: bool,
     buf: Vec<u8>,
     clock: Clock,
-    out: Output<W>,
+    out: E,
     max_line: usize,
     max_connections: usize,
     /// Heap bytes held by all connections' buffers.
@@ -256,7 +256,7 @@ struct Server<W: Write> {
     next_sweep: Instant,
 }
 
-impl<W: Write> Server<W> {
+impl<E: Emit> Server<E> {
     fn run(&mut self) -> i32 {
         let registry = self.poll.registry();
         let registered = match self.listener.as_mut() {
@@ -696,7 +696,7 @@ impl<W: Write> Server<W> {
 
 /// Decodes a frame file (`-` for stdin) with the same output; returns the
 /// exit code.
-pub fn read_file<W: Write>(name: &Path, max_line: usize, mut out: Output<W>) -> i32 {
+pub fn read_file<E: Emit>(name: &Path, max_line: usize, mut out: E) -> i32 {
     let shown = name.display();
     let mut input: Box<dyn Read> = if name.as_os_str() == "-" {
         Box::new(io::stdin().lock())

@@ -1,12 +1,11 @@
 //! One byte stream of frames (a connection, or a frame file): the frame
 //! decoder, the line buffers, and the routing of frames to the output.
 
-use std::io::Write;
-
 use logtap_wire::{parse_header, Decoder, DropNotice, Frame, FrameError, HEADER_LEN, SELF_SOURCE};
 
+use crate::encode::Record;
 use crate::lines::LineBuffers;
-use crate::output::{Origin, Output};
+use crate::output::{Emit, Origin};
 
 /// A malformed frame, and where it started in the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,11 +39,11 @@ impl FrameStream {
     /// Decodes `data` and emits every line it completes. After an error
     /// the stream accepts no more data (further calls return the same
     /// error), but [`FrameStream::finish`] still emits pending lines.
-    pub fn feed<W: Write>(
+    pub fn feed<E: Emit>(
         &mut self,
         data: &[u8],
         origin: &Origin,
-        out: &mut Output<W>,
+        out: &mut E,
     ) -> Result<(), StreamError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -75,8 +74,9 @@ impl FrameStream {
 
     /// Ends the stream: emits the partial line of each source and returns
     /// how many bytes of an unfinished frame were discarded (0 if none).
-    pub fn finish<W: Write>(&mut self, origin: &Origin, out: &mut Output<W>) -> usize {
-        self.lines.flush(&mut |l| out.line(origin, &l));
+    pub fn finish<E: Emit>(&mut self, origin: &Origin, out: &mut E) -> usize {
+        self.lines
+            .flush(&mut |l| out.record(&Record::line(origin, &l)));
         let pending = if self.decoder.is_mid_frame() && self.failed.is_none() {
             self.decoder.pending()
         } else {
@@ -88,8 +88,9 @@ impl FrameStream {
 
     /// Emits pending partial lines marked `partial` and frees their
     /// buffers (see [`LineBuffers::shed`]).
-    pub fn shed_lines<W: Write>(&mut self, origin: &Origin, out: &mut Output<W>) {
-        self.lines.shed(&mut |l| out.line(origin, &l));
+    pub fn shed_lines<E: Emit>(&mut self, origin: &Origin, out: &mut E) {
+        self.lines
+            .shed(&mut |l| out.record(&Record::line(origin, &l)));
     }
 
     /// Bytes of an unfinished frame held.
@@ -169,14 +170,22 @@ impl Boundaries {
 
 /// Sends one frame's data to the line buffers, or a drop notice straight
 /// to the output.
-fn route<W: Write>(f: Frame<'_>, origin: &Origin, lines: &mut LineBuffers, out: &mut Output<W>) {
+fn route<E: Emit>(f: Frame<'_>, origin: &Origin, lines: &mut LineBuffers, out: &mut E) {
     if f.source == SELF_SOURCE.as_bytes() {
         if let Some(n) = DropNotice::parse(f.data) {
-            out.drop_notice(origin, f.level, f.platform, f.source, f.data, &n);
+            out.record(&Record {
+                origin,
+                level: f.level,
+                platform: f.platform,
+                source: f.source,
+                text: f.data.strip_suffix(b"\n").unwrap_or(f.data),
+                partial: false,
+                dropped: Some(n),
+            });
             return;
         }
     }
     lines.push(f.level, f.platform, f.source, f.data, &mut |l| {
-        out.line(origin, &l)
+        out.record(&Record::line(origin, &l))
     });
 }

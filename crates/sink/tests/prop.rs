@@ -239,6 +239,42 @@ proptest! {
         let mut t = Vec::new();
         write_text(&mut t, &bytes);
         let t = String::from_utf8(t).unwrap();
-        prop_assert!(!t.chars().any(|c| c.is_control() && c != '\t' && (c as u32) < 0x80));
+        prop_assert!(!t.chars().any(|c| c.is_control()));
+        // ChromeOS's rule, written out char by char.
+        let mut want = String::new();
+        for c in String::from_utf8_lossy(&bytes).chars() {
+            let u = c as u32;
+            if u < 0x20 || (0x7f..=0x9f).contains(&u) || (0xfdd0..=0xfdef).contains(&u)
+                || u & 0xfffe == 0xfffe
+            {
+                want.push_str(&format!("#{u:03o}"));
+            } else {
+                want.push(c);
+            }
+        }
+        prop_assert_eq!(t, want);
+    }
+
+    /// Scrubbing of text that is mostly valid UTF-8 with the characters
+    /// that must change (C1 controls, non-characters) mixed in.
+    #[test]
+    fn scrub_matches_the_rule(chars in prop::collection::vec(
+        prop_oneof![any::<char>(), Just('\u{85}'), Just('\u{FFFE}'), Just('\u{FDD5}'),
+                    Just('\u{10FFFF}'), Just('\t'), Just('\u{7f}')], 0..60)) {
+        let s: String = chars.into_iter().collect();
+        let mut t = Vec::new();
+        write_text(&mut t, s.as_bytes());
+        let mut want = String::new();
+        for c in s.chars() {
+            let u = c as u32;
+            if u < 0x20 || (0x7f..=0x9f).contains(&u) || (0xfdd0..=0xfdef).contains(&u)
+                || u & 0xfffe == 0xfffe
+            {
+                want.push_str(&format!("#{u:03o}"));
+            } else {
+                want.push(c);
+            }
+        }
+        prop_assert_eq!(String::from_utf8(t).unwrap(), want);
     }
 }

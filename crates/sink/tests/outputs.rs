@@ -1,0 +1,814 @@
+//! The outputs against real parts: rsyslog from Debian as the syslog
+//! daemon (its own output file is the oracle), the file tree under a 5 MB
+//! burst, the memory ring under concurrent writers, and a syslog daemon
+//! that is down while the other outputs keep everything.
+//!
+//! rsyslog (`/usr/sbin/rsyslogd`, Debian package `rsyslog`; `.ci/run`
+//! installs it) is started by the test in the foreground with its own
+//! configuration, work directory, Unix socket and TCP port. Without it the
+//! tests that need it fail when `CI` is set and are skipped otherwise.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{temp_dir, Sink, BIN};
+use logtap_wire::{encode, Level};
+
+const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
+
+/// True when rsyslogd is there; panics in CI when it is not.
+fn have_rsyslog() -> bool {
+    if Path::new(RSYSLOGD).exists() {
+        return true;
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "{RSYSLOGD} is missing: CI must install the rsyslog package (.ci/run does)"
+    );
+    eprintln!("skipped: {RSYSLOGD} is missing (apt-get install rsyslog)");
+    false
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An rsyslogd in the foreground, writing what it receives to `out` as
+/// `input|severity|app-name|procid|msgid|msg` lines.
+struct Rsyslog {
+    child: Child,
+    out: PathBuf,
+}
+
+impl Rsyslog {
+    fn start(dir: &Path, unix: &Path, port: u16) -> Rsyslog {
+        let work = dir.join("rsyslog-work");
+        std::fs::create_dir_all(&work).unwrap();
+        let out = dir.join("rsyslog.out");
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"global(workDirectory="{work}")
+module(load="imuxsock" SysSock.Use="off")
+input(type="imuxsock" Socket="{unix}" RateLimit.Interval="0" CreatePath="on")
+module(load="imtcp")
+input(type="imtcp" port="{port}" address="127.0.0.1")
+template(name="oracle" type="string" string="%inputname%|%syslogseverity%|%app-name%|%procid%|%msgid%|%msg%\n")
+action(type="omfile" file="{out}" template="oracle")
+"#,
+                work = work.display(),
+                unix = unix.display(),
+                out = out.display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(RSYSLOGD)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start rsyslogd");
+        let r = Rsyslog { child, out };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let tcp_up = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if tcp_up && unix.exists() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "rsyslogd did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        r
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until `pred` holds for the output lines.
+    fn wait(&self, what: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let l = self.lines();
+            if pred(&l) {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rsyslog: timed out waiting for {what}; have {} lines, last {:?}",
+                l.len(),
+                l.last()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ChromeOS's scrubbing, written out independently of the sink's code.
+fn scrubbed(s: &[u8]) -> String {
+    let mut out = String::new();
+    for c in String::from_utf8_lossy(s).chars() {
+        let u = c as u32;
+        if u < 0x20
+            || (0x7f..=0x9f).contains(&u)
+            || (0xfdd0..=0xfdef).contains(&u)
+            || u & 0xfffe == 0xfffe
+        {
+            out.push_str(&format!("#{u:03o}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn send_all(socket: &Path, frames: &[Vec<u8>]) {
+    let mut s = UnixStream::connect(socket).unwrap();
+    for f in frames {
+        s.write_all(f).unwrap();
+    }
+}
+
+/// Awkward texts, each made unique by its index.
+fn text(i: usize) -> Vec<u8> {
+    let mut t = format!("line {i:05} ").into_bytes();
+    match i % 7 {
+        0 => t.extend_from_slice(b"tab\there bell\x07 esc\x1b[31m"),
+        1 => t.extend_from_slice("héllo € 日本 \u{FFFE} \u{FDD0} \u{85}".as_bytes()),
+        2 => t.extend_from_slice(b"bad utf8 \xff\xfe\xc3("),
+        3 => t.extend_from_slice(b"cr\r del\x7f # hash"),
+        4 => t.extend_from_slice(&b"x".repeat(3000)),
+        _ => t.extend_from_slice(b"plain"),
+    }
+    t
+}
+
+fn level_of(i: usize) -> Level {
+    [
+        Level::Info,
+        Level::Error,
+        Level::Warn,
+        Level::Fatal,
+        Level::Debug,
+        Level::Trace,
+        Level::Info,
+    ][i % 7]
+}
+
+fn severity(l: Level) -> u8 {
+    match l {
+        Level::Fatal => 2,
+        Level::Error => 3,
+        Level::Warn => 4,
+        Level::Info => 6,
+        _ => 7,
+    }
+}
+
+fn rsyslog_oracle(format: &str) {
+    if !have_rsyslog() {
+        return;
+    }
+    let dir = temp_dir(&format!("rsyslog{format}"));
+    let logsock = dir.join("log.sock");
+    let port = free_port();
+    let rs = Rsyslog::start(&dir, &logsock, port);
+    let socket = dir.join("sink.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("WARN:syslog:unix:{}", logsock.display()),
+            "--output",
+            &format!("syslog:tcp:127.0.0.1:{port}"),
+            "--output",
+            "json",
+            "--level-prefix",
+        ]
+        .into_iter()
+        .chain(if format == "auto" {
+            vec![]
+        } else {
+            vec!["--syslog-format", format]
+        })
+        .collect::<Vec<_>>(),
+        &[],
+    );
+    const N: usize = 700;
+    let mut frames = Vec::new();
+    let mut expected = Vec::new(); // (level, source, text)
+    for i in 0..N {
+        let (source, lvl): (&[u8], Level) = if i % 2 == 0 {
+            (b"stdout", level_of(i))
+        } else {
+            (b"var/log/app.log", level_of(i))
+        };
+        let mut t = text(i);
+        let mut lvl = lvl;
+        if i % 50 == 0 {
+            // journald's prefix: the line becomes an error, without it.
+            let mut p = b"<3>".to_vec();
+            p.extend_from_slice(&t);
+            frames.push(encode(
+                Level::Info,
+                b"my-app",
+                source,
+                &[&p[..], b"\n"].concat(),
+            ));
+            lvl = Level::Error;
+        } else {
+            frames.push(encode(lvl, b"my-app", source, &[&t[..], b"\n"].concat()));
+        }
+        t.shrink_to_fit();
+        expected.push((lvl, source.to_vec(), t));
+    }
+    send_all(&socket, &frames);
+    sink.wait_json(N, Duration::from_secs(30));
+    let pid = std::process::id().to_string();
+    let want_unix: Vec<_> = expected
+        .iter()
+        .filter(|(l, _, _)| *l <= Level::Warn)
+        .collect();
+    let lines = rs.wait("every line", |l| {
+        l.iter().filter(|x| x.starts_with("imtcp|")).count() >= N
+            && l.iter().filter(|x| x.starts_with("imuxsock|")).count() >= want_unix.len()
+    });
+    for (input, want) in [
+        ("imtcp", expected.iter().collect::<Vec<_>>()),
+        ("imuxsock", want_unix.clone()),
+    ] {
+        let got: Vec<&String> = lines
+            .iter()
+            .filter(|x| x.starts_with(&format!("{input}|")))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{input}: every line once");
+        for (g, (lvl, source, t)) in got.iter().zip(&want) {
+            let f: Vec<&str> = g.splitn(6, '|').collect();
+            assert_eq!(f[1], severity(*lvl).to_string(), "{input} severity: {g}");
+            assert_eq!(f[2], "my-app", "{input} app-name: {g}");
+            assert_eq!(f[3], pid, "{input} procid: {g}");
+            // auto: 5424 over TCP, the C library's 3164 on the Unix socket.
+            let rfc5424 = format == "5424" || (format == "auto" && input == "imtcp");
+            if rfc5424 {
+                let src = String::from_utf8_lossy(source);
+                assert_eq!(f[4], src, "{input} msgid: {g}");
+            }
+            // rsyslog keeps the space after a 3164 TAG's colon in %msg%.
+            let msg = f[5].strip_prefix(' ').filter(|_| !rfc5424).unwrap_or(f[5]);
+            assert_eq!(msg, scrubbed(t), "{input} message (in order, scrubbed)");
+        }
+    }
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    assert_eq!(stopped.out.len(), N, "json output keeps every line");
+}
+
+#[test]
+fn rsyslog_receives_every_line_once_in_order() {
+    // Defaults: RFC 5424 over TCP, RFC 3164 on the Unix socket.
+    rsyslog_oracle("auto");
+}
+
+#[test]
+fn rsyslog_receives_every_line_once_in_order_rfc3164() {
+    rsyslog_oracle("3164");
+}
+
+/// The numbers of `line NNNNNNN` lines in a text file of the file output.
+fn numbers(path: &Path) -> Vec<u64> {
+    let f = std::fs::File::open(path).unwrap();
+    BufReader::new(f)
+        .lines()
+        .map(|l| {
+            let l = l.unwrap();
+            let i = l.find("line ").expect("numbered line") + 5;
+            l[i..i + 8].trim().parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn file_output_rotates_under_a_5mb_burst() {
+    let dir = temp_dir("files");
+    let logs = dir.join("logs");
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+            "--max-file-size",
+            "256K",
+            "--max-files",
+            "3",
+        ],
+        &[],
+    );
+    const N: u64 = 50_000; // 100-byte lines: 5 MB
+    let mut data = Vec::with_capacity(N as usize * 100);
+    let mut frames = Vec::new();
+    for i in 0..N {
+        let line = format!("line {i:>8} {}\n", "z".repeat(85));
+        assert_eq!(line.len(), 100);
+        data.extend_from_slice(line.as_bytes());
+        if data.len() >= 60_000 {
+            frames.push(encode(Level::Info, b"app", b"var/log/app.log", &data));
+            data.clear();
+        }
+    }
+    frames.push(encode(Level::Info, b"app", b"var/log/app.log", &data));
+    // Two writers: a burst as fast as the socket takes it.
+    let socket2 = socket.clone();
+    let half = frames.len() / 2;
+    let (a, b) = frames.split_at(half);
+    send_all(&socket2, a);
+    send_all(&socket2, b);
+    sink.wait_json(N as usize, Duration::from_secs(60));
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    assert_eq!(stopped.out.len(), N as usize);
+
+    let base = logs.join("app/var/log/app.log");
+    let max = 256 * 1024;
+    let mut kept = Vec::new();
+    for n in (1..=3).rev() {
+        let p = PathBuf::from(format!("{}.{n}", base.display()));
+        let size = std::fs::metadata(&p).unwrap().len();
+        assert!(size <= max, "{} is {size} bytes", p.display());
+        // Full: one more line (a text line here is 128 bytes) would not fit.
+        assert!(size + 128 > max, "{} is only {size} bytes", p.display());
+        kept.extend(numbers(&p));
+    }
+    assert!(std::fs::metadata(&base).unwrap().len() <= max);
+    kept.extend(numbers(&base));
+    assert!(
+        !Path::new(&format!("{}.4", base.display())).exists(),
+        "--max-files 3 keeps three rotated files"
+    );
+    let entries = std::fs::read_dir(base.parent().unwrap()).unwrap().count();
+    assert_eq!(entries, 4, "the file and three rotated ones");
+    // The kept files hold the newest lines, in order, none missing.
+    let first = N - kept.len() as u64;
+    assert_eq!(kept, (first..N).collect::<Vec<_>>());
+}
+
+/// Runs `logtap-sink read` and collects its lines.
+fn reader(
+    query: &Path,
+    follow: bool,
+) -> (Child, Arc<Mutex<Vec<String>>>, std::thread::JoinHandle<()>) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("read").arg(query);
+    if follow {
+        cmd.arg("--follow");
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let l2 = Arc::clone(&lines);
+    let t = std::thread::spawn(move || {
+        for l in BufReader::new(out).lines() {
+            let Ok(l) = l else { break };
+            l2.lock().unwrap().push(l);
+        }
+    });
+    (child, lines, t)
+}
+
+#[test]
+fn ring_with_concurrent_writers_read_and_follow() {
+    let dir = temp_dir("ring");
+    let socket = dir.join("s.sock");
+    let query = dir.join("q.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--ring-lines",
+            "1000",
+            "--query-socket",
+            query.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // Dump of an empty ring: nothing, exit 0.
+    let out = Command::new(BIN).arg("read").arg(&query).output().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    let (mut follower, followed, ft) = reader(&query, true);
+    std::thread::sleep(Duration::from_millis(300));
+    const WRITERS: usize = 4;
+    const PER: usize = 2000;
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(&socket).unwrap();
+                for chunk in 0..PER / 100 {
+                    let mut data = Vec::new();
+                    for i in chunk * 100..(chunk + 1) * 100 {
+                        data.extend_from_slice(format!("w{w} n{i}\n").as_bytes());
+                    }
+                    s.write_all(&encode(
+                        Level::Info,
+                        b"app",
+                        format!("src{w}").as_bytes(),
+                        &data,
+                    ))
+                    .unwrap();
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    // The default json output on stdout has them all too.
+    let all = sink.wait_json(WRITERS * PER, Duration::from_secs(30));
+    assert_eq!(all.len(), WRITERS * PER);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while followed.lock().unwrap().len() < WRITERS * PER {
+        assert!(
+            Instant::now() < deadline,
+            "follower has {}",
+            followed.lock().unwrap().len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let followed: Vec<serde_json::Value> = followed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| common::parse(l))
+        .collect();
+    let msg = |v: &serde_json::Value| v["message"].as_str().unwrap().to_owned();
+    // Every record once, each writer's in order.
+    for w in 0..WRITERS {
+        let mine: Vec<String> = followed
+            .iter()
+            .filter(|v| v["source"] == format!("src{w}"))
+            .map(msg)
+            .collect();
+        let want: Vec<String> = (0..PER).map(|i| format!("w{w} n{i}")).collect();
+        assert_eq!(mine, want, "writer {w}");
+    }
+    // A dump: the newest 1000, in the ring's order (the follower's order).
+    let out = Command::new(BIN).arg("read").arg(&query).output().unwrap();
+    assert!(out.status.success());
+    let dumped: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| msg(&common::parse(l)))
+        .collect();
+    let tail: Vec<String> = followed[followed.len() - 1000..].iter().map(msg).collect();
+    assert_eq!(dumped, tail);
+    // Dump-then-follow gets the dump first, then new records.
+    let (mut both, both_lines, bt) = reader(&query, true);
+    std::thread::sleep(Duration::from_millis(300));
+    send_all(
+        &socket,
+        &[encode(Level::Warn, b"app", b"late", b"after the dump\n")],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while both_lines.lock().unwrap().len() < 1001 {
+        assert!(
+            Instant::now() < deadline,
+            "dump+follow has {}",
+            both_lines.lock().unwrap().len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let got: Vec<String> = both_lines
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|l| msg(&common::parse(l)))
+        .collect();
+    assert_eq!(&got[..1000], &tail[..]);
+    assert_eq!(got[1000], "after the dump");
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    // The sink's exit ends the followers.
+    for (c, t) in [(&mut follower, ft), (&mut both, bt)] {
+        assert!(common::wait_timeout(c, Duration::from_secs(10)).is_some());
+        t.join().unwrap();
+    }
+    assert!(!query.exists(), "query socket removed at exit");
+}
+
+#[test]
+fn a_dead_syslog_server_holds_back_nothing() {
+    if !have_rsyslog() {
+        return;
+    }
+    let dir = temp_dir("deadsyslog");
+    let logs = dir.join("logs");
+    let socket = dir.join("s.sock");
+    let port = free_port();
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            "json",
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            &format!("syslog:tcp:127.0.0.1:{port}"),
+            "--output-buffer",
+            "64K",
+            "--max-file-size",
+            "64M",
+        ],
+        &[],
+    );
+    // Nobody listens on the port: the syslog output is down.
+    const N: usize = 20_000;
+    let mut frames = Vec::new();
+    for chunk in 0..N / 500 {
+        let mut data = Vec::new();
+        for i in chunk * 500..(chunk + 1) * 500 {
+            data.extend_from_slice(format!("early {i}\n").as_bytes());
+        }
+        frames.push(encode(Level::Info, b"app", b"stdout", &data));
+    }
+    let t0 = Instant::now();
+    send_all(&socket, &frames);
+    sink.wait_json(N, Duration::from_secs(30));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "json output held back"
+    );
+    sink.wait_err("output syslog:tcp", 1, Duration::from_secs(10));
+    sink.wait_err("dropping records", 1, Duration::from_secs(10));
+    let file = logs.join("app/stdout");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&file).map_or(0, |s| s.lines().count()) < N {
+        assert!(
+            Instant::now() < deadline,
+            "file output incomplete: {} lines; stderr {:?}",
+            std::fs::read_to_string(&file).map_or(0, |s| s.lines().count()),
+            sink.err.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The daemon comes up: what fitted in the buffer is delivered, then a
+    // record saying what was dropped, then new lines.
+    let rs = Rsyslog::start(&dir, &dir.join("log.sock"), port);
+    std::thread::sleep(Duration::from_millis(1500));
+    send_all(
+        &socket,
+        &[encode(Level::Info, b"app", b"stdout", b"late line\n")],
+    );
+    let lines = rs.wait("the late line", |l| {
+        l.iter().any(|x| x.ends_with("|late line"))
+    });
+    let msgs: Vec<&str> = lines
+        .iter()
+        .map(|l| l.splitn(6, '|').nth(5).unwrap())
+        .collect();
+    let notice = msgs
+        .iter()
+        .position(|m| m.starts_with("logtap-sink: dropped records="))
+        .expect("a record saying what was dropped");
+    let early: Vec<usize> = msgs[..notice]
+        .iter()
+        .map(|m| m.strip_prefix("early ").unwrap().parse().unwrap())
+        .collect();
+    assert!(!early.is_empty());
+    assert_eq!(
+        early,
+        (0..early.len()).collect::<Vec<_>>(),
+        "buffered lines first, in order"
+    );
+    let dropped: usize = msgs[notice]
+        .split("records=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        early.len() + dropped,
+        N,
+        "delivered + reported dropped = sent"
+    );
+    assert_eq!(msgs.last(), Some(&"late line"));
+    sink.wait_json(N + 1, Duration::from_secs(10));
+    sink.wait_err("delivering again", 1, Duration::from_secs(10));
+    let stopped = sink.stop();
+    assert!(stopped.status.success());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().lines().count(),
+        N + 1
+    );
+    assert!(stopped.out.len() == N + 1, "json output keeps everything");
+}
+
+#[test]
+fn bad_specs_are_refused_with_one_line() {
+    for (args, needle) in [
+        (vec!["--output", "syslog:tcp:nohost"], "syslog:tcp:nohost"),
+        (vec!["--output", "LOUD:json"], "LOUD:json"),
+        (vec!["--output", "file:"], "file:"),
+        (vec!["--filter", "ERROR"], "ERROR"),
+        (vec!["--syslog-facility", "nope"], "--syslog-facility"),
+        (vec!["--syslog-format", "9999"], "--syslog-format"),
+    ] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    // A directory that cannot be created: exit 1 naming the output.
+    let out = Command::new(BIN)
+        .args([
+            "--socket",
+            "/tmp/never-bound.sock",
+            "--output",
+            "file:/proc/nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("file:/proc/nope"), "{err}");
+}
+
+/// liblogtap.so as `make test` builds it (the workspace's release build).
+fn liblogtap() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release/liblogtap.so");
+    if p.exists() {
+        return Some(p);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "{} missing: `make test` builds the workspace first",
+        p.display()
+    );
+    eprintln!(
+        "skipped: {} missing (cargo build --release --workspace)",
+        p.display()
+    );
+    None
+}
+
+/// The command of the README, with a real program under the real library:
+/// `--output file:DIR --output WARN:syslog:unix:SOCK`; every line lands in
+/// the file tree, the stderr lines (ERROR) also in rsyslog.
+#[test]
+fn a_program_under_liblogtap_lands_in_files_and_syslog() {
+    let Some(so) = liblogtap() else { return };
+    if !have_rsyslog() {
+        return;
+    }
+    let dir = temp_dir("e2e");
+    let logsock = dir.join("dev-log");
+    let rs = Rsyslog::start(&dir, &logsock, free_port());
+    let logs = dir.join("var-log-logtap");
+    let socket = dir.join("sink.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            &format!("WARN:syslog:unix:{}", logsock.display()),
+        ],
+        &[],
+    );
+    const N: usize = 300;
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=1; while [ $i -le {N} ]; do echo \"out $i\"; echo \"err $i: bell\x07\" >&2; i=$((i+1)); done"
+        ))
+        .env("LD_PRELOAD", &so)
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_TARGET", format!("socket:{}", socket.display()))
+        .env("LLT_PLATFORM", "legacy-app")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let want_out: String = (1..=N).map(|i| format!("out {i}\n")).collect();
+    let want_err: String = (1..=N).map(|i| format!("err {i}: bell\x07\n")).collect();
+    // The program's own output is untouched.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want_out);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want_err);
+    let lines = rs.wait("the stderr lines", |l| l.len() >= N);
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    // Files: `<time> legacy-app.<source> <line>`, every line, in order.
+    for (source, want) in [("stdout", &want_out), ("stderr", &want_err)] {
+        let text = std::fs::read_to_string(logs.join("legacy-app").join(source)).unwrap();
+        let got: String = text
+            .lines()
+            .map(|l| {
+                let rest = l.split_once(' ').unwrap().1;
+                let msg = rest.strip_prefix(&format!("legacy-app.{source} ")).unwrap();
+                format!("{}\n", msg.replace("#007", "\x07"))
+            })
+            .collect();
+        assert_eq!(&got, want, "file {source}");
+    }
+    // Syslog: only the stderr lines (ERROR), severity err, scrubbed.
+    assert_eq!(lines.len(), N, "{:?}", lines.last());
+    for (i, l) in lines.iter().enumerate() {
+        let f: Vec<&str> = l.splitn(6, '|').collect();
+        assert_eq!(&f[..3], ["imuxsock", "3", "legacy-app"], "{l}");
+        assert_eq!(f[5].trim_start(), format!("err {}: bell#007", i + 1));
+    }
+}
+
+/// `--filter` and an output's level, on the inline stdout output and on a
+/// threaded one (a file tree) at once.
+#[test]
+fn filters_and_levels() {
+    let dir = temp_dir("filters");
+    let socket = dir.join("s.sock");
+    let logs = dir.join("logs");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--filter",
+            "ERROR:var/log/*",
+            "--filter",
+            "FATAL:noisy-*",
+            "--output",
+            "WARN:json",
+            "--output",
+            &format!("file:{}", logs.display()),
+        ],
+        &[],
+    );
+    send_all(
+        &socket,
+        &[
+            encode(Level::Info, b"app", b"var/log/app.log", b"filtered out\n"),
+            encode(Level::Error, b"app", b"var/log/app.log", b"file error\n"),
+            encode(Level::Info, b"app", b"stdout", b"info\n"),
+            encode(Level::Warn, b"app", b"stderr", b"warn\n"),
+            encode(Level::Error, b"noisy-batch", b"stdout", b"noisy error\n"),
+            encode(Level::Fatal, b"noisy-batch", b"stdout", b"noisy fatal\n"),
+        ],
+    );
+    let objs = sink.wait_json(3, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = sink.stop();
+    assert!(stopped.status.success());
+    let msgs: Vec<String> = stopped
+        .out
+        .iter()
+        .map(|l| common::parse(l)["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(msgs, ["file error", "warn", "noisy fatal"], "{objs:?}");
+    let file = |p: &str| {
+        std::fs::read_to_string(logs.join(p))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.splitn(3, ' ').nth(2).unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(file("app/var/log/app.log"), ["file error"]);
+    assert_eq!(file("app/stdout"), ["info"]);
+    assert_eq!(file("app/stderr"), ["warn"]);
+    assert_eq!(file("noisy-batch/stdout"), ["noisy fatal"]);
+}
