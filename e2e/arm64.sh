@@ -31,6 +31,7 @@ apt_need qemu-aarch64:qemu-user aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu dpkg
 SYSROOT=/usr/aarch64-linux-gnu
 if [ ! -e $SYSROOT/lib/ld-linux-aarch64.so.1 ] || [ ! -e $SYSROOT/include/stdio.h ]; then
   log "apt-get install libc6-arm64-cross libc6-dev-arm64-cross"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libc6-arm64-cross libc6-dev-arm64-cross >/dev/null
 fi
 

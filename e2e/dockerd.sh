@@ -48,7 +48,7 @@ stop)
     kill -0 "$pid" 2>/dev/null && { log "dockerd $pid did not stop; killing it"; kill -KILL "$pid"; }
   fi
   # overlay and shm mounts left under DIR by a killed engine
-  grep -o " $dir/[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+  { grep -o " $dir/[^ ]*" /proc/self/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$dir"
   log "stopped"
   ;;

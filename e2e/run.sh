@@ -512,8 +512,8 @@ docker_recipe() { # APP-TAG (bookworm|bullseye)
     mp=$(docker volume inspect -f '{{.Mountpoint}}' $v)
     [ "$(stat -c '%u:%g %a' "$mp")" = "65532:65532 755" ] || die "volume $v is $(stat -c '%u:%g %a' "$mp")"
   done
-  [ "$(stat -c '%F %a %u' "$mp/sink.sock")" = "socket 666 65532" ] || die "sink.sock: $(stat -c '%F %a %u' "$mp/sink.sock")"
-  echo "docker: volumes logtap and logtap-socket are 65532:65532 0755 (from the images), sink.sock 0666"
+  [ "$(stat -c '%F %a %u:%g' "$mp/sink.sock")" = "socket 660 65532:65532" ] || die "sink.sock: $(stat -c '%F %a %u:%g' "$mp/sink.sock")"
+  echo "docker: volumes logtap and logtap-socket are 65532:65532 0755 (from the images), sink.sock 0660 (the sink's default; the app gets the group)"
   n=$(recorded "$w/run" ' logs ')
   [ -n "$n" ] && grep -q '"platform":"legacy-app"' "$w/run/$n.out" || die "the recipe's docker logs shows no JSON line of the app"
   echo "docker: the recipe's 'docker logs logtap-sink' printed $(wc -l <"$w/run/$n.out") JSON lines"
@@ -521,7 +521,7 @@ docker_recipe() { # APP-TAG (bookworm|bullseye)
   check_app_mounts docker legacy-app
   # any uid: neither root nor the images' 65532 (log file in /tmp: the demo
   # image's log directory belongs to 10001)
-  local anyuid=(--user 23456:23456 -e APP_LOG=/tmp/anyuid.log -e APP_LINES=5 -e APP_PAUSE_MS=10)
+  local anyuid=(--user 23456:23456 --group-add 65532 -e APP_LOG=/tmp/anyuid.log -e APP_LINES=5 -e APP_PAUSE_MS=10)
   baseline docker logtap-demo-app "$w/anyuid-base" /tmp/anyuid.log "${anyuid[@]}"
   docker run --name logtap-e2e-anyuid "${anyuid[@]}" \
     -v logtap:/opt/logtap:ro -v logtap-socket:/run/logtap:ro \
@@ -529,7 +529,7 @@ docker_recipe() { # APP-TAG (bookworm|bullseye)
     -e LLT_TARGET=socket:/run/logtap/sink.sock -e LLT_PLATFORM=anyuid \
     logtap-demo-app >"$w/anyuid.out" 2>"$w/anyuid.err" || true
   # what "pid" shows when the app shares the sink's pid namespace
-  docker run --rm --pid container:logtap-sink -v logtap:/opt/logtap:ro -v logtap-socket:/run/logtap:ro \
+  docker run --rm --pid container:logtap-sink --group-add 65532 -v logtap:/opt/logtap:ro -v logtap-socket:/run/logtap:ro \
     -e LD_PRELOAD=/opt/logtap/liblogtap.so -e LLT_TAP_INTO=3 -e LLT_TARGET=socket:/run/logtap/sink.sock \
     -e LLT_PLATFORM=pidns -e APP_LINES=2 -e APP_PAUSE_MS=0 logtap-demo-app >/dev/null 2>&1 || true
   wait_sink_done docker logtap-sink legacy-app || die "the sink never got the app's last line"

@@ -85,7 +85,10 @@ fn set_soft(soft: u64, hard: u64) -> bool {
 /// Runs `f` with the soft limit raised past our numbers when they lie
 /// above it. The window is one system call long; a program thread that
 /// runs out of fds exactly then gets a number above its limit instead of
-/// EMFILE.
+/// EMFILE, and one calling getrlimit then sees the raised value. Needed
+/// only when an fd of ours is created or moved: a connection lost or
+/// refused, not a retry while the target is away (the socket of a failed
+/// attempt is kept).
 fn with_room<T>(f: impl FnOnce() -> T) -> T {
     if !ABOVE.load(Relaxed) {
         return f();
@@ -94,9 +97,12 @@ fn with_room<T>(f: impl FnOnce() -> T) -> T {
         return f();
     };
     let want = (PREFERRED.load(Relaxed) + SPREAD) as u64;
-    let raised = soft < want && set_soft(want.min(hard), hard);
+    let ours = want.min(hard);
+    let raised = soft < want && set_soft(ours, hard);
     let r = f();
-    if raised {
+    // Put the old value back only if the limit is still the one we set: a
+    // program thread that changed it meanwhile keeps its own.
+    if raised && limits() == Some((ours, hard)) {
         set_soft(soft, hard);
     }
     r

@@ -36,13 +36,16 @@ pub struct Meta {
 
 impl Meta {
     fn from(st: &libc::stat) -> Meta {
+        // nlink_t is u64 on x86_64 and u32 on aarch64.
+        #[allow(clippy::unnecessary_cast)]
+        let nlink = st.st_nlink as u64;
         Meta {
             dev: st.st_dev,
             ino: st.st_ino,
             mode: st.st_mode,
             uid: st.st_uid,
             gid: st.st_gid,
-            nlink: st.st_nlink,
+            nlink,
         }
     }
     fn kind(&self) -> u32 {

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "shim.h"
@@ -140,29 +141,71 @@ HOOK int execle(const char *path, const char *arg0, ...)
  * and thread-local storage, until it execs or exits; the parent's thread
  * waits meanwhile (its other threads do not). The child's dup2/close/open
  * must not rewrite the parent's fd table state, so the hooks have to know
- * they run in one: `llt_vfork_child`, a thread-local flag, is set on the
- * calling thread just before the system call and cleared when the
- * parent's side returns. Only the child runs with that thread's storage in
- * between, so the flag is exactly "this is a vfork child". Other threads
- * of the parent have their own flag, still clear.
+ * they run in one.
+ *
+ * `llt_vfork_tid`, thread-local, holds the calling thread's id while a
+ * vfork is in progress on it (set before the system call, cleared after
+ * the parent's side returns; 0 otherwise). The child runs with that same
+ * storage but is another task: it is told apart by its thread id. The
+ * parent's thread can run code with the value set too (a SIGCHLD handler
+ * delivered as the system call returns, before the value is cleared), and
+ * there the ids match: the parent stays the parent. Reading the id costs a
+ * system call only while a vfork is in progress on the thread. A handler
+ * that itself vforks in that window nests: the depth counts them. Other
+ * threads of the parent have their own, still clear, values.
  *
  * vfork cannot be wrapped by a C function: the child would return through
  * the wrapper's frame and leave the parent a clobbered one. Like libc's
  * own, this one is assembly that keeps its return address in a register
- * across the system call and pushes it back on each side. */
+ * across the system call.
+ *
+ * Control-flow protection: the library is not marked for a shadow stack
+ * (x86 CET SHSTK, arm64 GCS) or branch targets (IBT, BTI) — its Rust
+ * objects carry no such property — so the loader never enables them for a
+ * process that loads it, and nothing here depends on them. Still, the
+ * child goes back to its caller with an indirect jump, not a return: a
+ * return would pop the shadow stack the child shares with its parent, and
+ * the child's next call would overwrite the entry the parent's return is
+ * checked against. On arm64 the child returns with `ret`: an indirect
+ * `br` into a program whose pages are BTI-guarded (Debian builds them so)
+ * would fault, and arm64's shadow stack (GCS) is enabled only when every
+ * loaded object is marked for it, which this library is not. The entry
+ * starts with `bti c` (a no-op on cores without BTI). */
 
-__attribute__((visibility("hidden"), tls_model("initial-exec"))) __thread int llt_vfork_child;
+__attribute__((visibility("hidden"), tls_model("initial-exec"))) __thread long llt_vfork_tid;
+__attribute__((visibility("hidden"), tls_model("initial-exec"))) __thread int llt_vfork_depth;
 
-__attribute__((visibility("hidden"), used)) void llt_vfork_begin(void) { llt_vfork_child = 1; }
-__attribute__((visibility("hidden"), used)) void llt_vfork_end(void) { llt_vfork_child = 0; }
+/* gettid(2) without libc's wrapper (absent from older glibc and musl). */
+static long raw_gettid(void)
+{
+    int e = errno;
+    long t = syscall(SYS_gettid);
+    errno = e;
+    return t;
+}
+
+__attribute__((visibility("hidden"), used)) void llt_vfork_begin(void)
+{
+    if (llt_vfork_depth++ == 0)
+        llt_vfork_tid = raw_gettid();
+}
+__attribute__((visibility("hidden"), used)) void llt_vfork_end(void)
+{
+    if (--llt_vfork_depth == 0)
+        llt_vfork_tid = 0;
+}
 /* The failed system call's result (-errno) as libc reports it. */
 __attribute__((visibility("hidden"), used)) long llt_vfork_fail(long neg)
 {
-    llt_vfork_child = 0;
+    llt_vfork_end();
     errno = (int)-neg;
     return -1;
 }
-__attribute__((visibility("hidden"))) int llt_in_vfork_child(void) { return llt_vfork_child; }
+__attribute__((visibility("hidden"))) int llt_in_vfork_child(void)
+{
+    long t = llt_vfork_tid;
+    return t != 0 && raw_gettid() != t;
+}
 
 #if defined(__x86_64__)
 __asm__(".text\n"
@@ -176,15 +219,16 @@ __asm__(".text\n"
         "  pop %rdi\n"                /* the return address, kept in a register */
         "  mov $58, %eax\n"           /* SYS_vfork */
         "  syscall\n"
-        "  push %rdi\n"
         "  test %rax, %rax\n"
-        "  jz 1f\n"                   /* the child returns with the flag set */
+        "  jnz 1f\n"
+        "  jmp *%rdi\n"               /* the child: back to the caller (see above) */
+        "1: push %rdi\n"
         "  push %rax\n"
         "  call llt_vfork_end\n"
         "  pop %rax\n"
         "  cmp $-4095, %rax\n"
         "  jae 2f\n"
-        "1: ret\n"
+        "  ret\n"
         "2: mov %rax, %rdi\n"
         "  jmp llt_vfork_fail\n"
         ".size vfork, .-vfork\n");
@@ -195,6 +239,7 @@ __asm__(".text\n"
         ".globl vfork\n"
         ".type vfork,%function\n"
         "vfork:\n"
+        "  hint #34\n"                /* bti c */
         "  stp x29, x30, [sp, -16]!\n"
         "  bl llt_vfork_begin\n"
         "  ldp x29, x30, [sp], 16\n"
@@ -205,7 +250,7 @@ __asm__(".text\n"
         "  mov x4, #0\n"
         "  mov x8, #220\n"
         "  svc #0\n"
-        "  cbz x0, 1f\n"
+        "  cbz x0, 1f\n"              /* the child returns (see above) */
         "  stp x0, x30, [sp, -16]!\n"
         "  bl llt_vfork_end\n"
         "  ldp x0, x30, [sp], 16\n"

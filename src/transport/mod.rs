@@ -126,8 +126,64 @@ fn map_ring(size: usize) -> bool {
 /// Constructor only.
 pub unsafe fn init() -> bool {
     OWNER_PID.store(sys::getpid(), Relaxed);
-    map_ring(config::get().buffer_size)
+    if !map_ring(config::get().buffer_size) {
+        return false;
+    }
+    if anything_tapped() {
+        prewarm_thread_stack();
+    }
+    true
 }
+
+/// Stack size of the consumer thread (and of the constructor's warm-up).
+const THREAD_STACK: usize = 256 << 10;
+
+/// Creates and joins one thread with the consumer's stack size, so that
+/// glibc keeps its stack, with its thread-local storage and DTV, in its
+/// stack cache. The consumer starts at the first tapped write, which can
+/// run in a signal handler that interrupted `malloc`; a `pthread_create`
+/// that finds a cached stack of the right size reuses that DTV and calls
+/// no allocator at all (a fresh one `calloc`s the DTV, which corrupted the
+/// heap of a single-threaded program interrupted in `malloc`). Costs one
+/// thread creation, about 0.1 ms, in the constructor of a process that
+/// taps something; the process is single-threaded again afterwards (its
+/// `unshare(CLONE_NEWUSER)` still works). musl allocates nothing there.
+#[cfg(target_env = "gnu")]
+fn prewarm_thread_stack() {
+    extern "C" fn nothing(_: *mut libc::c_void) -> *mut libc::c_void {
+        core::ptr::null_mut()
+    }
+    // SAFETY: plain pthread calls with valid out-parameters; the thread
+    // runs with every signal blocked and returns at once.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, THREAD_STACK);
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let mut tid: libc::pthread_t = core::mem::zeroed();
+        let rc = libc::pthread_create(&mut tid, &attr, nothing, core::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+        libc::pthread_attr_destroy(&mut attr);
+        if rc == 0 {
+            libc::pthread_join(tid, core::ptr::null_mut());
+            // The joined thread can linger in the kernel's thread group for
+            // a moment after join returns: wait until it is gone, so that a
+            // program's first call (a new user namespace) sees one thread.
+            for _ in 0..10_000 {
+                if sys::threads() == Some(1) {
+                    break;
+                }
+                libc::sched_yield();
+            }
+        }
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn prewarm_thread_stack() {}
 
 /// Appends one write's bytes as one record, all or nothing. Returns false
 /// (nothing stored) when the buffer cannot take them; the caller then
@@ -196,13 +252,15 @@ unsafe fn copy_parts(parts: &[&[u8]], mut from: usize, mut dst: *mut u8, mut len
 /// Stores as much of one suppressed write as the buffer takes, in order:
 /// all of it, nothing, or (a big write whose target stalled mid-way) a
 /// prefix; the caller writes the rest to the original destination.
-/// Returns the bytes stored. A big write is cut into pieces only while the
-/// target is up: otherwise its pieces could not leave, and would reach
-/// the original destination (at exit) after the rest of the write.
+/// Returns the bytes stored. A big write is cut into pieces unless the
+/// target is known to be away: its pieces could not leave, and would reach
+/// the original destination (at exit) after the rest of the write. A
+/// target not tried yet (the first write of a process) is not away: the
+/// pieces wait for it as a burst does, bounded by the stall period.
 pub fn push_prefix(src: u8, parts: &[&[u8]]) -> usize {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > chunk_max() {
-        if !target::is_up() {
+        if target::away() {
             return 0;
         }
         push_pieces(src, parts, len)
@@ -217,12 +275,22 @@ pub fn push_prefix(src: u8, parts: &[&[u8]]) -> usize {
 /// bytes, each waiting for room as a burst does. Returns how many bytes
 /// (a prefix) were stored; less than `len` only when the target is away
 /// or stalled.
+///
+/// Other threads' records can land between two pieces, so a piece ends
+/// after the last newline inside it when there is one: others' lines then
+/// fall only between whole lines of this write. (A single line longer
+/// than a piece can still be split by another thread's record.)
 #[cold]
 fn push_pieces(src: u8, parts: &[&[u8]], len: usize) -> usize {
     let piece = chunk_max();
     let mut done = 0;
     while done < len {
-        let n = (len - done).min(piece);
+        let mut n = (len - done).min(piece);
+        if done + n < len {
+            if let Some(nl) = last_newline(parts, done, n) {
+                n = nl + 1;
+            }
+        }
         let Some(r) = reserve(src, n) else {
             break;
         };
@@ -232,6 +300,26 @@ fn push_pieces(src: u8, parts: &[&[u8]], len: usize) -> usize {
         done += n;
     }
     done
+}
+
+/// The offset, within the `len` bytes of `parts` starting `from` bytes
+/// in, of the last newline there.
+fn last_newline(parts: &[&[u8]], from: usize, len: usize) -> Option<usize> {
+    let mut found = None;
+    let mut at = 0; // offset of `p` in the whole write
+    for p in parts {
+        let (start, end) = (from.max(at), (from + len).min(at + p.len()));
+        if start < end {
+            if let Some(i) = p[start - at..end - at].iter().rposition(|&b| b == b'\n') {
+                found = Some(start + i - from);
+            }
+        }
+        at += p.len();
+        if at >= from + len {
+            break;
+        }
+    }
+    found
 }
 
 /// Reserves room for up to `max` bytes whose exact count is known only
@@ -386,7 +474,7 @@ fn start_thread() {
     unsafe {
         let mut attr: libc::pthread_attr_t = core::mem::zeroed();
         libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, 256 << 10);
+        libc::pthread_attr_setstacksize(&mut attr, THREAD_STACK);
         let mut all: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigfillset(&mut all);

@@ -36,6 +36,13 @@ pub enum Outcome {
 /// The fd the library owns now (-1: none). Hooks consult it so the program
 /// can neither close it nor have it replaced under us.
 static OUR_FD: AtomicI32 = AtomicI32::new(-1);
+/// A socket whose connect failed, kept for the next attempt (-1: none).
+/// An AF_UNIX stream socket stays unconnected after a failed connect
+/// (ENOENT, ECONNREFUSED, EAGAIN…) and can connect again, so retries while
+/// the target is away create nothing; in the program's table that also
+/// means no raise of the soft fd limit to place a new one (`fds`). Never
+/// valid at the same time as OUR_FD.
+static SPARE: AtomicI32 = AtomicI32::new(-1);
 /// Set while the drainer is inside a system call on OUR_FD.
 static IN_USE: AtomicBool = AtomicBool::new(false);
 
@@ -55,6 +62,8 @@ struct Conn {
     /// Data length of that frame (0: no frame in flight).
     pf_data: usize,
     reported: bool,
+    /// Whether the current connection has delivered anything.
+    delivered: bool,
     /// A reservation the consumer found pending at the tail, and since when.
     stuck_pos: u64,
     stuck_since: u64,
@@ -120,6 +129,7 @@ impl Conn {
             pf_sent: 0,
             pf_data: 0,
             reported: false,
+            delivered: false,
             stuck_pos: u64::MAX,
             stuck_since: 0,
             stuck_checks: 0,
@@ -210,9 +220,10 @@ pub fn enter_private_fd_table() {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
     }
-    let old = OUR_FD.swap(-1, SeqCst);
-    if old >= 0 {
-        sys::close(old);
+    for old in [OUR_FD.swap(-1, SeqCst), SPARE.swap(-1, SeqCst)] {
+        if old >= 0 {
+            sys::close(old);
+        }
     }
     // The consumer is about to have a table of its own.
     crate::fds::drop_reserve();
@@ -257,9 +268,10 @@ pub fn enter_private_fd_table() {
 pub fn leave_private_fd_table() {
     SHARED.store(false, SeqCst);
     if PRIVATE.swap(false, SeqCst) {
-        let fd = OUR_FD.swap(-1, SeqCst);
-        if fd >= 0 {
-            sys::close(fd);
+        for fd in [OUR_FD.swap(-1, SeqCst), SPARE.swap(-1, SeqCst)] {
+            if fd >= 0 {
+                sys::close(fd);
+            }
         }
         let c = conn();
         c.ident = None;
@@ -273,19 +285,27 @@ pub fn our_fd() -> i32 {
     if PRIVATE.load(SeqCst) {
         -1
     } else {
-        OUR_FD.load(SeqCst)
+        match OUR_FD.load(SeqCst) {
+            -1 => SPARE.load(SeqCst),
+            fd => fd,
+        }
     }
 }
 
 /// Whether `fd`, in the program's fd table, is the library's own.
 pub fn owns(fd: i32) -> bool {
-    fd >= 0 && !PRIVATE.load(SeqCst) && OUR_FD.load(SeqCst) == fd
+    fd >= 0 && !PRIVATE.load(SeqCst) && (OUR_FD.load(SeqCst) == fd || SPARE.load(SeqCst) == fd)
 }
 
 /// The program is about to reuse our fd's number (`dup2` onto it): move
 /// our connection elsewhere first, waiting out a system call in flight.
 pub fn evacuate(fd: i32) {
     if !owns(fd) {
+        return;
+    }
+    // An unconnected spare is simply forgotten: the program's dup2 closes
+    // it, and the next attempt makes another.
+    if SPARE.compare_exchange(fd, -1, SeqCst, Relaxed).is_ok() {
         return;
     }
     OUR_FD.store(crate::fds::copy_away(fd), SeqCst);
@@ -310,8 +330,14 @@ pub fn after_fork_child() {
     // With a private table the consumer's fds did not come along (the
     // child copies the fork-calling thread's table, the program's).
     let fd = OUR_FD.swap(-1, SeqCst);
-    if fd >= 0 && !PRIVATE.swap(false, SeqCst) {
+    let private = PRIVATE.swap(false, SeqCst);
+    if fd >= 0 && !private {
         crate::fds::release(fd);
+    }
+    // A spare in the program's table came along and stays usable; one in
+    // the consumer's table did not.
+    if private {
+        SPARE.store(-1, SeqCst);
     }
     PRIVATE.store(false, SeqCst);
     SHARED.store(false, SeqCst);
@@ -410,26 +436,32 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
                 }
             };
         }
-        let fd = new_fd(|| {
-            libc::syscall(
-                libc::SYS_socket,
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            ) as i32
-        })?;
-        let sndbuf: libc::c_int = if kind == TargetKind::Socket {
-            1 << 20
-        } else {
-            512 << 10
+        let fd = match SPARE.swap(-1, SeqCst) {
+            fd if fd >= 0 => fd,
+            _ => {
+                let fd = new_fd(|| {
+                    libc::syscall(
+                        libc::SYS_socket,
+                        libc::AF_UNIX,
+                        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                        0,
+                    ) as i32
+                })?;
+                let sndbuf: libc::c_int = if kind == TargetKind::Socket {
+                    1 << 20
+                } else {
+                    512 << 10
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    &sndbuf as *const libc::c_int as *const libc::c_void,
+                    4,
+                );
+                fd
+            }
         };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_SNDBUF,
-            &sndbuf as *const libc::c_int as *const libc::c_void,
-            4,
-        );
         let mut addr: libc::sockaddr_un = core::mem::zeroed();
         addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
         let p = c.target_path.bytes();
@@ -444,7 +476,10 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
         );
         if rc < 0 {
             let e = sys::errno();
-            release(fd);
+            // Still unconnected: kept for the next attempt (see SPARE).
+            if SPARE.compare_exchange(-1, fd, SeqCst, Relaxed).is_err() {
+                release(fd);
+            }
             return Err(e);
         }
         if let Err(uid) = listener_allowed(fd) {
@@ -511,13 +546,24 @@ fn listener_allowed(fd: i32) -> Result<(), Option<u32>> {
     }
 }
 
+/// The connection broke (or the file failed). One that had delivered
+/// data (a sink that restarted) is not "away" yet: the next drain, a
+/// flush's included, reconnects at once, and only a failure of that
+/// attempt counts. One that broke before delivering anything counts as a
+/// failure now, so a target that takes connections but no data (a full
+/// disk) cannot keep a flush reconnecting until its timeout.
 fn disconnect(reset_frame: bool) {
-    set_away();
+    let c = conn();
+    if core::mem::take(&mut c.delivered) {
+        LINK.store(LINK_UNKNOWN, Relaxed);
+        attempt_now();
+    } else {
+        set_away();
+    }
     let fd = OUR_FD.swap(-1, SeqCst);
     if fd >= 0 {
         release(fd);
     }
-    let c = conn();
     c.ident = None;
     c.next_attempt = sys::now_ms() + retry_ms();
     if reset_frame {
@@ -550,6 +596,7 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
     match connect_new(kind) {
         Ok(fd) => {
             c.ident = sys::fstat(fd);
+            c.delivered = false;
             OUR_FD.store(fd, SeqCst);
             set_up();
             c.ever = true;
@@ -722,6 +769,7 @@ fn skip_iov(iov: &mut [libc::iovec], mut n: usize) -> usize {
 /// Accounts for `n` more bytes sent of the planned batch; frees what is done.
 fn account(b: &Batch, n: usize, framed: bool) {
     let c = conn();
+    c.delivered |= n > 0;
     let done = c.pf_sent + n;
     let mut acc = 0;
     let mut completed = 0;

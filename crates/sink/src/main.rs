@@ -65,13 +65,19 @@ fn positive(s: &str) -> Result<usize, String> {
 
 /// `1000,1001`: numeric ids (names would need NSS, which a static sink in
 /// a `scratch` image does not have).
-fn parse_ids(s: &str) -> Result<Vec<u32>, String> {
+fn parse_ids(s: &str) -> Result<Ids, String> {
     s.split(',')
         .map(|p| p.trim().parse::<u32>().ok().filter(|&id| id != u32::MAX))
         .collect::<Option<Vec<_>>>()
         .filter(|v| !v.is_empty())
+        .map(Ids)
         .ok_or_else(|| "wants numeric ids separated by commas".into())
 }
+
+/// A comma-separated id list given as one value (a newtype, so that clap
+/// does not take the `Vec` for a repeated flag).
+#[derive(Clone, Debug)]
+struct Ids(Vec<u32>);
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.parse::<f64>()
@@ -128,10 +134,10 @@ struct Cli {
     mode: Option<u32>,
     /// Serve only peers with these uids (or --allow-gid's gids) [default: anyone]
     #[arg(long, value_name = "UID[,UID]", env = "SINK_ALLOW_UID", value_parser = parse_ids)]
-    allow_uid: Option<Vec<u32>>,
+    allow_uid: Option<Ids>,
     /// Serve only peers with this primary gid [default: anyone]
     #[arg(long, value_name = "GID[,GID]", env = "SINK_ALLOW_GID", value_parser = parse_ids)]
-    allow_gid: Option<Vec<u32>>,
+    allow_gid: Option<Ids>,
     /// Connections one uid may hold [default: 7/8 of --max-connections]
     #[arg(long, value_name = "N", env = "SINK_MAX_CONNECTIONS_PER_UID", value_parser = positive)]
     max_connections_per_uid: Option<usize>,
@@ -326,10 +332,10 @@ fn main() -> ExitCode {
         .unwrap_or(server::DEFAULT_MAX_CONNECTIONS);
     let max_buffered = cli.max_buffered.unwrap_or(server::DEFAULT_MAX_BUFFERED);
     let mut limits = Limits::defaults(max_connections, max_buffered);
-    if let Some(v) = &cli.allow_uid {
+    if let Some(Ids(v)) = &cli.allow_uid {
         limits.allow_uids = v.clone();
     }
-    if let Some(v) = &cli.allow_gid {
+    if let Some(Ids(v)) = &cli.allow_gid {
         limits.allow_gids = v.clone();
     }
     if let Some(n) = cli.max_connections_per_uid {

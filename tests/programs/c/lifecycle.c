@@ -21,6 +21,20 @@
  *                                to stdout, print how many opens worked
  *   lifecycle noshare PROG ARG…  exec PROG with unshare(2) failing with
  *                                EPERM, as under Docker's seccomp profile
+ *   lifecycle vfork-sigchld N    a SIGCHLD handler writes "sigchld"; vfork
+ *                                and exec /bin/true N times, then "end"
+ *   lifecycle vfork-sigexit      100 lines, then vfork children until the
+ *                                SIGCHLD handler writes a line and _exits
+ *   lifecycle bigmt N            a thread writes "B-line" lines while the
+ *                                main thread writes N bytes of 99-'a'
+ *                                lines in one write(2)
+ *   lifecycle restart FILE       write "first", wait until FILE exists,
+ *                                write "after 0".."after 9"
+ *   lifecycle rlimit N           a line, 100 ms, then a thread reads the
+ *                                soft RLIMIT_NOFILE in a loop while N
+ *                                more lines are written 1 ms
+ *                                apart; prints how often it was not the
+ *                                value seen at start
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +46,10 @@
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <pthread.h>
 #include <sys/wait.h>
@@ -188,6 +206,160 @@ static int do_noshare(char **argv)
     return 127;
 }
 
+static void on_sigchld(int s)
+{
+    (void)s;
+    put(1, "sigchld\n");
+}
+
+static void on_sigchld_exit(int s)
+{
+    (void)s;
+    put(1, "handler-exit\n");
+    _exit(0);
+}
+
+static void on(int sig, void (*h)(int), int flags)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = h;
+    sa.sa_flags = flags;
+    sigaction(sig, &sa, NULL);
+}
+
+/* The handler runs in the parent as vfork returns there: its writes are
+ * the parent's. */
+static int do_vfork_sigchld(long n)
+{
+    on(SIGCHLD, on_sigchld, SA_RESTART);
+    for (long i = 0; i < n; i++) {
+        pid_t p = vfork();
+        if (p == 0) {
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+        while (waitpid(p, NULL, 0) < 0) {
+        }
+    }
+    put(1, "end\n");
+    return 0;
+}
+
+static int do_vfork_sigexit(void)
+{
+    on(SIGCHLD, on_sigchld_exit, 0);
+    for (int i = 0; i < 100; i++) {
+        char b[32];
+        snprintf(b, sizeof b, "line %d\n", i);
+        put(1, b);
+    }
+    for (;;) {
+        pid_t p = vfork();
+        if (p == 0) {
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+        pause();
+    }
+}
+
+static atomic_int stop_flag;
+
+static void *b_lines(void *a)
+{
+    (void)a;
+    while (!atomic_load(&stop_flag)) {
+        put(1, "B-line\n");
+        usleep(50);
+    }
+    return NULL;
+}
+
+static int do_bigmt(size_t n)
+{
+    char *b = malloc(n);
+    if (!b)
+        return 9;
+    memset(b, 'a', n);
+    for (size_t i = 99; i < n; i += 100)
+        b[i] = '\n';
+    pthread_t t;
+    if (pthread_create(&t, NULL, b_lines, NULL) != 0)
+        return 13;
+    usleep(20000);
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(1, b + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return 10;
+        }
+        off += (size_t)w;
+    }
+    usleep(20000);
+    atomic_store(&stop_flag, 1);
+    pthread_join(t, NULL);
+    free(b);
+    return 0;
+}
+
+static int do_restart(const char *go)
+{
+    put(1, "first\n");
+    struct stat st;
+    for (int i = 0; stat(go, &st) != 0; i++) {
+        if (i > 10000)
+            return 14;
+        usleep(1000);
+    }
+    for (int i = 0; i < 10; i++) {
+        char b[32];
+        snprintf(b, sizeof b, "after %d\n", i);
+        put(1, b);
+    }
+    return 0;
+}
+
+static rlim_t start_soft;
+static atomic_long other_soft;
+
+static void *watch_limit(void *a)
+{
+    (void)a;
+    while (!atomic_load(&stop_flag)) {
+        struct rlimit r;
+        getrlimit(RLIMIT_NOFILE, &r);
+        if (r.rlim_cur != start_soft)
+            atomic_fetch_add(&other_soft, 1);
+    }
+    return NULL;
+}
+
+static int do_rlimit(long n)
+{
+    /* The first write starts the library's first connect attempt. */
+    put(1, "x\n");
+    usleep(100 * 1000);
+    struct rlimit r;
+    getrlimit(RLIMIT_NOFILE, &r);
+    start_soft = r.rlim_cur;
+    pthread_t t;
+    if (pthread_create(&t, NULL, watch_limit, NULL) != 0)
+        return 13;
+    for (long i = 0; i < n; i++) {
+        put(1, "x\n");
+        usleep(1000);
+    }
+    atomic_store(&stop_flag, 1);
+    pthread_join(t, NULL);
+    char b[64];
+    snprintf(b, sizeof b, "other soft limit %ld\n", atomic_load(&other_soft));
+    put(2, b);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -214,6 +386,16 @@ int main(int argc, char **argv)
         return do_big(strtoull(argv[2], NULL, 10));
     if (!strcmp(m, "noshare") && argc > 2)
         return do_noshare(argv + 2);
+    if (!strcmp(m, "vfork-sigchld") && argc > 2)
+        return do_vfork_sigchld(atol(argv[2]));
+    if (!strcmp(m, "vfork-sigexit"))
+        return do_vfork_sigexit();
+    if (!strcmp(m, "bigmt") && argc > 2)
+        return do_bigmt(strtoull(argv[2], NULL, 10));
+    if (!strcmp(m, "restart") && argc > 2)
+        return do_restart(argv[2]);
+    if (!strcmp(m, "rlimit") && argc > 2)
+        return do_rlimit(atol(argv[2]));
     if (!strcmp(m, "firstfd")) {
         /* A first line, time for the library to connect, then an open. */
         put(1, "first line\n");
