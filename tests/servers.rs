@@ -128,6 +128,28 @@ fn wait_exit(child: &mut Child, what: &str, timeout: Duration) -> std::process::
     }
 }
 
+/// Waits until no process delivering to `sock` is left: a server's
+/// helpers (PostgreSQL's logger, reparented when the postmaster is gone)
+/// may outlive the process the test started, and their last lines must
+/// reach the sink before it is stopped. Processes are found by the
+/// `LLT_TARGET` in their environment.
+fn wait_tapped_gone(sock: &Path) {
+    let needle = format!("LLT_TARGET=socket:{}\0", sock.display()).into_bytes();
+    wait_for(
+        "the server's processes to exit",
+        Duration::from_secs(30),
+        || {
+            std::fs::read_dir("/proc").unwrap().all(|e| {
+                let p = e.unwrap().path();
+                match std::fs::read(p.join("environ")) {
+                    Ok(env) => !env.windows(needle.len()).any(|w| w == needle.as_slice()),
+                    Err(_) => true,
+                }
+            })
+        },
+    );
+}
+
 fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut v = Vec::new();
@@ -403,6 +425,7 @@ fn nginx(suppress: bool) {
     signal(master.id(), libc::SIGQUIT);
     let st = wait_exit(&mut master, "nginx", Duration::from_secs(30));
     assert!(st.success(), "nginx exited with {st:?}");
+    wait_tapped_gone(&sock);
     let (lines, err) = sink.stop();
     let sink = by_source(&lines);
 
@@ -669,6 +692,7 @@ fn postgres(suppress: bool) {
     signal(pm.id(), libc::SIGINT);
     let st = wait_exit(&mut pm, "postgres", Duration::from_secs(60));
     assert!(st.success(), "postgres exited with {st:?}");
+    wait_tapped_gone(&sock);
     let (lines, _) = sink.stop();
     let sink = by_source(&lines);
 
@@ -795,6 +819,7 @@ fn redis(suppress: bool) {
     signal(server.id(), libc::SIGTERM);
     let st = wait_exit(&mut server, "redis-server", Duration::from_secs(30));
     assert!(st.success(), "redis exited with {st:?}");
+    wait_tapped_gone(&sock);
     let (lines, _) = sink.stop();
     let sink = by_source(&lines);
     let src = source_of(&log);
@@ -890,6 +915,7 @@ fn python_rotating(suppress: bool) {
         "python: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    wait_tapped_gone(&sock);
     let (lines, _) = sink.stop();
     let sink = by_source(&lines);
     let src = source_of(&dir.join("app.log"));
