@@ -46,6 +46,10 @@ static ABOVE: AtomicBool = AtomicBool::new(false);
 static SOFT: AtomicU64 = AtomicU64::new(0);
 /// The reserved placeholder in shared mode, or -1.
 static RESERVED: AtomicI32 = AtomicI32::new(-1);
+/// A second placeholder, kept only for a file target: its safe open walks
+/// the path holding a directory fd and the next one at once, so it needs
+/// two numbers when the program has used every other one.
+static RESERVED2: AtomicI32 = AtomicI32::new(-1);
 
 fn limits() -> Option<(u64, u64)> {
     let mut r = libc::rlimit64 {
@@ -110,7 +114,7 @@ fn with_room<T>(f: impl FnOnce() -> T) -> T {
 
 /// Chooses where the library's fds go. Constructor only (one thread, so
 /// growing the fd table is immediate); `shared` reserves the slot.
-pub fn init(shared: bool) {
+pub fn init(shared: bool, file_target: bool) {
     let Some((soft, hard)) = limits() else {
         return;
     };
@@ -125,6 +129,25 @@ pub fn init(shared: bool) {
         }
         PREFERRED.store(top, Relaxed);
     }
+    // Placing it grows the table now, while that is immediate.
+    let Some(placed) = placeholder() else {
+        return;
+    };
+    // Above the limit nothing needs reserving (see `create`).
+    if shared && !ABOVE.load(Relaxed) {
+        RESERVED.store(placed, SeqCst);
+        if file_target {
+            if let Some(second) = placeholder() {
+                RESERVED2.store(second, SeqCst);
+            }
+        }
+    } else {
+        sys::close(placed);
+    }
+}
+
+/// A `/dev/null` fd placed at one of our numbers, or None.
+fn placeholder() -> Option<c_int> {
     // SAFETY: raw open of a constant path.
     let fd = unsafe {
         sys::openat(
@@ -135,16 +158,15 @@ pub fn init(shared: bool) {
         )
     } as c_int;
     if fd < 0 {
-        return;
+        return None;
     }
-    // Placing it grows the table now, while that is immediate.
     let placed = place(fd);
-    // Above the limit nothing needs reserving (see `create`).
-    if shared && placed != fd && !ABOVE.load(Relaxed) {
-        RESERVED.store(placed, SeqCst);
-    } else {
-        sys::close(placed);
+    if placed == fd {
+        // No number of ours was free: not a placeholder.
+        sys::close(fd);
+        return None;
     }
+    Some(placed)
 }
 
 /// Whether `fd` is at one of the numbers we place our fds on.
@@ -209,8 +231,11 @@ pub fn create(make: impl Fn() -> c_int) -> Result<c_int, c_int> {
             fd = with_room(&make);
         } else {
             let r = RESERVED.swap(-1, SeqCst);
-            if r >= 0 {
-                sys::close(r);
+            let r2 = RESERVED2.swap(-1, SeqCst);
+            if r >= 0 || r2 >= 0 {
+                for x in [r, r2].into_iter().filter(|&x| x >= 0) {
+                    sys::close(x);
+                }
                 fd = make();
             }
         }
@@ -233,14 +258,18 @@ pub fn release(fd: c_int) {
     {
         return;
     }
+    // (RESERVED2 is not refilled: a file target kept open needs no second
+    // number, and refilling it would take one more of the program's.)
     sys::close(fd);
 }
 
 /// The placeholder is not needed (the consumer has a private fd table).
 pub fn drop_reserve() {
-    let r = RESERVED.swap(-1, SeqCst);
-    if r >= 0 {
-        sys::close(r);
+    for slot in [&RESERVED, &RESERVED2] {
+        let r = slot.swap(-1, SeqCst);
+        if r >= 0 {
+            sys::close(r);
+        }
     }
 }
 
@@ -250,15 +279,17 @@ pub fn owns(fd: c_int) -> bool {
     fd >= 0
         && (crate::transport::target::owns(fd)
             || crate::stdio::owns(fd)
-            || RESERVED.load(SeqCst) == fd)
+            || RESERVED.load(SeqCst) == fd
+            || RESERVED2.load(SeqCst) == fd)
 }
 
 /// Every fd of ours in the program's table (-1 for none).
-pub fn ours() -> [c_int; 3] {
+pub fn ours() -> [c_int; 4] {
     [
         crate::transport::target::our_fd(),
         crate::stdio::devnull_fd(),
         RESERVED.load(SeqCst),
+        RESERVED2.load(SeqCst),
     ]
 }
 
@@ -276,6 +307,7 @@ pub fn evacuate(fd: c_int) {
     crate::transport::target::evacuate(fd);
     crate::stdio::evacuate(fd);
     let _ = RESERVED.compare_exchange(fd, -1, SeqCst, Relaxed);
+    let _ = RESERVED2.compare_exchange(fd, -1, SeqCst, Relaxed);
 }
 
 /// Whether the consumer thread will be able to leave the program's fd

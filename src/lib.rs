@@ -60,7 +60,10 @@ extern "C" fn init() {
         init_shim();
         let c = config::get();
         if transport::anything_tapped() {
-            fds::init(!c.private_fds || !fds::private_table_possible());
+            fds::init(
+                !c.private_fds || !fds::private_table_possible(),
+                c.target_kind == config::TargetKind::File,
+            );
         }
         if !transport::init() {
             sys::say(&[b"logtap: could not map the tap buffer (LLT_BUFFER_SIZE); tapping is off"]);

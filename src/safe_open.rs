@@ -10,6 +10,13 @@
 //!   sshd's StrictModes, plus the sticky exception: inside a sticky
 //!   directory others can write, the next entry must itself be owned by
 //!   root or the euid, so nobody else can have put it there);
+//! - the path is walked one component at a time (`walk`), each directory
+//!   opened `O_PATH|O_NOFOLLOW` relative to the one before and checked on
+//!   its fd; a symlink on the way must be root's or the euid's, and its
+//!   text is walked under the same rules (so a root-owned link into another
+//!   user's directory is refused where that directory is reached); the
+//!   last component is opened relative to the verified directory, so
+//!   nothing can be swapped between the check and the open;
 //! - the last component is opened with `O_NOFOLLOW` (a symlink planted
 //!   there is refused, not followed) and `O_NONBLOCK` (a FIFO planted there
 //!   cannot make the open, or a write, wait);
@@ -152,63 +159,294 @@ impl Refusal {
     }
 }
 
-/// Checks every directory from `/` down to the one holding the last
-/// component of the absolute `path` (not NUL-terminated). Symlinks among the
-/// directories are followed (`/var/run` → `/run`), but each is reached only
-/// through trusted directories and must itself be trusted where others can
-/// write. Ok(true) when the last directory is one others can write but
-/// sticky: the last component then needs its own owner check.
-pub fn trusted_dirs(path: &[u8]) -> Result<bool, Refusal> {
+/// How many symbolic links one walk follows before it gives up (the
+/// kernel's own limit is 40).
+const MAX_HOPS: u32 = 40;
+/// Longest name of one path component.
+const NAME_MAX: usize = 255;
+
+/// The end of a walk: a verified directory (an `O_PATH` fd the walk owns)
+/// and the last component's name in it, NUL-terminated.
+pub struct Walked {
+    pub dirfd: i32,
+    name: [u8; NAME_MAX + 1],
+    len: usize,
+    /// The directory is one others can write but sticky: the last
+    /// component needs its own owner check.
+    pub shared_sticky: bool,
+    /// Where the refusal of the last component points in the original path.
+    at: usize,
+}
+
+impl Walked {
+    /// The last component, NUL-terminated.
+    pub fn name(&self) -> &[u8] {
+        &self.name[..self.len + 1]
+    }
+}
+
+impl Drop for Walked {
+    fn drop(&mut self) {
+        sys::close(self.dirfd);
+    }
+}
+
+fn open_path(dirfd: i32, name: &[u8]) -> Result<i32, i32> {
+    // SAFETY: NUL-terminated name; a raw open returning an fd we own.
+    let fd = unsafe {
+        sys::openat(
+            dirfd,
+            name.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        Err(sys::errno())
+    } else {
+        Ok(fd as i32)
+    }
+}
+
+fn stat_at(dirfd: i32, name: &[u8]) -> Result<Meta, i32> {
+    // SAFETY: NUL-terminated name; st is a properly sized out-parameter.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::syscall(
+            libc::SYS_newfstatat,
+            dirfd,
+            name.as_ptr(),
+            &mut st as *mut libc::stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) == 0
+        {
+            Ok(Meta::from(&st))
+        } else {
+            Err(sys::errno())
+        }
+    }
+}
+
+/// The root directory, opened `O_PATH` and checked.
+fn open_root() -> Result<(i32, bool), Refusal> {
+    let fd = open_path(libc::AT_FDCWD, b"/\0").map_err(|e| Refusal {
+        why: b"cannot open",
+        at: 1,
+        errno: e,
+    })?;
+    match stat_fd(fd)
+        .ok_or(&b"cannot stat"[..])
+        .and_then(|m| check_dir(&m))
+    {
+        Ok(s) => Ok((fd, s)),
+        Err(w) => {
+            sys::close(fd);
+            Err(Refusal::new(w, 1))
+        }
+    }
+}
+
+/// Walks the absolute `path` (not NUL-terminated) one component at a time
+/// from `/`, without ever letting the kernel follow a symlink: each
+/// directory is opened `O_PATH|O_NOFOLLOW` relative to the one before and
+/// checked (`check_dir`) on the fd itself, so what is checked is what is
+/// used, and nothing can be swapped in between. A symlink on the way must
+/// be owned by root or the euid (a link of another user's would let that
+/// user choose where the path leads), and its text is walked under the
+/// same rules, so every directory the link passes through is checked too.
+/// With `follow_last`, a symlink as the last component is followed the same
+/// way. Returns the verified directory holding the last component.
+///
+/// No allocation: the rest of the path lives at the end of one stack
+/// buffer, and a link's text is read into the free space before it.
+pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
     if path.first() != Some(&b'/') || path.len() >= PATH_MAX {
         return Err(Refusal::new(b"not an absolute path", path.len()));
     }
     let mut buf = [0u8; PATH_MAX];
-    // The root directory itself.
-    buf[0] = b'/';
-    buf[1] = 0;
-    let root = stat_path(&buf[..2], true).map_err(|e| Refusal {
-        why: b"cannot stat",
-        at: 1,
-        errno: e,
-    })?;
-    let mut shared_sticky = check_dir(&root).map_err(|w| Refusal::new(w, 1))?;
-    let last = path.iter().rposition(|&c| c == b'/').unwrap_or(0);
-    let mut i = 1;
-    while i < last {
-        // The next component ends at the next '/' (or at `last`).
-        let end = path[i..last]
+    let end = PATH_MAX;
+    let mut pos = end - path.len();
+    buf[pos..].copy_from_slice(path);
+    // The unconsumed part of the original path is buf[end - orig..]:
+    // refusals point into the original path through it.
+    let mut orig = path.len();
+    let (mut dirfd, mut shared_sticky) = open_root()?;
+    let mut hops = 0;
+    let mut name = [0u8; NAME_MAX + 1];
+    macro_rules! fail {
+        ($r:expr) => {{
+            sys::close(dirfd);
+            return Err($r);
+        }};
+    }
+    loop {
+        while pos < end && buf[pos] == b'/' {
+            pos += 1;
+        }
+        if pos == end {
+            fail!(Refusal::new(b"names a directory, not a file", path.len()));
+        }
+        let comp_end = buf[pos..end]
             .iter()
             .position(|&c| c == b'/')
-            .map_or(last, |p| i + p);
-        if end > i {
-            buf[..end].copy_from_slice(&path[..end]);
-            buf[end] = 0;
-            let name = &buf[..end + 1];
-            if shared_sticky {
-                // In a sticky directory others can write, only the entry's
-                // owner can have made it: that must be root or us.
-                let l = stat_path(name, false).map_err(|e| Refusal {
-                    why: b"cannot stat",
-                    at: end,
-                    errno: e,
-                })?;
-                if !l.owner_trusted() {
-                    return Err(Refusal::new(
-                        b"owned by another user inside a directory others can write",
-                        end,
-                    ));
-                }
-            }
-            let m = stat_path(name, true).map_err(|e| Refusal {
-                why: b"cannot stat",
-                at: end,
-                errno: e,
-            })?;
-            shared_sticky = check_dir(&m).map_err(|w| Refusal::new(w, end))?;
+            .map_or(end, |p| pos + p);
+        if end - pos <= orig {
+            orig = end - comp_end;
         }
-        i = end + 1;
+        let at = path.len() - orig;
+        let len = comp_end - pos;
+        if len > NAME_MAX {
+            fail!(Refusal {
+                why: b"name too long",
+                at,
+                errno: libc::ENAMETOOLONG
+            });
+        }
+        name[..len].copy_from_slice(&buf[pos..comp_end]);
+        name[len] = 0;
+        let n = &name[..len + 1];
+        // (A trailing slash makes the component a directory, not the last.)
+        let last = comp_end == end;
+        pos = comp_end;
+        if &name[..len] == b"." {
+            continue;
+        }
+        // Held open from here on: what is checked is this fd.
+        let fd = match open_path(dirfd, n) {
+            Ok(fd) => fd,
+            // A missing last component is for the caller (O_CREAT).
+            Err(libc::ENOENT) if last => {
+                return Ok(Walked {
+                    dirfd,
+                    name,
+                    len,
+                    shared_sticky,
+                    at,
+                })
+            }
+            Err(e) => fail!(Refusal {
+                why: b"cannot open",
+                at,
+                errno: e
+            }),
+        };
+        let Some(m) = stat_fd(fd) else {
+            sys::close(fd);
+            fail!(Refusal::new(b"cannot stat", at));
+        };
+        if shared_sticky && !m.owner_trusted() {
+            // In a sticky directory others can write, only the entry's
+            // owner can have made it: that must be root or us.
+            sys::close(fd);
+            fail!(Refusal::new(
+                b"owned by another user inside a directory others can write",
+                at
+            ));
+        }
+        if m.is_link() && (follow_last || !last) {
+            if !m.owner_trusted() {
+                sys::close(fd);
+                fail!(Refusal::new(
+                    b"a symlink owned by another user (neither root nor the program's); not followed",
+                    at
+                ));
+            }
+            hops += 1;
+            // The link text goes into the free space before the rest, then
+            // moves right in front of it with a '/' between.
+            let room = pos.saturating_sub(1);
+            // SAFETY: readlinkat of an O_PATH fd to a link with an empty
+            // name reads that link; buf[..room] is writable.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_readlinkat,
+                    fd,
+                    c"".as_ptr(),
+                    buf.as_mut_ptr(),
+                    room,
+                )
+            };
+            let e = sys::errno();
+            sys::close(fd);
+            if hops > MAX_HOPS {
+                fail!(Refusal {
+                    why: b"too many symlinks",
+                    at,
+                    errno: libc::ELOOP
+                });
+            }
+            if r <= 0 || r as usize >= room {
+                fail!(Refusal {
+                    why: b"cannot read the symlink (or its target is too long)",
+                    at,
+                    errno: if r < 0 { e } else { libc::ENAMETOOLONG }
+                });
+            }
+            let r = r as usize;
+            buf[pos - 1] = b'/';
+            buf.copy_within(..r, pos - 1 - r);
+            pos = pos - 1 - r;
+            if last {
+                // Nothing followed the link: drop the '/' just added so the
+                // link's own last component stays the last one.
+                buf.copy_within(pos..end - 1, pos + 1);
+                pos += 1;
+            }
+            if buf[pos] == b'/' {
+                sys::close(dirfd);
+                (dirfd, shared_sticky) = match open_root() {
+                    Ok(v) => v,
+                    Err(r) => return Err(Refusal { at, ..r }),
+                };
+            }
+            continue;
+        }
+        if last {
+            sys::close(fd);
+            return Ok(Walked {
+                dirfd,
+                name,
+                len,
+                shared_sticky,
+                at,
+            });
+        }
+        sys::close(dirfd);
+        dirfd = fd;
+        match check_dir(&m) {
+            Ok(s) => shared_sticky = s,
+            Err(w) => fail!(Refusal::new(w, at)),
+        }
     }
-    Ok(shared_sticky)
+}
+
+/// The file `path` (absolute, not NUL-terminated) leads to under the rules
+/// of `walk`, symlinks followed: its metadata, for matching a file the
+/// program opened. In a sticky directory others can write, the file must
+/// be owned by root or the euid and have one link (a hard link there could
+/// be another user's way to another file).
+pub fn resolve(path: &[u8]) -> Result<Meta, Refusal> {
+    let w = walk(path, true)?;
+    let m = stat_at(w.dirfd, w.name()).map_err(|e| Refusal {
+        why: b"cannot stat",
+        at: w.at,
+        errno: e,
+    })?;
+    if w.shared_sticky {
+        if !m.owner_trusted() {
+            return Err(Refusal::new(
+                b"owned by another user inside a directory others can write",
+                w.at,
+            ));
+        }
+        if m.nlink != 1 {
+            return Err(Refusal::new(
+                b"has more than one link inside a directory others can write (a hard link to another file?)",
+                w.at,
+            ));
+        }
+    }
+    Ok(m)
 }
 
 /// A directory on the way. Ok(true) when others may write it but it is
@@ -249,12 +487,13 @@ pub fn check_file(m: &Meta) -> Result<(), &'static [u8]> {
 /// of this module. Returns the fd (close-on-exec) or why it was refused.
 pub fn open_append(path: &[u8], mode: u32) -> Result<i32, Refusal> {
     let name = &path[..path.len() - 1];
-    trusted_dirs(name)?;
-    // SAFETY: NUL-terminated path; a raw open returning an fd we own.
+    let w = walk(name, false)?;
+    // SAFETY: NUL-terminated name, relative to the verified directory; a
+    // raw open returning an fd we own.
     let fd = unsafe {
         sys::openat(
-            libc::AT_FDCWD,
-            path.as_ptr(),
+            w.dirfd,
+            w.name().as_ptr(),
             libc::O_WRONLY
                 | libc::O_APPEND
                 | libc::O_CREAT

@@ -610,8 +610,9 @@ fn fallback_fd_mode_leaves_the_programs_numbers_alone() {
                 // Below the hard limit our fd sits above the soft one.
                 assert_eq!(with, without, "{how}: fds the program got");
             } else {
-                // soft == hard: one number is ours (README, Limits).
-                assert!(with + 1 >= without, "{how}: {with} fds vs {without}");
+                // soft == hard: one number is ours, two with a file
+                // target as here (README, Limits).
+                assert!(with + 2 >= without, "{how}: {with} fds vs {without}");
             }
             assert!(took < Duration::from_secs(2), "{how}: took {took:?}");
         }

@@ -268,6 +268,16 @@ fn file_target_fifo_does_not_hang() {
         took < QUICK,
         "a FIFO target with a reader made the program wait {took:?}"
     );
+    // The library may refuse the FIFO before opening it: the reader gets
+    // its end of file from an open and close of ours (killing `timeout`
+    // would leave `cat` waiting).
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&target);
+    }
     let _ = reader.kill();
     let mut got = Vec::new();
     reader.stdout.take().unwrap().read_to_end(&mut got).unwrap();
@@ -905,4 +915,215 @@ fn invalid_data_frame_yields_strict_json() {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     assert!(lines.iter().all(|v| v["uid"] == me));
+}
+
+#[test]
+fn file_target_through_root_symlink_into_user_directory_is_refused() {
+    if !root_or_skip("file_target_through_root_symlink_into_user_directory_is_refused") {
+        return;
+    }
+    let u = User::new();
+    let tmp = Dir::new("tmp", 0o1777);
+    let d = Dir::new("root", 0o755);
+    let key = secret(&d, "secret.key");
+    let private = key.parent().unwrap();
+    // The user's directory in /tmp holds a link to root's private directory…
+    let ud = tmp.s("u");
+    u.run(&["mkdir", &ud]);
+    let sub = format!("{ud}/sub");
+    u.run(&["ln", "-s", private.to_str().unwrap(), &sub]);
+    // …and root links its log directory to the user's link.
+    let logs = d.join("logs");
+    std::os::unix::fs::symlink(&sub, &logs).unwrap();
+    let target = format!("{}/x.log", logs.display());
+    let (o, took) = run_lib(
+        "echo hi",
+        &[
+            ("LLT_TARGET", &format!("file:{target}")),
+            ("LLT_DEBUG_MODE", "1"),
+        ],
+    );
+    assert_eq!(o.stdout, b"hi\n");
+    assert!(
+        !private.join("x.log").exists(),
+        "the user chose where root's output went"
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("owned by another user"), "no message: {err}");
+    assert!(took < QUICK, "exit waited {took:?} for a refused target");
+    // Root's own link to root's own directory is still followed.
+    let real = d.join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink("real", d.join("logs2")).unwrap();
+    let (o, _) = run_lib(
+        "echo hi",
+        &[("LLT_TARGET", &format!("file:{}/logs2/y.log", d.0.display()))],
+    );
+    assert_eq!(o.stdout, b"hi\n");
+    assert!(
+        !decode_target(&real.join("y.log")).is_empty(),
+        "a trusted relative symlink was not followed"
+    );
+}
+
+#[test]
+fn tap_file_root_symlink_into_user_directory_is_not_followed() {
+    if !root_or_skip("tap_file_root_symlink_into_user_directory_is_not_followed") {
+        return;
+    }
+    let u = User::new();
+    let tmp = Dir::new("tmp", 0o1777);
+    let d = Dir::new("root", 0o755);
+    let key = secret(&d, "secret.key");
+    let u2 = tmp.s("u2");
+    u.run(&["mkdir", &u2]);
+    // Root's app.log links to a file in the user's directory, which the
+    // user makes a link to root's key.
+    u.run(&["ln", "-s", key.to_str().unwrap(), &format!("{u2}/app.log")]);
+    let rt2 = d.join("rt2");
+    std::fs::create_dir(&rt2).unwrap();
+    let app_log = rt2.join("app.log");
+    std::os::unix::fs::symlink(format!("{u2}/app.log"), &app_log).unwrap();
+    let mut err = String::new();
+    let got = tapped_file_data(
+        app_log.to_str().unwrap(),
+        &format!("echo NEWKEY >> {}", key.display()),
+        &mut err,
+    );
+    assert!(
+        got.is_empty(),
+        "root's write to the key was tapped: {got:?}"
+    );
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        b"TOP SECRET\nNEWKEY\n",
+        "root's write to the key was suppressed"
+    );
+    assert!(err.contains("owned by another user"), "no message: {err}");
+}
+
+#[test]
+fn tap_file_hard_link_in_sticky_directory_is_refused() {
+    if !root_or_skip("tap_file_hard_link_in_sticky_directory_is_refused") {
+        return;
+    }
+    let d = Dir::new("root", 0o755);
+    let key = secret(&d, "secret.key");
+    let x = Dir::new("sticky", 0o1777);
+    let app_log = x.join("app.log");
+    // (protected_hardlinks stops other users from making this link; root
+    // makes it here as the stand-in attacker.)
+    std::fs::hard_link(&key, &app_log).unwrap();
+    let mut err = String::new();
+    let got = tapped_file_data(
+        app_log.to_str().unwrap(),
+        &format!("echo NEWKEY >> {}", key.display()),
+        &mut err,
+    );
+    assert!(
+        got.is_empty(),
+        "root's write to the key was tapped: {got:?}"
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), b"TOP SECRET\nNEWKEY\n");
+    assert!(err.contains("more than one link"), "no message: {err}");
+}
+
+#[test]
+fn sink_serves_root_while_two_users_hold_every_connection() {
+    if !root_or_skip("sink_serves_root_while_two_users_hold_every_connection")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let a = User::new();
+    let b = User::new();
+    let d = Dir::new("hog2", 0o755);
+    let sock = d.s("sink.sock");
+    let sink = Sink::start(&d, &sock, &["--mode", "0666", "--max-connections", "256"]);
+    // A takes its whole per-uid share (7/8), B the rest and more, filling
+    // the listen backlog behind them.
+    let ha = hog(&a, &sock, 224, 0);
+    let hb = hog(&b, &sock, 32 + 200, 0);
+    let n = 20_000;
+    let o = root_writer(&sock, n);
+    assert_eq!(o.code(), 0);
+    let got = wait_for_lines(&sink, n, Duration::from_secs(20));
+    drop(ha);
+    drop(hb);
+    let (_, err) = sink.stop();
+    assert_eq!(
+        got, n,
+        "root's lines delivered while the two users held on: {got} of {n}; sink said:\n{err}"
+    );
+    assert!(
+        err.contains("to admit a uid holding fewer"),
+        "no report of the connection closed to make room:\n{err}"
+    );
+}
+
+/// The library, copied where a created user can load it.
+fn user_readable_lib(d: &Dir) -> String {
+    let p = d.join("liblogtap.so");
+    std::fs::copy(so_path(), &p).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+#[test]
+fn suppressed_output_with_refused_target_is_written_through() {
+    if !root_or_skip("suppressed_output_with_refused_target_is_written_through")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("through", 0o755);
+    let lib = user_readable_lib(&d);
+    // The default target of a user without XDG_RUNTIME_DIR is refused
+    // (/run is root's); ls closes fds 1 and 2 before the exit spill.
+    let o = u
+        .cmd(&["ls", "-d", "/", "/nonexist"])
+        .env("LD_PRELOAD", &lib)
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_SUPPRESS_STDOUT", "true")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "/\n");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexist"),
+        "stderr lost: {:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A program printing a flushed line every 300 ms: its lines show as it
+    // goes, not at exit.
+    let mut c = u
+        .cmd(&[
+            "python3",
+            "-c",
+            "import time\nfor i in range(6):\n    print(i, flush=True)\n    time.sleep(0.3)\n",
+        ])
+        .env("LD_PRELOAD", &lib)
+        .env("LLT_TAP_INTO", "3")
+        .env("LLT_SUPPRESS_STDOUT", "true")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut r = BufReader::new(c.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let t = Instant::now();
+    let mut line = String::new();
+    while r.read_line(&mut line).unwrap() > 0 {
+        seen.push((line.trim().to_string(), t.elapsed()));
+        line.clear();
+    }
+    let end = t.elapsed();
+    c.wait().unwrap();
+    let lines: Vec<&str> = seen.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(lines, ["0", "1", "2", "3", "4", "5"]);
+    // Line 2 was printed about 1 s before the exit.
+    let at = seen[2].1;
+    assert!(
+        end.saturating_sub(at) > Duration::from_millis(500),
+        "line 2 shown at {at:?}, the program ended at {end:?}: held until exit"
+    );
 }

@@ -38,6 +38,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
         sys::set_errno(libc::EBADF);
         return -1;
     }
+    crate::transport::before_std_fd_goes(fd);
     tap::closed(fd);
     real::close(fd)
 }
@@ -75,7 +76,7 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
     }
 }
 
-/// [lo, hi] minus the library's fd, as at most two ranges.
+/// [lo, hi] minus the library's fds, as at most five ranges.
 fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_uint)> {
     let mut ours = crate::fds::ours().map(|fd| {
         if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) {
@@ -85,7 +86,7 @@ fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_
         }
     });
     ours.sort_unstable();
-    let mut out = [None; 4];
+    let mut out = [None; 5];
     let mut start = Some(lo);
     let mut n = 0;
     for o in ours.into_iter().flatten() {
@@ -129,6 +130,9 @@ pub unsafe extern "C" fn dup(fd: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
     evacuate(new);
+    if old != new {
+        crate::transport::before_std_fd_goes(new);
+    }
     let r = real::dup2(old, new);
     if r >= 0 {
         tap::duplicated(old, new);
@@ -141,6 +145,9 @@ pub unsafe extern "C" fn dup2(old: c_int, new: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
     evacuate(new);
+    if old != new {
+        crate::transport::before_std_fd_goes(new);
+    }
     let r = real::dup3(old, new, flags);
     if r >= 0 {
         tap::duplicated(old, new);
@@ -289,6 +296,7 @@ pub unsafe extern "C" fn fclose(f: *mut FILE) -> c_int {
     let flushed = stdio::flush_one(f, src);
     let e = sys::errno();
     stdio::funlockfile(f);
+    crate::transport::before_std_fd_goes(fd);
     tap::closed(fd);
     let r = real::fclose(f);
     if flushed == libc::EOF {

@@ -339,6 +339,10 @@ pub unsafe fn suppressed<R>(
     let pend = pending(f);
     let max = pend.len() + new[0].len() + new[1].len();
     let e = sys::ErrnoGuard::new();
+    if transport::write_through(src) {
+        drop(e);
+        return op();
+    }
     let Some(res) = transport::reserve(src, max) else {
         drop(e);
         return op();

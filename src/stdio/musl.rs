@@ -148,7 +148,7 @@ unsafe fn tee(
     };
     if tap::suppressed(src) {
         let e = sys::ErrnoGuard::new();
-        if transport::push(src, &[pend, new]) {
+        if !transport::write_through(src) && transport::push(src, &[pend, new]) {
             // What a successful write leaves behind.
             p.wend = p.buf.add(p.buf_size);
             p.wpos = p.buf;

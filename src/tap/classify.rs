@@ -12,15 +12,15 @@
 //! Cost, paid at open time only (never on a write): for an open whose
 //! last component no pattern's last component accepts, one short byte
 //! comparison per pattern and no system call; a name that passes costs a
-//! `getcwd` (relative names) and the full match; a match costs the
-//! privilege checks below and an `fstat`. Exact entries cost an `fstat`
+//! `getcwd` (relative names) and the full match; a match costs an `fstat`,
+//! a `stat` and the privilege walk below. Exact entries cost an `fstat`
 //! of the fd and a `stat` per entry, as before.
 //!
-//! Privileges (both kinds): a symlink is followed only when root or the
-//! program's own user made it, and no match is made in a directory other
-//! users can write (unless sticky, and then only for a file of root's or
-//! the program's), so a user who can write a log directory cannot have
-//! another user's writes tapped (see `is_exact_file` and `pattern_allowed`).
+//! Privileges (both kinds): a symlink on the way is followed only when
+//! root or the program's own user made it, and no match is made through a
+//! directory other users can write (unless sticky, and then only for a
+//! file of root's or the program's), so a user who can write a log
+//! directory cannot have another user's writes tapped (see `allowed`).
 //!
 //! Hook-side invariants: no allocation, no locks; errno is saved by the
 //! caller. An open that passes the quick test uses two PATH_MAX buffers of
@@ -178,89 +178,39 @@ fn fd_name(fd: c_int, out: &mut [u8]) -> Option<usize> {
     Some(n)
 }
 
-/// Whether a pattern match on `abs` may be tapped (see the module
-/// comment): the name itself, if a symlink, was made by root or the
-/// program's user, and no directory on the way lets other users plant it.
-/// `cpath`: the name with its NUL.
+/// Whether a pattern match may be tapped: the name the program opened
+/// (`cpath`, with its NUL) still leads to the fd's file under the rules of
+/// `safe_open::resolve` (see `allowed`).
 fn pattern_allowed(cpath: &[u8], id: &Ident) -> bool {
-    let abs = &cpath[..cpath.len() - 1];
-    let Ok(l) = safe_open::stat_path(cpath, false) else {
-        return false;
-    };
-    if l.is_link() && !l.owner_trusted() {
-        refuse(
-            b"a symlink owned by another user (neither root nor the program's); not followed",
-            abs,
-        );
-        return false;
-    }
-    // The name must still lead to the file the fd is (it may have been
-    // replaced since the open). Ownership is judged on the name itself,
-    // as for exact entries.
-    if !matches!(safe_open::stat_path(cpath, true), Ok(t) if t.dev == id.dev && t.ino == id.ino) {
-        return false;
-    }
-    let owner_trusted = l.owner_trusted();
-    match safe_open::trusted_dirs(abs) {
-        Ok(shared_sticky) => {
-            if shared_sticky && !owner_trusted {
-                refuse(
-                    b"owned by another user inside a directory others can write",
-                    abs,
-                );
-                return false;
-            }
-            true
-        }
-        Err(r) => {
-            refuse(r.why, &abs[..r.at.min(abs.len())]);
-            false
-        }
-    }
+    allowed(cpath, id)
 }
 
 /// Whether the open file `id` is the file the exact entry `cpath` (with
-/// its NUL) names, with the same privilege rules as pattern matches.
+/// its NUL) names, under the same rules.
 fn is_exact_file(cpath: &[u8], id: &Ident) -> bool {
+    allowed(cpath, id)
+}
+
+/// Whether `cpath` (absolute, with its NUL) leads to the open file `id`
+/// without crossing privileges (`safe_open::resolve`): walked one
+/// component at a time, a symlink on the way (the last one included) is
+/// followed only when root or the program's own user made it, and every
+/// directory reached, also through a link, must be one other users cannot
+/// write (unless sticky, and then the entry must be root's or the
+/// program's, and the file have one link), as sshd's StrictModes refuses
+/// such paths. A refused match gets a debug-mode message.
+fn allowed(cpath: &[u8], id: &Ident) -> bool {
     let path = &cpath[..cpath.len() - 1];
-    let Ok(l) = safe_open::stat_path(cpath, false) else {
-        return false;
-    };
-    let (dev, ino, owner_trusted) = if l.is_link() {
-        if !l.owner_trusted() {
-            // Cheap pre-check: say so only if the link leads to this file.
-            if sys::stat(cpath).is_some_and(|t| t.same_file(id)) {
-                refuse(
-                    b"a symlink owned by another user (neither root nor the program's); not followed",
-                    path,
-                );
-            }
-            return false;
-        }
-        match safe_open::stat_path(cpath, true) {
-            Ok(t) => (t.dev, t.ino, l.owner_trusted()),
-            Err(_) => return false,
-        }
-    } else {
-        (l.dev, l.ino, l.owner_trusted())
-    };
-    if id.dev != dev || id.ino != ino {
+    // Cheap pre-check (most opens are not this file): the walk is made
+    // only for a file the name plainly leads to.
+    if !sys::stat(cpath).is_some_and(|t| t.same_file(id)) {
         return false;
     }
-    match safe_open::trusted_dirs(path) {
-        Ok(shared_sticky) => {
-            if shared_sticky && !owner_trusted {
-                refuse(
-                    b"owned by another user inside a directory others can write",
-                    path,
-                );
-                return false;
-            }
-        }
+    match safe_open::resolve(path) {
+        Ok(m) => m.dev == id.dev && m.ino == id.ino,
         Err(r) => {
             refuse(r.why, &path[..r.at.min(path.len())]);
-            return false;
+            false
         }
     }
-    true
 }

@@ -249,6 +249,53 @@ unsafe fn copy_parts(parts: &[&[u8]], mut from: usize, mut dst: *mut u8, mut len
     }
 }
 
+/// Suppression while the target is away or refused: true when the
+/// caller's suppressed write must go straight to its original destination
+/// (as the exit spill would send it, but now), after the held bytes of
+/// suppressed streams were given back there first, in order. Holding them
+/// instead would show a program's output only at exit, or never when it
+/// closes fds 1 and 2 first (`ls`, `cat`: close_stdout). False while the
+/// target is up or not tried yet, or while the consumer holds the buffer
+/// (the write is then buffered as usual, keeping the order).
+pub fn write_through(src: u8) -> bool {
+    if !target::away() || !crate::tap::suppressed(src) || OWNER_PID.load(Relaxed) != sys::getpid() {
+        return false;
+    }
+    if ring().used() == 0 {
+        return true;
+    }
+    if !try_lock_drain() {
+        return false;
+    }
+    let _e = sys::ErrnoGuard::new();
+    target::spill_locked();
+    unlock_drain();
+    true
+}
+
+/// Before fd 1 or 2 is closed or replaced: when it carries a suppressed
+/// stream and the target is not up, what the buffer holds goes to the
+/// target now or, failing that, back to the original destination while it
+/// is still open (the exit spill would find it gone).
+pub fn before_std_fd_goes(fd: i32) {
+    let src = crate::tap::source(fd);
+    if !(fd == 1 || fd == 2)
+        || src == crate::tap::NONE
+        || !crate::tap::suppressed(src)
+        || target::is_up()
+        || !tap_started()
+        || ring().used() == 0
+        || OWNER_PID.load(Relaxed) != sys::getpid()
+        || sys::in_vfork_child()
+    {
+        return;
+    }
+    let _e = sys::ErrnoGuard::new();
+    if !flush(config::get().exit_timeout_ms) {
+        target::spill_undelivered();
+    }
+}
+
 /// Stores as much of one suppressed write as the buffer takes, in order:
 /// all of it, nothing, or (a big write whose target stalled mid-way) a
 /// prefix; the caller writes the rest to the original destination.
@@ -258,6 +305,9 @@ unsafe fn copy_parts(parts: &[&[u8]], mut from: usize, mut dst: *mut u8, mut len
 /// target not tried yet (the first write of a process) is not away: the
 /// pieces wait for it as a burst does, bounded by the stall period.
 pub fn push_prefix(src: u8, parts: &[&[u8]]) -> usize {
+    if write_through(src) {
+        return 0;
+    }
     let len: usize = parts.iter().map(|p| p.len()).sum();
     if len > chunk_max() {
         if target::away() {

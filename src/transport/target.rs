@@ -1111,6 +1111,10 @@ pub fn spill_locked() {
             }
         } else if rec.src != NOTICE {
             lost += data.len();
+            // Counted, so a target back later (a spill while the program
+            // runs, see `write_through`) is told what it missed.
+            super::DROP_BYTES[rec.src as usize].fetch_add(data.len() as u64, Relaxed);
+            super::DROP_WRITES[rec.src as usize].fetch_add(1, Relaxed);
         }
         pos = rec.next;
         skip = 0;

@@ -15,6 +15,12 @@
 //!   `--max-buffered`), so no single user can take the whole sink: the
 //!   rest stays for the others. (Connections over the per-uid limit are
 //!   closed at once, so they cannot clog the listen backlog either.)
+//! - at `--max-connections`, a new connection is still accepted when its
+//!   uid holds fewer connections than the uid holding the most: one of the
+//!   latter's connections (the longest silent, one without an unfinished
+//!   frame first) is closed to make room, so several uids together cannot
+//!   keep another out either; a connection of the uid holding the most is
+//!   refused then (liblogtap keeps its data and reconnects later);
 //! - a connection that holds an unfinished frame and sends nothing for
 //!   `--idle-timeout` is closed (liblogtap resends an interrupted frame
 //!   whole on its next connection, so a legitimate writer loses nothing);
@@ -66,6 +72,9 @@ pub enum Refusal {
     NotAllowed,
     /// The uid already holds `--max-connections-per-uid` connections.
     TooMany,
+    /// `--max-connections` are open and this uid already holds the most
+    /// (nobody holding more could make room for it).
+    Full,
 }
 
 impl Refusal {
@@ -73,6 +82,7 @@ impl Refusal {
         match self {
             Refusal::NotAllowed => "not allowed (--allow-uid/--allow-gid)",
             Refusal::TooMany => "over --max-connections-per-uid",
+            Refusal::Full => "at --max-connections, and its uid holds the most connections",
         }
     }
 }
@@ -150,6 +160,42 @@ impl Policy {
         self.total_refused += 1;
         *self.recent.entry((uid_key(c), why)).or_default() += 1;
         Err(why)
+    }
+
+    /// At `--max-connections`, a connection from `c` arrived: the uid whose
+    /// connection must make room for it (the uid holding the most, when
+    /// it holds at least two more than `c`'s uid would after admission),
+    /// or Err when `c`'s uid holds the most itself (counted as refused).
+    /// So every uid gets a share: nobody can keep the others out by
+    /// holding every connection, with one uid or several.
+    pub fn make_room_for(&mut self, c: &PeerCred) -> Result<u32, Refusal> {
+        if !self.allowed(c) {
+            return self.admit(c).map(|()| UNKNOWN);
+        }
+        let mine = self.by_uid.get(&uid_key(c)).map_or(0, |u| u.conns);
+        let top = self
+            .by_uid
+            .iter()
+            .max_by_key(|(_, u)| u.conns)
+            .map(|(k, u)| (*k, u.conns));
+        match top {
+            Some((uid, n)) if n > mine + 1 => Ok(uid),
+            _ => {
+                self.total_refused += 1;
+                *self.recent.entry((uid_key(c), Refusal::Full)).or_default() += 1;
+                Err(Refusal::Full)
+            }
+        }
+    }
+
+    /// How many uids hold connections now.
+    pub fn uids(&self) -> usize {
+        self.by_uid.len()
+    }
+
+    /// Whether `c` is of the uid `uid` (as [`Policy::make_room_for`] names it).
+    pub fn is_uid(c: &PeerCred, uid: u32) -> bool {
+        uid_key(c) == uid
     }
 
     /// A message for the first refusal of this uid, if not said yet.
@@ -339,6 +385,10 @@ mod tests {
             "{s}"
         );
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_some());
+        // At the global limit the uid holding the most makes room.
+        assert_eq!(p.uids(), 2);
+        assert_eq!(p.make_room_for(&cred(9, 9)), Ok(7));
+        assert_eq!(p.make_room_for(&a), Err(Refusal::Full));
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_none());
     }
 }

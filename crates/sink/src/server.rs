@@ -449,14 +449,49 @@ impl<E: Emit> Server<E> {
         }
     }
 
-    fn accept(&mut self) {
-        let Some(listener) = self.listener.as_ref() else {
+    /// Closes the connection of `uid` that makes room at the least cost:
+    /// one without an unfinished frame if it has any, the longest silent.
+    fn displace(&mut self, uid: u32) {
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| c.as_ref().map(|c| (j, c)))
+            .filter(|(_, c)| Policy::is_uid(&c.cred, uid))
+            .min_by_key(|(_, c)| (c.frames.frame_pending() > 0, c.last_data))
+            .map(|(j, c)| (j, c.cred, c.pid));
+        let Some((v, cred, pid)) = victim else {
             return;
         };
+        if self.policy.note_closed(
+            &cred,
+            "made room at --max-connections for a uid holding fewer",
+        ) {
+            warn!(
+                "{} connections open (--max-connections); closing the longest silent connection (pid {}) of uid {}, which holds the most, to admit a uid holding fewer (further such closings of this uid are summarised)",
+                self.live,
+                Pid(pid),
+                Pid(cred.uid)
+            );
+        }
+        // (close() accepts waiting connections; this is already accepting.)
+        let backlogged = std::mem::replace(&mut self.backlogged, false);
+        self.close(v, &Why::OverBudget, false);
+        self.backlogged = backlogged;
+    }
+
+    fn accept(&mut self) {
+        if self.listener.is_none() {
+            return;
+        }
         // Bounded per call, so a peer connecting (and being refused) in a
         // tight loop cannot keep the sink from serving the others.
         for _ in 0..ACCEPTS_PER_TURN {
-            if self.live >= self.max_connections {
+            let full = self.live >= self.max_connections;
+            if full && self.policy.uids() < 2 {
+                // One uid holds them all (every uid's share is below the
+                // limit, so nobody else is kept out): wait in the backlog
+                // until one closes, as a pipe's writer would.
                 if !self.backlogged {
                     warn!(
                         "{} connections open (--max-connections); new connections wait until one closes",
@@ -466,10 +501,29 @@ impl<E: Emit> Server<E> {
                 self.backlogged = true;
                 return;
             }
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((mut stream, _)) => {
                     let cred = peer_cred(&stream);
                     let pid = cred.pid;
+                    if full {
+                        // At the limit: the uid holding the most makes room
+                        // for a uid holding fewer, or this one is refused.
+                        match self.policy.make_room_for(&cred) {
+                            Ok(top) => self.displace(top),
+                            Err(why) => {
+                                if let Some(msg) = self.policy.first_refusal_message(&cred, why) {
+                                    warn!("{msg}");
+                                }
+                                continue;
+                            }
+                        }
+                        if self.live >= self.max_connections {
+                            continue;
+                        }
+                    }
                     if let Err(why) = self.policy.admit(&cred) {
                         if let Some(msg) = self.policy.first_refusal_message(&cred, why) {
                             warn!("{msg}");
