@@ -7,6 +7,7 @@
 //! buffers inside one static written before the library turns itself on.
 
 use crate::sys;
+use crate::tap::patterns::PatternList;
 use core::cell::UnsafeCell;
 use logtap_wire::Level;
 
@@ -80,7 +81,8 @@ pub struct Config {
     pub target_kind: TargetKind,
     pub target_path: FixedStr<PATH_MAX>,
     pub format: Format,
-    pub tap_file: FixedStr<PATH_MAX>,
+    /// `LLT_TAP_FILE`: exact paths and patterns (see `tap::patterns`).
+    pub tap_files: PatternList,
     pub suppress_std: bool,
     pub suppress_file: bool,
     pub passive_ms: u64,
@@ -143,7 +145,7 @@ impl Config {
             target_kind: TargetKind::File,
             target_path: FixedStr::new(),
             format: Format::Logserver,
-            tap_file: FixedStr::new(),
+            tap_files: PatternList::new(),
             suppress_std: false,
             suppress_file: false,
             passive_ms: 0,
@@ -370,8 +372,23 @@ pub unsafe fn load() {
     }
 
     if let Some(v) = env(b"LLT_TAP_FILE\0") {
-        if !v.is_empty() && !set_absolute(&mut c.tap_file, v) {
-            invalid(b"LLT_TAP_FILE\0", v, b"path too long");
+        // Relative entries are made absolute against the current directory
+        // now, so a later `chdir` of the program does not change them.
+        let mut cwd = [0u8; PATH_MAX];
+        let cwd = if libc::getcwd(cwd.as_mut_ptr() as *mut libc::c_char, cwd.len()).is_null() {
+            None
+        } else {
+            let n = cwd.iter().position(|&c| c == 0).unwrap_or(0);
+            Some(&cwd[..n])
+        };
+        if let Err(e) = c.tap_files.parse(v, cwd) {
+            sys::say(&[
+                b"logtap: invalid LLT_TAP_FILE=",
+                v,
+                b" (",
+                e.describe(),
+                b")",
+            ]);
         }
     }
 
@@ -494,22 +511,6 @@ fn parse_octal(v: &[u8]) -> Option<u32> {
         return None;
     }
     Some(v.iter().fold(0u32, |a, d| a * 8 + u32::from(d - b'0')))
-}
-
-/// Stores `p` made absolute against the current directory, so a later
-/// `chdir` of the program does not change which file is tapped.
-fn set_absolute(dst: &mut FixedStr<PATH_MAX>, p: &[u8]) -> bool {
-    if p.first() == Some(&b'/') {
-        return dst.set(p);
-    }
-    let mut cwd = [0u8; PATH_MAX];
-    // SAFETY: cwd is a valid buffer of its length.
-    let ok = unsafe { !libc::getcwd(cwd.as_mut_ptr() as *mut libc::c_char, cwd.len()).is_null() };
-    if !ok {
-        return dst.set(p);
-    }
-    let n = cwd.iter().position(|&c| c == 0).unwrap_or(0);
-    dst.set(&cwd[..n]) && (n == 1 || dst.push(b"/")) && dst.push(p)
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
 // The constructor and the C shim are not linked into unit-test binaries.
 #![cfg_attr(test, allow(dead_code))]
 //! liblogtap: tees what an unmodified program writes to stdout, stderr and
-//! one log file to a logserver socket or a file.
+//! its log files to a logserver socket or a file.
 //!
 //! The layers, each in its own module:
 //! - [`hooks`]: the intercepted libc entry points (fd writes, opens and
 //!   closes, stdio, process lifecycle), plus the C shim for the variadic
 //!   ones (`src/shim/glibc.c`).
-//! - [`tap`]: the decision, which fd is tapped as which source.
+//! - [`tap`]: the decision, which fd is tapped as which source, and the
+//!   one table of sources every other layer iterates.
 //! - [`stdio`]: how bytes written through glibc's `FILE` buffers are seen.
 //! - [`ring`] and [`transport`]: the lock-free buffer, the consumer thread
 //!   and delivery to the target, framed by the shared `logtap-wire` crate.
@@ -90,7 +91,7 @@ struct ShimApi {
     stream_source: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
     stream_wide: unsafe extern "C" fn(*mut libc::FILE) -> libc::c_int,
     stdio_write: unsafe extern "C" fn(*mut libc::FILE, *const u8, usize, libc::c_int) -> usize,
-    opened: extern "C" fn(libc::c_int, libc::c_int),
+    opened: unsafe extern "C" fn(libc::c_int, libc::c_int, libc::c_int, *const libc::c_char),
     duplicated: extern "C" fn(libc::c_int, libc::c_int),
     fd_tapped: extern "C" fn(libc::c_int) -> libc::c_int,
 }

@@ -1,36 +1,34 @@
 //! The decision: which file descriptors are tapped, and as which source.
 //!
-//! A table maps each fd number to the stream it refers to: stdout, stderr,
-//! the tap file, or nothing. Streams are identified by the open file, not
-//! the number: `dup`/`dup2`/`fcntl(F_DUPFD)` copy the entry (so bash's
-//! `>&2` and nginx's `dup2(log, 2)` keep their meaning), every successful
-//! open classifies the new fd by device and inode (`/dev/stdout`, a
-//! relative or symlinked path to the tap file, a file re-created by
-//! rotation), and every close clears the entry (so a reused number never
-//! inherits a tap). The tap file is matched without crossing privileges
-//! (see `is_tap_file`): no symlink of another user's is followed, and no
-//! match is made in a directory other users can write.
+//! A table maps each fd number to the source it is tapped as (see
+//! `sources`: stdout, stderr, one per log file), or nothing. Streams are
+//! identified by the open file, not the number: `dup`/`dup2`/`fcntl(F_DUPFD)`
+//! copy the entry (so bash's `>&2` and nginx's `dup2(log, 2)` keep their
+//! meaning), every successful open for writing is classified (`classify`:
+//! `LLT_TAP_FILE` paths by device and inode, patterns by the name it was
+//! opened under; `/dev/stdout` and the like by identity), and every close
+//! clears the entry (so a reused number never inherits a tap). A file
+//! renamed by rotation keeps the entry of the fd it was opened on, so its
+//! writes stay under the source of the name it had.
 //!
 //! Reads of the table are single relaxed loads, safe from any context.
+//! Matching happens at open time only: a write costs one lookup.
 //!
 //! A vfork child shares this table with its parent but has an fd table of
 //! its own: in one, nothing here changes and nothing is tapped (see
 //! `sys::in_vfork_child`).
 
+pub mod classify;
+pub mod patterns;
+pub mod sources;
+
+pub use sources::{NONE, NOTICE, SOURCES, STDERR, STDOUT};
+
 use crate::config;
-use crate::safe_open;
 use crate::sys::{self, Ident};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 
-pub const NONE: u8 = 0;
-pub const STDOUT: u8 = 1;
-pub const STDERR: u8 = 2;
-pub const FILE: u8 = 3;
-/// The library's own notices (drops); never in the fd table.
-pub const NOTICE: u8 = 4;
-pub const SOURCES: usize = 5;
-
-/// fds at or above this are never tapped as the tap file (README, Limits).
+/// fds at or above this are never tapped as a log file (README, Limits).
 pub const TABLE_SIZE: usize = 1 << 16;
 
 #[allow(clippy::declare_interior_mutable_const)]
@@ -39,7 +37,6 @@ static TABLE: [AtomicU8; TABLE_SIZE] = [ZERO; TABLE_SIZE];
 
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 static PASSIVE_UNTIL: AtomicU64 = AtomicU64::new(0);
-static SUPPRESS: [AtomicBool; SOURCES] = [const { AtomicBool::new(false) }; SOURCES];
 
 struct Idents {
     stdout: Option<Ident>,
@@ -77,8 +74,9 @@ pub fn active_source(fd: libc::c_int) -> u8 {
     s
 }
 
+#[inline]
 pub fn suppressed(src: u8) -> bool {
-    SUPPRESS[src as usize].load(Relaxed)
+    sources::suppressed(src)
 }
 
 pub fn is_active() -> bool {
@@ -131,13 +129,15 @@ pub unsafe fn init() {
     } else {
         None
     };
-    SUPPRESS[STDOUT as usize].store(c.suppress_std, Relaxed);
-    SUPPRESS[STDERR as usize].store(c.suppress_std, Relaxed);
-    SUPPRESS[FILE as usize].store(c.suppress_file, Relaxed);
+    sources::init();
     for fd in 0..3 {
         let id = sys::fstat(fd);
+        let file = match id {
+            Some(id) => classify::file_source(fd, None, Some(&id)),
+            None => NONE,
+        };
         let src = match id {
-            _ if tap_file_matches(fd) => FILE,
+            _ if file != NONE => file,
             // fds 1 and 2 keep their role when both are the same file (2>&1).
             Some(id) if fd == 1 && idents.stdout.is_some_and(|s| s.same_file(&id)) => STDOUT,
             Some(id) if fd == 2 && idents.stderr.is_some_and(|s| s.same_file(&id)) => STDERR,
@@ -193,94 +193,68 @@ fn parse_ident(v: &[u8]) -> Option<Ident> {
     })
 }
 
-fn tap_file_matches(fd: libc::c_int) -> bool {
-    let c = config::get();
-    if c.tap_file.is_empty() {
-        return false;
-    }
-    match sys::fstat(fd) {
-        Some(id) => is_tap_file(&id),
-        None => false,
-    }
-}
-
-/// The tap file as the program last opened it (device, inode), for the
-/// exit spill; 0/0 until a match.
-static TAP_DEV: AtomicU64 = AtomicU64::new(0);
-static TAP_INO: AtomicU64 = AtomicU64::new(0);
-static TAP_SEEN: AtomicBool = AtomicBool::new(false);
-/// A refused match was reported (once per process, in debug mode).
-static REFUSAL_SAID: AtomicBool = AtomicBool::new(false);
-
-/// Device and inode of the file last matched as the tap file.
-pub fn tap_file_ident() -> Option<(u64, u64)> {
-    TAP_SEEN
-        .load(Acquire)
-        .then(|| (TAP_DEV.load(Relaxed), TAP_INO.load(Relaxed)))
-}
-
-fn refuse_match(why: &[u8], at: &[u8]) {
-    if !REFUSAL_SAID.swap(true, Relaxed) {
-        crate::debug(&[b"tap file not tapped: ", at, b": ", why]);
-    }
-}
-
-/// Whether the open file `id` is the tap file, without crossing privileges
-/// (`safe_open::resolve`): the path is walked one component at a time, a
-/// symlink on the way (the last one included) is followed only when root
-/// or the program's own user made it, and every directory reached, also
-/// through a link, must be one other users cannot write (unless sticky,
-/// and then the entry must be root's or the program's, and the file have
-/// one link), as sshd's StrictModes refuses such paths. A refused match
-/// gets a debug-mode message.
-fn is_tap_file(id: &Ident) -> bool {
-    let c = config::get();
-    // Cheap pre-check (most opens are not the tap file): the walk below
-    // is made only for a file the path plainly leads to.
-    if !sys::stat(c.tap_file.c_bytes()).is_some_and(|t| t.same_file(id)) {
-        return false;
-    }
-    let (dev, ino) = match safe_open::resolve(c.tap_file.bytes()) {
-        Ok(m) => (m.dev, m.ino),
-        Err(r) => {
-            refuse_match(
-                r.why,
-                &c.tap_file.bytes()[..r.at.min(c.tap_file.bytes().len())],
-            );
-            return false;
-        }
-    };
-    if id.dev != dev || id.ino != ino {
-        return false;
-    }
-    TAP_DEV.store(dev, Relaxed);
-    TAP_INO.store(ino, Relaxed);
-    TAP_SEEN.store(true, Release);
-    true
-}
-
-/// Classifies a freshly opened fd. `writable` is false for read-only
+/// Classifies a freshly opened fd whose name is not known (`fdopen` of an
+/// fd made by a call we do not see). `writable` is false for read-only
 /// opens, which can never carry output.
 pub fn opened(fd: libc::c_int, writable: bool) {
     if fd < 0 || !is_active() || sys::in_vfork_child() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
-    set(fd, if writable { classify(fd) } else { NONE });
+    set(fd, if writable { classify(fd, None) } else { NONE });
 }
 
-fn classify(fd: libc::c_int) -> u8 {
+/// Classifies a freshly opened fd, opened under `path` relative to
+/// `dirfd` (`AT_FDCWD` for the current directory).
+///
+/// # Safety
+/// `path` is null or the NUL-terminated name given to the open call.
+pub unsafe fn opened_at(
+    fd: libc::c_int,
+    writable: bool,
+    dirfd: libc::c_int,
+    path: *const libc::c_char,
+) {
+    if fd < 0 || !is_active() || sys::in_vfork_child() {
+        return;
+    }
+    let _e = sys::ErrnoGuard::new();
+    let src = if !writable {
+        NONE
+    } else if path.is_null() {
+        classify(fd, None)
+    } else {
+        // SAFETY: the program passed this NUL-terminated name to the open
+        // that just succeeded.
+        let name = unsafe { core::ffi::CStr::from_ptr(path) }.to_bytes();
+        classify(fd, Some((dirfd, name)))
+    };
+    set(fd, src);
+}
+
+fn classify(fd: libc::c_int, name: Option<(libc::c_int, &[u8])>) -> u8 {
     let c = config::get();
     let want_std = c.tap_stdout || c.tap_stderr;
-    if c.tap_file.is_empty() && !want_std {
+    if c.tap_files.is_empty() && !want_std {
         return NONE;
     }
-    let Some(id) = sys::fstat(fd) else {
+    // Only patterns, no stdio: an open whose name matches no pattern makes
+    // no system call at all.
+    let id = if want_std || c.tap_files.has_exact() {
+        match sys::fstat(fd) {
+            Some(id) => Some(id),
+            None => return NONE,
+        }
+    } else {
+        None
+    };
+    let file = classify::file_source(fd, name, id.as_ref());
+    if file != NONE || !want_std {
+        return file;
+    }
+    let Some(id) = id else {
         return NONE;
     };
-    if !c.tap_file.is_empty() && is_tap_file(&id) {
-        return FILE;
-    }
     // Memory devices (/dev/null, /dev/zero, /dev/kmsg…) are where programs
     // throw output away; sharing stdout's device never makes them stdout.
     if id.is_chr() && libc::major(id.rdev) == 1 {
@@ -302,7 +276,7 @@ fn classify(fd: libc::c_int) -> u8 {
 pub fn reclassify(fd: libc::c_int) {
     if is_active() && !sys::in_vfork_child() {
         let _e = sys::ErrnoGuard::new();
-        set(fd, classify(fd));
+        set(fd, classify(fd, None));
     }
 }
 
@@ -312,7 +286,7 @@ pub fn duplicated(oldfd: libc::c_int, newfd: libc::c_int) {
     if newfd >= 0 && oldfd != newfd && !sys::in_vfork_child() {
         if oldfd > 2 && !known(oldfd) && is_active() {
             let _e = sys::ErrnoGuard::new();
-            set(oldfd, classify(oldfd));
+            set(oldfd, classify(oldfd, None));
         }
         set(newfd, source(oldfd));
     }

@@ -12,10 +12,16 @@ use crate::sys::{self, ErrnoGuard};
 use crate::tap::{self, NONE};
 use libc::{c_char, c_int, c_uint, mode_t, FILE};
 
-/// Called by the C open/openat shims after a successful open.
-pub extern "C" fn llt_opened(fd: c_int, flags: c_int) {
+/// Called by the C open/openat shims after a successful open, with the
+/// name the fd was opened under (relative to `dirfd`).
+///
+/// # Safety
+/// `path` is null or the NUL-terminated name given to that open.
+pub unsafe extern "C" fn llt_opened(fd: c_int, flags: c_int, dirfd: c_int, path: *const c_char) {
     let acc = flags & libc::O_ACCMODE;
-    tap::opened(fd, acc == libc::O_WRONLY || acc == libc::O_RDWR);
+    let writable = acc == libc::O_WRONLY || acc == libc::O_RDWR;
+    // SAFETY: as this function's contract.
+    unsafe { tap::opened_at(fd, writable, dirfd, path) };
 }
 
 /// Called by the C fcntl shim for F_DUPFD*.
@@ -154,7 +160,7 @@ pub unsafe extern "C" fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn creat(path: *const c_char, mode: mode_t) -> c_int {
     let r = real::creat(path, mode);
-    tap::opened(r, true);
+    tap::opened_at(r, true, libc::AT_FDCWD, path);
     r
 }
 
@@ -163,7 +169,7 @@ pub unsafe extern "C" fn creat(path: *const c_char, mode: mode_t) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn creat64(path: *const c_char, mode: mode_t) -> c_int {
     let r = real::creat64(path, mode);
-    tap::opened(r, true);
+    tap::opened_at(r, true, libc::AT_FDCWD, path);
     r
 }
 
@@ -176,9 +182,9 @@ unsafe fn mode_writes(mode: *const c_char) -> bool {
     m.first().is_some_and(|&c| c == b'w' || c == b'a') || m.contains(&b'+')
 }
 
-unsafe fn after_fopen(f: *mut FILE, mode: *const c_char) -> *mut FILE {
+unsafe fn after_fopen(f: *mut FILE, path: *const c_char, mode: *const c_char) -> *mut FILE {
     if !f.is_null() {
-        tap::opened(fileno_of(f), mode_writes(mode));
+        tap::opened_at(fileno_of(f), mode_writes(mode), libc::AT_FDCWD, path);
         stdio::after_open(f);
     }
     f
@@ -188,14 +194,14 @@ unsafe fn after_fopen(f: *mut FILE, mode: *const c_char) -> *mut FILE {
 /// Same contract as libc `fopen`.
 #[no_mangle]
 pub unsafe extern "C" fn fopen(path: *const c_char, mode: *const c_char) -> *mut FILE {
-    after_fopen(real::fopen(path, mode), mode)
+    after_fopen(real::fopen(path, mode), path, mode)
 }
 
 /// # Safety
 /// Same contract as libc `fopen64`.
 #[no_mangle]
 pub unsafe extern "C" fn fopen64(path: *const c_char, mode: *const c_char) -> *mut FILE {
-    after_fopen(real::fopen64(path, mode), mode)
+    after_fopen(real::fopen64(path, mode), path, mode)
 }
 
 /// # Safety
@@ -240,7 +246,7 @@ unsafe fn do_freopen(
             if new != old {
                 tap::closed(old);
             }
-            tap::opened(new, mode_writes(mode));
+            tap::opened_at(new, mode_writes(mode), libc::AT_FDCWD, path);
         }
         stdio::after_open(r);
         drop(e);

@@ -27,7 +27,7 @@
 static void *default_resolve(const char *name) { return dlsym(RTLD_NEXT, name); }
 static int default_source(FILE *f) { (void)f; return 0; }
 static int default_fd(int fd) { (void)fd; return 0; }
-static void default_opened(int fd, int flags) { (void)fd, (void)flags; }
+static void default_opened(int fd, int flags, int dirfd, const char *path) { (void)fd, (void)flags, (void)dirfd, (void)path; }
 static void default_dup(int a, int b) { (void)a, (void)b; }
 
 struct llt_api llt_api_table = {
@@ -38,7 +38,8 @@ void llt_shim_init(const struct llt_api *a) { llt_api_table = *a; }
 
 /* ---------- opening files ----------
  * open/openat take their mode as a variadic argument. After a successful
- * open the Rust side classifies the new fd by device and inode. */
+ * open the Rust side classifies the new fd: by device and inode, and by the
+ * name it was opened under for LLT_TAP_FILE patterns. */
 
 #ifndef O_TMPFILE
 #define O_TMPFILE 0
@@ -60,7 +61,7 @@ static int with_mode(int flags) { return (flags & O_CREAT) || (O_TMPFILE && (fla
     {                                                                          \
         MODE_ARG(flags);                                                       \
         REAL(name, int (*)(const char *, int, ...));                           \
-        return opened(real_##name(path, flags, mode), flags);            \
+        return opened(real_##name(path, flags, mode), flags, AT_FDCWD, path); \
     }
 OPEN_HOOK(open)
 OPEN_HOOK(open64)
@@ -70,7 +71,7 @@ OPEN_HOOK(open64)
     {                                                                          \
         MODE_ARG(flags);                                                       \
         REAL(name, int (*)(int, const char *, int, ...));                      \
-        return opened(real_##name(dirfd, path, flags, mode), flags);            \
+        return opened(real_##name(dirfd, path, flags, mode), flags, dirfd, path); \
     }
 OPENAT_HOOK(openat)
 OPENAT_HOOK(openat64)

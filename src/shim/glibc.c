@@ -593,7 +593,7 @@ HOOK void __assert_perror_fail(int errnum, const char *file, unsigned int line, 
     HOOK int name(const char *path, int flags)                                 \
     {                                                                          \
         REAL(name, int (*)(const char *, int));                                \
-        return opened(real_##name(path, flags), flags);                        \
+        return opened(real_##name(path, flags), flags, AT_FDCWD, path);        \
     }
 OPEN2_HOOK(__open_2)
 OPEN2_HOOK(__open64_2)
@@ -602,7 +602,7 @@ OPEN2_HOOK(__open64_2)
     HOOK int name(int dirfd, const char *path, int flags)                      \
     {                                                                          \
         REAL(name, int (*)(int, const char *, int));                           \
-        return opened(real_##name(dirfd, path, flags), flags);                        \
+        return opened(real_##name(dirfd, path, flags), flags, dirfd, path);   \
     }
 OPENAT2_HOOK(__openat_2)
 OPENAT2_HOOK(__openat64_2)

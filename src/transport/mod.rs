@@ -800,5 +800,5 @@ pub(crate) fn unlock_drain() {
 /// Whether any tapping can happen at all (skips the thread otherwise).
 pub fn anything_tapped() -> bool {
     let c = config::get();
-    c.tap_stdout || c.tap_stderr || !c.tap_file.is_empty()
+    c.tap_stdout || c.tap_stderr || !c.tap_files.is_empty()
 }

@@ -17,7 +17,8 @@ use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
 use crate::safe_open;
 use crate::sys::{self, Ident};
-use crate::tap::{FILE, NOTICE, SOURCES, STDERR, STDOUT};
+use crate::tap::sources::{self, Original};
+use crate::tap::{NOTICE, SOURCES};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering::*};
 use logtap_wire as wire;
 
@@ -71,6 +72,9 @@ struct Conn {
 
 static mut CONN: Conn = Conn::new(false);
 
+/// One frame prefix (`level\0platform\0source\0`) per source, built the
+/// first time a source is sent (file sources appear while the program
+/// runs). Touched only with the drain lock held; a slot is written once.
 struct Prefixes {
     buf: [[u8; PREFIX_MAX]; SOURCES],
     len: [usize; SOURCES],
@@ -83,43 +87,34 @@ static mut PREFIX: Prefixes = Prefixes {
 /// # Safety
 /// Constructor only.
 pub unsafe fn init() {
-    let c = config::get();
-    let p = &mut *core::ptr::addr_of_mut!(PREFIX);
-    for src in [STDOUT, STDERR, FILE, NOTICE] {
-        let level = match src {
-            STDOUT => c.level_stdout,
-            STDERR => c.level_stderr,
-            FILE => c.level_file,
-            _ => wire::Level::Warn,
-        };
-        p.len[src as usize] = wire::write_prefix(
-            &mut p.buf[src as usize],
-            level,
-            c.platform.bytes(),
-            source_name(src),
-        )
-        .unwrap_or(0);
-    }
+    // Built on first use (see `prefix`): nothing to do before the
+    // configuration is read, kept for the constructor's order.
 }
 
 /// The `source` field for a tap source.
 pub fn source_name(src: u8) -> &'static [u8] {
-    match src {
-        STDOUT => b"stdout",
-        STDERR => b"stderr",
-        FILE => {
-            let t = config::get().tap_file.bytes();
-            t.strip_prefix(b"/").unwrap_or(t)
-        }
-        _ => wire::SELF_SOURCE.as_bytes(),
-    }
+    sources::name(src)
 }
 
 fn prefix(src: u8) -> &'static [u8] {
-    // SAFETY: PREFIX is written only in the constructor.
+    let i = src as usize;
+    // SAFETY: only reached with the drain lock held (or in the
+    // single-threaded fork child), so one thread at a time builds a slot;
+    // a built slot is never written again, so the slices handed out stay
+    // valid. Each access goes through a raw pointer to its own slot.
     unsafe {
-        let p = &*core::ptr::addr_of!(PREFIX);
-        &p.buf[src as usize][..p.len[src as usize]]
+        let len = core::ptr::addr_of_mut!(PREFIX.len[i]);
+        let buf = core::ptr::addr_of_mut!(PREFIX.buf[i]);
+        if *len == 0 {
+            *len = wire::write_prefix(
+                &mut *buf,
+                sources::level(src),
+                config::get().platform.bytes(),
+                sources::name(src),
+            )
+            .unwrap_or(0);
+        }
+        &(&*buf)[..*len]
     }
 }
 
@@ -797,7 +792,7 @@ fn account(b: &Batch, n: usize, framed: bool) {
 }
 
 fn emit_drop_notices() {
-    for src in [STDOUT, STDERR, FILE] {
+    for src in sources::tapped() {
         let (bytes, writes) = take_drops(src as usize);
         if writes == 0 {
             continue;
@@ -1075,7 +1070,7 @@ pub fn spill_locked() {
     c.pf_sent = 0;
     c.pf_data = 0;
     let mut file_fd = -1;
-    let mut file_tried = false;
+    let mut file_src = crate::tap::NONE;
     let mut pos = r.tail();
     let mut skip = c.skip;
     let mut lost = 0usize;
@@ -1084,33 +1079,30 @@ pub fn spill_locked() {
         let data = unsafe { core::slice::from_raw_parts(rec.data, rec.len) };
         let data = &data[skip.min(data.len())..];
         if crate::tap::suppressed(rec.src) {
-            let fd = match rec.src {
-                STDOUT => 1,
-                STDERR => 2,
-                _ => {
-                    if file_fd < 0 && !file_tried {
+            let fd = match sources::original(rec.src) {
+                Original::Fd(fd) => fd,
+                Original::File(path, ident) => {
+                    if file_src != rec.src {
+                        if file_fd >= 0 {
+                            sys::close(file_fd);
+                        }
+                        file_src = rec.src;
                         // Only into the very file the program opened and
-                        // wrote (never a file put at its path since, nor a
-                        // new one, nor a FIFO).
-                        file_tried = true;
-                        file_fd = crate::tap::tap_file_ident()
-                            .and_then(|(dev, ino)| {
-                                safe_open::open_same_file(
-                                    config::get().tap_file.c_bytes(),
-                                    dev,
-                                    ino,
-                                )
-                            })
+                        // wrote under this name (never a file put at its
+                        // path since, nor a new one, nor a FIFO).
+                        file_fd = ident
+                            .and_then(|(dev, ino)| safe_open::open_same_file(path, dev, ino))
                             .unwrap_or(-1);
                         if file_fd < 0 {
                             crate::debug(&[
-                                b"exit: the tap file is no longer the file the program wrote; its suppressed bytes are not written back: ",
-                                config::get().tap_file.bytes(),
+                                b"exit: a tapped file is no longer the file the program wrote; its suppressed bytes are not written back: ",
+                                &path[..path.len() - 1],
                             ]);
                         }
                     }
                     file_fd
                 }
+                Original::Nowhere => -1,
             };
             if fd >= 0 {
                 write_all(fd, data);
