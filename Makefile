@@ -13,8 +13,14 @@ build:
 # Everything the tests need: the release library and sink, then every test
 # (unit, sink, and the integration suite that runs real programs under the
 # library). Tests are about correctness; timings live in `make bench`.
-test: build
+test: test-setup build
 	$(CARGO) test --release --workspace
+
+# Installs what the tests run for real (C compilers, rsyslog, nginx,
+# PostgreSQL, redis, useradd) when missing and root on Debian; see the script.
+.PHONY: test-setup
+test-setup:
+	@bash tests/setup.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
