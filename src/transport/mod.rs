@@ -249,7 +249,7 @@ unsafe fn copy_parts(parts: &[&[u8]], mut from: usize, mut dst: *mut u8, mut len
     }
 }
 
-/// Suppression while the target is away or refused: true when the
+/// Suppression while the target is refused: true when the
 /// caller's suppressed write must go straight to its original destination
 /// (as the exit spill would send it, but now), after the held bytes of
 /// suppressed streams were given back there first, in order. Holding them
@@ -258,13 +258,30 @@ unsafe fn copy_parts(parts: &[&[u8]], mut from: usize, mut dst: *mut u8, mut len
 /// target is up or not tried yet, or while the consumer holds the buffer
 /// (the write is then buffered as usual, keeping the order).
 pub fn write_through(src: u8) -> bool {
-    if !target::away() || !crate::tap::suppressed(src) || OWNER_PID.load(Relaxed) != sys::getpid() {
+    // Only for a target refused for what it is (an unsafe file, a listener
+    // of the wrong uid): it will not become acceptable, so holding bytes
+    // back would only delay them to exit. A target merely away (a sink not
+    // started yet, restarting) gets the bytes when it is back, as always.
+    // Only the standard streams: a tap file's held bytes are appended at
+    // its end, where the program's own next write (at its own offset)
+    // could overwrite them, so they wait for exit as before.
+    if !(src == crate::tap::STDOUT || src == crate::tap::STDERR)
+        || !target::refused()
+        || !crate::tap::suppressed(src)
+        || OWNER_PID.load(Relaxed) != sys::getpid()
+    {
         return false;
     }
     if ring().used() == 0 {
         return true;
     }
     if !try_lock_drain() {
+        return false;
+    }
+    // The link changes only under the drain lock: a target that came back
+    // meanwhile keeps its bytes (a half-sent frame must not be dropped).
+    if !target::refused() {
+        unlock_drain();
         return false;
     }
     let _e = sys::ErrnoGuard::new();
