@@ -428,8 +428,19 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
     let mut clock = Clock::new();
     let mut lost = Lost::default();
     let mut down = false;
+    // The sink is stopping and this output is down: the rest is counted
+    // as lost without further attempts (each would wait a reconnect
+    // interval), and reported once below.
+    let mut gave_up = false;
     while let Some((batch, before)) = q.pop() {
         lost.add(before);
+        if !gave_up && down && q.closed() {
+            gave_up = true;
+        }
+        if gave_up {
+            lost.add(rest_of(&batch, 0, q.level));
+            continue;
+        }
         'recs: for i in 0..batch.len() {
             let (r, n) = batch.get(i);
             if !passes(r.level, q.level) {
@@ -461,6 +472,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                         Err(Failure::Down(why)) => {
                             if went_down(q, &mut down, &why) {
                                 lost.add(rest_of(&batch, i, q.level));
+                                gave_up = true;
                                 break 'recs;
                             }
                             continue;
@@ -488,6 +500,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                     Err(Failure::Down(why)) => {
                         if went_down(q, &mut down, &why) {
                             lost.add(rest_of(&batch, i, q.level));
+                            gave_up = true;
                             break 'recs;
                         }
                     }
@@ -503,7 +516,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
         }
     }
     // A daemon that is slow but alive gets a few more chances.
-    if (0..3).all(|_| dest.flush().is_err()) {
+    if gave_up || (0..3).all(|_| dest.flush().is_err()) {
         lost.add(dest.abandon());
     }
     lost.add(dest.take_lost());

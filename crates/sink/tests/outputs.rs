@@ -926,3 +926,45 @@ fn a_slow_output_that_keeps_up_partly_holds_back_nothing() {
         "file: delivered {flines} + reported {freported} + at stop = sent"
     );
 }
+
+/// Stopping with a syslog daemon that is down and many batches queued
+/// takes no reconnect interval per batch: the rest is counted at once and
+/// reported in one line.
+#[test]
+fn stopping_with_a_dead_syslog_server_is_quick_and_counts_everything() {
+    let dir = temp_dir("deadstop");
+    let socket = dir.join("s.sock");
+    let port = free_port();
+    let out = format!("syslog:tcp:127.0.0.1:{port}");
+    let sink = Sink::start(&socket, &["--output", &out], &[]);
+    const N: usize = 50_000;
+    let mut s = UnixStream::connect(&socket).unwrap();
+    for chunk in 0..N / 500 {
+        let mut data = Vec::new();
+        for i in chunk * 500..(chunk + 1) * 500 {
+            data.extend_from_slice(format!("queued {i}\n").as_bytes());
+        }
+        // Paced so that each frame becomes a batch of its own.
+        s.write_all(&encode(Level::Info, b"app", b"stdout", &data))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(s);
+    sink.wait_err("Connection refused", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let stopped = sink.stop();
+    let took = t0.elapsed();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    assert!(
+        took < Duration::from_secs(4),
+        "stopping took {took:?} (a reconnect interval per batch?)"
+    );
+    let reports: Vec<&String> = stopped
+        .err
+        .iter()
+        .filter(|l| l.contains("sink stopping; records="))
+        .collect();
+    assert_eq!(reports.len(), 1, "one final report: {:?}", stopped.err);
+    assert_eq!(records_in(reports[0]), Some(N as u64), "{:?}", stopped.err);
+}
