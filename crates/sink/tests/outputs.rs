@@ -968,3 +968,44 @@ fn stopping_with_a_dead_syslog_server_is_quick_and_counts_everything() {
     assert_eq!(reports.len(), 1, "one final report: {:?}", stopped.err);
     assert_eq!(records_in(reports[0]), Some(N as u64), "{:?}", stopped.err);
 }
+
+/// A symlink planted as a directory under DIR is not followed out of DIR:
+/// the record is refused (counted and reported), nothing lands outside.
+#[test]
+fn file_output_follows_no_symlinked_directory_out_of_dir() {
+    let dir = temp_dir("symdir");
+    let logs = dir.join("logs");
+    let victim = dir.join("victim");
+    std::fs::create_dir_all(logs.join("app")).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    std::os::unix::fs::symlink(&victim, logs.join("app/evil")).unwrap();
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &["--output", &format!("file:{}", logs.display())],
+        &[],
+    );
+    send_all(
+        &socket,
+        &[
+            encode(Level::Info, b"app", b"evil/planted", b"planted line\n"),
+            encode(Level::Info, b"app", b"fine", b"fine line\n"),
+        ],
+    );
+    let fine = logs.join("app/fine");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&fine).is_ok_and(|s| s.contains("fine line")) {
+        assert!(Instant::now() < deadline, "the fine line never arrived");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stopped = sink.stop();
+    assert!(
+        !victim.join("planted").exists(),
+        "a record was written through a symlinked directory"
+    );
+    assert!(
+        stopped.err.iter().any(|l| l.contains("evil")),
+        "the refusal is reported: {:?}",
+        stopped.err
+    );
+}
