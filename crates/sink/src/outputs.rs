@@ -7,15 +7,14 @@
 //! takes over. Any other set of outputs runs each output on a thread of
 //! its own behind a bounded queue (`--output-buffer` bytes): the event loop
 //! copies records into a batch and shares each full batch with every
-//! queue. When a queue is full, the loop waits for room only while that
-//! output is making progress (it moved data within the last 100 ms, and
-//! for at most a second per batch), the same rule liblogtap applies to the
-//! sink: a burst faster than a healthy output is slowed to its pace rather
-//! than cut. An output that is stuck or gone (daemon down, disk hung) has
-//! made no progress, so it is not waited for at all: its queue drops the
-//! batch for that output only and counts what it held; the output later
-//! writes a record saying how much was lost, at the place of the gap, and
-//! the sink says so on stderr. Memory is bounded by the number of outputs
+//! queue. The loop never waits for an output: a full queue drops the
+//! batch for that output only and counts what it would have taken; the
+//! output later writes a record saying how much was lost, at the place of
+//! the gap, and the sink says so on stderr. Bursts are absorbed by the
+//! queue (`--output-buffer`); an output slower than the input for longer
+//! than its queue lasts loses the excess, whether it is slow, stuck or
+//! gone, and never sets the pace of the connections or of the other
+//! outputs. Memory is bounded by the number of outputs
 //! times `--output-buffer`.
 //!
 //! Why threads and not the `mio` loop: destinations block in different
@@ -30,10 +29,9 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use globset::{Glob, GlobMatcher};
 use logtap_wire::{DropNotice, Level};
@@ -339,53 +337,21 @@ struct Queue {
     level: u32,
     limit: usize,
     st: Mutex<QState>,
-    /// Milliseconds after `born` when the output last moved data (took a
-    /// batch, wrote records), or found its queue empty.
-    progress: AtomicU64,
-    born: Instant,
-    /// Signalled on push and close (for the output) and on pop (for a
-    /// waiting event loop).
+    /// Signalled on push and close, for the output.
     cv: Condvar,
 }
 
-/// An output that took nothing for this long is not waited for.
-const STALL: Duration = Duration::from_millis(100);
-/// Longest wait for room for one batch.
-const MAX_WAIT: Duration = Duration::from_secs(1);
-
 impl Queue {
-    fn mark_progress(&self) {
-        let ms = self.born.elapsed().as_millis() as u64;
-        self.progress.store(ms, Ordering::Relaxed);
-    }
-
-    fn since_progress(&self) -> Duration {
-        let ms = self.born.elapsed().as_millis() as u64;
-        Duration::from_millis(ms.saturating_sub(self.progress.load(Ordering::Relaxed)))
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, QState> {
         self.st.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues `b`, or drops it (counting what this output would have
-    /// taken). A full queue whose output is making progress is waited for
-    /// (see the module's comment).
+    /// taken). Never waits: one output must not set the pace of the
+    /// connections or of the other outputs.
     fn push(&self, b: &Arc<Batch>) {
         let w = b.weight();
         let mut st = self.lock();
-        let start = Instant::now();
-        while st.bytes + w > self.limit
-            && !st.items.is_empty()
-            && self.since_progress() < STALL
-            && start.elapsed() < MAX_WAIT
-        {
-            st = self
-                .cv
-                .wait_timeout(st, STALL)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
         if st.bytes + w > self.limit && !st.items.is_empty() {
             let mut lost = Lost::default();
             for i in 0..b.len() {
@@ -409,11 +375,6 @@ impl Queue {
         }
         let lost = std::mem::take(&mut st.lost);
         st.dropping = false;
-        if st.items.is_empty() {
-            // An output that was idle is healthy: it gets a full STALL
-            // from now to take this batch.
-            self.mark_progress();
-        }
         st.bytes += w;
         st.items.push_back((Arc::clone(b), lost));
         drop(st);
@@ -426,9 +387,6 @@ impl Queue {
         loop {
             if let Some((b, lost)) = st.items.pop_front() {
                 st.bytes -= b.weight();
-                self.mark_progress();
-                drop(st);
-                self.cv.notify_all();
                 return Some((b, lost));
             }
             if st.closed {
@@ -470,9 +428,19 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
     let mut clock = Clock::new();
     let mut lost = Lost::default();
     let mut down = false;
-    let mut written = 0u64;
+    // The sink is stopping and this output is down: the rest is counted
+    // as lost without further attempts (each would wait a reconnect
+    // interval), and reported once below.
+    let mut gave_up = false;
     while let Some((batch, before)) = q.pop() {
         lost.add(before);
+        if !gave_up && down && q.closed() {
+            gave_up = true;
+        }
+        if gave_up {
+            lost.add(rest_of(&batch, 0, q.level));
+            continue;
+        }
         'recs: for i in 0..batch.len() {
             let (r, n) = batch.get(i);
             if !passes(r.level, q.level) {
@@ -504,6 +472,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                         Err(Failure::Down(why)) => {
                             if went_down(q, &mut down, &why) {
                                 lost.add(rest_of(&batch, i, q.level));
+                                gave_up = true;
                                 break 'recs;
                             }
                             continue;
@@ -512,10 +481,6 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                 }
                 match dest.write(&r) {
                     Ok(()) => {
-                        written += 1;
-                        if written % 64 == 0 {
-                            q.mark_progress();
-                        }
                         if down {
                             warn!("output {}: delivering again", q.name);
                             down = false;
@@ -535,6 +500,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                     Err(Failure::Down(why)) => {
                         if went_down(q, &mut down, &why) {
                             lost.add(rest_of(&batch, i, q.level));
+                            gave_up = true;
                             break 'recs;
                         }
                     }
@@ -550,7 +516,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
         }
     }
     // A daemon that is slow but alive gets a few more chances.
-    if (0..3).all(|_| dest.flush().is_err()) {
+    if gave_up || (0..3).all(|_| dest.flush().is_err()) {
         lost.add(dest.abandon());
     }
     lost.add(dest.take_lost());
@@ -717,8 +683,6 @@ impl Fanout {
                     lost: Lost::default(),
                     dropping: false,
                 }),
-                progress: AtomicU64::new(0),
-                born: Instant::now(),
                 cv: Condvar::new(),
             });
             let q2 = Arc::clone(&q);

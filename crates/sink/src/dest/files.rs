@@ -4,9 +4,13 @@
 //! Names: the platform is one directory (a `/` in it becomes `_`); each
 //! `/`-separated part of the source is a directory, the last one the file.
 //! Empty parts are skipped, and `.`, `..` and empty names become `_`, so
-//! no record can name a path outside DIR. Files are opened with
-//! `O_NOFOLLOW` (a symlink planted as a log file is refused) and mode 0640,
-//! directories made with 0750.
+//! no record can name a path outside DIR. Every component is created and
+//! opened relative to the directory fd of the one before, starting from
+//! DIR's fd (`mkdirat`, `openat` with `O_NOFOLLOW`, and `O_DIRECTORY` for
+//! directories), so a symlink planted anywhere under DIR, as a directory or
+//! as the log file, is refused rather than followed out of DIR; rotation
+//! renames relative to the file's directory fd. Files get mode 0640,
+//! directories 0750.
 //!
 //! Rotation (LinuxKit logwrite's scheme): before a line would take a file
 //! past `max_size` bytes, the file becomes `<name>.1`, `<name>.1` becomes
@@ -20,12 +24,15 @@
 //! the next record.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs::{self, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, CWD};
 
 use super::{Dest, Failure};
 use crate::encode::{LineEncoder, Record};
@@ -36,6 +43,10 @@ const MAX_OPEN: usize = 64;
 
 struct Open {
     path: PathBuf,
+    /// The file's directory, for rotation's renames.
+    parent: OwnedFd,
+    /// The file's name in `parent`.
+    name: OsString,
     file: BufWriter<File>,
     size: u64,
     /// Records buffered since the last flush.
@@ -44,6 +55,8 @@ struct Open {
 
 pub struct Files {
     dir: PathBuf,
+    /// DIR itself: every path is walked from here.
+    dir_fd: OwnedFd,
     enc: LineEncoder,
     max_size: u64,
     max_files: usize,
@@ -81,25 +94,44 @@ pub fn path_for(dir: &Path, platform: &[u8], source: &[u8]) -> PathBuf {
     p
 }
 
-fn numbered(path: &Path, n: usize) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
+fn numbered(name: &OsStr, n: usize) -> OsString {
+    let mut s = name.to_owned();
     s.push(format!(".{n}"));
-    PathBuf::from(s)
+    s
 }
 
-fn open_file(path: &Path) -> io::Result<File> {
-    if let Some(parent) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(parent)?;
+fn dir_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// Opens (creating as needed) `rel` under `dir`, one component at a time,
+/// never following a symlink. Returns the file's directory, its name, and
+/// the file opened for appending.
+fn open_file(dir: &OwnedFd, rel: &Path) -> io::Result<(OwnedFd, OsString, File)> {
+    let parts: Vec<&OsStr> = rel.iter().collect();
+    let Some((last, dirs)) = parts.split_last() else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    let mut cur = rustix::fs::openat(dir, ".", dir_flags(), Mode::empty())?;
+    for d in dirs {
+        match rustix::fs::mkdirat(&cur, *d, Mode::from_raw_mode(0o750)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        cur = rustix::fs::openat(&cur, *d, dir_flags(), Mode::empty())?;
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    let f = open_in(&cur, last)?;
+    Ok((cur, (*last).to_owned(), f))
+}
+
+fn open_in(parent: &OwnedFd, name: &OsStr) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o640),
+    )?;
+    Ok(File::from(fd))
 }
 
 impl Files {
@@ -112,8 +144,21 @@ impl Files {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
             })?;
+        let dir_fd = rustix::fs::openat(
+            CWD,
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!("cannot open {}: {e}", dir.display()),
+            )
+        })?;
         Ok(Files {
             dir: dir.to_path_buf(),
+            dir_fd,
             enc,
             max_size: max_size.max(1),
             max_files,
@@ -127,20 +172,25 @@ impl Files {
     fn rotate(&self, o: &mut Open) -> io::Result<()> {
         o.file.flush()?;
         o.held = Lost::default();
+        let none = rustix::fs::AtFlags::empty();
         if self.max_files == 0 {
-            fs::remove_file(&o.path)?;
+            rustix::fs::unlinkat(&o.parent, &o.name, none)?;
         } else {
-            let _ = fs::remove_file(numbered(&o.path, self.max_files));
+            let _ = rustix::fs::unlinkat(&o.parent, numbered(&o.name, self.max_files), none);
             for n in (1..self.max_files).rev() {
-                match fs::rename(numbered(&o.path, n), numbered(&o.path, n + 1)) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
+                match rustix::fs::renameat(
+                    &o.parent,
+                    numbered(&o.name, n),
+                    &o.parent,
+                    numbered(&o.name, n + 1),
+                ) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
-            fs::rename(&o.path, numbered(&o.path, 1))?;
+            rustix::fs::renameat(&o.parent, &o.name, &o.parent, numbered(&o.name, 1))?;
         }
-        o.file = BufWriter::with_capacity(64 * 1024, open_file(&o.path)?);
+        o.file = BufWriter::with_capacity(64 * 1024, open_in(&o.parent, &o.name)?);
         o.size = 0;
         Ok(())
     }
@@ -152,13 +202,16 @@ impl Files {
                 self.open.clear();
             }
             let path = path_for(&self.dir, &key.0, &key.1);
-            let file = open_file(&path)
+            let rel = path.strip_prefix(&self.dir).unwrap_or(&path);
+            let (parent, name, file) = open_file(&self.dir_fd, rel)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let size = file.metadata()?.len();
             self.open.insert(
                 key.clone(),
                 Open {
                     path,
+                    parent,
+                    name,
                     file: BufWriter::with_capacity(64 * 1024, file),
                     size,
                     held: Lost::default(),

@@ -43,6 +43,10 @@ impl Dest for Stdout {
         self.held.bytes += r.text.len() as u64;
         if self.buf.len() >= FLUSH_AT {
             if let Err(e) = self.flush() {
+                // flush() counted this record with the others it held;
+                // the runner counts it once more for the Drop below.
+                self.lost.records = self.lost.records.saturating_sub(1);
+                self.lost.bytes = self.lost.bytes.saturating_sub(r.text.len() as u64);
                 return Err(Failure::Drop(Some(format!("stdout: {e}"))));
             }
         }
@@ -78,5 +82,46 @@ impl Dest for Stdout {
 
     fn take_lost(&mut self) -> Lost {
         std::mem::take(&mut self.lost)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::Format;
+    use crate::output::{Clock, Origin};
+
+    /// A failing flush inside write() counts each record once: the
+    /// record of that write is the runner's, the rest are take_lost()'s.
+    #[test]
+    fn a_failed_flush_counts_each_record_once() {
+        let full = File::options().write(true).open("/dev/full").unwrap();
+        let mut d = Stdout::new(LineEncoder::new(Format::Text, &[]), full);
+        let origin = Origin {
+            ts: Clock::new().format(1_795_268_855, 97_063),
+            pid: Some(42),
+            uid: Some(0),
+        };
+        let text = vec![b'x'; 100_000];
+        let r = Record {
+            origin: &origin,
+            level: 6,
+            platform: b"app",
+            source: b"stdout",
+            text: &text,
+            partial: false,
+            dropped: None,
+        };
+        let mut runner = 0u64;
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            if d.write(&r).is_err() {
+                runner += 1;
+                break;
+            }
+        }
+        assert!(n > 1);
+        assert_eq!(runner + d.take_lost().records, n);
     }
 }
