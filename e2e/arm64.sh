@@ -8,7 +8,7 @@
 # flags (dpkg-buildflags for arm64, hardening=+all) writes with printf, puts,
 # fwrite, write(2), stderr and a log file (fopen/fprintf/fclose), and leaves
 # 200 lines in stdout's buffer for the flush at exit. It runs with
-# `qemu-aarch64 -L /usr/aarch64-linux-gnu -E LD_PRELOAD=dist/aarch64/liblogtap.so`
+# `qemu-aarch64 -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib -E LD_PRELOAD=dist/aarch64/liblogtap.so`
 # (-E: the variable is the guest's; qemu itself is x86_64):
 #   raw-*     LLT_FORMAT=raw to a file, one stream at a time: the file must
 #             equal, byte for byte, the stream the program wrote
@@ -38,7 +38,16 @@ fi
 so=$root/dist/aarch64/liblogtap.so sink=$root/dist/aarch64/logtap-sink
 [ -f "$so" ] && [ -x "$sink" ] || { echo "arm64: no $so or $sink (make release)" >&2; exit 1; }
 w=$(mktemp -d /tmp/logtap-arm64.XXXXXX)
-Q=(qemu-aarch64 -L $SYSROOT)
+# Not `qemu-aarch64 -L SYSROOT`: -L makes qemu prefix every absolute path
+# the guest opens with the sysroot whenever it exists there, "/" included,
+# so the library's component-by-component open (safe_open) would walk the
+# sysroot instead of the real tree. The arm64 loader is linked at its
+# standard path instead, and the libraries found through LD_LIBRARY_PATH.
+if [ ! -e /lib/ld-linux-aarch64.so.1 ]; then
+  log "ln -s $SYSROOT/lib/ld-linux-aarch64.so.1 /lib/ld-linux-aarch64.so.1"
+  ln -s $SYSROOT/lib/ld-linux-aarch64.so.1 /lib/ld-linux-aarch64.so.1
+fi
+Q=(qemu-aarch64 -E LD_LIBRARY_PATH=$SYSROOT/lib)
 fails=0 sink_pid=
 trap '[ -n "$sink_pid" ] && kill "$sink_pid" 2>/dev/null; log "work files kept in $w"' EXIT
 ok() { echo "arm64: ok: $*"; }
