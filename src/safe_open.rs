@@ -115,15 +115,7 @@ pub fn stat_path(path: &[u8], follow: bool) -> Result<Meta, i32> {
 }
 
 pub fn stat_fd(fd: i32) -> Option<Meta> {
-    // SAFETY: st is a properly sized out-parameter.
-    unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        if libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) == 0 {
-            Some(Meta::from(&st))
-        } else {
-            None
-        }
-    }
+    sys::fstat_raw(fd).map(|st| Meta::from(&st))
 }
 
 /// Why a path was refused: a reason, and how many bytes of the path name

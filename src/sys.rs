@@ -103,16 +103,17 @@ impl Ident {
     }
 }
 
-pub fn fstat(fd: c_int) -> Option<Ident> {
+/// The raw `fstat` system call (the exported one could be hooked).
+pub fn fstat_raw(fd: c_int) -> Option<libc::stat> {
     // SAFETY: st is a properly sized out-parameter.
     unsafe {
         let mut st: libc::stat = core::mem::zeroed();
-        if libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) == 0 {
-            Some(Ident::from_stat(&st))
-        } else {
-            None
-        }
+        (libc::syscall(libc::SYS_fstat, fd, &mut st as *mut libc::stat) == 0).then_some(st)
     }
+}
+
+pub fn fstat(fd: c_int) -> Option<Ident> {
+    fstat_raw(fd).map(|st| Ident::from_stat(&st))
 }
 
 /// `stat` of a NUL-terminated path, following symlinks.

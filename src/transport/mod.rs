@@ -138,6 +138,28 @@ pub unsafe fn init() -> bool {
 /// Stack size of the consumer thread (and of the constructor's warm-up).
 const THREAD_STACK: usize = 256 << 10;
 
+/// Starts `entry` on a new thread with THREAD_STACK bytes of stack and
+/// every signal blocked; returns pthread_create's result and the thread.
+///
+/// # Safety
+/// `entry` must be safe to run on its own thread.
+unsafe fn spawn_blocked(
+    entry: extern "C" fn(*mut libc::c_void) -> *mut libc::c_void,
+) -> (libc::c_int, libc::pthread_t) {
+    let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+    libc::pthread_attr_init(&mut attr);
+    libc::pthread_attr_setstacksize(&mut attr, THREAD_STACK);
+    let mut all: libc::sigset_t = core::mem::zeroed();
+    let mut old: libc::sigset_t = core::mem::zeroed();
+    libc::sigfillset(&mut all);
+    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    let mut tid: libc::pthread_t = core::mem::zeroed();
+    let rc = libc::pthread_create(&mut tid, &attr, entry, core::ptr::null_mut());
+    libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    libc::pthread_attr_destroy(&mut attr);
+    (rc, tid)
+}
+
 /// Creates and joins one thread with the consumer's stack size, so that
 /// glibc keeps its stack, with its thread-local storage and DTV, in its
 /// stack cache. The consumer starts at the first tapped write, which can
@@ -153,20 +175,9 @@ fn prewarm_thread_stack() {
     extern "C" fn nothing(_: *mut libc::c_void) -> *mut libc::c_void {
         core::ptr::null_mut()
     }
-    // SAFETY: plain pthread calls with valid out-parameters; the thread
-    // runs with every signal blocked and returns at once.
+    // SAFETY: the thread runs with every signal blocked and returns at once.
     unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, THREAD_STACK);
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let mut tid: libc::pthread_t = core::mem::zeroed();
-        let rc = libc::pthread_create(&mut tid, &attr, nothing, core::ptr::null_mut());
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
+        let (rc, tid) = spawn_blocked(nothing);
         if rc == 0 {
             libc::pthread_join(tid, core::ptr::null_mut());
             // The joined thread can linger in the kernel's thread group for
@@ -535,21 +546,10 @@ fn start_thread() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
-    // SAFETY: plain pthread calls with valid out-parameters. All signals
-    // are blocked in the new thread, so the program's handlers only ever
-    // run on the program's own threads.
+    // SAFETY: all signals are blocked in the new thread, so the program's
+    // handlers only ever run on the program's own threads.
     unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, THREAD_STACK);
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        let mut old: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let mut tid: libc::pthread_t = core::mem::zeroed();
-        let rc = libc::pthread_create(&mut tid, &attr, consumer_main, core::ptr::null_mut());
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
-        libc::pthread_attr_destroy(&mut attr);
+        let (rc, tid) = spawn_blocked(consumer_main);
         if rc == 0 {
             THREAD_ID = tid;
             // A new consumer gets a stall period to connect and free room
