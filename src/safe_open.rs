@@ -200,7 +200,7 @@ fn open_path(dirfd: i32, name: &[u8]) -> Result<i32, i32> {
     }
 }
 
-fn stat_at(dirfd: i32, name: &[u8]) -> Result<Meta, i32> {
+pub fn stat_at(dirfd: i32, name: &[u8]) -> Result<Meta, i32> {
     // SAFETY: NUL-terminated name; st is a properly sized out-parameter.
     unsafe {
         let mut st: libc::stat = core::mem::zeroed();

@@ -210,3 +210,58 @@ fn an_inherited_stdout_into_a_matching_file() {
     assert_bytes("suppressed catalina.out on disk", &read(&out), b"");
     assert_eq!(got.len(), 1, "{:?}", got.keys().collect::<Vec<_>>());
 }
+
+/// Rotation racing the open (redis reopens its log for every line while
+/// logrotate renames it): the name the program opened may no longer lead
+/// to its file when the library classifies the fd. Every line still
+/// reaches the target, once and in order, and under suppression no byte
+/// reaches either file.
+fn rename_race(suppress: bool, exact: bool) {
+    let t = TestDir::new(match (suppress, exact) {
+        (false, _) => "race",
+        (true, false) => "race-sup",
+        (true, true) => "race-exact",
+    });
+    let argv: Vec<OsString> = vec![
+        c_program("tapfiles", CVariant::Plain).into_os_string(),
+        "race".into(),
+    ];
+    let dir = t.sub("tap");
+    let list = if exact { "app.log" } else { "*.log" };
+    let l = lib(&format!("{}/logs/{list}", dir.display()), suppress, &[]);
+    let run = run_program(&dir, &argv, &[], Some(&l), "tapfiles race");
+    assert_eq!(run.out.code(), 0);
+    let want: String = (0..20000).map(|i| format!("line {i:05}\n")).collect();
+    let mut target = run.target();
+    let got = target
+        .remove(&src(&dir.join("logs/app.log")))
+        .unwrap_or_default();
+    assert_bytes("every line, once, in order", &got, want.as_bytes());
+    assert!(target.is_empty(), "{:?}", target.keys().collect::<Vec<_>>());
+    if suppress {
+        for p in ["logs/app.log", "logs/app.log.1"] {
+            assert_bytes(
+                &format!("suppressed: {p} on disk"),
+                &read(&dir.join(p)),
+                b"",
+            );
+        }
+    }
+}
+
+#[test]
+fn rotation_racing_the_open_loses_nothing() {
+    rename_race(false, false);
+}
+
+#[test]
+fn rotation_racing_the_open_suppressed_leaks_nothing() {
+    rename_race(true, false);
+}
+
+/// The same race with the file named as an exact `LLT_TAP_FILE` entry
+/// (the window is narrower there: no name to make absolute and match).
+#[test]
+fn rotation_racing_the_open_of_an_exact_entry_suppressed() {
+    rename_race(true, true);
+}

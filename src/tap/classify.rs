@@ -81,6 +81,25 @@ pub fn file_source(fd: c_int, name: Option<(c_int, &[u8])>, id: Option<&Ident>) 
             return s;
         }
     }
+    // The race of `renamed_in_place`: the program opened an exact entry's
+    // very name, which no longer leads to the file.
+    if let Some((dirfd, p)) = name {
+        let last = patterns::last_component(p);
+        for (k, path) in list.exact_c().enumerate() {
+            let path = &path[..path.len() - 1];
+            if last.is_empty() || patterns::last_component(path) != last {
+                continue;
+            }
+            let mut abs = [0u8; PATH_MAX];
+            if absolute(dirfd, p, &mut abs).is_some_and(|n| &abs[..n] == path)
+                && renamed_in_place(fd, path, id)
+            {
+                let s = sources::exact_source(k);
+                sources::note_file(s, id.dev, id.ino);
+                return s;
+            }
+        }
+    }
     NONE
 }
 
@@ -114,7 +133,7 @@ fn pattern_source(fd: c_int, name: Option<(c_int, &[u8])>) -> u8 {
     let Some(id) = sys::fstat(fd) else {
         return NONE;
     };
-    if !pattern_allowed(cabs, &id) {
+    if !pattern_allowed(cabs, &id) && !renamed_in_place(fd, abs, &id) {
         return NONE;
     }
     match sources::file_source(abs) {
@@ -183,6 +202,54 @@ fn fd_name(fd: c_int, out: &mut [u8]) -> Option<usize> {
 /// `safe_open::resolve` (see `allowed`).
 fn pattern_allowed(cpath: &[u8], id: &Ident) -> bool {
     allowed(cpath, id)
+}
+
+/// The name the program opened no longer leads to its file, because the
+/// file was renamed (or the name re-created) between the program's open and
+/// this check: a log rotated by rename while the program opens it, which a
+/// program that reopens its log per line (redis) meets often. Its lines
+/// must still be tapped, and, suppressed, must not reach the renamed file.
+///
+/// Allowed when the directory the name lies in passes the walk (every
+/// directory on the way trusted) and is not writable by others at all
+/// (sticky or not: there, only root or the program can have made or
+/// renamed its entries), and the fd's file is still an entry of that same
+/// directory under its new name (the kernel's name of the fd). The file
+/// was then opened in a trusted directory and moved only within it.
+fn renamed_in_place(fd: c_int, abs: &[u8], id: &Ident) -> bool {
+    let Ok(w) = safe_open::walk(abs, false) else {
+        return false;
+    };
+    if w.shared_sticky {
+        return false;
+    }
+    let mut now = [0u8; PATH_MAX + 1];
+    let Some(n) = fd_name(fd, &mut now[..PATH_MAX]) else {
+        return false;
+    };
+    let base_len = patterns::last_component(&now[..n]).len();
+    if base_len == 0 || base_len > 255 {
+        return false;
+    }
+    // The entry under its new name, looked up in the verified directory
+    // itself (not through the kernel's text): this file, a regular one.
+    let mut cbase = [0u8; 256];
+    cbase[..base_len].copy_from_slice(&now[n - base_len..n]);
+    let entry = safe_open::stat_at(w.dirfd, &cbase[..base_len + 1]);
+    if !entry.is_ok_and(|m| m.is_reg() && m.dev == id.dev && m.ino == id.ino) {
+        return false;
+    }
+    // And the kernel's directory of the fd is that same directory (a
+    // different directory with an entry of the same name and a hard link
+    // to this file is not a rename in place).
+    now[n - base_len] = 0;
+    let (Some(here), Ok(there)) = (
+        safe_open::stat_fd(w.dirfd),
+        safe_open::stat_path(&now[..n - base_len + 1], true),
+    ) else {
+        return false;
+    };
+    here.dev == there.dev && here.ino == there.ino
 }
 
 /// Whether the open file `id` is the file the exact entry `cpath` (with

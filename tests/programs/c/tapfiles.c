@@ -2,6 +2,8 @@
  * (tests/tapfiles.rs). Usage: tapfiles ways|bound DIR (cwd is DIR). */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +114,38 @@ static void bound(void)
     }
 }
 
+/* Rotation racing the open: one thread opens logs/app.log, writes a line
+ * and closes it, again and again (as redis does for every message), while
+ * another renames logs/app.log to logs/app.log.1 as fast as it can. Some
+ * opens land just before a rename, so the name no longer leads to the file
+ * by the time the library looks at it. */
+static atomic_int racing = 1;
+
+static void *renamer(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&racing))
+        rename("logs/app.log", "logs/app.log.1");
+    return NULL;
+}
+
+static void race(void)
+{
+    mkdir("logs", 0755);
+    pthread_t t;
+    if (pthread_create(&t, NULL, renamer, NULL))
+        exit(3);
+    for (int i = 0; i < 20000; i++) {
+        char line[64];
+        snprintf(line, sizeof line, "line %05d\n", i);
+        int fd = must(open("logs/app.log", O_WRONLY | O_CREAT | O_APPEND, 0644), "logs/app.log");
+        put(fd, line);
+        close(fd);
+    }
+    atomic_store(&racing, 0);
+    pthread_join(t, NULL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2)
@@ -120,6 +154,8 @@ int main(int argc, char **argv)
         ways();
     else if (!strcmp(argv[1], "bound"))
         bound();
+    else if (!strcmp(argv[1], "race"))
+        race();
     else
         return 2;
     return 0;
