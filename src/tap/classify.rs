@@ -22,9 +22,16 @@
 //! file of root's or the program's), so a user who can write a log
 //! directory cannot have another user's writes tapped (see `allowed`).
 //!
+//! Rotation racing the open: when the name no longer leads to the fd's
+//! file by the time it is checked (renamed or re-created just after the
+//! program opened it), the match still holds if the file moved within the
+//! same trusted directory (`renamed_in_place`), so its lines are neither
+//! lost to the target nor, suppressed, written to the renamed file.
+//!
 //! Hook-side invariants: no allocation, no locks; errno is saved by the
 //! caller. An open that passes the quick test uses two PATH_MAX buffers of
-//! stack (the name, and the directory it is relative to); others none.
+//! stack (the name, and the directory it is relative to), plus the walk's
+//! one and, in the rename race only, one more; others none.
 
 use super::patterns::{self, PATH_MAX};
 use super::sources::{self, NONE};
