@@ -88,7 +88,11 @@ pub struct Files {
     enc: LineEncoder,
     max_size: u64,
     max_files: usize,
-    open: HashMap<(Vec<u8>, Vec<u8>), Open>,
+    /// By `platform NUL source` (neither holds a NUL).
+    open: HashMap<Vec<u8>, Open>,
+    /// The key of the record being written (reused: no allocation per
+    /// record).
+    key: Vec<u8>,
     clock: u64,
     line: Vec<u8>,
     lost: Lost,
@@ -300,6 +304,7 @@ impl Files {
             max_size: max_size.max(1),
             max_files,
             open: HashMap::new(),
+            key: Vec::new(),
             clock: 0,
             line: Vec::new(),
             lost: Lost::default(),
@@ -342,7 +347,7 @@ impl Files {
 
     /// The open file for `key`, opening it (and closing the least recently
     /// used one if [`MAX_OPEN`] are open).
-    fn get(&mut self, key: &(Vec<u8>, Vec<u8>)) -> io::Result<&mut Open> {
+    fn get(&mut self, key: &[u8]) -> io::Result<&mut Open> {
         self.clock += 1;
         if !self.open.contains_key(key) {
             if self.open.len() >= MAX_OPEN {
@@ -356,13 +361,14 @@ impl Files {
                     let _ = Self::flush_one(&mut self.lost, &mut o);
                 }
             }
-            let rel = rel_path(&key.0, &key.1);
+            let nul = key.iter().position(|&b| b == 0).unwrap_or(key.len());
+            let rel = rel_path(&key[..nul], key.get(nul + 1..).unwrap_or_default());
             let path = self.dir.join(rel.iter().collect::<PathBuf>());
             let (parent, name, file) = open_file(&self.dir_fd, &rel)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let size = file.metadata()?.len();
             self.open.insert(
-                key.clone(),
+                key.to_vec(),
                 Open {
                     path,
                     parent,
@@ -380,28 +386,28 @@ impl Files {
         Ok(o)
     }
 
-    fn write_line(&mut self, key: (Vec<u8>, Vec<u8>), w: Lost) -> io::Result<()> {
+    fn write_line(&mut self, key: &[u8], w: Lost) -> io::Result<()> {
         let len = self.line.len();
         let max_size = self.max_size;
         let mut lost = std::mem::take(&mut self.lost);
         let res = (|| {
-            let o = self.get(&key)?;
+            let o = self.get(key)?;
             let rotate = o.size > 0 && o.size + len as u64 > max_size;
             if rotate || (!o.buf.is_empty() && o.buf.len() + len > BUF_CAP) {
                 Self::flush_one(&mut lost, o)?;
             }
             if rotate {
                 // `get` again: the borrow of `o` ends above.
-                let mut o = self.open.remove(&key).ok_or(io::ErrorKind::NotFound)?;
+                let mut o = self.open.remove(key).ok_or(io::ErrorKind::NotFound)?;
                 let r = self.rotate(&mut o).map_err(|e| {
                     io::Error::new(e.kind(), format!("rotating {}: {e}", o.path.display()))
                 });
                 if r.is_ok() {
-                    self.open.insert(key.clone(), o);
+                    self.open.insert(key.to_vec(), o);
                 }
                 r?;
             }
-            let o = self.open.get_mut(&key).ok_or(io::ErrorKind::NotFound)?;
+            let o = self.open.get_mut(key).ok_or(io::ErrorKind::NotFound)?;
             o.buf.extend_from_slice(&self.line);
             o.ends.push((o.buf.len(), w));
             o.size += len as u64;
@@ -416,8 +422,14 @@ impl Dest for Files {
     fn write(&mut self, r: &Record<'_>, w: Lost) -> Result<(), Failure> {
         self.line.clear();
         self.enc.encode(&mut self.line, r);
-        let key = (r.platform.to_vec(), r.source.to_vec());
-        match self.write_line(key, w) {
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        key.extend_from_slice(r.platform);
+        key.push(0);
+        key.extend_from_slice(r.source);
+        let res = self.write_line(&key, w);
+        self.key = key;
+        match res {
             Ok(()) => Ok(()),
             Err(e) => {
                 let first = !self.failing;
