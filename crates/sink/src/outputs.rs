@@ -508,6 +508,12 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                 // what a buffered write that failed just lost).
                 lost.add(dest.take_lost());
                 if lost.any() {
+                    // What is buffered is written out first: the notice
+                    // then reports all of the gap, and it is alone in the
+                    // destination's buffer, so the flush after it tells
+                    // whether it arrived.
+                    flush_said(q, &mut *dest, down);
+                    lost.add(dest.take_lost());
                     let (origin, text) = lost_notice(&mut clock, &q.name, lost);
                     let rec = Record {
                         origin: &origin,
@@ -523,11 +529,25 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                             source: q.name.as_bytes(),
                         }),
                     };
-                    // If the notice is lost in turn, so is what it reports.
+                    // If the notice is lost in turn, so is what it reports
+                    // (the destination counts it again). Taken is not
+                    // arrived for a destination that buffers: stderr says
+                    // the loss once the notice is written out, so that it
+                    // says each loss once, as the notices do (saying it
+                    // when the notice was merely buffered said a full
+                    // disk's growing total again at every failed write).
                     match dest.write(&rec, lost) {
                         Ok(()) => {
-                            warn!("output {}: {text}", q.name);
-                            lost = Lost::default();
+                            flush_said(q, &mut *dest, down);
+                            let again = dest.take_lost();
+                            if again.any() {
+                                // The notice was the last thing buffered:
+                                // it is in `again`, with what it reported.
+                                lost = again;
+                            } else {
+                                warn!("output {}: {text}", q.name);
+                                lost = Lost::default();
+                            }
                         }
                         Err(Failure::Drop(_)) => {}
                         Err(Failure::Down(why)) => {
@@ -587,6 +607,18 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
             "output {}: sink stopping; records={} bytes={} not delivered",
             q.name, lost.records, lost.bytes
         );
+    }
+}
+
+/// Writes out what `dest` buffers; an error is said (destinations say a
+/// failure once per episode; one that is down was said already), what it
+/// lost is in `dest.take_lost()`.
+fn flush_said(q: &Queue, dest: &mut dyn Dest, down: bool) {
+    if let Err(e) = dest.flush() {
+        if down {
+            return;
+        }
+        warn!("output {}: {e}", q.name);
     }
 }
 

@@ -1539,3 +1539,91 @@ fn a_5mb_burst_fits_the_default_output_buffer() {
         assert!(hwm < 96 * 1024, "peak memory {hwm} KiB");
     }
 }
+
+/// A disk that stays full while lines keep coming: stderr says what was
+/// lost when the drop record reached the file, once, with the amount the
+/// record says (not once per failed buffer write with an ever growing
+/// total, which re-said the loss of every drop record that was itself lost
+/// and flooded the journal of a host whose disk is full).
+#[test]
+fn a_disk_that_stays_full_is_reported_on_stderr_once_and_exactly() {
+    let _serial = heavy();
+    let dir = temp_dir("fullstderr");
+    let Some(_mnt) = Tmpfs::mount(&dir.join("mnt"), "1m") else {
+        return;
+    };
+    let logs = dir.join("mnt/logs");
+    let filler = dir.join("mnt/filler");
+    std::fs::write(&filler, vec![0u8; 1000 * 1024]).unwrap();
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let line = |i: u64| format!("line {i:>8} {}\n", "f".repeat(85));
+    let mut s = UnixStream::connect(&socket).unwrap();
+    // Two seconds of small frames while the disk is full: the output
+    // writes out (and fails) many times.
+    let mut i = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let mut data = Vec::new();
+        for _ in 0..20 {
+            data.extend_from_slice(line(i).as_bytes());
+            i += 1;
+        }
+        s.write_all(&encode(Level::Info, b"app", b"stdout", &data))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let n1 = i;
+    sink.wait_json(n1 as usize, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(&filler).unwrap();
+    let mut data = Vec::new();
+    for _ in 0..100 {
+        data.extend_from_slice(line(i).as_bytes());
+        i += 1;
+    }
+    s.write_all(&encode(Level::Info, b"app", b"stdout", &data))
+        .unwrap();
+    drop(s);
+    sink.wait_json(i as usize, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+
+    let content = std::fs::read_to_string(logs.join("app/stdout")).unwrap_or_default();
+    let missing = i - content.lines().count() as u64;
+    assert!(missing > 0, "the disk was full");
+    let notices = std::fs::read_to_string(logs.join("logtap-sink/logtap")).unwrap();
+    assert_eq!(
+        drop_counts(&notices),
+        (missing, missing * 99),
+        "the drop records count exactly the missing lines"
+    );
+    let said: Vec<&String> = stopped
+        .err
+        .iter()
+        .filter(|l| l.contains("logtap-sink: dropped records="))
+        .collect();
+    let said_text: String = said.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        drop_counts(&said_text),
+        (missing, missing * 99),
+        "stderr says exactly what is missing, each loss once: {} lines, first {:?}",
+        said.len(),
+        said.first()
+    );
+    assert!(
+        stopped.err.len() < 10,
+        "a few lines on stderr, not one per failed write: {}",
+        stopped.err.len()
+    );
+}
