@@ -1627,3 +1627,36 @@ fn a_disk_that_stays_full_is_reported_on_stderr_once_and_exactly() {
         stopped.err.len()
     );
 }
+
+/// `--max-files` out of range is refused at start with one line: a huge
+/// value (2^64-1) was taken, and the file output then spun through that
+/// many renames at its first rotation, so that the sink did not even stop
+/// on SIGTERM.
+#[test]
+fn a_huge_max_files_is_refused() {
+    let dir = temp_dir("maxfiles");
+    for n in ["18446744073709551615", "1001", "lots"] {
+        let mut child = Command::new(BIN)
+            .arg("--socket")
+            .arg(dir.join("s.sock"))
+            .arg("--output")
+            .arg(format!("file:{}", dir.join("logs").display()))
+            .args(["--max-files", n])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = common::wait_timeout(&mut child, Duration::from_secs(5));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("--max-files {n} was accepted");
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.unwrap().code(), Some(2), "{n}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--max-files"), "{err}");
+    }
+}
