@@ -489,6 +489,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
     // as lost without further attempts (each would wait a reconnect
     // interval), and reported once below.
     let mut gave_up = false;
+    let mut said = Said::default();
     while let Some((batch, before)) = q.pop() {
         lost.add(before);
         if !gave_up && down && q.closed() {
@@ -545,7 +546,7 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
                                 // it is in `again`, with what it reported.
                                 lost = again;
                             } else {
-                                warn!("output {}: {text}", q.name);
+                                said.add(q, lost);
                                 lost = Lost::default();
                             }
                         }
@@ -602,11 +603,45 @@ fn run_output(q: &Queue, mut dest: Box<dyn Dest>) {
         lost.add(dest.abandon());
     }
     lost.add(dest.take_lost());
+    said.flush(q);
     if lost.any() {
         warn!(
             "output {}: sink stopping; records={} bytes={} not delivered",
             q.name, lost.records, lost.bytes
         );
+    }
+}
+
+/// Drop records that reached the output, said on stderr: at once, unless
+/// one was said less than [`QUIET`] ago; then added up and said after
+/// that (or when the sink stops), so that records refused one by one
+/// (each with its own drop record) cannot flood stderr.
+#[derive(Default)]
+struct Said {
+    unsaid: Lost,
+    at: Option<std::time::Instant>,
+}
+
+/// Least time between two drop reports of one output on stderr.
+const QUIET: Duration = Duration::from_secs(10);
+
+impl Said {
+    fn add(&mut self, q: &Queue, l: Lost) {
+        self.unsaid.add(l);
+        if self.at.is_none_or(|t| t.elapsed() >= QUIET) {
+            self.flush(q);
+        }
+    }
+
+    fn flush(&mut self, q: &Queue) {
+        if self.unsaid.any() {
+            warn!(
+                "output {}: logtap-sink: dropped records={} bytes={} output={}",
+                q.name, self.unsaid.records, self.unsaid.bytes, q.name
+            );
+            self.unsaid = Lost::default();
+            self.at = Some(std::time::Instant::now());
+        }
     }
 }
 

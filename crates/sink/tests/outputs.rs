@@ -1660,3 +1660,68 @@ fn a_huge_max_files_is_refused() {
         assert!(err.contains("--max-files"), "{err}");
     }
 }
+
+/// Records refused one by one, interleaved with good ones (a source `a/b`
+/// beside a source `a`, which a client chooses), cannot flood stderr: the
+/// error and the drop reports are said at most every 10 s, the drop
+/// reports adding up to exactly what was refused. Each refused record
+/// still has its drop record in the output. It was two stderr lines per
+/// refused record.
+#[test]
+fn records_refused_one_by_one_do_not_flood_stderr() {
+    let dir = temp_dir("conflict");
+    let logs = dir.join("logs");
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    const N: usize = 500;
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.write_all(&encode(Level::Info, b"app", b"a", b"first\n"))
+        .unwrap();
+    for i in 0..N {
+        let bad = format!("conflict {i:04}\n");
+        s.write_all(&encode(Level::Info, b"app", b"a/b", bad.as_bytes()))
+            .unwrap();
+        let good = format!("fine {i:04}\n");
+        s.write_all(&encode(Level::Info, b"app", b"ok", good.as_bytes()))
+            .unwrap();
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(s);
+    sink.wait_json(2 * N + 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    let good = std::fs::read_to_string(logs.join("app/ok")).unwrap();
+    assert_eq!(good.lines().count(), N, "every good line is in its file");
+    let notices = std::fs::read_to_string(logs.join("logtap-sink/logtap")).unwrap();
+    assert_eq!(drop_counts(&notices), (N as u64, (N * 13) as u64));
+    let said: String = stopped
+        .err
+        .iter()
+        .filter(|l| l.contains("logtap-sink: dropped records="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        drop_counts(&said),
+        (N as u64, (N * 13) as u64),
+        "stderr adds up to what was refused: {:?}",
+        stopped.err
+    );
+    assert!(
+        stopped.err.len() <= 6,
+        "a few lines, not two per refused record: {} lines, {:?}",
+        stopped.err.len(),
+        &stopped.err[..stopped.err.len().min(6)]
+    );
+}

@@ -47,6 +47,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rustix::fs::{Mode, OFlags, CWD};
 
@@ -60,6 +61,9 @@ const MAX_OPEN: usize = 64;
 /// Longest name the tree creates (before a rotation suffix `.N`): well
 /// under Linux's `NAME_MAX` (255) with room for `.<max_files>`.
 pub const NAME_LIMIT: usize = 200;
+
+/// Least time between two errors said on stderr.
+const QUIET: Duration = Duration::from_secs(10);
 
 /// A file's buffer is written out when it would grow past this.
 const BUF_CAP: usize = 64 * 1024;
@@ -96,8 +100,10 @@ pub struct Files {
     clock: u64,
     line: Vec<u8>,
     lost: Lost,
-    /// An error was reported and nothing was written since.
-    failing: bool,
+    /// When an error was last said on stderr: at most one every
+    /// [`QUIET`], so that records refused one by one (a source `a/b`
+    /// beside a source `a`, interleaved with good ones) cannot flood it.
+    said_at: Option<Instant>,
 }
 
 /// Escapes one name part into tokens (1 byte, or `%XX`).
@@ -308,7 +314,7 @@ impl Files {
             clock: 0,
             line: Vec::new(),
             lost: Lost::default(),
-            failing: false,
+            said_at: None,
         })
     }
 
@@ -432,18 +438,15 @@ impl Dest for Files {
         match res {
             Ok(()) => Ok(()),
             Err(e) => {
-                let first = !self.failing;
-                self.failing = true;
-                Err(Failure::Drop(first.then(|| e.to_string())))
+                let say = self.say();
+                Err(Failure::Drop(say.then(|| e.to_string())))
             }
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         let mut first = Ok(());
-        let mut wrote = false;
         for o in self.open.values_mut() {
-            wrote |= !o.buf.is_empty();
             if let Err(e) = Self::flush_one(&mut self.lost, o) {
                 if first.is_ok() {
                     first = Err(e);
@@ -451,23 +454,27 @@ impl Dest for Files {
             }
         }
         match first {
-            Ok(()) => {
-                if wrote {
-                    self.failing = false;
-                }
-                Ok(())
-            }
-            // Said once per episode; what was lost is counted either way.
-            Err(_) if self.failing => Ok(()),
-            Err(e) => {
-                self.failing = true;
-                Err(e)
-            }
+            // What was lost is counted either way.
+            Err(e) if self.say() => Err(e),
+            _ => Ok(()),
         }
     }
 
     fn take_lost(&mut self) -> Lost {
         std::mem::take(&mut self.lost)
+    }
+}
+
+impl Files {
+    /// True when an error may be said now (none said in the last
+    /// [`QUIET`]).
+    fn say(&mut self) -> bool {
+        let now = Instant::now();
+        if self.said_at.is_some_and(|t| now.duration_since(t) < QUIET) {
+            return false;
+        }
+        self.said_at = Some(now);
+        true
     }
 }
 
