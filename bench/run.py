@@ -582,7 +582,7 @@ def sink_outputs():
         log(f"  {RSYSLOGD} missing: syslog row skipped (apt-get install rsyslog)")
         kinds = kinds[:2]
     for key, name, _ in kinds:
-        rates, peaks, delivered, rs_lag = [], [], [], []
+        rates, peaks, delivered, rs_lag, dropped = [], [], [], [], []
         for _ in range(runs):
             d = SHM / f"logtap-bench-outputs-{os.getpid()}"
             shutil.rmtree(d, ignore_errors=True)
@@ -599,8 +599,9 @@ def sink_outputs():
                 rs, rs_out = rsyslog_start(d, port)
                 args += ["--output", f"syslog:tcp:127.0.0.1:{port}"]
             try:
-                with open(os.devnull, "wb") as null:
-                    sp = subprocess.Popen(args, stdout=null, stderr=subprocess.DEVNULL)
+                errf = d / "stderr.txt"
+                with open(os.devnull, "wb") as null, open(errf, "wb") as err:
+                    sp = subprocess.Popen(args, stdout=null, stderr=err)
                     while not sock.exists():
                         time.sleep(0.005)
                     t0 = time.perf_counter()
@@ -616,7 +617,18 @@ def sink_outputs():
                     sp.wait()
                     t1 = time.perf_counter()
                 sent = (LINES + 39_999) // 40_000 * 40_000  # loadgen sends whole blocks
-                rates.append(sent / (t1 - t0))
+                # What the output dropped (its queue full: the output was
+                # slower than the input for longer than --output-buffer
+                # lasts), from the sink's own reports on stderr.
+                lost = 0
+                for row in open(errf, errors="replace"):
+                    m = re.search(r"(dropped records|sink stopping; records)=(\d+)", row)
+                    if m:
+                        lost += int(m.group(2))
+                dropped.append(lost)
+                # Lines/s: what the output wrote, per second until it had
+                # written everything.
+                rates.append((sent - lost) / (t1 - t0))
                 peaks.append(hwm)
                 if key == "file":
                     got = sum(count_lines(f) for f in (d / "logs").rglob("*") if f.is_file())
@@ -640,13 +652,14 @@ def sink_outputs():
                 shutil.rmtree(d, ignore_errors=True)
         row = {"key": key, "name": name, "lines_s": statistics.median(rates),
                "peak_kb": max(peaks), "delivered": min(delivered), "sent": sent,
-               "runs": delivered}
-        log(f"  {key}: delivered per run {delivered}, lines/s per run "
-            f"{[round(r) for r in rates]}")
+               "runs": delivered, "dropped": max(dropped)}
+        log(f"  {key}: delivered per run {delivered}, dropped per run {dropped}, "
+            f"lines/s per run {[round(r) for r in rates]}")
         SINK_OUT.append(row)
         extra = f", kept {row['delivered']:,} lines in the rotated files" if key == "file" \
             else f", delivered {row['delivered']:,}/{sent:,}"
-        log(f"  {key}: {row['lines_s']:,.0f} lines/s, peak RSS {row['peak_kb']:,} KiB{extra}")
+        log(f"  {key}: {row['lines_s']:,.0f} lines/s, peak RSS {row['peak_kb']:,} KiB{extra}, "
+            f"dropped at most {row['dropped']:,}")
 
 
 # ---------------------------------------------------------------- counts
@@ -933,15 +946,20 @@ def write_report(m_start, m_end, elapsed):
         md.append("")
     if SINK_OUT:
         md.append("## The sink per output kind\n")
-        md.append("One loadgen connection (64 KiB frames) into the sink with one output; "
-                  "lines/s from the first byte sent to the sink's exit after SIGTERM, when "
-                  "the output has written everything (median), peak RSS of the sink.\n")
-        md.append("| output | lines/s | peak RSS KiB | delivered |")
-        md.append("|---|---:|---:|---:|")
+        md.append("One loadgen connection (64 KiB frames) into the sink with one output "
+                  "(default `--output-buffer`); lines/s: lines the output wrote per second, "
+                  "from the first byte sent to the sink's exit after SIGTERM, when the output "
+                  "has written everything (median); peak RSS of the sink; dropped: what the "
+                  "output reported it dropped because it was slower than the input for longer "
+                  "than its queue lasts (the sink reads at full speed whatever its outputs "
+                  "do).\n")
+        md.append("| output | lines/s | peak RSS KiB | delivered | dropped (max of runs) |")
+        md.append("|---|---:|---:|---:|---:|")
         for r in SINK_OUT:
             dl = (f"{r['delivered']:,} lines kept (rotation)" if r["key"] == "file"
                   else f"{r['delivered']:,} / {r['sent']:,}")
-            md.append(f"| {r['name']} | {r['lines_s']:,.0f} | {r['peak_kb']:,} | {dl} |")
+            md.append(f"| {r['name']} | {r['lines_s']:,.0f} | {r['peak_kb']:,} | {dl} | "
+                      f"{r['dropped']:,} |")
         md.append("")
     if CG:
         md.append("## Instruction counts (callgrind)\n")

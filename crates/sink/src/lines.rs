@@ -37,6 +37,10 @@ pub struct Line<'a> {
     /// True when this is a `max_line`-sized piece of a longer line and more
     /// of the same line follows.
     pub partial: bool,
+    /// True when this piece continues a line whose start was emitted
+    /// before (as a `partial` piece): only a line's start is a line start
+    /// for `--level-prefix`.
+    pub cont: bool,
 }
 
 struct SourceBuf {
@@ -45,6 +49,8 @@ struct SourceBuf {
     /// Level of the frame that contributed the first pending byte.
     level: u32,
     pending: Vec<u8>,
+    /// The next piece continues a line whose start was emitted.
+    cont: bool,
 }
 
 /// Per-source line buffers of one connection.
@@ -114,9 +120,14 @@ impl LineBuffers {
         for sb in &mut self.sources {
             if !sb.pending.is_empty() {
                 emit(sb.line(&sb.pending, sb.level, true));
+                sb.pending = Vec::new();
+                sb.cont = true;
             }
         }
-        self.sources = Vec::new();
+        // A source in the middle of a line stays (without a buffer), so
+        // that the rest of the line is known as a continuation.
+        self.sources.retain(|s| s.cont);
+        self.sources.shrink_to_fit();
     }
 
     /// Bytes of pending (unterminated) line data.
@@ -154,7 +165,7 @@ impl LineBuffers {
             let victim = self
                 .sources
                 .iter()
-                .position(|s| s.pending.is_empty())
+                .position(|s| s.pending.is_empty() && !s.cont)
                 .unwrap_or(0);
             let mut old = self.sources.remove(victim);
             old.flush(emit);
@@ -164,6 +175,7 @@ impl LineBuffers {
             source: source.to_vec(),
             level,
             pending: Vec::new(),
+            cont: false,
         });
         self.sources.len() - 1
     }
@@ -177,6 +189,7 @@ impl SourceBuf {
             source: &self.source,
             text,
             partial,
+            cont: self.cont,
         }
     }
 
@@ -208,6 +221,7 @@ impl SourceBuf {
                 self.pending.clear();
             }
             self.level = level;
+            self.cont = true;
         }
         if complete {
             let lvl = self.level;
@@ -218,6 +232,7 @@ impl SourceBuf {
                 emit(self.line(&self.pending, lvl, false));
                 self.pending.clear();
             }
+            self.cont = false;
         } else {
             self.pending.extend_from_slice(seg);
         }
@@ -228,6 +243,7 @@ impl SourceBuf {
             emit(self.line(&self.pending, self.level, false));
             self.pending.clear();
         }
+        self.cont = false;
     }
 }
 
@@ -341,10 +357,37 @@ mod tests {
             let mut emit = |l: Line<'_>| got.push((l.source.to_vec(), l.text.to_vec(), l.partial));
             lb.push(3, b"p", b"o", b"ab", &mut emit);
             lb.shed(&mut emit);
-            assert_eq!(lb.memory(), 0);
+            // Only the names of a source in mid-line stay.
+            assert!(lb.memory() < 200, "{}", lb.memory());
+            assert_eq!(lb.pending(), 0);
             lb.push(3, b"p", b"o", b"c\n", &mut emit);
             got
         };
         assert_eq!(got, vec![l("o", "ab", true), l("o", "c", false)]);
+    }
+
+    /// Only a line's start is marked as one: the pieces after a `partial`
+    /// one are continuations, also after shedding, until the line ends.
+    #[test]
+    fn continuation_pieces_are_marked() {
+        let mut lb = LineBuffers::new(4);
+        let mut got = Vec::new();
+        let mut emit = |l: Line<'_>| got.push((l.text.to_vec(), l.partial, l.cont));
+        lb.push(3, b"p", b"o", b"<3>ab<4>cd\n<5>x", &mut emit);
+        lb.shed(&mut emit);
+        lb.push(3, b"p", b"o", b"<6>y\nz\n", &mut emit);
+        lb.flush(&mut emit);
+        let v = |t: &str, p, c| (t.as_bytes().to_vec(), p, c);
+        assert_eq!(
+            got,
+            vec![
+                v("<3>a", true, false),
+                v("b<4>", true, true),
+                v("cd", false, true),
+                v("<5>x", true, false),
+                v("<6>y", false, true),
+                v("z", false, false),
+            ]
+        );
     }
 }

@@ -56,6 +56,18 @@ fn parse_format(s: &str) -> Result<Format, String> {
     Format::parse(s).ok_or_else(|| "wants json or text".into())
 }
 
+/// Most rotated files a file output keeps per source: rotation renames
+/// each of `.1`…`.N` in turn, so a huge N (say 2^64-1) kept the output in
+/// a loop of renames at its first rotation, and the sink could not stop.
+const MAX_FILES: usize = 1000;
+
+fn max_files(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_FILES => Ok(n),
+        _ => Err(format!("wants a number of files from 0 to {MAX_FILES}")),
+    }
+}
+
 fn positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
@@ -185,7 +197,8 @@ struct Cli {
           value_parser = size_at_least(1, usize::MAX, "wants a size such as 1M"))]
     max_file_size: usize,
     /// file outputs: rotated files kept (<source>.1 newest … <source>.N)
-    #[arg(long, value_name = "N", env = "SINK_MAX_FILES", default_value_t = 10)]
+    #[arg(long, value_name = "N", env = "SINK_MAX_FILES", default_value = "10",
+          value_parser = max_files)]
     max_files: usize,
     /// file outputs: line format
     #[arg(long, value_name = "text|json", env = "SINK_FILE_FORMAT", default_value = "text",

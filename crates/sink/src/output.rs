@@ -106,7 +106,7 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// Where a line came from, besides the frame itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origin {
     pub ts: Timestamp,
     /// Peer pid (`SO_PEERCRED`), `None` for `--read` or when unknown.
@@ -195,6 +195,7 @@ impl<W: Write> Output<W> {
             source,
             text: data.strip_suffix(b"\n").unwrap_or(data),
             partial: false,
+            cont: false,
             dropped: Some(n.clone()),
         });
     }

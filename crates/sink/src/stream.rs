@@ -180,6 +180,7 @@ fn route<E: Emit>(f: Frame<'_>, origin: &Origin, lines: &mut LineBuffers, out: &
                 source: f.source,
                 text: f.data.strip_suffix(b"\n").unwrap_or(f.data),
                 partial: false,
+                cont: false,
                 dropped: Some(n),
             });
             return;

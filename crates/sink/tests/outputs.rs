@@ -23,6 +23,15 @@ use logtap_wire::{encode, Level};
 
 const RSYSLOGD: &str = "/usr/sbin/rsyslogd";
 
+/// Tests that push bursts as fast as the machine goes, and tests that
+/// need an output to keep up in a small buffer, run one at a time: on a
+/// 2-core machine a burst beside a paced test starves the latter's reader.
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// True when rsyslogd is there; panics in CI when it is not.
 fn have_rsyslog() -> bool {
     if Path::new(RSYSLOGD).exists() {
@@ -330,6 +339,7 @@ fn numbers(path: &Path) -> Vec<u64> {
 
 #[test]
 fn file_output_rotates_under_a_5mb_burst() {
+    let _serial = heavy();
     let dir = temp_dir("files");
     let logs = dir.join("logs");
     let socket = dir.join("s.sock");
@@ -344,10 +354,8 @@ fn file_output_rotates_under_a_5mb_burst() {
             "256K",
             "--max-files",
             "3",
-            // The whole burst fits the queue: this test is about rotation,
-            // not about drops (a_slow_output_… covers those).
-            "--output-buffer",
-            "256M",
+            // The default --output-buffer takes the whole burst (see
+            // a_5mb_burst_fits_the_default_output_buffer).
         ],
         &[],
     );
@@ -549,6 +557,7 @@ fn ring_with_concurrent_writers_read_and_follow() {
 
 #[test]
 fn a_dead_syslog_server_holds_back_nothing() {
+    let _serial = heavy();
     if !have_rsyslog() {
         return;
     }
@@ -848,6 +857,7 @@ fn records_in(s: &str) -> Option<u64> {
 /// delivered plus what it reported lost is exactly what was sent.
 #[test]
 fn a_slow_output_that_keeps_up_partly_holds_back_nothing() {
+    let _serial = heavy();
     use std::os::unix::net::UnixDatagram;
     use std::sync::atomic::{AtomicBool, Ordering};
     let dir = temp_dir("slowout");
@@ -1023,5 +1033,695 @@ fn file_output_follows_no_symlinked_directory_out_of_dir() {
         stopped.err.iter().any(|l| l.contains("evil")),
         "the refusal is reported: {:?}",
         stopped.err
+    );
+}
+
+/// A tmpfs of `size` mounted on `at` for the test (root only), unmounted
+/// when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+        // SAFETY: geteuid(2) takes no arguments and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                !ci,
+                "CI runs the tests as root: a real full disk needs a mount"
+            );
+            eprintln!("skipped: mounting a small tmpfs (a real full disk) needs root");
+            return None;
+        }
+        std::fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            assert!(!ci, "mount -t tmpfs on {} failed", at.display());
+            eprintln!("skipped: cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?)");
+            return None;
+        }
+        Some(Tmpfs(at.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Sum of `records=` and `bytes=` over the sink's drop records in `text`.
+fn drop_counts(text: &str) -> (u64, u64) {
+    let mut r = (0, 0);
+    for l in text
+        .lines()
+        .filter(|l| l.contains("logtap-sink: dropped records="))
+    {
+        r.0 += records_in(l).unwrap();
+        r.1 += l
+            .split("bytes=")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap();
+    }
+    r
+}
+
+/// A real full disk (a 1 MiB tmpfs, nearly filled): the file output never
+/// leaves half a line in a file (a write that got only part of its buffer
+/// out is cut back to the last whole line), and once there is room again
+/// its drop record counts exactly the lines that are missing, records and
+/// bytes.
+#[test]
+fn a_full_disk_leaves_whole_lines_and_exact_drop_counts() {
+    let _serial = heavy();
+    let dir = temp_dir("fulldisk");
+    let Some(_mnt) = Tmpfs::mount(&dir.join("mnt"), "1m") else {
+        return;
+    };
+    let logs = dir.join("mnt/logs");
+    let filler = dir.join("mnt/filler");
+    std::fs::write(&filler, vec![0u8; 800 * 1024]).unwrap();
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+            "--max-file-size",
+            "64M",
+        ],
+        &[],
+    );
+    let line = |i: u64| format!("line {i:>8} {}\n", "f".repeat(85));
+    let frames = |from: u64, to: u64| -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut data = Vec::new();
+        for i in from..to {
+            data.extend_from_slice(line(i).as_bytes());
+            if data.len() >= 30_000 || i + 1 == to {
+                out.push(encode(Level::Info, b"app", b"stdout", &data));
+                data.clear();
+            }
+        }
+        out
+    };
+    // About 1 MB of text lines for about 200 KiB of room.
+    const N1: u64 = 7_000;
+    send_all(&socket, &frames(0, N1));
+    sink.wait_json(N1 as usize, Duration::from_secs(30));
+    sink.wait_err("No space left on device", 1, Duration::from_secs(10));
+    // Let the output write out what it holds (and fail) before the room.
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(&filler).unwrap();
+    const N2: u64 = 500;
+    send_all(&socket, &frames(N1, N1 + N2));
+    sink.wait_json((N1 + N2) as usize, Duration::from_secs(30));
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    let at_stop: u64 = stopped
+        .err
+        .iter()
+        .filter(|l| l.contains("sink stopping; records="))
+        .filter_map(|l| records_in(l))
+        .sum();
+    assert_eq!(at_stop, 0, "nothing left undelivered: {:?}", stopped.err);
+
+    let content = std::fs::read(logs.join("app/stdout")).unwrap();
+    assert_eq!(
+        content.last(),
+        Some(&b'\n'),
+        "the file ends with a whole line"
+    );
+    let mut got = Vec::new();
+    for l in String::from_utf8(content).unwrap().lines() {
+        // `<timestamp> app.stdout line NNNNNNNN fff…`, whole.
+        let (_, rest) = l.split_once(" app.stdout ").expect("a whole text line");
+        let i: u64 = rest[5..13].trim().parse().expect("a whole line");
+        assert_eq!(format!("{rest}\n"), line(i), "a whole line");
+        got.push(i);
+    }
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+    assert!(got.contains(&(N1 + N2 - 1)), "the disk had room again");
+    let missing = N1 + N2 - got.len() as u64;
+    assert!(missing > 0, "the disk was full");
+    let notices = std::fs::read_to_string(logs.join("logtap-sink/logtap")).unwrap();
+    assert_eq!(
+        drop_counts(&notices),
+        (missing, missing * 99),
+        "the drop records count exactly the missing lines ({missing}) and their bytes"
+    );
+}
+
+/// A syslog daemon that stops reading (rsyslogd stopped with SIGSTOP: its
+/// Unix socket's queue fills) makes a send fail in the middle of a line
+/// that goes out as three datagrams; when the daemon reads again, the
+/// line's remaining pieces are sent, not the whole line again: every
+/// piece arrives exactly once, in order.
+#[test]
+fn a_long_line_cut_by_a_failed_send_is_not_sent_twice_in_part() {
+    if !have_rsyslog() {
+        return;
+    }
+    let dir = temp_dir("resume");
+    let logsock = dir.join("log.sock");
+    let rs = Rsyslog::start(&dir, &logsock, free_port());
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("syslog:unix:{}", logsock.display()),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let pid = rs.child.id() as i32;
+    // SAFETY: kill(2) on the rsyslogd this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    // 20 lines of 3 pieces each (7 KiB, 7 KiB, the rest): the socket
+    // queue (net.unix.max_dgram_qlen, 10 by default) fills part way
+    // through the fourth line.
+    const N: usize = 20;
+    let lines: Vec<String> = (0..N)
+        .map(|i| {
+            (0..3000)
+                .map(|k| format!("{i:02}{k:04}x"))
+                .collect::<String>()
+                .chars()
+                .take(18_000)
+                .collect()
+        })
+        .collect();
+    let frames: Vec<Vec<u8>> = lines
+        .iter()
+        .map(|l| encode(Level::Info, b"app", b"stdout", format!("{l}\n").as_bytes()))
+        .collect();
+    send_all(&socket, &frames);
+    sink.wait_json(N, Duration::from_secs(10));
+    sink.wait_err("retrying", 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(2500));
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let got = rs.wait("every piece", |l| {
+        l.iter()
+            .filter_map(|x| x.splitn(6, '|').nth(5))
+            .map(|m| m.trim_start().len())
+            .sum::<usize>()
+            >= N * 18_000
+            && l.last()
+                .is_some_and(|x| x.ends_with(&lines[N - 1][18_000 - 20..]))
+    });
+    let msgs: Vec<&str> = got
+        .iter()
+        .map(|x| x.splitn(6, '|').nth(5).unwrap().trim_start())
+        .collect();
+    assert_eq!(msgs.len(), 3 * N, "three pieces per line, each once");
+    assert_eq!(msgs.concat(), lines.concat(), "every piece once, in order");
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+}
+
+/// `--level-prefix` reads only a line's start: a long line cut into
+/// `--max-line` pieces whose later piece happens to start with `<3>`
+/// keeps that text, and that piece's level is not changed.
+#[test]
+fn the_level_prefix_is_read_only_at_a_line_start() {
+    let dir = temp_dir("prefixcont");
+    let logs = dir.join("logs");
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--level-prefix",
+            "--max-line",
+            "8",
+            "--output",
+            "json",
+            "--output",
+            &format!("file:{}", logs.display()),
+        ],
+        &[],
+    );
+    send_all(
+        &socket,
+        &[
+            encode(Level::Info, b"app", b"stdout", b"<4>abcde<3>fghij\n"),
+            encode(Level::Info, b"app", b"stdout", b"01234567<2>pi"),
+            encode(Level::Info, b"app", b"stdout", b"ece\n<7>dbg\n"),
+        ],
+    );
+    let v = sink.wait_json(5, Duration::from_secs(10));
+    let got: Vec<(String, String)> = v
+        .iter()
+        .map(|o| {
+            (
+                o["level"].as_str().unwrap().to_owned(),
+                o["message"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("WARN", "abcde"),
+        ("INFO", "<3>fghij"),
+        ("INFO", "01234567"),
+        ("INFO", "<2>piece"),
+        ("DEBUG", "dbg"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want);
+    let stopped = sink.stop();
+    assert!(stopped.status.success());
+    let file = std::fs::read_to_string(logs.join("app/stdout")).unwrap();
+    assert!(file.contains(" app.stdout <3>fghij\n"), "{file}");
+    assert!(file.contains(" app.stdout <2>piece\n"), "{file}");
+}
+
+/// The log files a process has open under `dir`, by name.
+fn open_files_under(pid: i32, dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|t| t.starts_with(dir) && t.is_file())
+        .map(|t| t.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// With more sources than files it keeps open (64), the file output
+/// closes the least recently used file, not all of them: after 65
+/// sources, 64 files are open, and the one closed is the source written
+/// longest ago.
+#[test]
+fn crossing_64_open_files_closes_the_least_recently_used() {
+    let dir = temp_dir("lru");
+    let logs = dir.join("logs");
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let pid = sink.pid();
+    let mut s = sink.connect();
+    let mut sent = 0;
+    let mut write = |names: &mut dyn Iterator<Item = usize>| {
+        for i in names {
+            let src = format!("s{i:02}");
+            s.write_all(&encode(Level::Info, b"app", src.as_bytes(), b"x\n"))
+                .unwrap();
+            sent += 1;
+        }
+        sink.wait_json(sent, Duration::from_secs(10));
+    };
+    // s00…s63, then s00 again (s01 is now the least recently used), s64.
+    write(&mut (0..64));
+    write(&mut std::iter::once(0));
+    write(&mut std::iter::once(64));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let want: Vec<String> = (0..65)
+        .filter(|&i| i != 1)
+        .map(|i| format!("s{i:02}"))
+        .collect();
+    loop {
+        let open = open_files_under(pid, &logs);
+        if open == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "open files: {} {:?}",
+            open.len(),
+            open
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(s);
+    let stopped = sink.stop();
+    assert!(stopped.status.success());
+    for i in 0..65 {
+        let n = if i == 0 { 2 } else { 1 };
+        let f = std::fs::read_to_string(logs.join(format!("app/s{i:02}"))).unwrap();
+        assert_eq!(f.lines().count(), n, "s{i:02}");
+    }
+}
+
+/// Source names that look like rotated files, and names longer than
+/// `NAME_MAX`: a source `app.1` beside `app` (which rotates into its own
+/// `app.1`) keeps its own file, and a 600-byte name is written (cut into
+/// directories) rather than refused. Each file holds its own lines only.
+#[test]
+fn source_names_never_collide_with_rotation_or_exceed_name_max() {
+    let dir = temp_dir("names");
+    let logs = dir.join("logs");
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+            "--max-file-size",
+            "2K",
+            "--max-files",
+            "3",
+        ],
+        &[],
+    );
+    let long = "n".repeat(600);
+    let sources = ["app", "app.1", "app.2", long.as_str()];
+    let mut frames = Vec::new();
+    for i in 0..200 {
+        for s in sources {
+            let line = format!("{s:.8} {i:04}\n");
+            frames.push(encode(Level::Info, b"p", s.as_bytes(), line.as_bytes()));
+        }
+    }
+    send_all(&socket, &frames);
+    sink.wait_json(800, Duration::from_secs(10));
+    let stopped = sink.stop();
+    assert!(stopped.status.success());
+    assert!(
+        !stopped.err.iter().any(|l| l.contains("output file:")),
+        "no file output errors: {:?}",
+        stopped.err
+    );
+    let tree = logs.join("p");
+    // Each source's files (live and rotated) hold only its own lines, the
+    // newest ones in order.
+    let long_path: PathBuf = {
+        let mut p = tree.clone();
+        // The last 200 bytes are the file; before them, directories of
+        // 199 bytes and a `%`.
+        p.push(format!("{}%", "n".repeat(199)));
+        p.push(format!("{}%", "n".repeat(199)));
+        p.push("nn%");
+        p.push("n".repeat(200));
+        p
+    };
+    for (s, base) in [
+        ("app", tree.join("app")),
+        ("app.1", tree.join("app%2E1")),
+        ("app.2", tree.join("app%2E2")),
+        (long.as_str(), long_path),
+    ] {
+        let mut lines = Vec::new();
+        for n in (1..=3).rev() {
+            let p = PathBuf::from(format!("{}.{n}", base.display()));
+            lines.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        lines.extend(
+            std::fs::read_to_string(&base)
+                .unwrap_or_else(|e| panic!("{}: {e}", base.display()))
+                .lines()
+                .map(str::to_owned),
+        );
+        let nums: Vec<u32> = lines
+            .iter()
+            .map(|l| {
+                let (prefix, msg) = l.rsplit_once(' ').unwrap();
+                assert!(prefix.ends_with(&format!(" {s:.8}")), "{s}: {l}");
+                msg.parse().unwrap()
+            })
+            .collect();
+        let first = 200 - nums.len() as u32;
+        assert_eq!(nums, (first..200).collect::<Vec<_>>(), "{s}");
+    }
+}
+
+/// The default per-output queue takes a 5 MB burst whole: a healthy file
+/// output behind it loses nothing (short lines, where per-record overhead
+/// weighs most, and 100-byte lines), and the sink's peak memory stays
+/// within its bound.
+#[test]
+fn a_5mb_burst_fits_the_default_output_buffer() {
+    let _serial = heavy();
+    for len in [20usize, 100] {
+        let dir = temp_dir(&format!("burst{len}"));
+        let logs = dir.join("logs");
+        let socket = dir.join("s.sock");
+        let sink = Sink::start(
+            &socket,
+            &[
+                "--output",
+                &format!("file:{}", logs.display()),
+                "--output",
+                "ring",
+                "--query-socket",
+                dir.join("q.sock").to_str().unwrap(),
+                "--max-file-size",
+                "64M",
+            ],
+            &[],
+        );
+        let n = 5_000_000 / len;
+        let mut frames = Vec::new();
+        let mut data = Vec::new();
+        for i in 0..n {
+            let l = format!("{i:>9} {}\n", "b".repeat(len - 11));
+            data.extend_from_slice(l.as_bytes());
+            if data.len() >= 60_000 || i + 1 == n {
+                frames.push(encode(Level::Info, b"app", b"stdout", &data));
+                data.clear();
+            }
+        }
+        let t0 = Instant::now();
+        send_all(&socket, &frames);
+        let file = logs.join("app/stdout");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::metadata(&file).map_or(0, |m| m.len()) < (n * (len + 33)) as u64 {
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let hwm = sink.vm_hwm_kib();
+        let stopped = sink.stop();
+        assert!(stopped.status.success(), "{:?}", stopped.err);
+        assert!(
+            !stopped.err.iter().any(|l| l.contains("dropping")),
+            "{len}-byte lines: {:?}",
+            stopped.err
+        );
+        let got = std::fs::read_to_string(&file).unwrap().lines().count();
+        assert_eq!(got, n, "{len}-byte lines: every line of the burst");
+        eprintln!(
+            "{len}-byte lines: {n} lines in {:?}, sink VmHWM {hwm} KiB",
+            t0.elapsed()
+        );
+        assert!(hwm < 96 * 1024, "peak memory {hwm} KiB");
+    }
+}
+
+/// A disk that stays full while lines keep coming: stderr says what was
+/// lost when the drop record reached the file, once, with the amount the
+/// record says (not once per failed buffer write with an ever growing
+/// total, which re-said the loss of every drop record that was itself lost
+/// and flooded the journal of a host whose disk is full).
+#[test]
+fn a_disk_that_stays_full_is_reported_on_stderr_once_and_exactly() {
+    let _serial = heavy();
+    let dir = temp_dir("fullstderr");
+    let Some(_mnt) = Tmpfs::mount(&dir.join("mnt"), "1m") else {
+        return;
+    };
+    let logs = dir.join("mnt/logs");
+    let filler = dir.join("mnt/filler");
+    std::fs::write(&filler, vec![0u8; 1000 * 1024]).unwrap();
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    let line = |i: u64| format!("line {i:>8} {}\n", "f".repeat(85));
+    let mut s = UnixStream::connect(&socket).unwrap();
+    // Two seconds of small frames while the disk is full: the output
+    // writes out (and fails) many times.
+    let mut i = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        let mut data = Vec::new();
+        for _ in 0..20 {
+            data.extend_from_slice(line(i).as_bytes());
+            i += 1;
+        }
+        s.write_all(&encode(Level::Info, b"app", b"stdout", &data))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let n1 = i;
+    sink.wait_json(n1 as usize, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(&filler).unwrap();
+    let mut data = Vec::new();
+    for _ in 0..100 {
+        data.extend_from_slice(line(i).as_bytes());
+        i += 1;
+    }
+    s.write_all(&encode(Level::Info, b"app", b"stdout", &data))
+        .unwrap();
+    drop(s);
+    sink.wait_json(i as usize, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+
+    let content = std::fs::read_to_string(logs.join("app/stdout")).unwrap_or_default();
+    let missing = i - content.lines().count() as u64;
+    assert!(missing > 0, "the disk was full");
+    let notices = std::fs::read_to_string(logs.join("logtap-sink/logtap")).unwrap();
+    assert_eq!(
+        drop_counts(&notices),
+        (missing, missing * 99),
+        "the drop records count exactly the missing lines"
+    );
+    let said: Vec<&String> = stopped
+        .err
+        .iter()
+        .filter(|l| l.contains("logtap-sink: dropped records="))
+        .collect();
+    let said_text: String = said.iter().map(|l| format!("{l}\n")).collect();
+    assert_eq!(
+        drop_counts(&said_text),
+        (missing, missing * 99),
+        "stderr says exactly what is missing, each loss once: {} lines, first {:?}",
+        said.len(),
+        said.first()
+    );
+    assert!(
+        stopped.err.len() < 10,
+        "a few lines on stderr, not one per failed write: {}",
+        stopped.err.len()
+    );
+}
+
+/// `--max-files` out of range is refused at start with one line: a huge
+/// value (2^64-1) was taken, and the file output then spun through that
+/// many renames at its first rotation, so that the sink did not even stop
+/// on SIGTERM.
+#[test]
+fn a_huge_max_files_is_refused() {
+    let dir = temp_dir("maxfiles");
+    for n in ["18446744073709551615", "1001", "lots"] {
+        let mut child = Command::new(BIN)
+            .arg("--socket")
+            .arg(dir.join("s.sock"))
+            .arg("--output")
+            .arg(format!("file:{}", dir.join("logs").display()))
+            .args(["--max-files", n])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let status = common::wait_timeout(&mut child, Duration::from_secs(5));
+        if status.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("--max-files {n} was accepted");
+        }
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.unwrap().code(), Some(2), "{n}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--max-files"), "{err}");
+    }
+}
+
+/// Records refused one by one, interleaved with good ones (a source `a/b`
+/// beside a source `a`, which a client chooses), cannot flood stderr: the
+/// error and the drop reports are said at most every 10 s, the drop
+/// reports adding up to exactly what was refused. Each refused record
+/// still has its drop record in the output. It was two stderr lines per
+/// refused record.
+#[test]
+fn records_refused_one_by_one_do_not_flood_stderr() {
+    let dir = temp_dir("conflict");
+    let logs = dir.join("logs");
+    let socket = dir.join("s.sock");
+    let sink = Sink::start(
+        &socket,
+        &[
+            "--output",
+            &format!("file:{}", logs.display()),
+            "--output",
+            "json",
+        ],
+        &[],
+    );
+    const N: usize = 500;
+    let mut s = UnixStream::connect(&socket).unwrap();
+    s.write_all(&encode(Level::Info, b"app", b"a", b"first\n"))
+        .unwrap();
+    for i in 0..N {
+        let bad = format!("conflict {i:04}\n");
+        s.write_all(&encode(Level::Info, b"app", b"a/b", bad.as_bytes()))
+            .unwrap();
+        let good = format!("fine {i:04}\n");
+        s.write_all(&encode(Level::Info, b"app", b"ok", good.as_bytes()))
+            .unwrap();
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    drop(s);
+    sink.wait_json(2 * N + 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = sink.stop();
+    assert!(stopped.status.success(), "{:?}", stopped.err);
+    let good = std::fs::read_to_string(logs.join("app/ok")).unwrap();
+    assert_eq!(good.lines().count(), N, "every good line is in its file");
+    let notices = std::fs::read_to_string(logs.join("logtap-sink/logtap")).unwrap();
+    assert_eq!(drop_counts(&notices), (N as u64, (N * 13) as u64));
+    let said: String = stopped
+        .err
+        .iter()
+        .filter(|l| l.contains("logtap-sink: dropped records="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        drop_counts(&said),
+        (N as u64, (N * 13) as u64),
+        "stderr adds up to what was refused: {:?}",
+        stopped.err
+    );
+    assert!(
+        stopped.err.len() <= 6,
+        "a few lines, not two per refused record: {} lines, {:?}",
+        stopped.err.len(),
+        &stopped.err[..stopped.err.len().min(6)]
     );
 }

@@ -24,8 +24,11 @@ pub enum Failure {
 }
 
 pub trait Dest: Send {
-    /// Writes (or buffers) one record.
-    fn write(&mut self, r: &Record<'_>) -> Result<(), Failure>;
+    /// Writes (or buffers) one record. `w` is what the record counts for
+    /// when it is lost after being accepted: one record and its bytes, or
+    /// for the sink's own drop notice, the loss it reports (if the notice
+    /// is lost, what it reported is lost again).
+    fn write(&mut self, r: &Record<'_>, w: Lost) -> Result<(), Failure>;
     /// Writes out what is buffered; called when the output's queue is
     /// empty and at the end.
     fn flush(&mut self) -> io::Result<()>;

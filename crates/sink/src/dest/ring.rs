@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use super::{Dest, Failure};
 use crate::encode::{LineEncoder, Record};
+use crate::outputs::Lost;
 
 /// Bytes a follower's queue holds before lines are dropped for it.
 const FOLLOWER_QUEUE: usize = 1024 * 1024;
@@ -148,7 +149,7 @@ impl Ring {
 }
 
 impl Dest for Ring {
-    fn write(&mut self, r: &Record<'_>) -> Result<(), Failure> {
+    fn write(&mut self, r: &Record<'_>, _: Lost) -> Result<(), Failure> {
         self.buf.clear();
         self.enc.encode(&mut self.buf, r);
         let line: Arc<[u8]> = Arc::from(&self.buf[..]);

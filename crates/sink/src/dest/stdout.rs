@@ -34,19 +34,18 @@ impl Stdout {
 }
 
 impl Dest for Stdout {
-    fn write(&mut self, r: &Record<'_>) -> Result<(), Failure> {
+    fn write(&mut self, r: &Record<'_>, w: Lost) -> Result<(), Failure> {
         if self.broken {
             return Err(Failure::Drop(None));
         }
         self.enc.encode(&mut self.buf, r);
-        self.held.records += 1;
-        self.held.bytes += r.text.len() as u64;
+        self.held.add(w);
         if self.buf.len() >= FLUSH_AT {
             if let Err(e) = self.flush() {
                 // flush() counted this record with the others it held;
                 // the runner counts it once more for the Drop below.
-                self.lost.records = self.lost.records.saturating_sub(1);
-                self.lost.bytes = self.lost.bytes.saturating_sub(r.text.len() as u64);
+                self.lost.records = self.lost.records.saturating_sub(w.records);
+                self.lost.bytes = self.lost.bytes.saturating_sub(w.bytes);
                 return Err(Failure::Drop(Some(format!("stdout: {e}"))));
             }
         }
@@ -110,13 +109,22 @@ mod tests {
             source: b"stdout",
             text: &text,
             partial: false,
+            cont: false,
             dropped: None,
         };
         let mut runner = 0u64;
         let mut n = 0u64;
         loop {
             n += 1;
-            if d.write(&r).is_err() {
+            if d.write(
+                &r,
+                Lost {
+                    records: 1,
+                    bytes: text.len() as u64,
+                },
+            )
+            .is_err()
+            {
                 runner += 1;
                 break;
             }

@@ -47,6 +47,11 @@ pub struct SyslogDest {
     pending: Vec<u8>,
     held: Lost,
     lost: Lost,
+    /// Datagrams: the record whose pieces were being sent when a send
+    /// failed (its address and length, which stay fixed while the runner
+    /// retries it) and how many pieces went out. The retry sends only the
+    /// rest, so a long line is never delivered twice in part.
+    resume: Option<((usize, usize), usize)>,
 }
 
 fn resolve(hp: &str) -> io::Result<Vec<SocketAddr>> {
@@ -69,6 +74,7 @@ impl SyslogDest {
             pending: Vec::new(),
             held: Lost::default(),
             lost: Lost::default(),
+            resume: None,
         }
     }
 
@@ -191,7 +197,7 @@ impl SyslogDest {
 }
 
 impl Dest for SyslogDest {
-    fn write(&mut self, r: &Record<'_>) -> Result<(), Failure> {
+    fn write(&mut self, r: &Record<'_>, w: Lost) -> Result<(), Failure> {
         self.ensure()?;
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut msg = std::mem::take(&mut self.msg);
@@ -211,13 +217,20 @@ impl Dest for SyslogDest {
                     pending.push(b' ');
                     pending.extend_from_slice(m);
                 });
-                self.held.records += 1;
-                self.held.bytes += r.text.len() as u64;
+                self.held.add(w);
             }
             Some(conn) => {
+                let key = (r.text.as_ptr() as usize, r.text.len());
+                let skip = match self.resume.take() {
+                    Some((k, sent)) if k == key => sent,
+                    _ => 0,
+                };
                 let mut err = None;
+                let mut piece = 0;
+                let mut sent = skip;
                 self.enc.encode(r, &mut scratch, &mut msg, &mut |m| {
-                    if err.is_some() {
+                    piece += 1;
+                    if err.is_some() || piece <= skip {
                         return;
                     }
                     let res = match conn {
@@ -225,16 +238,23 @@ impl Dest for SyslogDest {
                         Conn::Udp(s) => s.send(m),
                         Conn::Tcp(_) => Ok(m.len()),
                     };
-                    if let Err(e) = res {
-                        err = Some(e);
+                    match res {
+                        Ok(_) => sent = piece,
+                        Err(e) => err = Some(e),
                     }
                 });
                 if let Some(e) = err {
+                    if sent > 0 {
+                        self.resume = Some((key, sent));
+                    }
                     result = match e.raw_os_error() {
-                        Some(libc::EMSGSIZE) => Err(Failure::Drop(Some(format!(
-                            "{}: message too long for the socket",
-                            self.name()
-                        )))),
+                        Some(libc::EMSGSIZE) => {
+                            self.resume = None;
+                            Err(Failure::Drop(Some(format!(
+                                "{}: message too long for the socket",
+                                self.name()
+                            ))))
+                        }
                         _ => {
                             self.conn = None;
                             Err(Failure::Down(format!("{}: {e}", self.name())))

@@ -28,6 +28,8 @@ pub struct Record<'a> {
     pub text: &'a [u8],
     /// A `--max-line` piece of a longer line; more follows.
     pub partial: bool,
+    /// Continues a line whose start was an earlier (`partial`) record.
+    pub cont: bool,
     /// Set for liblogtap's (or the sink's own) report of dropped data.
     pub dropped: Option<DropNotice<'a>>,
 }
@@ -42,6 +44,7 @@ impl<'a> Record<'a> {
             source: l.source,
             text: l.text,
             partial: l.partial,
+            cont: l.cont,
             dropped: None,
         }
     }

@@ -260,6 +260,7 @@ mod tests {
             source,
             text,
             partial: false,
+            cont: false,
             dropped: None,
         };
         let mut v = Vec::new();
