@@ -30,7 +30,7 @@ use std::process::{Command, Stdio};
 /// Bytes read from a pipe at a time.
 const READ: usize = 64 << 10;
 /// A partial line waits this long for its end before it is sent as is.
-const PARTIAL_MS: u64 = 50;
+const PARTIAL_MS: u64 = 100;
 /// A line longer than this is sent in pieces.
 const LINE_MAX: usize = 64 << 10;
 /// After the program exited, pipes a descendant still holds are read
