@@ -342,11 +342,19 @@ fn handle_signals(sigfd: i32, pid: libc::pid_t, status: &mut Option<i32>) {
         let sig = info.ssi_signo as libc::c_int;
         if sig == libc::SIGCHLD {
             reap(pid, status);
-        } else if status.is_none() {
+        } else if status.is_none() && !child_got_it_too(&info, pid) {
             // SAFETY: signalling our own, not yet reaped, child.
             unsafe { libc::kill(pid, sig) };
         }
     }
+}
+
+/// Whether the kernel sent the signal to our whole process group (a
+/// terminal's ^C or ^\, hang-up or resize), which the program shares: it
+/// has it already, and forwarding would deliver it twice.
+fn child_got_it_too(info: &libc::signalfd_siginfo, pid: libc::pid_t) -> bool {
+    // SAFETY: getpgid has no memory preconditions.
+    info.ssi_code == libc::SI_KERNEL && unsafe { libc::getpgid(pid) == libc::getpgid(0) }
 }
 
 /// Reaps every child that has exited: the program (its status is kept)
