@@ -95,7 +95,7 @@ fn run_cmd(target: &Path) -> Command {
     c
 }
 
-/// The target's frames, one (source, data) per record, in order.
+/// The target's frames, (source, data) each, in order.
 fn records(path: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap_or_default();
     let mut v = Vec::new();
@@ -137,13 +137,17 @@ fn static_go_bytes_and_exit_code_kept() {
     let target = decode_target(&t);
     assert_bytes("target stdout", &target["stdout"], &want.stdout);
     assert_bytes("target stderr", &target["stderr"], &want.stderr);
-    // Every record holds whole lines.
-    for (src, data) in records(&t) {
-        assert!(
-            data.ends_with(b"\n"),
-            "{src} record cut inside a line: {data:?}"
-        );
-    }
+    // Frames end at a line's end, or are full: the transport fills a
+    // frame with consecutive records of one source up to 64 KiB, and the
+    // relay's records end at newlines. (A piece of a line is sent alone
+    // only when the rest is 100 ms late, which a busy machine can cause
+    // once here; a_line_cut_across_reads_is_one_record checks that case.)
+    let cut: Vec<usize> = records(&t)
+        .iter()
+        .filter(|(_, d)| !d.ends_with(b"\n") && d.len() != logtap_wire::MAX_DATA)
+        .map(|(_, d)| d.len())
+        .collect();
+    assert!(cut.len() <= 1, "frames cut inside a line, of sizes {cut:?}");
 }
 
 #[test]

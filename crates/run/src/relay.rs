@@ -155,7 +155,7 @@ fn exit_code(status: libc::c_int) -> i32 {
 /// code to exit with.
 pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
     let c = config::get();
-    let tapping_any = c.tap_stdout || c.tap_stderr;
+    let mut tapping_any = c.tap_stdout || c.tap_stderr;
     // SAFETY: single-threaded start-up, as in the library's constructor.
     unsafe {
         if tapping_any {
@@ -163,12 +163,14 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
                 !c.private_fds || !fds::private_table_possible(),
                 c.target_kind == config::TargetKind::File,
             );
-            if !transport::init() {
+            if transport::init() {
+                transport::target::init();
+            } else {
                 crate::say(
                     "could not map the tap buffer (LLT_BUFFER_SIZE); relaying without tapping",
                 );
+                tapping_any = false;
             }
-            transport::target::init();
         }
         tap::sources::init();
     }
@@ -222,7 +224,7 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
         });
     }
     let start = sys::now_ms();
-    let tapping = || sys::now_ms() >= start + c.passive_ms;
+    let tapping = || tapping_any && sys::now_ms() >= start + c.passive_ms;
     let mut buf = vec![0u8; READ];
     let mut status: Option<i32> = None;
     let mut exited_at = 0u64;
