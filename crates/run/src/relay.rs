@@ -256,6 +256,10 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
                 timeout.min(QUIET_MS as i64)
             };
         }
+        if sigfd < 0 {
+            // No signalfd: the program's exit is polled for instead.
+            timeout = if timeout < 0 { 100 } else { timeout.min(100) };
+        }
         let mut pfds: Vec<libc::pollfd> = streams
             .iter()
             .map(|s| libc::pollfd {
@@ -287,6 +291,14 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
                 s.send_pending();
             }
         }
+        if sigfd < 0 && status.is_none() {
+            let mut st = 0;
+            // SAFETY: waiting for our own child, without blocking.
+            if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+                status = Some(exit_code(st));
+                exited_at = sys::now_ms();
+            }
+        }
         if r <= 0 {
             continue;
         }
@@ -307,17 +319,6 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
                 s.data(&buf[..n as usize], tapping());
             } else if n == 0 || sys::errno() != libc::EINTR && sys::errno() != libc::EAGAIN {
                 s.close();
-            }
-        }
-        if sigfd < 0 && status.is_none() {
-            // Without a signalfd, notice the exit when the pipes close.
-            if streams.iter().all(|s| s.fd < 0) {
-                let mut st = 0;
-                // SAFETY: waiting for our own child.
-                if unsafe { libc::waitpid(pid, &mut st, 0) } == pid {
-                    status = Some(exit_code(st));
-                    exited_at = sys::now_ms();
-                }
             }
         }
     }
