@@ -387,3 +387,47 @@ fn pid_1_reaps_orphans_and_keeps_the_exit_code() {
     assert_eq!(got.code(), 3);
     assert_eq!(decode_target(&t)["stdout"], got.stdout);
 }
+
+#[test]
+fn a_paused_sink_never_holds_the_program_back() {
+    let Some(go) = go_program() else { return };
+    let d = TestDir::new("run-paused");
+    let sock = d.path.join("sink.sock");
+    let mut sink = Command::new(manifest_dir().join("target/release/logtap-sink"))
+        .arg("--socket")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start logtap-sink");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(sink.id() as i32, libc::SIGSTOP) };
+    let want = direct(&[go.as_os_str(), "flood".as_ref(), "32".as_ref()]);
+    let mut c = run_cmd(&d.path.join("unused"));
+    c.env("LLT_TARGET", format!("socket:{}", sock.display()))
+        .arg(&go)
+        .args(["flood", "32"]);
+    let t0 = Instant::now();
+    let got = run_timeout(c, TIMEOUT, "logtap-run go flood, sink paused");
+    let took = t0.elapsed();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(sink.id() as i32, libc::SIGCONT) };
+    let _ = sink.kill();
+    let _ = sink.wait();
+    eprintln!("32 MiB with the sink paused: {took:?}");
+    assert_eq!(got.code(), 0);
+    assert!(
+        got.stdout == want.stdout,
+        "stdout differs from the direct run"
+    );
+    // The buffer fills, waits one stall period (at most 100 ms) and drops;
+    // exit waits LLT_EXIT_TIMEOUT_MS (1 s) for the paused sink at most.
+    assert!(
+        took < Duration::from_secs(8),
+        "the paused sink held the program back: {took:?}"
+    );
+}
