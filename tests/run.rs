@@ -431,3 +431,53 @@ fn a_paused_sink_never_holds_the_program_back() {
         "the paused sink held the program back: {took:?}"
     );
 }
+
+#[test]
+fn a_musl_program_is_given_the_musl_library() {
+    if skip_without("musl-gcc") {
+        return;
+    }
+    let d = TestDir::new("run-musl");
+    let src = d.path.join("m.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(void){puts(\"musl hi\");return 4;}\n",
+    )
+    .unwrap();
+    let prog = d.path.join("m");
+    let st = Command::new("musl-gcc")
+        .arg("-o")
+        .arg(&prog)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    if is_static(&prog) {
+        eprintln!("skipped: musl-gcc made a static program");
+        return;
+    }
+    // target/release has no musl/liblogtap.so: logtap-run names the one it
+    // looked for and relays instead, losing nothing.
+    let t = d.path.join("target.log");
+    let mut c = run_cmd(&t);
+    c.arg(&prog);
+    let got = run_timeout(c, TIMEOUT, "logtap-run musl program");
+    let want_lib = manifest_dir().join("target/release/musl/liblogtap.so");
+    let err = String::from_utf8_lossy(&got.stderr);
+    assert!(
+        err.contains(&format!("no library at {}", want_lib.display())),
+        "stderr: {err}"
+    );
+    assert_eq!(got.code(), 4);
+    assert_eq!(got.stdout, b"musl hi\n");
+    assert_eq!(decode_target(&t)["stdout"], b"musl hi\n");
+    // LLT_LIBRARY overrides: the preload is tried (and musl's loader,
+    // given a glibc library, says so itself; the program still runs).
+    let mut c = run_cmd(&t);
+    c.env("LLT_LIBRARY", so_path()).arg(&prog);
+    let got = run_timeout(c, TIMEOUT, "logtap-run musl program, LLT_LIBRARY");
+    assert!(
+        !String::from_utf8_lossy(&got.stderr).contains("no library at"),
+        "LLT_LIBRARY was not used"
+    );
+}

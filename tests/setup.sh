@@ -30,6 +30,8 @@ busybox_static() {
 }
 busybox_static || need+=(busybox-static)
 have unshare /usr/bin/unshare || need+=(util-linux)
+# tests/run.rs: a musl program gets musl/liblogtap.so
+have musl-gcc /usr/bin/musl-gcc || need+=(musl-tools)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
