@@ -481,3 +481,45 @@ fn a_musl_program_is_given_the_musl_library() {
         "LLT_LIBRARY was not used"
     );
 }
+
+#[test]
+fn the_relayed_program_gets_an_unblocked_mask_and_forwarded_signals() {
+    let Some(bb) = busybox() else { return };
+    let d = TestDir::new("run-sigmask");
+    let t = d.path.join("target.log");
+    // logtap-run blocks the signals it forwards; the program must not
+    // inherit that (a blocked SIGTERM would never reach its handler).
+    let mut c = run_cmd(&t);
+    c.arg(&bb)
+        .args(["sh", "-c", "exec busybox grep SigBlk /proc/self/status"]);
+    let got = run_timeout(c, TIMEOUT, "logtap-run busybox grep SigBlk");
+    assert_eq!(got.stdout, b"SigBlk:\t0000000000000000\n");
+    // A shell's TERM and USR1 traps run when logtap-run is signalled.
+    let mut c = run_cmd(&t);
+    c.arg(&bb)
+        .args([
+            "sh",
+            "-c",
+            "trap 'echo got USR1' USR1; trap 'echo got TERM; exit 5' TERM; echo ready; \
+             while true; do busybox sleep 0.05; done",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "got USR1\n");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert_eq!(rest, "got TERM\n");
+    assert_eq!(child.wait().unwrap().code(), Some(5));
+}

@@ -176,30 +176,40 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
     }
 
     // Block the signals we handle before the child exists, so none is
-    // lost between its start and our first poll; the child gets an empty
-    // mask and default SIGPIPE back from `Command`.
+    // lost between its start and our first poll. The child gets the mask
+    // we were started with back (below; `Command` restores only SIGPIPE's
+    // disposition, which Rust ignores in its own process).
     // SAFETY: plain sigset manipulation on local values.
-    let sigfd = unsafe {
+    let (sigfd, old_mask) = unsafe {
         let mut set: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut set);
         for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
             libc::sigaddset(&mut set, *s);
         }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        (fd, old)
     };
     if sigfd < 0 {
         crate::say("signalfd failed; signals are not forwarded");
     }
 
     let pipe = |on: bool| if on { Stdio::piped() } else { Stdio::inherit() };
-    let mut child = match Command::new(path)
-        .arg0(arg0)
+    let mut cmd = Command::new(path);
+    cmd.arg0(arg0)
         .args(args)
         .stdout(pipe(c.tap_stdout))
-        .stderr(pipe(c.tap_stderr))
-        .spawn()
-    {
+        .stderr(pipe(c.tap_stderr));
+    // SAFETY: runs in the child between fork and exec, and only calls
+    // pthread_sigmask, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, core::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
         Ok(ch) => ch,
         Err(e) => crate::exec_failed(arg0, e),
     };
