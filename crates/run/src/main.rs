@@ -215,7 +215,7 @@ fn main() {
     let c = config::get();
     if !c.tap_files.is_empty() {
         say(&format!(
-            "{} is not dynamically linked: its log files (LLT_TAP_FILE) cannot be tapped, only stdout and stderr",
+            "{} is relayed, not preloaded: its log files (LLT_TAP_FILE) cannot be tapped, only stdout and stderr",
             program.to_string_lossy()
         ));
     }
