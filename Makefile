@@ -58,20 +58,23 @@ release:
 		--target $(GNU_TARGET) --target $(A64_GNU_TARGET) --target-dir $(RELEASE_DIR)/gnu
 	RUSTFLAGS="-C target-feature=-crt-static" $(CARGO) zigbuild --release -p logtap \
 		--target $(MUSL_TARGET) --target $(A64_MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-dynamic
-	RUSTFLAGS= $(CARGO) zigbuild --release -p logtap-sink \
+	RUSTFLAGS= $(CARGO) zigbuild --release -p logtap-sink -p logtap-run \
 		--target $(MUSL_TARGET) --target $(A64_MUSL_TARGET) --target-dir $(RELEASE_DIR)/musl-static
 	mkdir -p $(DIST)/musl $(DIST)/aarch64/musl
 	objcopy --strip-debug $(RELEASE_DIR)/gnu/x86_64-unknown-linux-gnu/release/liblogtap.so $(DIST)/liblogtap.so
 	objcopy --strip-debug $(RELEASE_DIR)/musl-dynamic/$(MUSL_TARGET)/release/liblogtap.so $(DIST)/musl/liblogtap.so
 	objcopy --strip-debug $(RELEASE_DIR)/musl-static/$(MUSL_TARGET)/release/logtap-sink $(DIST)/logtap-sink
+	objcopy --strip-debug $(RELEASE_DIR)/musl-static/$(MUSL_TARGET)/release/logtap-run $(DIST)/logtap-run
 	aarch64-linux-gnu-objcopy --strip-debug $(RELEASE_DIR)/gnu/aarch64-unknown-linux-gnu/release/liblogtap.so $(DIST)/aarch64/liblogtap.so
 	aarch64-linux-gnu-objcopy --strip-debug $(RELEASE_DIR)/musl-dynamic/$(A64_MUSL_TARGET)/release/liblogtap.so $(DIST)/aarch64/musl/liblogtap.so
 	aarch64-linux-gnu-objcopy --strip-debug $(RELEASE_DIR)/musl-static/$(A64_MUSL_TARGET)/release/logtap-sink $(DIST)/aarch64/logtap-sink
+	aarch64-linux-gnu-objcopy --strip-debug $(RELEASE_DIR)/musl-static/$(A64_MUSL_TARGET)/release/logtap-run $(DIST)/aarch64/logtap-run
 	bash e2e/check-glibc.sh $(DIST)/liblogtap.so $(GLIBC_MAX)
 	bash e2e/check-glibc.sh $(DIST)/aarch64/liblogtap.so $(GLIBC_MAX)
 	bash e2e/check-arch.sh
-	@ls -l $(DIST)/liblogtap.so $(DIST)/musl/liblogtap.so $(DIST)/logtap-sink \
-		$(DIST)/aarch64/liblogtap.so $(DIST)/aarch64/musl/liblogtap.so $(DIST)/aarch64/logtap-sink
+	@ls -l $(DIST)/liblogtap.so $(DIST)/musl/liblogtap.so $(DIST)/logtap-sink $(DIST)/logtap-run \
+		$(DIST)/aarch64/liblogtap.so $(DIST)/aarch64/musl/liblogtap.so $(DIST)/aarch64/logtap-sink \
+		$(DIST)/aarch64/logtap-run
 
 # arm64 release builds under qemu-user (README "arm64"): an arm64 C program
 # built with Debian's cross compiler (hardening flags), preloaded with

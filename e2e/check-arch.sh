@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # check-arch.sh [DIST]: each release file is built for its architecture and
 # links as it should (readelf): the libraries are shared objects needing
-# their libc (glibc: libc.so.6; musl: libc.so); the sinks
+# their libc (glibc: libc.so.6; musl: libc.so); the sinks and logtap-run
 # are static executables (no PT_INTERP, no NEEDED).
 set -euo pipefail
 d=${1:-dist}
@@ -23,7 +23,9 @@ check() { # FILE MACHINE KIND NEEDED
 check "$d/liblogtap.so" "X86-64" DYN libc.so.6
 check "$d/musl/liblogtap.so" "X86-64" DYN libc.so
 check "$d/logtap-sink" "X86-64" "EXEC\|DYN" static
+check "$d/logtap-run" "X86-64" "EXEC\|DYN" static
 check "$d/aarch64/liblogtap.so" AArch64 DYN libc.so.6
 check "$d/aarch64/musl/liblogtap.so" AArch64 DYN libc.so
 check "$d/aarch64/logtap-sink" AArch64 "EXEC\|DYN" static
+check "$d/aarch64/logtap-run" AArch64 "EXEC\|DYN" static
 exit $fail

@@ -79,6 +79,9 @@ step_images() {
   podman build -q -f demo/images/app.Containerfile \
     --build-arg APP_BASE=localhost/logtap-bullseye --build-arg BUILD_BASE=localhost/logtap-bullseye-build \
     -t localhost/logtap-demo-app:bullseye demo
+  podman build -q -f demo/images/goapp.Containerfile \
+    --build-arg APP_BASE=localhost/logtap-bookworm --build-arg BUILD_BASE=localhost/logtap-bookworm-build \
+    -t localhost/logtap-demo-goapp:latest demo
   podman build -q -f demo/images/sink.Containerfile --build-arg PREP_BASE=localhost/logtap-bookworm \
     -t localhost/logtap-sink:latest dist
   podman build -q -f demo/images/inject.Containerfile --build-arg INJECT_BASE=localhost/logtap-bookworm \
@@ -117,6 +120,7 @@ want = {  # container -> {volume: (mountPath, readOnly)}
     "logtap-inject": {"logtap": ("/opt/logtap", False)},
     "logtap-sink": {"logtap-socket": ("/run/logtap", False)},
     "app": {"logtap": ("/opt/logtap", True), "logtap-socket": ("/run/logtap", True)},
+    "go-app": {"logtap": ("/opt/logtap", True), "logtap-socket": ("/run/logtap", True)},
 }
 for c in spec.get("initContainers", []) + spec["containers"]:
     got = {m["name"]: (m["mountPath"], bool(m.get("readOnly"))) for m in c.get("volumeMounts", [])}
@@ -127,6 +131,8 @@ for c in spec.get("initContainers", []) + spec["containers"]:
 assert spec["securityContext"]["runAsNonRoot"] is True
 sidecars = [c["name"] for c in spec["initContainers"] if c.get("restartPolicy") == "Always"]
 assert sidecars == ["logtap-sink"], sidecars
+go = [c for c in spec["containers"] if c["name"] == "go-app"][0]
+assert go["command"] == ["/opt/logtap/logtap-run", "/usr/local/bin/go-app"], go["command"]
 print("validate: deployment.yaml: library volume only in inject (rw) and app (ro), socket volume only in sink (rw) "
       "and app (ro); no service-account token; logtap-sink is a native sidecar")
 PY
@@ -150,7 +156,9 @@ assert mounts == {
     "inject": {"/opt/logtap": ("logtap", False)},
     "sink": {"/run/logtap": ("logtap-socket", False)},
     "app": {"/opt/logtap": ("logtap", True), "/run/logtap": ("logtap-socket", True)},
+    "go-app": {"/opt/logtap": ("logtap", True), "/run/logtap": ("logtap-socket", True)},
 }, mounts
+assert s["go-app"]["command"] == ["/opt/logtap/logtap-run", "/usr/local/bin/go-app"], s["go-app"]["command"]
 for n in ("inject", "sink"):
     assert s[n].get("read_only") is True and s[n].get("cap_drop") == ["ALL"], n
     assert "no-new-privileges:true" in s[n].get("security_opt", []), n
@@ -282,8 +290,8 @@ baseline() { # ENGINE IMAGE DIR LOGFILE [RUN-OPTION...]
   $e rm $name >/dev/null
 }
 
-wait_sink_done() { # ENGINE CONTAINER [PLATFORM]: the app's last line reached the sink
-  local pat='"message":"legacy-app done"'
+wait_sink_done() { # ENGINE CONTAINER [PLATFORM [LAST]]: the app's last line reached the sink
+  local pat="\"message\":\"${4:-legacy-app done}\""
   [ -n "${3:-}" ] && pat="\"platform\":\"$3\".*$pat"
   for _ in $(seq 100); do
     $1 logs "$2" 2>/dev/null | grep -q "$pat" && return 0
@@ -368,23 +376,49 @@ compose_down() { # ENGINE
   $e volume rm -f ${PROJ}_logtap ${PROJ}_logtap-socket >/dev/null 2>&1 || true
 }
 
+# the Go app (static, through logtap-run): the sink holds exactly its
+# stdout and stderr, and its own output and exit code are as without logtap
+check_goapp() { # ENGINE APPCONTAINER SINKCONTAINER SINKJSON WORKDIR [--pod-name POD]
+  local e=$1 app=$2 sink=$3 json=$4 w=$5; shift 5
+  python3 e2e/check_sink.py "$json" "$w/gobase" --only-platform go-app --no-file "$@"
+  mkdir -p "$w/goown"
+  $e logs "$app" >"$w/goown/stdout" 2>"$w/goown/stderr"
+  $e inspect "$app" --format '{{.State.ExitCode}}' >"$w/goown/rc"
+  cmp -s "$w/gobase/rc" "$w/goown/rc" || die "go-app exit code $(cat "$w/goown/rc") != $(cat "$w/gobase/rc") without logtap-run"
+  cmp -s "$w/gobase/stdout" "$w/goown/stdout" || die "go-app's stdout changed: $(diff "$w/gobase/stdout" "$w/goown/stdout" | head)"
+  cmp -s "$w/gobase/stderr" "$w/goown/stderr" || die "go-app's stderr changed: $(diff "$w/gobase/stderr" "$w/goown/stderr" | head)"
+  echo "go-app: through logtap-run, exit $(cat "$w/goown/rc"), stdout and stderr as without it, all in the sink"
+}
+
+goapp_baseline() { # ENGINE DIR [RUN-OPTION...]
+  local e=$1 d=$2 name=logtap-e2e-gobaseline; shift 2
+  mkdir -p "$d"
+  $e rm -f $name >/dev/null 2>&1 || true
+  $e run --name $name "$@" localhost/logtap-demo-goapp:latest >"$d/stdout" 2>"$d/stderr"
+  echo $? >"$d/rc"
+  $e rm $name >/dev/null
+}
+
 compose_case() { # ENGINE APPIMAGE SUPPRESS
   set -e
-  local e=$1 w=$E2E_WORK/compose-$1-$3-${2##*:} app sink
-  app=$(compose_names "$e" app) sink=$(compose_names "$e" sink)
+  local e=$1 w=$E2E_WORK/compose-$1-$3-${2##*:} app sink goapp
+  app=$(compose_names "$e" app) sink=$(compose_names "$e" sink) goapp=$(compose_names "$e" go-app)
   baseline "$e" "$2" "$w/base" /var/log/legacy/app.log -e APP_LINES=$APP_LINES -e APP_PAUSE_MS=$APP_PAUSE_MS
+  goapp_baseline "$e" "$w/gobase" -e APP_LINES=$APP_LINES -e APP_PAUSE_MS=$APP_PAUSE_MS
   compose_down "$e"
   LOGTAP_APP_IMAGE=$2 LLT_SUPPRESS_TAP_FILE=$3 APP_LINES=$APP_LINES APP_PAUSE_MS=$APP_PAUSE_MS \
     $(compose_cmd "$e") -p $PROJ up -d >"$w/up.log" 2>&1 || { cat "$w/up.log"; die "$(compose_cmd "$e") up"; }
-  $e wait "$app" >/dev/null
+  $e wait "$app" "$goapp" >/dev/null
   wait_sink_done "$e" "$sink" || die "the sink never got the app's last line; sink: $($e logs "$sink" 2>&1 | tail -3); app: $($e logs "$app" 2>&1 | tail -3)"
+  wait_sink_done "$e" "$sink" go-app "go-app done" || die "the sink never got go-app's last line; go-app: $($e logs "$goapp" 2>&1 | tail -3)"
   check_sink_hardened "$e" "$sink"
   check_app_mounts "$e" "$app"
   $e stop -t 10 "$sink" >/dev/null    # SIGTERM: the sink drains and exits 0
   [ "$($e inspect "$sink" --format '{{.State.ExitCode}}')" = 0 ] || die "sink exit code not 0"
   $e logs "$sink" >"$w/sink.json" 2>"$w/sink.err"
   echo "compose: sink printed $(wc -l <"$w/sink.json") lines, e.g.:"; sed -n 2p "$w/sink.json"
-  python3 e2e/check_sink.py "$w/sink.json" "$w/base" --platform legacy-app
+  python3 e2e/check_sink.py "$w/sink.json" "$w/base" --only-platform legacy-app
+  check_goapp "$e" "$goapp" "$sink" "$w/sink.json" "$w"
   pid_report "$w/sink.json"
   collect_own "$e" "$app" "$w/own" /var/log/legacy/app.log
   compare_own "$w/base" "$w/own" "$3"
@@ -403,13 +437,15 @@ step_kube() {
   local w=$E2E_WORK/kube
   mkdir -p "$w"
   baseline podman localhost/logtap-demo-app:latest "$w/base" /var/log/legacy/app.log -e APP_LINES=$APP_LINES -e APP_PAUSE_MS=$APP_PAUSE_MS
+  goapp_baseline podman "$w/gobase" -e APP_LINES=$APP_LINES -e APP_PAUSE_MS=$APP_PAUSE_MS
   # deployment.yaml's app is a long-running service; the test gives it a finite run
   rm -rf "$w/emptydir"
   python3 e2e/kube-podman.py deployment.yaml "$E2E_WORK/kube.yaml" "$(cat /proc/sys/kernel/hostname)" \
-    emptydir="$w/emptydir" app:APP_LINES=$APP_LINES app:APP_PAUSE_MS=$APP_PAUSE_MS
+    emptydir="$w/emptydir" app:APP_LINES=$APP_LINES app:APP_PAUSE_MS=$APP_PAUSE_MS \
+    go-app:APP_LINES=$APP_LINES go-app:APP_PAUSE_MS=$APP_PAUSE_MS
   kube_down
   podman kube play "$E2E_WORK/kube.yaml" >"$w/play.log" 2>&1 || { cat "$w/play.log"; die "podman kube play"; }
-  podman wait $POD-app >/dev/null
+  podman wait $POD-app $POD-go-app >/dev/null
   [ "$(podman inspect $POD-logtap-inject --format '{{.State.ExitCode}}')" = 0 ] || die "injector failed"
   wait_sink_done podman $POD-logtap-sink || die "the sink never got the app's last line; sink: $(podman logs $POD-logtap-sink 2>&1 | tail -3); app: $(podman logs $POD-app 2>&1 | tail -3)"
   check_sink_hardened podman $POD-logtap-sink
@@ -418,7 +454,8 @@ step_kube() {
   [ "$(podman inspect $POD-logtap-sink --format '{{.State.ExitCode}}')" = 0 ] || die "sink exit code not 0"
   podman logs $POD-logtap-sink >"$w/sink.json" 2>"$w/sink.err"
   echo "kube: sink printed $(wc -l <"$w/sink.json") lines, e.g.:"; sed -n 2p "$w/sink.json"
-  python3 e2e/check_sink.py "$w/sink.json" "$w/base" --platform legacy-app --pod-name $POD
+  python3 e2e/check_sink.py "$w/sink.json" "$w/base" --only-platform legacy-app --pod-name $POD
+  check_goapp podman $POD-go-app $POD-logtap-sink "$w/sink.json" "$w" --pod-name $POD
   pid_report "$w/sink.json"
   collect_own podman $POD-app "$w/own" /var/log/legacy/app.log
   compare_own "$w/base" "$w/own" true
@@ -457,6 +494,12 @@ step_dimages() {
   docker build -q -f demo/images/app.Containerfile \
     --build-arg APP_BASE=localhost/logtap-bullseye --build-arg BUILD_BASE=localhost/logtap-bullseye-build \
     -t logtap-demo-app:bullseye -t localhost/logtap-demo-app:bullseye demo
+  # the Go app installs golang-go with apt in its build stage, and the
+  # private engine has no network: built by podman, moved over
+  podman build -q -f demo/images/goapp.Containerfile \
+    --build-arg APP_BASE=localhost/logtap-bookworm --build-arg BUILD_BASE=localhost/logtap-bookworm-build \
+    -t localhost/logtap-demo-goapp:latest demo >/dev/null
+  podman save localhost/logtap-demo-goapp:latest | docker load -q >/dev/null
   docker image prune -f >/dev/null
   docker rmi localhost/logtap-bookworm-build localhost/logtap-bullseye-build >/dev/null
   echo "dimages: built with docker build in $((SECONDS - t0)) s"

@@ -103,6 +103,8 @@ pub struct Config {
     /// `LLT_TARGET_UID`: the uids a socket listener may have; `None` when
     /// not set (any listener).
     pub target_uids: Option<UidList>,
+    /// `LLT_LIBRARY` (logtap-run only): the library to preload.
+    pub library: FixedStr<PATH_MAX>,
 }
 
 /// Up to [`MAX_TARGET_UIDS`] uids.
@@ -138,7 +140,9 @@ impl UidList {
 }
 
 impl Config {
-    const fn defaults() -> Config {
+    /// Neutral values for the static; the defaults are the `default` texts
+    /// of [`SETTINGS`], applied by `load` through each setting's parser.
+    const fn empty() -> Config {
         Config {
             tap_stdout: false,
             tap_stderr: false,
@@ -149,20 +153,21 @@ impl Config {
             suppress_std: false,
             suppress_file: false,
             passive_ms: 0,
-            first_connect_ms: 1000,
-            reconnect_ms: 1000,
+            first_connect_ms: 0,
+            reconnect_ms: 0,
             debug: false,
-            buffer_size: 8 << 20,
-            flush_ms: 20,
-            exit_timeout_ms: 1000,
+            buffer_size: 0,
+            flush_ms: 0,
+            exit_timeout_ms: 0,
             platform: FixedStr::new(),
             level_stdout: Level::Info,
             level_stderr: Level::Error,
             level_file: Level::Info,
-            python_unbuffered: true,
-            private_fds: true,
-            target_mode: 0o600,
+            python_unbuffered: false,
+            private_fds: false,
+            target_mode: 0,
             target_uids: None,
+            library: FixedStr::new(),
         }
     }
 }
@@ -172,7 +177,7 @@ struct Shared(UnsafeCell<Config>);
 // it (the ACTIVE flag is published with Release after the write).
 unsafe impl Sync for Shared {}
 
-static CONFIG: Shared = Shared(UnsafeCell::new(Config::defaults()));
+static CONFIG: Shared = Shared(UnsafeCell::new(Config::empty()));
 
 pub fn get() -> &'static Config {
     // SAFETY: see `Shared`; after the constructor the value is read-only.
@@ -202,15 +207,18 @@ fn env(name: &[u8]) -> Option<&'static [u8]> {
     }
 }
 
-fn invalid(name: &[u8], value: &[u8], expect: &[u8]) {
+fn invalid(name: &[u8], value: &[u8], e: &Invalid) {
+    let sep: &[u8] = if e.instead.is_empty() { b"" } else { b"; " };
     sys::say(&[
         b"logtap: invalid ",
         &name[..name.len() - 1],
         b"=",
         value,
         b" (",
-        expect,
-        b"); using the default",
+        e.expect,
+        b")",
+        sep,
+        e.instead,
     ]);
 }
 
@@ -226,16 +234,6 @@ fn parse_bool(v: &[u8]) -> Option<bool> {
         b"true" | b"1" | b"yes" | b"on" => Some(true),
         b"false" | b"0" | b"no" | b"off" => Some(false),
         _ => None,
-    }
-}
-
-fn get_bool(name: &[u8], default: bool) -> bool {
-    match env(name) {
-        None => default,
-        Some(v) => parse_bool(v).unwrap_or_else(|| {
-            invalid(name, v, b"expected true/false/1/0/yes/no");
-            default
-        }),
     }
 }
 
@@ -279,212 +277,291 @@ fn parse_size(v: &[u8]) -> Option<usize> {
     parse_u64(num)?.checked_mul(mul).map(|n| n as usize)
 }
 
-fn get_num(name: &[u8], default: u64, parse: fn(&[u8]) -> Option<u64>, expect: &[u8]) -> u64 {
-    match env(name) {
-        None => default,
-        Some(v) => parse(v).unwrap_or_else(|| {
-            invalid(name, v, expect);
-            default
-        }),
+/// Why a value was refused: what was expected, and what happens instead
+/// (empty: nothing to add).
+pub struct Invalid {
+    pub expect: &'static [u8],
+    pub instead: &'static [u8],
+}
+
+const fn expected(expect: &'static [u8]) -> Invalid {
+    Invalid {
+        expect,
+        instead: b"using the default",
     }
 }
 
-fn get_level(name: &[u8], default: Level) -> Level {
-    match env(name) {
-        None => default,
-        Some(v) => Level::parse(v).unwrap_or_else(|| {
-            invalid(
-                name,
-                v,
-                b"expected 0-6 or FATAL/ERROR/WARN/INFO/DEBUG/TRACE/ALL",
-            );
-            default
-        }),
+type Apply = fn(&mut Config, &[u8]) -> Result<(), Invalid>;
+
+/// One `LLT_*` setting, defined here only: the library's constructor and
+/// `logtap-run` read it through [`load`], and `logtap-run --help` prints
+/// the table.
+pub struct Setting {
+    /// The variable's name, NUL-terminated.
+    pub name: &'static [u8],
+    /// The value used when the variable is not set, given to the same
+    /// parser; empty when the default is computed (the doc line says how).
+    pub default: &'static [u8],
+    /// One line: what the setting means.
+    pub doc: &'static str,
+    apply: Apply,
+}
+
+impl Setting {
+    /// The name without its NUL.
+    pub fn name(&self) -> &'static [u8] {
+        &self.name[..self.name.len() - 1]
     }
 }
 
-/// Reads every `LLT_*` variable. Called once, from the constructor.
+const fn setting(
+    name: &'static [u8],
+    default: &'static [u8],
+    doc: &'static str,
+    apply: Apply,
+) -> Setting {
+    Setting {
+        name,
+        default,
+        doc,
+        apply,
+    }
+}
+
+fn bool_into(v: &[u8], dst: &mut bool) -> Result<(), Invalid> {
+    *dst = parse_bool(v).ok_or(expected(b"expected true/false/1/0/yes/no"))?;
+    Ok(())
+}
+
+fn level_into(v: &[u8], dst: &mut Level) -> Result<(), Invalid> {
+    *dst = Level::parse(v).ok_or(expected(
+        b"expected 0-6 or FATAL/ERROR/WARN/INFO/DEBUG/TRACE/ALL",
+    ))?;
+    Ok(())
+}
+
+fn ms_into(v: &[u8], dst: &mut u64) -> Result<(), Invalid> {
+    *dst = parse_u64(v).ok_or(expected(b"expected milliseconds"))?;
+    Ok(())
+}
+
+fn seconds_into(v: &[u8], dst: &mut u64) -> Result<(), Invalid> {
+    *dst = parse_seconds_ms(v).ok_or(expected(b"expected seconds"))?;
+    Ok(())
+}
+
+fn apply_tap_into(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    match parse_u64(v) {
+        Some(n @ 0..=3) => {
+            c.tap_stdout = n & 1 != 0;
+            c.tap_stderr = n & 2 != 0;
+            Ok(())
+        }
+        _ => Err(expected(b"expected 0 none, 1 stdout, 2 stderr, 3 both")),
+    }
+}
+
+fn apply_target(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    let parsed = if let Some(p) = v.strip_prefix(b"file:") {
+        Some((TargetKind::File, p))
+    } else if let Some(p) = v.strip_prefix(b"socket:") {
+        Some((TargetKind::Socket, p))
+    } else if let Some(p) = v.strip_prefix(b"pantavisor:") {
+        Some((TargetKind::Pantavisor, p))
+    } else if v == b"pantavisor" {
+        Some((TargetKind::Pantavisor, DEFAULT_PV_SOCKET))
+    } else {
+        None
+    };
+    let max_path = if matches!(parsed, Some((TargetKind::File, _))) {
+        PATH_MAX - 1
+    } else {
+        107
+    };
+    match parsed {
+        Some((kind, p)) if p.first() == Some(&b'/') && p.len() <= max_path => {
+            c.target_kind = kind;
+            c.target_path.set(p);
+            Ok(())
+        }
+        _ => Err(expected(
+            b"expected file:/abs/path, socket:/abs/path or pantavisor[:/abs/path]; sockets at most 107 bytes",
+        )),
+    }
+}
+
+fn apply_format(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    c.format = match v {
+        b"logserver" => Format::Logserver,
+        b"raw" => Format::Raw,
+        _ => return Err(expected(b"expected logserver or raw")),
+    };
+    Ok(())
+}
+
+fn apply_tap_file(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    // Relative entries are made absolute against the current directory
+    // now, so a later `chdir` of the program does not change them.
+    let mut cwd = [0u8; PATH_MAX];
+    // SAFETY: the buffer is PATH_MAX writable bytes.
+    let got = unsafe { libc::getcwd(cwd.as_mut_ptr() as *mut libc::c_char, cwd.len()) };
+    let cwd = if got.is_null() {
+        None
+    } else {
+        let n = cwd.iter().position(|&c| c == 0).unwrap_or(0);
+        Some(&cwd[..n])
+    };
+    c.tap_files.parse(v, cwd).map_err(|e| Invalid {
+        expect: e.describe(),
+        instead: b"",
+    })
+}
+
+fn apply_flush(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    let ms = parse_u64(v).ok_or(expected(b"expected milliseconds, 1-100"))?;
+    c.flush_ms = ms.clamp(1, 100);
+    Ok(())
+}
+
+fn apply_buffer(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    let size = parse_size(v).ok_or(expected(
+        b"expected bytes with optional K/M/G suffix, 64K-1G",
+    ))?;
+    c.buffer_size = size.clamp(64 << 10, 1 << 30).next_power_of_two();
+    Ok(())
+}
+
+fn apply_mode(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    match parse_octal(v) {
+        Some(m) if m <= 0o777 => {
+            c.target_mode = m;
+            Ok(())
+        }
+        _ => Err(expected(
+            b"expected an octal file mode from 0 to 0777 such as 0640",
+        )),
+    }
+}
+
+fn apply_uids(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    match UidList::parse(v) {
+        Some(l) => {
+            c.target_uids = Some(l);
+            Ok(())
+        }
+        None => {
+            // A security setting fails closed: a typo must not let any
+            // listener in.
+            c.target_uids = Some(UidList {
+                uids: [0; MAX_TARGET_UIDS],
+                n: 0,
+            });
+            Err(Invalid {
+                expect: b"expected UID[,UID...], at most 16 decimal uids",
+                instead: b"no listener is accepted",
+            })
+        }
+    }
+}
+
+fn apply_platform(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    if !v.is_empty() {
+        c.platform.set(&v[..v.len().min(63)]);
+    }
+    Ok(())
+}
+
+fn apply_library(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    if v.first() != Some(&b'/') || !c.library.set(v) {
+        return Err(expected(b"expected an absolute path"));
+    }
+    Ok(())
+}
+
+/// Every `LLT_*` setting, in the order they are read.
+pub static SETTINGS: &[Setting] = &[
+    setting(b"LLT_TAP_INTO\0", b"0", "streams tapped: 0 none, 1 stdout, 2 stderr, 3 both", apply_tap_into),
+    setting(b"LLT_TARGET\0", b"", "file:/path, socket:/path or pantavisor[:/path]; default file:/run/liblogtap.log ($XDG_RUNTIME_DIR/liblogtap.log for non-root)", apply_target),
+    setting(b"LLT_FORMAT\0", b"logserver", "logserver (frames) or raw (the bytes as written; file and socket targets)", apply_format),
+    setting(b"LLT_TAP_FILE\0", b"", "log files to tap: comma-separated paths and patterns (* ? [..] **)", apply_tap_file),
+    setting(b"LLT_SUPPRESS_STDOUT\0", b"false", "tapped stdout/stderr go only to the target (to the original output when the target does not take them)", |c, v| bool_into(v, &mut c.suppress_std)),
+    setting(b"LLT_SUPPRESS_TAP_FILE\0", b"false", "tapped log files are not written (their bytes go only to the target)", |c, v| bool_into(v, &mut c.suppress_file)),
+    setting(b"LLT_DEBUG_MODE\0", b"false", "the library's own diagnostics on stderr", |c, v| bool_into(v, &mut c.debug)),
+    setting(b"LLT_PYTHONUNBUFFERED\0", b"true", "set PYTHONUNBUFFERED=1 for tapped programs", |c, v| bool_into(v, &mut c.python_unbuffered)),
+    setting(b"LLT_PRIVATE_FDS\0", b"true", "the sender thread keeps its fds in a private fd table", |c, v| bool_into(v, &mut c.private_fds)),
+    setting(b"LLT_PASSIV_ON_START\0", b"0", "milliseconds after start during which nothing is tapped", |c, v| ms_into(v, &mut c.passive_ms)),
+    setting(b"LLT_TARGET_1STCONNECT\0", b"1", "seconds to wait for the first connection", |c, v| seconds_into(v, &mut c.first_connect_ms)),
+    setting(b"LLT_TARGET_RECONNECT\0", b"1", "seconds between reconnection attempts", |c, v| seconds_into(v, &mut c.reconnect_ms)),
+    setting(b"LLT_FLUSH_MS\0", b"20", "milliseconds the sender waits to batch writes, 1-100", apply_flush),
+    setting(b"LLT_EXIT_TIMEOUT_MS\0", b"1000", "milliseconds at exit to deliver what is buffered", |c, v| ms_into(v, &mut c.exit_timeout_ms)),
+    setting(b"LLT_BUFFER_SIZE\0", b"8M", "buffer size, bytes with K/M/G suffix, 64K-1G", apply_buffer),
+    setting(b"LLT_TARGET_MODE\0", b"0600", "octal mode of a file target the library creates", apply_mode),
+    setting(b"LLT_TARGET_UID\0", b"", "uids a socket listener may run as (UID[,UID...]); default any", apply_uids),
+    setting(b"LLT_LEVEL_STDOUT\0", b"INFO", "level of stdout records (0-6 or FATAL..ALL)", |c, v| level_into(v, &mut c.level_stdout)),
+    setting(b"LLT_LEVEL_STDERR\0", b"ERROR", "level of stderr records", |c, v| level_into(v, &mut c.level_stderr)),
+    setting(b"LLT_LEVEL_FILE\0", b"INFO", "level of log file records", |c, v| level_into(v, &mut c.level_file)),
+    setting(b"LLT_PLATFORM\0", b"", "the frames' platform field; default $HOSTNAME, else the kernel's host name", apply_platform),
+    setting(b"LLT_LIBRARY\0", b"", "logtap-run: the library to preload; default liblogtap.so (musl/liblogtap.so for musl programs) beside logtap-run", apply_library),
+];
+
+/// Reads every `LLT_*` variable. Called once, from the constructor (and
+/// by `logtap-run`). Allocates nothing.
 ///
 /// # Safety
 /// No other thread may be reading the configuration.
 pub unsafe fn load() {
+    load_with(true)
+}
+
+/// `load` without reporting bad values (`logtap-run` reads the settings
+/// before it knows whether the library will read, and report, them).
+///
+/// # Safety
+/// As for `load`.
+pub unsafe fn load_quiet() {
+    load_with(false)
+}
+
+unsafe fn load_with(report: bool) {
     let c = &mut *CONFIG.0.get();
-    *c = Config::defaults();
-
-    match env(b"LLT_TAP_INTO\0") {
-        None => {}
-        Some(v) => match parse_u64(v) {
-            Some(n @ 0..=3) => {
-                c.tap_stdout = n & 1 != 0;
-                c.tap_stderr = n & 2 != 0;
-            }
-            _ => invalid(
-                b"LLT_TAP_INTO\0",
-                v,
-                b"expected 0 none, 1 stdout, 2 stderr, 3 both",
-            ),
-        },
-    }
-
+    *c = Config::empty();
     set_default_target(&mut c.target_path);
-    if let Some(v) = env(b"LLT_TARGET\0") {
-        let parsed = if let Some(p) = v.strip_prefix(b"file:") {
-            Some((TargetKind::File, p))
-        } else if let Some(p) = v.strip_prefix(b"socket:") {
-            Some((TargetKind::Socket, p))
-        } else if let Some(p) = v.strip_prefix(b"pantavisor:") {
-            Some((TargetKind::Pantavisor, p))
-        } else if v == b"pantavisor" {
-            Some((TargetKind::Pantavisor, DEFAULT_PV_SOCKET))
-        } else {
-            None
-        };
-        let max_path = if matches!(parsed, Some((TargetKind::File, _))) {
-            PATH_MAX - 1
-        } else {
-            107
-        };
-        match parsed {
-            Some((kind, p)) if p.first() == Some(&b'/') && p.len() <= max_path => {
-                c.target_kind = kind;
-                c.target_path.set(p);
-            }
-            _ => invalid(
-                b"LLT_TARGET\0",
-                v,
-                b"expected file:/abs/path, socket:/abs/path or pantavisor[:/abs/path]; sockets at most 107 bytes",
-            ),
+    for s in SETTINGS {
+        if !s.default.is_empty() {
+            // The defaults are checked by a unit test to parse.
+            let _ = (s.apply)(c, s.default);
         }
-    }
-
-    if let Some(v) = env(b"LLT_FORMAT\0") {
-        match v {
-            b"logserver" => c.format = Format::Logserver,
-            b"raw" => c.format = Format::Raw,
-            _ => invalid(b"LLT_FORMAT\0", v, b"expected logserver or raw"),
+        if let Some(v) = env(s.name) {
+            match (s.apply)(c, v) {
+                Err(e) if report => invalid(s.name, v, &e),
+                _ => {}
+            }
         }
     }
     if c.target_kind == TargetKind::Pantavisor && c.format == Format::Raw {
-        sys::say(&[
-            b"logtap: LLT_FORMAT=raw does not apply to a pantavisor target; using logserver",
-        ]);
+        if report {
+            sys::say(&[
+                b"logtap: LLT_FORMAT=raw does not apply to a pantavisor target; using logserver",
+            ]);
+        }
         c.format = Format::Logserver;
     }
 
-    if let Some(v) = env(b"LLT_TAP_FILE\0") {
-        // Relative entries are made absolute against the current directory
-        // now, so a later `chdir` of the program does not change them.
-        let mut cwd = [0u8; PATH_MAX];
-        let cwd = if libc::getcwd(cwd.as_mut_ptr() as *mut libc::c_char, cwd.len()).is_null() {
-            None
-        } else {
-            let n = cwd.iter().position(|&c| c == 0).unwrap_or(0);
-            Some(&cwd[..n])
-        };
-        if let Err(e) = c.tap_files.parse(v, cwd) {
-            sys::say(&[
-                b"logtap: invalid LLT_TAP_FILE=",
-                v,
-                b" (",
-                e.describe(),
-                b")",
-            ]);
-        }
-    }
-
-    c.suppress_std = get_bool(b"LLT_SUPPRESS_STDOUT\0", false);
-    c.suppress_file = get_bool(b"LLT_SUPPRESS_TAP_FILE\0", false);
-    c.debug = get_bool(b"LLT_DEBUG_MODE\0", false);
-    c.python_unbuffered = get_bool(b"LLT_PYTHONUNBUFFERED\0", true);
-    c.private_fds = get_bool(b"LLT_PRIVATE_FDS\0", true);
-    c.passive_ms = get_num(
-        b"LLT_PASSIV_ON_START\0",
-        0,
-        parse_u64,
-        b"expected milliseconds",
-    );
-    c.first_connect_ms = get_num(
-        b"LLT_TARGET_1STCONNECT\0",
-        1000,
-        parse_seconds_ms,
-        b"expected seconds",
-    );
-    c.reconnect_ms = get_num(
-        b"LLT_TARGET_RECONNECT\0",
-        1000,
-        parse_seconds_ms,
-        b"expected seconds",
-    );
-    c.flush_ms = get_num(
-        b"LLT_FLUSH_MS\0",
-        20,
-        parse_u64,
-        b"expected milliseconds, 1-100",
-    )
-    .clamp(1, 100);
-    c.exit_timeout_ms = get_num(
-        b"LLT_EXIT_TIMEOUT_MS\0",
-        1000,
-        parse_u64,
-        b"expected milliseconds",
-    );
-    let size = get_num(
-        b"LLT_BUFFER_SIZE\0",
-        8 << 20,
-        |v| parse_size(v).map(|n| n as u64),
-        b"expected bytes with optional K/M/G suffix, 64K-1G",
-    );
-    c.buffer_size = (size as usize).clamp(64 << 10, 1 << 30).next_power_of_two();
-    if let Some(v) = env(b"LLT_TARGET_MODE\0") {
-        match parse_octal(v) {
-            Some(m) if m <= 0o777 => c.target_mode = m,
-            _ => invalid(
-                b"LLT_TARGET_MODE\0",
-                v,
-                b"expected an octal file mode from 0 to 0777 such as 0640",
-            ),
-        }
-    }
-    if let Some(v) = env(b"LLT_TARGET_UID\0") {
-        match UidList::parse(v) {
-            Some(l) => c.target_uids = Some(l),
-            None => {
-                // A security setting fails closed: a typo must not let any
-                // listener in.
-                sys::say(&[
-                    b"logtap: invalid LLT_TARGET_UID=",
-                    v,
-                    b" (expected UID[,UID...], at most 16 decimal uids); no listener is accepted",
-                ]);
-                c.target_uids = Some(UidList {
-                    uids: [0; MAX_TARGET_UIDS],
-                    n: 0,
-                });
-            }
-        }
-    }
-    c.level_stdout = get_level(b"LLT_LEVEL_STDOUT\0", Level::Info);
-    c.level_stderr = get_level(b"LLT_LEVEL_STDERR\0", Level::Error);
-    c.level_file = get_level(b"LLT_LEVEL_FILE\0", Level::Info);
-
     // Platform: explicit, then the container's hostname (Docker sets it to
     // the container id, Kubernetes to the pod name), then the kernel's.
-    let platform = env(b"LLT_PLATFORM\0")
-        .filter(|v| !v.is_empty())
-        .or_else(|| env(b"HOSTNAME\0").filter(|v| !v.is_empty()));
-    match platform {
-        Some(p) => {
+    if c.platform.is_empty() {
+        if let Some(p) = env(b"HOSTNAME\0").filter(|v| !v.is_empty()) {
             c.platform.set(&p[..p.len().min(63)]);
         }
-        None => {
-            let mut uts: libc::utsname = core::mem::zeroed();
-            if libc::uname(&mut uts) == 0 {
-                let name = core::ffi::CStr::from_ptr(uts.nodename.as_ptr()).to_bytes();
-                c.platform.set(&name[..name.len().min(63)]);
-            }
-            if c.platform.is_empty() {
-                c.platform.set(b"logtap");
-            }
+    }
+    if c.platform.is_empty() {
+        let mut uts: libc::utsname = core::mem::zeroed();
+        if libc::uname(&mut uts) == 0 {
+            let name = core::ffi::CStr::from_ptr(uts.nodename.as_ptr()).to_bytes();
+            c.platform.set(&name[..name.len().min(63)]);
+        }
+        if c.platform.is_empty() {
+            c.platform.set(b"logtap");
         }
     }
 }
@@ -536,5 +613,24 @@ mod tests {
         assert!(UidList::parse(b"1000,").is_none());
         assert!(UidList::parse(b"bob").is_none());
         assert!(UidList::parse(b"4294967295").is_none());
+    }
+
+    #[test]
+    fn every_default_parses_and_every_name_is_unique() {
+        let mut c = Config::empty();
+        for (i, s) in SETTINGS.iter().enumerate() {
+            assert!(s.name.starts_with(b"LLT_") && s.name.ends_with(b"\0"));
+            assert!(!s.doc.is_empty() && !s.doc.contains('\n'));
+            if !s.default.is_empty() {
+                assert!((s.apply)(&mut c, s.default).is_ok(), "{}", s.doc);
+            }
+            assert!(SETTINGS[..i].iter().all(|o| o.name != s.name));
+        }
+        assert_eq!(c.buffer_size, 8 << 20);
+        assert_eq!((c.flush_ms, c.exit_timeout_ms), (20, 1000));
+        assert_eq!((c.first_connect_ms, c.reconnect_ms), (1000, 1000));
+        assert!(c.python_unbuffered && c.private_fds && !c.debug);
+        assert_eq!(c.target_mode, 0o600);
+        assert_eq!(c.level_stderr, Level::Error);
     }
 }

@@ -21,6 +21,17 @@ have rsyslogd /usr/sbin/rsyslogd || need+=(rsyslog)
 have nginx /usr/sbin/nginx || need+=(nginx-light)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 have redis-server /usr/bin/redis-server || need+=(redis-server)
+# tests/run.rs: static programs for logtap-run's relay (a CGO_ENABLED=0 Go
+# program, busybox-static) and a PID namespace (unshare)
+have go /usr/bin/go || need+=(golang-go)
+busybox_static() {
+  # static: no PT_INTERP, so no loader path among its strings' first lines
+  [ -x /bin/busybox ] && ! head -c 4096 /bin/busybox | grep -qa 'ld-linux\|ld-musl'
+}
+busybox_static || need+=(busybox-static)
+have unshare /usr/bin/unshare || need+=(util-linux)
+# tests/run.rs: a musl program gets musl/liblogtap.so
+have musl-gcc /usr/bin/musl-gcc || need+=(musl-tools)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
