@@ -22,7 +22,12 @@ pub enum TargetKind {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Format {
+    /// `logserver_msg` version 0, exactly what Pantavisor's server reads.
     Logserver,
+    /// Version 1, logtap's extension: each write carries its time and pid
+    /// (logtap-sink only). The default for `socket:` and `file:` targets.
+    Logtap,
+    /// The tapped bytes only (liblogtap's format).
     Raw,
 }
 
@@ -357,16 +362,31 @@ pub unsafe fn load() {
         }
     }
 
+    // Unset: version 1 (write time and pid) where logtap-sink reads the
+    // frames, version 0 where Pantavisor's server does.
+    c.format = if c.target_kind == TargetKind::Pantavisor {
+        Format::Logserver
+    } else {
+        Format::Logtap
+    };
     if let Some(v) = env(b"LLT_FORMAT\0") {
         match v {
             b"logserver" => c.format = Format::Logserver,
+            b"logtap" => c.format = Format::Logtap,
             b"raw" => c.format = Format::Raw,
-            _ => invalid(b"LLT_FORMAT\0", v, b"expected logserver or raw"),
+            _ => invalid(b"LLT_FORMAT\0", v, b"expected logtap, logserver or raw"),
         }
     }
-    if c.target_kind == TargetKind::Pantavisor && c.format == Format::Raw {
+    if c.target_kind == TargetKind::Pantavisor && c.format != Format::Logserver {
+        // Pantavisor's server accepts version 0 only, framed.
         sys::say(&[
-            b"logtap: LLT_FORMAT=raw does not apply to a pantavisor target; using logserver",
+            b"logtap: LLT_FORMAT=",
+            if c.format == Format::Raw {
+                b"raw"
+            } else {
+                b"logtap"
+            },
+            b" does not apply to a pantavisor target; using logserver",
         ]);
         c.format = Format::Logserver;
     }
