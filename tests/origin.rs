@@ -325,8 +325,11 @@ fn pid_namespaces_keep_each_writers_own_pid() {
 /// follows. Anything else is recorded as a violation.
 struct StrictPantavisor {
     done: Arc<AtomicBool>,
-    thread: JoinHandle<(BTreeMap<String, Vec<u8>>, usize, Vec<String>)>,
+    thread: JoinHandle<Received>,
 }
+
+/// Data per source, messages, violations of the protocol.
+type Received = (BTreeMap<String, Vec<u8>>, usize, Vec<String>);
 
 impl StrictPantavisor {
     fn start(path: &Path) -> StrictPantavisor {
@@ -388,7 +391,7 @@ impl StrictPantavisor {
         StrictPantavisor { done, thread }
     }
 
-    fn stop(self) -> (BTreeMap<String, Vec<u8>>, usize, Vec<String>) {
+    fn stop(self) -> Received {
         std::thread::sleep(Duration::from_millis(100));
         self.done.store(true, Ordering::SeqCst);
         self.thread.join().unwrap()
