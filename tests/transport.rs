@@ -677,8 +677,17 @@ fn independent_decode_any(
     (out, origins)
 }
 
-/// Version 0 only (what Pantavisor's server accepts).
+/// Frames of either version, each with the bytes it carries.
 fn independent_decode(bytes: &[u8]) -> Vec<(String, String, String, Vec<u8>)> {
+    let (frames, _) = independent_decode_any(bytes);
+    frames
+        .into_iter()
+        .map(|(_, l, p, s, d)| (l, p, s, d))
+        .collect()
+}
+
+/// Version 0 only (what Pantavisor's server accepts).
+fn independent_decode_v0(bytes: &[u8]) -> Vec<(String, String, String, Vec<u8>)> {
     let (frames, _) = independent_decode_any(bytes);
     frames
         .into_iter()
@@ -699,7 +708,7 @@ fn frame_file_decodes_independently() {
         let log = dir.join("app.log");
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
-            .arg("echo $$ >&3; echo out; echo err >&2; head -c 200000 /dev/zero | tr '\\0' 'z'; echo; echo filed >> \"$LOG\"")
+            .arg("echo $$ > \"$PIDFILE\"; echo out; echo err >&2; head -c 200000 /dev/zero | tr '\\0' 'z'; echo; echo filed >> \"$LOG\"")
             .env("LOG", &log)
             .env("LD_PRELOAD", so())
             .env("LLT_TAP_INTO", "3")
@@ -709,20 +718,9 @@ fn frame_file_decodes_independently() {
         if let Some(f) = format {
             cmd.env("LLT_FORMAT", f);
         }
-        // The shell's pid, on fd 3 (untapped).
+        // The shell's pid, into a file that is not tapped.
         let pidfile = dir.join("pid");
-        let f3 = std::fs::File::create(&pidfile).unwrap();
-        // SAFETY: dup2 of an fd we own onto 3 in the child before exec.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            let fd = f3.as_raw_fd();
-            cmd.pre_exec(move || {
-                if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        cmd.env("PIDFILE", &pidfile);
         let before = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -794,7 +792,7 @@ fn pantavisor_one_message_per_connection() {
                     s.set_nonblocking(false).unwrap();
                     let mut all = Vec::new();
                     s.read_to_end(&mut all).unwrap();
-                    let frames = independent_decode(&all);
+                    let frames = independent_decode_v0(&all);
                     assert_eq!(frames.len(), 1, "more than one message on a connection");
                     messages += 1;
                     let (_, _, src, data) = &frames[0];
