@@ -454,3 +454,74 @@ fn pantavisor_target_gets_exactly_version_0() {
         }
     }
 }
+
+/// Writes larger than a frame (64 KiB) are cut into pieces, each with an
+/// entry header of its own, and a stopped sink leaves frames half sent, to
+/// be resumed exactly: the sink still gets every byte once, every line with
+/// the writer's pid and a time within the run.
+#[test]
+fn big_writes_in_pieces_keep_bytes_and_origin() {
+    let Some(py) = common::python3() else {
+        return;
+    };
+    let dir = TestDir::new("origin-big");
+    let sock = dir.path.join("sink.sock");
+    let sink = Sink::start(&[], &sock);
+    // Five writes of 1 MB of numbered 1000-byte lines, with small writes
+    // between them, while the sink is stopped for part of the time.
+    let script = r#"
+import os, sys, time
+for w in range(5):
+    buf = b"".join(b"%d.%05d " % (w, i) + b"x" * 991 + b"\n" for i in range(1000))
+    assert len(buf) == 1000 * 1000
+    os.write(1, buf)
+    os.write(1, b"small %d\n" % w)
+    time.sleep(0.2)
+print("pid", os.getpid(), flush=True)
+"#;
+    let start = now_ns();
+    let mut cmd = Command::new(py);
+    cmd.args(["-c", script]);
+    tapped(&mut cmd, &sock);
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    sink.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(400));
+    sink.signal(libc::SIGCONT);
+    let out = child.wait_with_output().unwrap();
+    let end = now_ns();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objs = sink.stop();
+    let stdout: Vec<&serde_json::Value> = objs.iter().filter(|o| o["source"] == "stdout").collect();
+    let mut got = Vec::new();
+    for o in &stdout {
+        got.extend_from_slice(o["message"].as_str().unwrap().as_bytes());
+        got.push(b'\n');
+    }
+    assert!(
+        got == out.stdout,
+        "the sink's lines differ from what the program wrote"
+    );
+    let last = String::from_utf8_lossy(&out.stdout);
+    let pid: u32 = last
+        .lines()
+        .last()
+        .unwrap()
+        .strip_prefix("pid ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    for o in &stdout {
+        assert_eq!(o["pid"], pid, "{o}");
+        let ts = rfc3339_ns(o["timestamp"].as_str().unwrap());
+        assert!(
+            ts + WITHIN_NS >= start && ts <= end,
+            "timestamp {} outside the run",
+            o["timestamp"]
+        );
+    }
+}
