@@ -855,10 +855,14 @@ impl Sink {
         let out = drain(child.stdout.take().unwrap());
         let err = drain(child.stderr.take().unwrap());
         let t = Instant::now();
-        while !sock.exists() {
+        // Connectable, not merely present: the file appears at bind(), a
+        // moment before listen(); a sink stopped in between (the SIGSTOP
+        // test, under load) would refuse the library's connect, which then
+        // counts the target as away and does not wait for it at exit.
+        while UnixStream::connect(sock).is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
-                "sink did not create its socket"
+                "sink did not listen on its socket"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
