@@ -187,22 +187,31 @@ fn route<E: Emit>(
     out: &mut E,
 ) {
     for w in f.writes() {
-        if f.source == SELF_SOURCE.as_bytes() {
-            if let Some(n) = DropNotice::parse(w.data) {
+        if f.source != SELF_SOURCE.as_bytes() {
+            lines.push(f.level, f.platform, f.source, w.origin, w.data, &mut |l| {
+                emit_line(origin, &l, clock, out)
+            });
+            continue;
+        }
+        // liblogtap's own lines, one notice each: version 0 carries the
+        // notices of several sources in one frame's data, so each line is
+        // read on its own (else the first would swallow the rest).
+        for seg in w.data.split_inclusive(|&b| b == b'\n') {
+            if let Some(n) = DropNotice::parse(seg) {
                 out.record(&Record {
                     origin: &origin.of_write(w.origin, clock),
                     level: f.level,
                     platform: f.platform,
                     source: f.source,
-                    text: w.data.strip_suffix(b"\n").unwrap_or(w.data),
+                    text: seg.strip_suffix(b"\n").unwrap_or(seg),
                     partial: false,
                     dropped: Some(n),
                 });
                 continue;
             }
+            lines.push(f.level, f.platform, f.source, w.origin, seg, &mut |l| {
+                emit_line(origin, &l, clock, out)
+            });
         }
-        lines.push(f.level, f.platform, f.source, w.origin, w.data, &mut |l| {
-            emit_line(origin, &l, clock, out)
-        });
     }
 }

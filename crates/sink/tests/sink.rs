@@ -769,6 +769,41 @@ fn read_frame_file() {
     );
 }
 
+/// liblogtap's version-0 frames (`LLT_FORMAT=logserver`) put the drop
+/// notices of several sources, pushed one after the other, in one frame's
+/// data: each is its own notice.
+#[test]
+fn drop_notices_sharing_a_version_0_frame_stay_apart() {
+    let dir = temp_dir("notices");
+    let file = dir.join("frames.bin");
+    let mut data = encode(
+        Level::Warn,
+        b"app",
+        b"logtap",
+        b"logtap: dropped bytes=10 writes=1 source=stdout\nlogtap: dropped bytes=20 writes=2 source=stderr\n",
+    );
+    data.extend(encode(Level::Info, b"app", b"stdout", b"after\n"));
+    std::fs::write(&file, &data).unwrap();
+    let out = Command::new(BIN).arg("--read").arg(&file).output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(parse)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["dropped_bytes"], 10);
+    assert_eq!(lines[0]["dropped_source"], "stdout");
+    assert_eq!(lines[1]["dropped_bytes"], 20);
+    assert_eq!(lines[1]["dropped_writes"], 2);
+    assert_eq!(lines[1]["dropped_source"], "stderr");
+    assert_eq!(
+        lines[1]["message"],
+        "logtap: dropped bytes=20 writes=2 source=stderr"
+    );
+    assert_eq!(lines[2]["message"], "after");
+}
+
 #[test]
 fn closed_stdout_ends_the_sink_cleanly() {
     let dir = temp_dir("epipe");

@@ -514,6 +514,10 @@ impl<'a> DropNotice<'a> {
         let rest = rest.strip_prefix(b" writes=")?;
         let (writes, rest) = split_num(rest)?;
         let source = rest.strip_prefix(b" source=")?;
+        if source.contains(&b'\n') {
+            // One notice is one line: more lines are something else.
+            return None;
+        }
         Some(DropNotice {
             bytes,
             writes,
@@ -711,6 +715,11 @@ mod tests {
             }
         );
         assert!(DropNotice::parse(b"hello").is_none());
+        // Two notices (or a notice and more) are not one notice.
+        assert!(DropNotice::parse(
+            b"logtap: dropped bytes=1 writes=1 source=stdout\nlogtap: dropped bytes=2 writes=1 source=stderr\n"
+        )
+        .is_none());
     }
 
     #[test]
