@@ -22,7 +22,12 @@ pub enum TargetKind {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Format {
+    /// `logserver_msg` version 0, exactly what Pantavisor's server reads.
     Logserver,
+    /// Version 1, logtap's extension: each write carries its time and pid
+    /// (logtap-sink only). The default for `socket:` and `file:` targets.
+    Logtap,
+    /// The tapped bytes only (liblogtap's format).
     Raw,
 }
 
@@ -390,12 +395,17 @@ fn apply_target(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
     }
 }
 
+fn parse_format(v: &[u8]) -> Option<Format> {
+    match v {
+        b"logtap" => Some(Format::Logtap),
+        b"logserver" => Some(Format::Logserver),
+        b"raw" => Some(Format::Raw),
+        _ => None,
+    }
+}
+
 fn apply_format(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
-    c.format = match v {
-        b"logserver" => Format::Logserver,
-        b"raw" => Format::Raw,
-        _ => return Err(expected(b"expected logserver or raw")),
-    };
+    c.format = parse_format(v).ok_or(expected(b"expected logtap, logserver or raw"))?;
     Ok(())
 }
 
@@ -482,7 +492,7 @@ fn apply_library(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
 pub static SETTINGS: &[Setting] = &[
     setting(b"LLT_TAP_INTO\0", b"0", "streams tapped: 0 none, 1 stdout, 2 stderr, 3 both", apply_tap_into),
     setting(b"LLT_TARGET\0", b"", "file:/path, socket:/path or pantavisor[:/path]; default file:/run/liblogtap.log ($XDG_RUNTIME_DIR/liblogtap.log for non-root)", apply_target),
-    setting(b"LLT_FORMAT\0", b"logserver", "logserver (frames) or raw (the bytes as written; file and socket targets)", apply_format),
+    setting(b"LLT_FORMAT\0", b"", "logtap (version-1 frames: each write's time and pid; default for file: and socket:), logserver (version 0; always for pantavisor) or raw (the bytes as written)", apply_format),
     setting(b"LLT_TAP_FILE\0", b"", "log files to tap: comma-separated paths and patterns (* ? [..] **)", apply_tap_file),
     setting(b"LLT_SUPPRESS_STDOUT\0", b"false", "tapped stdout/stderr go only to the target (to the original output when the target does not take them)", |c, v| bool_into(v, &mut c.suppress_std)),
     setting(b"LLT_SUPPRESS_TAP_FILE\0", b"false", "tapped log files are not written (their bytes go only to the target)", |c, v| bool_into(v, &mut c.suppress_file)),
@@ -538,10 +548,26 @@ unsafe fn load_with(report: bool) {
             }
         }
     }
-    if c.target_kind == TargetKind::Pantavisor && c.format == Format::Raw {
+    // Unset (or invalid): version 1 (write time and pid) where logtap-sink
+    // reads the frames, version 0 where Pantavisor's server does.
+    if !env(b"LLT_FORMAT\0").is_some_and(|v| parse_format(v).is_some()) {
+        c.format = if c.target_kind == TargetKind::Pantavisor {
+            Format::Logserver
+        } else {
+            Format::Logtap
+        };
+    }
+    if c.target_kind == TargetKind::Pantavisor && c.format != Format::Logserver {
+        // Pantavisor's server accepts version 0 only, framed.
         if report {
             sys::say(&[
-                b"logtap: LLT_FORMAT=raw does not apply to a pantavisor target; using logserver",
+                b"logtap: LLT_FORMAT=",
+                if c.format == Format::Raw {
+                    b"raw"
+                } else {
+                    b"logtap"
+                },
+                b" does not apply to a pantavisor target; using logserver",
             ]);
         }
         c.format = Format::Logserver;

@@ -8,17 +8,27 @@
 //! between dropping (counted) and writing to the original destination.
 //!
 //! Records are 8-byte aligned: an 8-byte header (`len | src << 32 |
-//! flags`) then the data. A record never wraps; a pad record fills the end
-//! of the ring instead. The consumer zeroes what it consumed before handing
-//! the space back, so a header slot reads 0 until its writer commits.
+//! flags`), the write's origin as a 16-byte entry header of the wire's
+//! version 1 (`logtap_wire::EntryHeader`: wall-clock time, the writer's
+//! pid, the length), then the data. The entry header and the data lie
+//! together exactly as a version-1 frame carries them, so a whole record
+//! goes onto the wire as one piece of memory; and a reader of the ring
+//! alone (the shared ring of a later design, read by the sink) finds each
+//! record's time and pid next to its bytes. A pad record has the 8-byte
+//! header only. A record never wraps; a pad record fills the end of the
+//! ring instead. The consumer zeroes what it consumed before handing the
+//! space back, so a header slot reads 0 until its writer commits.
 
 use core::sync::atomic::{AtomicU64, Ordering::*};
+use logtap_wire::{EntryHeader, WriteOrigin, ENTRY_HEADER};
 
 const COMMIT: u64 = 1 << 63;
 const PAD: u64 = 1 << 62;
 /// Reserved by a writer, not yet committed (see `Ring::reserve`).
 const RESERVED: u64 = 1 << 61;
 const HDR: usize = 8;
+/// The entry header (origin and length) between a record's header and data.
+const META: usize = ENTRY_HEADER;
 
 pub struct Ring {
     base: *mut u8,
@@ -49,6 +59,9 @@ pub struct Reservation {
 pub struct Record {
     pub pos: u64,
     pub src: u8,
+    /// The record's entry header, immediately followed by its data:
+    /// `ENTRY_HEADER + len` bytes as a version-1 frame carries them.
+    pub entry: *const u8,
     pub data: *const u8,
     pub len: usize,
     /// Position of the next record.
@@ -85,7 +98,7 @@ impl Ring {
 
     /// Largest data length a single record may hold.
     pub fn max_record(&self) -> usize {
-        self.cap / 2 - HDR
+        (self.cap / 2).saturating_sub(HDR + META)
     }
 
     #[inline]
@@ -115,9 +128,10 @@ impl Ring {
         self.tail.load(Acquire)
     }
 
-    /// Appends one record made of `parts` (total `len` bytes). Returns the
-    /// bytes in use after the append, or `None` when it does not fit.
-    pub fn push(&self, src: u8, parts: &[&[u8]], len: usize) -> Option<u64> {
+    /// Appends one record made of `parts` (total `len` bytes) written at
+    /// `origin`. Returns the bytes in use after the append, or `None` when
+    /// it does not fit.
+    pub fn push(&self, src: u8, parts: &[&[u8]], len: usize, origin: WriteOrigin) -> Option<u64> {
         let r = self.reserve(src, len)?;
         // SAFETY: the reservation holds `len` bytes for us alone.
         unsafe {
@@ -127,7 +141,7 @@ impl Ring {
                 dst = dst.add(p.len());
             }
         }
-        Some(self.commit(r, len))
+        Some(self.commit(r, len, origin))
     }
 
     /// Reserves room for a record of `src` of up to `max` bytes, filled
@@ -143,7 +157,7 @@ impl Ring {
         if max > self.max_record() {
             return None;
         }
-        let total = (HDR + round8(max)) as u64;
+        let total = (HDR + META + round8(max)) as u64;
         let cap = self.cap as u64;
         let mut h = self.head.load(Relaxed);
         let (start, end) = loop {
@@ -168,7 +182,7 @@ impl Ring {
                 .store(((start - h) as usize - HDR) as u64 | PAD | COMMIT, Release);
         }
         // SAFETY: [start, end) is reserved for us alone and inside the ring.
-        let data = unsafe { self.at(start).add(HDR) };
+        let data = unsafe { self.at(start).add(HDR + META) };
         Some(Reservation {
             pos: start,
             end,
@@ -177,11 +191,11 @@ impl Ring {
         })
     }
 
-    /// Publishes the first `len` reserved bytes; the unused rest becomes a
-    /// pad record. Returns the bytes in use.
-    pub fn commit(&self, r: Reservation, len: usize) -> u64 {
+    /// Publishes the first `len` reserved bytes, written at `origin`; the
+    /// unused rest becomes a pad record. Returns the bytes in use.
+    pub fn commit(&self, r: Reservation, len: usize, origin: WriteOrigin) -> u64 {
         let src = (r.stamp >> 32) & 0xff;
-        let used_end = r.pos + (HDR + round8(len)) as u64;
+        let used_end = r.pos + (HDR + META + round8(len)) as u64;
         let record = if len == 0 {
             // Nothing to carry: the whole reservation is padding.
             (r.end - r.pos - HDR as u64) | PAD | COMMIT
@@ -192,6 +206,16 @@ impl Ring {
                 self.header(used_end)
                     .store((r.end - used_end - HDR as u64) | PAD | COMMIT, Release);
             }
+            let entry = EntryHeader {
+                origin,
+                len: len as u32,
+            }
+            .to_bytes();
+            // SAFETY: the reservation's META bytes after its header are ours;
+            // they are published with the header's Release store below.
+            unsafe {
+                core::ptr::copy_nonoverlapping(entry.as_ptr(), self.at(r.pos).add(HDR), META)
+            };
             len as u64 | (src << 32) | COMMIT
         };
         // A plain store: a compare-and-swap (or even a load first) on a line
@@ -215,7 +239,7 @@ impl Ring {
             return None;
         }
         let len = (h & 0xffff_ffff) as usize;
-        let pad = (round8(len)) as u64 | PAD | COMMIT;
+        let pad = (META + round8(len)) as u64 | PAD | COMMIT;
         self.header(pos)
             .compare_exchange(h, pad, AcqRel, Relaxed)
             .ok()?;
@@ -234,17 +258,19 @@ impl Ring {
                 return None;
             }
             let len = (h & 0xffff_ffff) as usize;
-            let next = pos + (HDR + round8(len)) as u64;
             if h & PAD != 0 {
-                pos = next;
+                pos += (HDR + round8(len)) as u64;
                 continue;
             }
+            let next = pos + (HDR + META + round8(len)) as u64;
             // SAFETY: the record lies inside the ring (it never wraps).
-            let data = unsafe { self.at(pos).add(HDR) as *const u8 };
+            let entry = unsafe { self.at(pos).add(HDR) as *const u8 };
             return Some(Record {
                 pos,
                 src: ((h >> 32) & 0xff) as u8,
-                data,
+                entry,
+                // SAFETY: as above; the data follows the entry header.
+                data: unsafe { entry.add(META) },
                 len,
                 next,
             });
@@ -288,6 +314,11 @@ impl Ring {
 mod tests {
     use super::*;
 
+    const O: WriteOrigin = WriteOrigin {
+        time_ns: 1_795_268_855_097_063_000,
+        pid: 42,
+    };
+
     fn ring(cap: usize) -> (Vec<u64>, Ring) {
         let mut mem = vec![0u64; cap / 8];
         // SAFETY: `mem` is zeroed, 8-aligned, `cap` bytes, and outlives the ring.
@@ -302,7 +333,7 @@ mod tests {
         let mut pos = 0u64;
         for i in 0..2000u32 {
             let data = vec![(i % 251) as u8; 1 + (i as usize * 7) % 40];
-            if r.push((i % 3) as u8, &[&data], data.len()).is_some() {
+            if r.push((i % 3) as u8, &[&data], data.len(), O).is_some() {
                 expect.push_back(data);
             }
             if i % 3 == 0 {
@@ -323,27 +354,34 @@ mod tests {
         let res = r.reserve(1, 40).unwrap();
         // SAFETY: the reservation holds 40 bytes.
         unsafe { core::ptr::copy_nonoverlapping(b"abc".as_ptr(), res.data, 3) };
-        r.commit(res, 3);
-        r.push(2, &[b"next"], 4).unwrap();
+        r.commit(res, 3, O);
+        r.push(2, &[b"next"], 4, O).unwrap();
         let a = r.peek(0).unwrap();
         assert_eq!((a.src, a.len), (1, 3));
         let b = r.peek(a.next).unwrap();
         assert_eq!((b.src, b.len), (2, 4));
         // SAFETY: a committed record of 4 bytes.
         assert_eq!(unsafe { std::slice::from_raw_parts(b.data, 4) }, b"next");
+        // The entry header before the data is the wire's, with the length
+        // committed (not the one reserved).
+        // SAFETY: a committed record's entry header and data.
+        let entry = unsafe { std::slice::from_raw_parts(a.entry, ENTRY_HEADER + 3) };
+        let h = EntryHeader::from_bytes(entry[..ENTRY_HEADER].try_into().unwrap());
+        assert_eq!(h, EntryHeader { origin: O, len: 3 });
+        assert_eq!(&entry[ENTRY_HEADER..], b"abc");
     }
 
     #[test]
     fn empty_commit_is_skipped_and_released() {
         let (_m, r) = ring(256);
         let res = r.reserve(1, 24).unwrap();
-        r.commit(res, 0);
-        r.push(2, &[b"x"], 1).unwrap();
+        r.commit(res, 0, O);
+        r.push(2, &[b"x"], 1, O).unwrap();
         let a = r.peek(0).unwrap();
         assert_eq!((a.src, a.len), (2, 1));
         r.release(a.next);
         let res = r.reserve(1, 40).unwrap();
-        r.commit(res, 0);
+        r.commit(res, 0, O);
         r.release_pads();
         assert_eq!(r.tail(), r.head(), "trailing pads are released");
     }
@@ -352,7 +390,7 @@ mod tests {
     fn abandoned_reservation_is_skipped() {
         let (_m, r) = ring(256);
         let stuck = r.reserve(3, 20).unwrap();
-        r.push(2, &[b"after"], 5).unwrap();
+        r.push(2, &[b"after"], 5, O).unwrap();
         assert!(
             r.peek(0).is_none(),
             "the pending reservation blocks the consumer"
@@ -380,7 +418,7 @@ mod tests {
                 let mut i = 0u32;
                 while i < 20000 {
                     let b = i.to_le_bytes();
-                    if r.push(t, &[&b], 4).is_some() {
+                    if r.push(t, &[&b], 4, O).is_some() {
                         i += 1;
                     }
                 }

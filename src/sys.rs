@@ -187,6 +187,19 @@ pub fn getpid() -> i32 {
     unsafe { libc::syscall(libc::SYS_getpid) as i32 }
 }
 
+/// Nanoseconds since the Unix epoch on the coarse wall clock (the time of
+/// the last kernel tick; read from the vDSO, no system call).
+#[inline]
+pub fn realtime_coarse_ns() -> u64 {
+    // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked and
+    // cannot fail for this clock, so errno is untouched.
+    unsafe {
+        let mut ts: libc::timespec = core::mem::zeroed();
+        libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts);
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+}
+
 /// Microseconds on the monotonic clock.
 pub fn now_us() -> u64 {
     // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked.

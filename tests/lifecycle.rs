@@ -378,9 +378,12 @@ impl Receiver {
             let bytes = c.join().unwrap();
             let mut dec = logtap_wire::Decoder::new();
             dec.feed(&bytes, |f| {
-                map.entry(String::from_utf8_lossy(f.source).into_owned())
-                    .or_default()
-                    .extend_from_slice(f.data);
+                let d = map
+                    .entry(String::from_utf8_lossy(f.source).into_owned())
+                    .or_default();
+                for w in f.writes() {
+                    d.extend_from_slice(w.data);
+                }
             })
             .expect("valid frames");
         }
@@ -698,7 +701,11 @@ fn exit_after_a_sink_restart_reconnects() {
             got.extend_from_slice(&buf[..n]);
             data.clear();
             let mut dec = logtap_wire::Decoder::new();
-            let _ = dec.feed(&got, |f| data.extend_from_slice(f.data));
+            let _ = dec.feed(&got, |f| {
+                for w in f.writes() {
+                    data.extend_from_slice(w.data);
+                }
+            });
         }
         drop(conn);
         drop(first);

@@ -203,10 +203,10 @@ fn serve(
                 let r = dec.feed(&buf[..n], |f| {
                     st.frames += 1;
                     let src = String::from_utf8_lossy(f.source).into_owned();
-                    st.data
-                        .entry((pid, src))
-                        .or_default()
-                        .extend_from_slice(f.data);
+                    let d = st.data.entry((pid, src)).or_default();
+                    for w in f.writes() {
+                        d.extend_from_slice(w.data);
+                    }
                 });
                 if let Err(e) = r {
                     st.errors.push(format!("pid {pid}: {e}"));
@@ -629,66 +629,149 @@ fn exit_paths_flush_everything() {
     }
 }
 
-/// Decodes a frame file from the byte layout in the issue, without the
-/// shared codec: i32 version, i32 len, level\0platform\0source\0data.
-fn independent_decode(bytes: &[u8]) -> Vec<(String, String, String, Vec<u8>)> {
+/// Decodes a frame file from the byte layout in docs/wire.md, without the
+/// shared codec: i32 version, i32 len, level\0platform\0source\0data; in
+/// version 1 the data is entries (u64 time_ns, u32 pid, u32 len, bytes).
+/// Returns the frames (version, level, platform, source, data) and every
+/// entry's (time_ns, pid).
+#[allow(clippy::type_complexity)]
+fn independent_decode_any(
+    bytes: &[u8],
+) -> (Vec<(i32, String, String, String, Vec<u8>)>, Vec<(u64, u32)>) {
     let mut out = Vec::new();
+    let mut origins = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         assert!(bytes.len() - i >= 8, "truncated header at {i}");
         let version = i32::from_ne_bytes(bytes[i..i + 4].try_into().unwrap());
         let len = i32::from_ne_bytes(bytes[i + 4..i + 8].try_into().unwrap());
-        assert_eq!(version, 0);
+        assert!(version == 0 || version == 1, "version {version}");
         assert!(len >= 0);
         let body = &bytes[i + 8..i + 8 + len as usize];
         let mut parts = body.splitn(4, |&b| b == 0);
         let level = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
         let platform = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
         let source = String::from_utf8(parts.next().unwrap().to_vec()).unwrap();
-        let data = parts.next().expect("three separators").to_vec();
-        assert!(data.len() <= 64 * 1024, "frame data over 64 KiB");
-        out.push((level, platform, source, data));
+        let raw = parts.next().expect("three separators");
+        assert!(raw.len() <= 64 * 1024, "frame data over 64 KiB");
+        let data = if version == 1 {
+            let mut d = Vec::new();
+            let mut e = raw;
+            while !e.is_empty() {
+                assert!(e.len() >= 16, "entry header cut");
+                let t = u64::from_ne_bytes(e[..8].try_into().unwrap());
+                let pid = u32::from_ne_bytes(e[8..12].try_into().unwrap());
+                let n = u32::from_ne_bytes(e[12..16].try_into().unwrap()) as usize;
+                assert!(e.len() >= 16 + n, "entry longer than its frame");
+                d.extend_from_slice(&e[16..16 + n]);
+                origins.push((t, pid));
+                e = &e[16 + n..];
+            }
+            d
+        } else {
+            raw.to_vec()
+        };
+        out.push((version, level, platform, source, data));
         i += 8 + len as usize;
     }
-    out
+    (out, origins)
+}
+
+/// Frames of either version, each with the bytes it carries.
+fn independent_decode(bytes: &[u8]) -> Vec<(String, String, String, Vec<u8>)> {
+    let (frames, _) = independent_decode_any(bytes);
+    frames
+        .into_iter()
+        .map(|(_, l, p, s, d)| (l, p, s, d))
+        .collect()
+}
+
+/// Version 0 only (what Pantavisor's server accepts).
+fn independent_decode_v0(bytes: &[u8]) -> Vec<(String, String, String, Vec<u8>)> {
+    let (frames, _) = independent_decode_any(bytes);
+    frames
+        .into_iter()
+        .map(|(version, l, p, s, d)| {
+            assert_eq!(version, 0, "a version-0 reader got version {version}");
+            (l, p, s, d)
+        })
+        .collect()
 }
 
 #[test]
 fn frame_file_decodes_independently() {
-    let dir = tmpdir("ff");
-    let target = dir.join("frames.bin");
-    let log = dir.join("app.log");
-    let out = run(
-        Command::new("sh")
-            .arg("-c")
-            .arg("echo out; echo err >&2; head -c 200000 /dev/zero | tr '\\0' 'z'; echo; echo filed >> \"$LOG\"")
+    // Unset LLT_FORMAT: version 1, each write with its time and pid;
+    // logserver: exactly version 0.
+    for format in [None, Some("logserver")] {
+        let dir = tmpdir("ff");
+        let target = dir.join("frames.bin");
+        let log = dir.join("app.log");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("echo $$ > \"$PIDFILE\"; echo out; echo err >&2; head -c 200000 /dev/zero | tr '\\0' 'z'; echo; echo filed >> \"$LOG\"")
             .env("LOG", &log)
             .env("LD_PRELOAD", so())
             .env("LLT_TAP_INTO", "3")
             .env("LLT_TAP_FILE", &log)
             .env("LLT_PLATFORM", "demo-app")
-            .env("LLT_TARGET", format!("file:{}", target.display())),
-        Duration::from_secs(30),
-    );
-    assert!(out.status.success());
-    let frames = independent_decode(&std::fs::read(&target).unwrap());
-    let mut per: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for (level, platform, source, data) in &frames {
-        assert_eq!(platform, "demo-app");
-        let want = match source.as_str() {
-            "stdout" => "3",
-            "stderr" => "1",
-            _ => "3",
-        };
-        assert_eq!(level, want, "level of {source}");
-        per.entry(source.clone())
-            .or_default()
-            .extend_from_slice(data);
+            .env("LLT_TARGET", format!("file:{}", target.display()));
+        if let Some(f) = format {
+            cmd.env("LLT_FORMAT", f);
+        }
+        // The shell's pid, into a file that is not tapped.
+        let pidfile = dir.join("pid");
+        cmd.env("PIDFILE", &pidfile);
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        let out = run(&mut cmd, Duration::from_secs(30));
+        let after = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        assert!(out.status.success());
+        let (frames, origins) = independent_decode_any(&std::fs::read(&target).unwrap());
+        let want_version = if format.is_some() { 0 } else { 1 };
+        let mut per: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        for (version, level, platform, source, data) in &frames {
+            assert_eq!(*version, want_version, "LLT_FORMAT={format:?}");
+            assert_eq!(platform, "demo-app");
+            let want = match source.as_str() {
+                "stdout" => "3",
+                "stderr" => "1",
+                _ => "3",
+            };
+            assert_eq!(level, want, "level of {source}");
+            per.entry(source.clone())
+                .or_default()
+                .extend_from_slice(data);
+        }
+        same_bytes(&per["stdout"], &out.stdout, "stdout");
+        same_bytes(&per["stderr"], &out.stderr, "stderr");
+        let file_src = log.to_str().unwrap().trim_start_matches('/').to_string();
+        same_bytes(&per[&file_src], &std::fs::read(&log).unwrap(), "tap file");
+        if want_version == 1 {
+            // echo, the shell's builtin, writes from the shell itself;
+            // head and tr are its children, each with its own pid.
+            let shell: u32 = std::fs::read_to_string(&pidfile)
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap();
+            assert!(origins.iter().any(|&(_, p)| p == shell), "{origins:?}");
+            assert!(origins.iter().any(|&(_, p)| p != shell), "{origins:?}");
+            // Coarse clock: up to a tick behind the moment of the write.
+            for &(t, _) in &origins {
+                assert!(
+                    t + 20_000_000 >= before && t <= after,
+                    "write time {t} outside the run [{before}, {after}]"
+                );
+            }
+        } else {
+            assert!(origins.is_empty());
+        }
     }
-    same_bytes(&per["stdout"], &out.stdout, "stdout");
-    same_bytes(&per["stderr"], &out.stderr, "stderr");
-    let file_src = log.to_str().unwrap().trim_start_matches('/').to_string();
-    same_bytes(&per[&file_src], &std::fs::read(&log).unwrap(), "tap file");
 }
 
 /// One message per connection, read until EOF, as Pantavisor's server does.
@@ -709,7 +792,7 @@ fn pantavisor_one_message_per_connection() {
                     s.set_nonblocking(false).unwrap();
                     let mut all = Vec::new();
                     s.read_to_end(&mut all).unwrap();
-                    let frames = independent_decode(&all);
+                    let frames = independent_decode_v0(&all);
                     assert_eq!(frames.len(), 1, "more than one message on a connection");
                     messages += 1;
                     let (_, _, src, data) = &frames[0];
@@ -772,10 +855,14 @@ impl Sink {
         let out = drain(child.stdout.take().unwrap());
         let err = drain(child.stderr.take().unwrap());
         let t = Instant::now();
-        while !sock.exists() {
+        // Connectable, not merely present: the file appears at bind(), a
+        // moment before listen(); a sink stopped in between (the SIGSTOP
+        // test, under load) would refuse the library's connect, which then
+        // counts the target as away and does not wait for it at exit.
+        while UnixStream::connect(sock).is_err() {
             assert!(
                 t.elapsed() < Duration::from_secs(10),
-                "sink did not create its socket"
+                "sink did not listen on its socket"
             );
             std::thread::sleep(Duration::from_millis(5));
         }

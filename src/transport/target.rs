@@ -631,6 +631,10 @@ struct Batch {
     hdr: [[u8; 8]; FR_N],
     frames: [FrameInfo; FR_N],
     nframes: usize,
+    /// Entry headers of pieces of records (version 1): a frame holds at
+    /// most two, its first and its last entry.
+    ents: [[u8; wire::ENTRY_HEADER]; 2 * FR_N],
+    nent: usize,
 }
 
 impl Batch {
@@ -650,7 +654,15 @@ impl Batch {
                 iov_start: 0,
             }; FR_N],
             nframes: 0,
+            ents: [[0; wire::ENTRY_HEADER]; 2 * FR_N],
+            nent: 0,
         }
+    }
+
+    fn clear(&mut self) {
+        self.niov = 0;
+        self.nframes = 0;
+        self.nent = 0;
     }
 
     fn add_iov(&mut self, p: *const u8, len: usize) {
@@ -667,17 +679,55 @@ impl Batch {
     }
 }
 
+/// What goes on the wire for the planned records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Enc {
+    /// The tapped bytes only (`LLT_FORMAT=raw`).
+    Raw,
+    /// `logserver_msg` version 0: header, prefix, the bytes.
+    V0,
+    /// Version 1: header, prefix, then each write as its entry header and
+    /// its bytes (the record as it lies in the ring).
+    V1,
+}
+
+impl Enc {
+    fn of(format: Format) -> Enc {
+        match format {
+            Format::Raw => Enc::Raw,
+            Format::Logserver => Enc::V0,
+            Format::Logtap => Enc::V1,
+        }
+    }
+
+    fn framed(self) -> bool {
+        self != Enc::Raw
+    }
+}
+
 /// Plans frames over the committed records from the tail.
-fn plan(b: &mut Batch, framed: bool) {
+///
+/// A frame's `data_len` counts what follows its prefix (with version 1,
+/// entry headers included) and never passes `MAX_DATA`. The first frame,
+/// when part of it was already sent, is planned again exactly as before:
+/// the records are unchanged and its length (`pf_data`) is the limit, so
+/// every cut falls at the same byte.
+fn plan(b: &mut Batch, enc: Enc) {
     let r = ring();
     let c = conn();
     let mut pos = r.tail();
     let mut skip = c.skip;
     let mut total = 0usize;
     let mut open = false;
+    let ent = if enc == Enc::V1 {
+        wire::ENTRY_HEADER
+    } else {
+        0
+    };
     'records: while let Some(rec) = r.peek(pos) {
         let Record {
             src,
+            entry,
             data,
             len,
             next,
@@ -705,7 +755,7 @@ fn plan(b: &mut Batch, framed: bool) {
                 };
                 b.nframes += 1;
                 open = true;
-                if framed {
+                if enc.framed() {
                     let hp = b.hdr[i].as_ptr();
                     b.add_iov(hp, 8);
                     let p = prefix(src);
@@ -718,20 +768,50 @@ fn plan(b: &mut Batch, framed: bool) {
             } else {
                 wire::MAX_DATA
             };
-            let take = (len - off).min(limit - b.frames[cur].data_len);
+            let room = limit - b.frames[cur].data_len;
+            // Room for an entry header and at least one byte.
+            let take = if room > ent {
+                (len - off).min(room - ent)
+            } else {
+                0
+            };
             if take == 0 {
                 // The in-flight frame is complete; the next byte starts a new one.
                 open = false;
                 continue;
             }
-            if b.niov == IOV_N {
-                break 'records;
+            if enc == Enc::V1 && off == 0 && take == len {
+                // A whole record: its entry header and data, as they lie
+                // in the ring.
+                if b.niov == IOV_N {
+                    break 'records;
+                }
+                b.add_iov(entry, ent + len);
+            } else {
+                // A piece (or no entries at all): with version 1, an entry
+                // header of its own says the piece's length.
+                if b.niov + 2 > IOV_N || b.nent == b.ents.len() {
+                    break 'records;
+                }
+                if enc == Enc::V1 {
+                    // SAFETY: a committed record's entry header.
+                    let h: &[u8; wire::ENTRY_HEADER] = unsafe { &*(entry as *const _) };
+                    let origin = wire::EntryHeader::from_bytes(h).origin;
+                    b.ents[b.nent] = wire::EntryHeader {
+                        origin,
+                        len: take as u32,
+                    }
+                    .to_bytes();
+                    let ep = b.ents[b.nent].as_ptr();
+                    b.nent += 1;
+                    b.add_iov(ep, ent);
+                }
+                // SAFETY: off + take <= len, inside the committed record.
+                b.add_iov(unsafe { data.add(off) }, take);
             }
-            // SAFETY: off + take <= len, inside the committed record.
-            b.add_iov(unsafe { data.add(off) }, take);
-            b.frames[cur].data_len += take;
+            b.frames[cur].data_len += ent + take;
             off += take;
-            total += take;
+            total += ent + take;
             let (ep, es) = if off == len {
                 (next, 0)
             } else {
@@ -743,10 +823,15 @@ fn plan(b: &mut Batch, framed: bool) {
         pos = next;
         skip = 0;
     }
-    if framed {
+    if enc.framed() {
+        let version = if enc == Enc::V1 {
+            wire::VERSION_ORIGIN
+        } else {
+            wire::VERSION
+        };
         for i in 0..b.nframes {
             let f = b.frames[i];
-            b.hdr[i] = wire::header(prefix(f.src).len() + f.data_len);
+            b.hdr[i] = wire::header_version(version, prefix(f.src).len() + f.data_len);
         }
     }
 }
@@ -804,7 +889,10 @@ fn emit_drop_notices() {
             source: source_name(src),
         };
         let n = notice.write(&mut buf).unwrap_or(0);
-        if ring().push(NOTICE, &[&buf[..n]], n).is_none() {
+        if ring()
+            .push(NOTICE, &[&buf[..n]], n, super::origin_now())
+            .is_none()
+        {
             restore_drops(src as usize, bytes, writes);
         } else {
             crate::debug(&[b"buffer full, dropped data: ", &buf[..n.saturating_sub(1)]]);
@@ -866,7 +954,8 @@ pub fn drain(inline: bool) -> Outcome {
 
 fn drain_locked(_inline: bool) -> Outcome {
     let cfg = config::get();
-    let framed = cfg.format == Format::Logserver;
+    let enc = Enc::of(cfg.format);
+    let framed = enc.framed();
     emit_drop_notices();
     let mut b = Batch::new();
     loop {
@@ -892,9 +981,8 @@ fn drain_locked(_inline: bool) -> Outcome {
             Ok(fd) => fd,
             Err(wait) => return Outcome::Down(wait),
         };
-        b.niov = 0;
-        b.nframes = 0;
-        plan(&mut b, framed);
+        b.clear();
+        plan(&mut b, enc);
         if b.nframes == 0 {
             return Outcome::Busy;
         }
@@ -969,11 +1057,11 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
     if now < c.next_attempt && !ATTEMPT_NOW.swap(false, SeqCst) {
         return Err(Outcome::Down(c.next_attempt - now));
     }
-    b.niov = 0;
-    b.nframes = 0;
+    b.clear();
     c.pf_sent = 0;
     c.pf_data = 0;
-    plan(b, true);
+    // Pantavisor's server reads version 0 only, whatever LLT_FORMAT says.
+    plan(b, Enc::V0);
     if b.nframes == 0 {
         return Err(Outcome::Busy);
     }

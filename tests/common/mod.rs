@@ -533,9 +533,12 @@ pub fn decode_target(path: &Path) -> BTreeMap<String, Vec<u8>> {
         if f.platform.is_empty() && bad.is_none() {
             bad = Some(format!("frame {frames} has an empty platform"));
         }
-        map.entry(String::from_utf8_lossy(f.source).into_owned())
-            .or_default()
-            .extend_from_slice(f.data);
+        let d = map
+            .entry(String::from_utf8_lossy(f.source).into_owned())
+            .or_default();
+        for w in f.writes() {
+            d.extend_from_slice(w.data);
+        }
     })
     .unwrap_or_else(|e| {
         panic!(

@@ -13,6 +13,7 @@
 //! sources are tracked per connection (a new one beyond that first flushes
 //! and forgets an old one). Nothing is ever dropped.
 
+use logtap_wire::WriteOrigin;
 use memchr::memchr;
 
 /// Sources tracked at once per connection. liblogtap uses four (stdout,
@@ -30,6 +31,9 @@ const SHRINK_TO: usize = 4 * 1024;
 pub struct Line<'a> {
     /// Numeric level of the frame that started the line.
     pub level: u32,
+    /// Time and pid of the write that started the line, when the frame
+    /// said (version 1).
+    pub origin: Option<WriteOrigin>,
     pub platform: &'a [u8],
     pub source: &'a [u8],
     /// The line's bytes, without the terminating `\n`.
@@ -48,6 +52,8 @@ struct SourceBuf {
     source: Vec<u8>,
     /// Level of the frame that contributed the first pending byte.
     level: u32,
+    /// Origin of the write that contributed the first pending byte.
+    origin: Option<WriteOrigin>,
     pending: Vec<u8>,
     /// The next piece continues a line whose start was emitted.
     cont: bool,
@@ -68,12 +74,15 @@ impl LineBuffers {
         }
     }
 
-    /// Adds one frame's data and emits every line it completes.
+    /// Adds one write's data (a frame's, or one entry of a version-1
+    /// frame, with its `origin`) and emits every line it completes. A line
+    /// keeps the level and origin of the write that began it.
     pub fn push(
         &mut self,
         level: u32,
         platform: &[u8],
         source: &[u8],
+        origin: Option<WriteOrigin>,
         data: &[u8],
         emit: &mut impl FnMut(Line<'_>),
     ) {
@@ -84,15 +93,16 @@ impl LineBuffers {
         let max = self.max_line;
         let sb = &mut self.sources[idx];
         let mut rest = data;
+        let from = (level, origin);
         // Complete lines.
         while let Some(nl) = memchr(b'\n', rest) {
             let seg = &rest[..nl];
             rest = &rest[nl + 1..];
-            sb.put(seg, true, max, level, emit);
+            sb.put(seg, true, max, from, emit);
         }
         // Unterminated tail: emit full pieces, keep at most `max` bytes.
         if !rest.is_empty() {
-            sb.put(rest, false, max, level, emit);
+            sb.put(rest, false, max, from, emit);
         }
         if sb.pending.is_empty() {
             // Between lines a source holds no buffer.
@@ -119,7 +129,7 @@ impl LineBuffers {
     pub fn shed(&mut self, emit: &mut impl FnMut(Line<'_>)) {
         for sb in &mut self.sources {
             if !sb.pending.is_empty() {
-                emit(sb.line(&sb.pending, sb.level, true));
+                emit(sb.line(&sb.pending, (sb.level, sb.origin), true));
                 sb.pending = Vec::new();
                 sb.cont = true;
             }
@@ -174,6 +184,7 @@ impl LineBuffers {
             platform: platform.to_vec(),
             source: source.to_vec(),
             level,
+            origin: None,
             pending: Vec::new(),
             cont: false,
         });
@@ -181,10 +192,14 @@ impl LineBuffers {
     }
 }
 
+/// The level and origin of the write a line began with.
+type From = (u32, Option<WriteOrigin>);
+
 impl SourceBuf {
-    fn line<'a>(&'a self, text: &'a [u8], level: u32, partial: bool) -> Line<'a> {
+    fn line<'a>(&'a self, text: &'a [u8], (level, origin): From, partial: bool) -> Line<'a> {
         Line {
             level,
+            origin,
             platform: &self.platform,
             source: &self.source,
             text,
@@ -201,15 +216,15 @@ impl SourceBuf {
         mut seg: &[u8],
         complete: bool,
         max: usize,
-        level: u32,
+        from: From,
         emit: &mut impl FnMut(Line<'_>),
     ) {
         if self.pending.is_empty() {
-            self.level = level;
+            (self.level, self.origin) = from;
         }
         // Pieces of exactly `max` bytes while more than `max` remain.
         while self.pending.len() + seg.len() > max {
-            let lvl = self.level;
+            let lvl = (self.level, self.origin);
             if self.pending.is_empty() {
                 emit(self.line(&seg[..max], lvl, true));
                 seg = &seg[max..];
@@ -220,11 +235,11 @@ impl SourceBuf {
                 emit(self.line(&self.pending, lvl, true));
                 self.pending.clear();
             }
-            self.level = level;
+            (self.level, self.origin) = from;
             self.cont = true;
         }
         if complete {
-            let lvl = self.level;
+            let lvl = (self.level, self.origin);
             if self.pending.is_empty() {
                 emit(self.line(seg, lvl, false));
             } else {
@@ -240,7 +255,7 @@ impl SourceBuf {
 
     fn flush(&mut self, emit: &mut impl FnMut(Line<'_>)) {
         if !self.pending.is_empty() {
-            emit(self.line(&self.pending, self.level, false));
+            emit(self.line(&self.pending, (self.level, self.origin), false));
             self.pending.clear();
         }
         self.cont = false;
@@ -258,7 +273,7 @@ mod tests {
         let mut got = Vec::new();
         let mut emit = |l: Line<'_>| got.push((l.source.to_vec(), l.text.to_vec(), l.partial));
         for (src, data) in pushes {
-            lb.push(3, b"p", src, data, &mut emit);
+            lb.push(3, b"p", src, None, data, &mut emit);
         }
         lb.flush(&mut emit);
         got
@@ -331,9 +346,36 @@ mod tests {
         let mut lb = LineBuffers::new(100);
         let mut got = Vec::new();
         let mut emit = |l: Line<'_>| got.push((l.level, l.text.to_vec()));
-        lb.push(1, b"p", b"s", b"ab", &mut emit);
-        lb.push(3, b"p", b"s", b"c\nd\n", &mut emit);
+        lb.push(1, b"p", b"s", None, b"ab", &mut emit);
+        lb.push(3, b"p", b"s", None, b"c\nd\n", &mut emit);
         assert_eq!(got, vec![(1, b"abc".to_vec()), (3, b"d".to_vec())]);
+    }
+
+    #[test]
+    fn origin_is_that_of_the_write_starting_the_line() {
+        let o = |pid| {
+            Some(WriteOrigin {
+                time_ns: u64::from(pid) * 1000,
+                pid,
+            })
+        };
+        let mut lb = LineBuffers::new(4);
+        let mut got = Vec::new();
+        let mut emit = |l: Line<'_>| got.push((l.origin.map(|o| o.pid), l.text.to_vec()));
+        lb.push(3, b"p", b"s", o(1), b"ab", &mut emit);
+        lb.push(3, b"p", b"s", o(2), b"c\nd", &mut emit);
+        lb.push(3, b"p", b"s", o(3), b"efghij\n", &mut emit);
+        lb.push(3, b"p", b"s", None, b"k", &mut emit);
+        lb.flush(&mut emit);
+        assert_eq!(
+            got,
+            vec![
+                (Some(1), b"abc".to_vec()),
+                (Some(2), b"defg".to_vec()),
+                (Some(3), b"hij".to_vec()),
+                (None, b"k".to_vec()),
+            ]
+        );
     }
 
     #[test]
@@ -342,7 +384,7 @@ mod tests {
         let mut got = Vec::new();
         let mut emit = |l: Line<'_>| got.push(l.text.to_vec());
         for i in 0..(MAX_SOURCES * 3) {
-            lb.push(3, b"p", format!("s{i}").as_bytes(), b"x", &mut emit);
+            lb.push(3, b"p", format!("s{i}").as_bytes(), None, b"x", &mut emit);
         }
         assert!(lb.sources.len() <= MAX_SOURCES);
         lb.flush(&mut emit);
@@ -355,12 +397,12 @@ mod tests {
             let mut lb = LineBuffers::new(100);
             let mut got = Vec::new();
             let mut emit = |l: Line<'_>| got.push((l.source.to_vec(), l.text.to_vec(), l.partial));
-            lb.push(3, b"p", b"o", b"ab", &mut emit);
+            lb.push(3, b"p", b"o", None, b"ab", &mut emit);
             lb.shed(&mut emit);
             // Only the names of a source in mid-line stay.
             assert!(lb.memory() < 200, "{}", lb.memory());
             assert_eq!(lb.pending(), 0);
-            lb.push(3, b"p", b"o", b"c\n", &mut emit);
+            lb.push(3, b"p", b"o", None, b"c\n", &mut emit);
             got
         };
         assert_eq!(got, vec![l("o", "ab", true), l("o", "c", false)]);
@@ -373,9 +415,9 @@ mod tests {
         let mut lb = LineBuffers::new(4);
         let mut got = Vec::new();
         let mut emit = |l: Line<'_>| got.push((l.text.to_vec(), l.partial, l.cont));
-        lb.push(3, b"p", b"o", b"<3>ab<4>cd\n<5>x", &mut emit);
+        lb.push(3, b"p", b"o", None, b"<3>ab<4>cd\n<5>x", &mut emit);
         lb.shed(&mut emit);
-        lb.push(3, b"p", b"o", b"<6>y\nz\n", &mut emit);
+        lb.push(3, b"p", b"o", None, b"<6>y\nz\n", &mut emit);
         lb.flush(&mut emit);
         let v = |t: &str, p, c| (t.as_bytes().to_vec(), p, c);
         assert_eq!(

@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use logtap_wire::{DropNotice, Level};
+use logtap_wire::{DropNotice, Level, WriteOrigin};
 
 use crate::encode::{LineEncoder, Record};
 use crate::lines::Line;
@@ -105,15 +105,51 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Where a line came from, besides the frame itself.
+/// Where and when a record came from, besides the frame itself.
+///
+/// The server makes one per read (the receive time and the peer's
+/// credentials); for a write whose frame carries its origin (version 1),
+/// `ts` and `pid` become the write's own (see [`Origin::of_write`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Origin {
+    /// When the bytes were written (version 1), else when they were read.
     pub ts: Timestamp,
-    /// Peer pid (`SO_PEERCRED`), `None` for `--read` or when unknown.
+    /// The writer's pid as it sees itself (version 1), else the peer pid;
+    /// `None` when neither is known.
     pub pid: Option<u32>,
+    /// Peer pid (`SO_PEERCRED`): `None` for `--read`, or when the peer is
+    /// in a pid namespace the sink cannot see into.
+    pub peer_pid: Option<u32>,
     /// Peer uid (`SO_PEERCRED`, which the peer cannot forge), `None` for
     /// `--read` or when unknown.
     pub uid: Option<u32>,
+}
+
+impl Origin {
+    /// A read's origin: the time now, the peer's credentials.
+    pub fn peer(ts: Timestamp, pid: Option<u32>, uid: Option<u32>) -> Origin {
+        Origin {
+            ts,
+            pid,
+            peer_pid: pid,
+            uid,
+        }
+    }
+
+    /// This origin for a write that said when and by whom it was made.
+    pub fn of_write(&self, w: Option<WriteOrigin>, clock: &mut Clock) -> Origin {
+        match w {
+            None => *self,
+            Some(w) => Origin {
+                ts: clock.format(
+                    w.time_ns / 1_000_000_000,
+                    ((w.time_ns % 1_000_000_000) / 1000) as u32,
+                ),
+                pid: Some(w.pid),
+                ..*self
+            },
+        }
+    }
 }
 
 /// Where records go: implemented by the inline stdout writer and by the

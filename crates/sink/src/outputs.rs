@@ -693,6 +693,7 @@ fn lost_notice(clock: &mut Clock, name: &str, lost: Lost) -> (Origin, String) {
         Origin {
             ts: clock.now(),
             pid: Some(std::process::id()),
+            peer_pid: None,
             // The sink's own record: its own uid.
             uid: Some(crate::peercred::own_uid()),
         },

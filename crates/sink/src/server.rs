@@ -595,11 +595,7 @@ impl<E: Emit> Server<E> {
                 Ok(0) => return Served::Closed(Why::Eof),
                 Ok(n) => {
                     conn.last_data = Instant::now();
-                    let origin = Origin {
-                        ts: self.clock.now(),
-                        pid: conn.pid,
-                        uid: conn.cred.uid,
-                    };
+                    let origin = Origin::peer(self.clock.now(), conn.pid, conn.cred.uid);
                     let res = conn.frames.feed(&self.buf[..n], &origin, &mut self.out);
                     if self.out.failed() {
                         return Served::OutputFailed;
@@ -662,11 +658,7 @@ impl<E: Emit> Server<E> {
         self.held = self.held.saturating_sub(conn.held);
         self.policy.closed(&conn.cred, conn.held);
         let _ = self.poll.registry().deregister(&mut conn.stream);
-        let origin = Origin {
-            ts: self.clock.now(),
-            pid: conn.pid,
-            uid: conn.cred.uid,
-        };
+        let origin = Origin::peer(self.clock.now(), conn.pid, conn.cred.uid);
         let discarded = conn.frames.finish(&origin, &mut self.out);
         if discarded > 0 && !matches!(why, Why::BadFrame | Why::OverBudget | Why::Idle) {
             if stopping {
@@ -781,11 +773,7 @@ pub fn read_file<E: Emit>(name: &Path, max_line: usize, mut out: E) -> i32 {
                 break;
             }
         };
-        let origin = Origin {
-            ts: clock.now(),
-            pid: None,
-            uid: None,
-        };
+        let origin = Origin::peer(clock.now(), None, None);
         let res = frames.feed(&buf[..n], &origin, &mut out);
         if out.failed() {
             // stdout went away: nothing more can be shown.
@@ -803,11 +791,7 @@ pub fn read_file<E: Emit>(name: &Path, max_line: usize, mut out: E) -> i32 {
             break;
         }
     }
-    let origin = Origin {
-        ts: clock.now(),
-        pid: None,
-        uid: None,
-    };
+    let origin = Origin::peer(clock.now(), None, None);
     let discarded = frames.finish(&origin, &mut out);
     if discarded > 0 && code == 0 {
         warn!(

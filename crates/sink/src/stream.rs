@@ -4,8 +4,8 @@
 use logtap_wire::{parse_header, Decoder, DropNotice, Frame, FrameError, HEADER_LEN, SELF_SOURCE};
 
 use crate::encode::Record;
-use crate::lines::LineBuffers;
-use crate::output::{Emit, Origin};
+use crate::lines::{Line, LineBuffers};
+use crate::output::{Clock, Emit, Origin};
 
 /// A malformed frame, and where it started in the stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,8 @@ pub struct FrameStream {
     frames: u64,
     bounds: Boundaries,
     failed: Option<StreamError>,
+    /// Formats the write times of version-1 frames.
+    clock: Clock,
 }
 
 impl FrameStream {
@@ -33,6 +35,7 @@ impl FrameStream {
             frames: 0,
             bounds: Boundaries::default(),
             failed: None,
+            clock: Clock::new(),
         }
     }
 
@@ -50,9 +53,10 @@ impl FrameStream {
         }
         let lines = &mut self.lines;
         let frames = &mut self.frames;
+        let clock = &mut self.clock;
         let res = self.decoder.feed(data, |f| {
             *frames += 1;
-            route(f, origin, lines, out);
+            route(f, origin, lines, clock, out);
         });
         // Follow frame boundaries up to the frame being decoded (the bad
         // one, after an error), for offsets in messages.
@@ -75,8 +79,8 @@ impl FrameStream {
     /// Ends the stream: emits the partial line of each source and returns
     /// how many bytes of an unfinished frame were discarded (0 if none).
     pub fn finish<E: Emit>(&mut self, origin: &Origin, out: &mut E) -> usize {
-        self.lines
-            .flush(&mut |l| out.record(&Record::line(origin, &l)));
+        let clock = &mut self.clock;
+        self.lines.flush(&mut |l| emit_line(origin, &l, clock, out));
         let pending = if self.decoder.is_mid_frame() && self.failed.is_none() {
             self.decoder.pending()
         } else {
@@ -89,8 +93,8 @@ impl FrameStream {
     /// Emits pending partial lines marked `partial` and frees their
     /// buffers (see [`LineBuffers::shed`]).
     pub fn shed_lines<E: Emit>(&mut self, origin: &Origin, out: &mut E) {
-        self.lines
-            .shed(&mut |l| out.record(&Record::line(origin, &l)));
+        let clock = &mut self.clock;
+        self.lines.shed(&mut |l| emit_line(origin, &l, clock, out));
     }
 
     /// Bytes of an unfinished frame held.
@@ -168,25 +172,47 @@ impl Boundaries {
     }
 }
 
-/// Sends one frame's data to the line buffers, or a drop notice straight
-/// to the output.
-fn route<E: Emit>(f: Frame<'_>, origin: &Origin, lines: &mut LineBuffers, out: &mut E) {
-    if f.source == SELF_SOURCE.as_bytes() {
-        if let Some(n) = DropNotice::parse(f.data) {
-            out.record(&Record {
-                origin,
-                level: f.level,
-                platform: f.platform,
-                source: f.source,
-                text: f.data.strip_suffix(b"\n").unwrap_or(f.data),
-                partial: false,
-                cont: false,
-                dropped: Some(n),
+/// Emits a line with the origin of the write that began it.
+fn emit_line<E: Emit>(origin: &Origin, l: &Line<'_>, clock: &mut Clock, out: &mut E) {
+    out.record(&Record::line(&origin.of_write(l.origin, clock), l));
+}
+
+/// Sends each write of a frame to the line buffers, or a drop notice
+/// straight to the output.
+fn route<E: Emit>(
+    f: Frame<'_>,
+    origin: &Origin,
+    lines: &mut LineBuffers,
+    clock: &mut Clock,
+    out: &mut E,
+) {
+    for w in f.writes() {
+        if f.source != SELF_SOURCE.as_bytes() {
+            lines.push(f.level, f.platform, f.source, w.origin, w.data, &mut |l| {
+                emit_line(origin, &l, clock, out)
             });
-            return;
+            continue;
+        }
+        // liblogtap's own lines, one notice each: version 0 carries the
+        // notices of several sources in one frame's data, so each line is
+        // read on its own (else the first would swallow the rest).
+        for seg in w.data.split_inclusive(|&b| b == b'\n') {
+            if let Some(n) = DropNotice::parse(seg) {
+                out.record(&Record {
+                    origin: &origin.of_write(w.origin, clock),
+                    level: f.level,
+                    platform: f.platform,
+                    source: f.source,
+                    text: seg.strip_suffix(b"\n").unwrap_or(seg),
+                    partial: false,
+                    cont: false,
+                    dropped: Some(n),
+                });
+                continue;
+            }
+            lines.push(f.level, f.platform, f.source, w.origin, seg, &mut |l| {
+                emit_line(origin, &l, clock, out)
+            });
         }
     }
-    lines.push(f.level, f.platform, f.source, f.data, &mut |l| {
-        out.record(&Record::line(origin, &l))
-    });
 }

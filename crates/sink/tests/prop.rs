@@ -103,7 +103,7 @@ proptest! {
             got[i].push((l.text.to_vec(), l.partial));
         };
         for c in chunks(&stream, &cuts) {
-            dec.feed(c, |f| lb.push(f.level, f.platform, f.source, f.data, &mut emit)).unwrap();
+            dec.feed(c, |f| lb.push(f.level, f.platform, f.source, None, f.data, &mut emit)).unwrap();
             prop_assert!(lb.pending() <= SOURCES.len() * max);
         }
         prop_assert!(!dec.is_mid_frame());
@@ -134,7 +134,7 @@ proptest! {
             }
         };
         for (k, (s, d)) in fr.iter().enumerate() {
-            lb.push(3, b"p", SOURCES[*s], d, &mut emit);
+            lb.push(3, b"p", SOURCES[*s], None, d, &mut emit);
             if sheds.get(k).copied().unwrap_or(false) {
                 lb.shed(&mut emit);
                 // No line data stays; only the names of a source in
@@ -164,7 +164,7 @@ proptest! {
         let stream: Vec<u8> = fr.iter().flat_map(|(s, d)| encode(Level::Warn, b"p", SOURCES[*s], d)).collect();
         let mut out = Output::new(Format::Json, &[], Vec::new());
         let mut fs = FrameStream::new(max);
-        let origin = Origin { ts: Clock::new().now(), pid: Some(7), uid: Some(0) };
+        let origin = Origin::peer(Clock::new().now(), Some(7), Some(0));
         for c in chunks(&stream, &cuts) {
             fs.feed(c, &origin, &mut out).unwrap();
         }
@@ -191,7 +191,7 @@ proptest! {
     fn garbage_is_survived(bytes in prop::collection::vec(any::<u8>(), 0..3000), cuts in prop::collection::vec(1usize..500, 1..6)) {
         let mut out = Output::new(Format::Json, &[], Vec::new());
         let mut fs = FrameStream::new(64);
-        let origin = Origin { ts: Clock::new().now(), pid: None, uid: None };
+        let origin = Origin::peer(Clock::new().now(), None, None);
         let mut fed = 0;
         for c in chunks(&bytes, &cuts) {
             fed += c.len();
@@ -219,7 +219,7 @@ proptest! {
         }
         let mut out = Output::new(Format::Json, &[], Vec::new());
         let mut fs = FrameStream::new(32);
-        let origin = Origin { ts: Clock::new().now(), pid: Some(1), uid: Some(0) };
+        let origin = Origin::peer(Clock::new().now(), Some(1), Some(0));
         for c in stream.chunks(cut) {
             if fs.feed(c, &origin, &mut out).is_err() {
                 break;

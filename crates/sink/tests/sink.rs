@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{message_bytes, parse, temp_dir, wait_timeout, Sink, BIN};
-use logtap_wire::{encode, header, Level};
+use logtap_wire::{encode, encode_with_origin, header, header_version, Level, WriteOrigin};
 
 const SECS: Duration = Duration::from_secs(30);
 
@@ -120,12 +120,16 @@ fn hostile_connections_beside_a_good_writer() {
     missing_sep.extend_from_slice(b"3\0a\0b");
     let mut bad_level = header(10).to_vec();
     bad_level.extend_from_slice(b"x\0app\0o\0hi");
+    // Version 1 whose data ends inside an entry header.
+    let mut cut_entry = header_version(1, 11).to_vec();
+    cut_entry.extend_from_slice(b"3\0a\0b\0hello");
     let mut after_good = encode(Level::Info, b"app", b"mixed", b"good before bad\n");
     let bad_offset = after_good.len();
     after_good.extend_from_slice(&raw_header(7, 3));
     let hostile: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", random),
-        ("wrong version", raw_header(1, 10)),
+        ("wrong version", raw_header(2, 10)),
+        ("version 1 with a cut entry", cut_entry),
         ("negative length", raw_header(0, -1)),
         ("1 GiB length", raw_header(0, 1 << 30)),
         ("missing separators", missing_sep),
@@ -234,6 +238,7 @@ fn hostile_connections_beside_a_good_writer() {
     }
     for needle in [
         "unsupported version",
+        "not a run of whole entries",
         "length -1 outside",
         "length 1073741824 outside",
         "NUL separators",
@@ -245,7 +250,7 @@ fn hostile_connections_beside_a_good_writer() {
         );
     }
     let after_good_line =
-        format!("connection from pid {me}: unsupported version 7 (only 0 exists) (frame at byte {bad_offset})");
+        format!("connection from pid {me}: unsupported version 7 (0 logserver_msg, 1 logtap's with origin) (frame at byte {bad_offset})");
     assert!(
         closing.iter().any(|l| l.contains(&after_good_line)),
         "{closing:?}"
@@ -578,6 +583,83 @@ fn more_connections_than_the_limit_wait_their_turn() {
     );
 }
 
+/// Version 0 and version 1 frames on one connection: a version-1 line's
+/// `timestamp` and `pid` are its write's, a version-0 line's the read's and
+/// the connection's; `peer_pid` is the connection's for both. A line that
+/// runs across writes keeps the origin of the write that began it.
+#[test]
+fn version_1_lines_keep_their_write_time_and_pid() {
+    let dir = temp_dir("origin");
+    let socket = dir.join("o.sock");
+    let sink = Sink::start(&socket, &[], &[]);
+    // 2001-09-09T01:46:40.123456Z, and a second later.
+    let a = WriteOrigin {
+        time_ns: 1_000_000_000_123_456_789,
+        pid: 1,
+    };
+    let b = WriteOrigin {
+        time_ns: 1_000_000_001_000_000_000,
+        pid: 77,
+    };
+    let mut bytes = encode_with_origin(
+        Level::Info,
+        b"app",
+        b"stdout",
+        &[(a, b"first\nsec"), (b, b"ond\n")],
+    );
+    bytes.extend(encode(Level::Info, b"app", b"stdout", b"plain\n"));
+    bytes.extend(encode_with_origin(
+        Level::Warn,
+        b"app",
+        b"stdout",
+        &[(b, b"third\n")],
+    ));
+    let me = std::process::id();
+    let conn = send(&sink, &bytes);
+    let deadline = std::time::Instant::now() + SECS;
+    while sink.out.lock().unwrap().len() < 4 {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(conn);
+    let stopped = sink.stop();
+    assert!(stopped.status.success());
+    let objs: Vec<serde_json::Value> = stopped.out.iter().map(|l| parse(l)).collect();
+    let got: Vec<(String, String, serde_json::Value, serde_json::Value)> = objs
+        .iter()
+        .map(|o| {
+            (
+                o["message"].as_str().unwrap().to_owned(),
+                o["timestamp"].as_str().unwrap().to_owned(),
+                o["pid"].clone(),
+                o["peer_pid"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(got[0].0, "first");
+    assert_eq!(got[0].1, "2001-09-09T01:46:40.123456Z");
+    assert_eq!(got[0].2, 1);
+    assert_eq!(got[1].0, "second");
+    assert_eq!(
+        got[1].1, "2001-09-09T01:46:40.123456Z",
+        "the write that began it"
+    );
+    assert_eq!(got[1].2, 1);
+    assert_eq!(got[2].0, "plain");
+    assert!(
+        got[2].1.starts_with("20") && !got[2].1.starts_with("2001"),
+        "{:?}",
+        got[2]
+    );
+    assert_eq!(got[2].2, me, "version 0: the connection's pid");
+    assert_eq!(got[3].0, "third");
+    assert_eq!(got[3].1, "2001-09-09T01:46:41.000000Z");
+    assert_eq!(got[3].2, 77);
+    for g in &got {
+        assert_eq!(g.3, me, "peer_pid is the connection's");
+    }
+}
+
 #[test]
 fn text_format() {
     let dir = temp_dir("text");
@@ -685,6 +767,41 @@ fn read_frame_file() {
         )),
         "{err}"
     );
+}
+
+/// liblogtap's version-0 frames (`LLT_FORMAT=logserver`) put the drop
+/// notices of several sources, pushed one after the other, in one frame's
+/// data: each is its own notice.
+#[test]
+fn drop_notices_sharing_a_version_0_frame_stay_apart() {
+    let dir = temp_dir("notices");
+    let file = dir.join("frames.bin");
+    let mut data = encode(
+        Level::Warn,
+        b"app",
+        b"logtap",
+        b"logtap: dropped bytes=10 writes=1 source=stdout\nlogtap: dropped bytes=20 writes=2 source=stderr\n",
+    );
+    data.extend(encode(Level::Info, b"app", b"stdout", b"after\n"));
+    std::fs::write(&file, &data).unwrap();
+    let out = Command::new(BIN).arg("--read").arg(&file).output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<_> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(parse)
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["dropped_bytes"], 10);
+    assert_eq!(lines[0]["dropped_source"], "stdout");
+    assert_eq!(lines[1]["dropped_bytes"], 20);
+    assert_eq!(lines[1]["dropped_writes"], 2);
+    assert_eq!(lines[1]["dropped_source"], "stderr");
+    assert_eq!(
+        lines[1]["message"],
+        "logtap: dropped bytes=20 writes=2 source=stderr"
+    );
+    assert_eq!(lines[2]["message"], "after");
 }
 
 #[test]

@@ -1,10 +1,14 @@
 //! The `logserver_msg` wire format, defined once for liblogtap (the writer)
 //! and logtap-sink (the reader).
 //!
-//! A frame is two native-endian `i32`s, `version` (always 0) and `len` (the
-//! exact byte count of what follows), then `level\0platform\0source\0data`
-//! with no trailing NUL. This is the layout Pantavisor's logserver parses;
-//! `level` is ASCII decimal. `docs/wire.md` states the format in full.
+//! A frame is two native-endian `i32`s, `version` and `len` (the exact byte
+//! count of what follows), then `level\0platform\0source\0data` with no
+//! trailing NUL. Version 0 is the layout Pantavisor's logserver parses;
+//! `level` is ASCII decimal. Version 1 ([`VERSION_ORIGIN`]) is logtap's
+//! extension: the same frame whose data is a run of entries, each a
+//! 16-byte [entry header](EntryHeader) (the write's wall-clock time and the
+//! writer's pid) and the bytes of that write. `docs/wire.md` states both in
+//! full.
 //!
 //! The encoding half never allocates: the preload library calls it from
 //! code that must not touch the allocator. The decoding half treats its
@@ -15,10 +19,16 @@
 
 use std::fmt;
 
-/// The only protocol version that exists.
+/// Pantavisor's `logserver_msg`: the only version a plain logserver reader
+/// accepts.
 pub const VERSION: i32 = 0;
+/// logtap's extension of version 0: every write in the data carries its
+/// origin (an [`EntryHeader`] before its bytes). Only logtap-sink reads it.
+pub const VERSION_ORIGIN: i32 = 1;
 /// `version` + `len`.
 pub const HEADER_LEN: usize = 8;
+/// Size of an [`EntryHeader`] on the wire (and in liblogtap's buffer).
+pub const ENTRY_HEADER: usize = 16;
 /// The most data bytes liblogtap puts in one frame.
 pub const MAX_DATA: usize = 64 * 1024;
 /// The largest `len` a reader accepts: Pantavisor's own read buffer.
@@ -97,12 +107,61 @@ impl Level {
     }
 }
 
-/// The 8-byte header for a frame whose body (prefix + data) is `body_len`.
+/// The 8-byte version-0 header for a frame whose body (prefix + data) is
+/// `body_len`.
 pub fn header(body_len: usize) -> [u8; HEADER_LEN] {
+    header_version(VERSION, body_len)
+}
+
+/// The 8-byte header of a frame of `version`.
+pub fn header_version(version: i32, body_len: usize) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    h[..4].copy_from_slice(&VERSION.to_ne_bytes());
+    h[..4].copy_from_slice(&version.to_ne_bytes());
     h[4..].copy_from_slice(&(body_len as i32).to_ne_bytes());
     h
+}
+
+/// Where and when one write happened: what a version-1 entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteOrigin {
+    /// Wall-clock time of the write, nanoseconds since the Unix epoch
+    /// (the writer's wall clock; liblogtap reads `CLOCK_REALTIME_COARSE`,
+    /// which lags the write by up to one kernel tick).
+    pub time_ns: u64,
+    /// The writer's pid as the writer sees it (`getpid()` in its own pid
+    /// namespace).
+    pub pid: u32,
+}
+
+/// The 16 bytes before each write's data in a version-1 frame, all
+/// native-endian: `time_ns` (u64), `pid` (u32), `len` (u32, the data bytes
+/// that follow). liblogtap keeps the same 16 bytes before each record in its
+/// buffer, so a record goes onto the wire as it lies there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryHeader {
+    pub origin: WriteOrigin,
+    pub len: u32,
+}
+
+impl EntryHeader {
+    pub fn to_bytes(self) -> [u8; ENTRY_HEADER] {
+        let mut b = [0u8; ENTRY_HEADER];
+        b[..8].copy_from_slice(&self.origin.time_ns.to_ne_bytes());
+        b[8..12].copy_from_slice(&self.origin.pid.to_ne_bytes());
+        b[12..].copy_from_slice(&self.len.to_ne_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; ENTRY_HEADER]) -> EntryHeader {
+        let u32_at = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        EntryHeader {
+            origin: WriteOrigin {
+                time_ns: u64::from_ne_bytes(b[..8].try_into().expect("8 bytes")),
+                pid: u32_at(8),
+            },
+            len: u32_at(12),
+        }
+    }
 }
 
 /// Writes `level\0platform\0source\0` into `out` and returns its length, or
@@ -129,7 +188,8 @@ pub fn write_prefix(out: &mut [u8], level: Level, platform: &[u8], source: &[u8]
     Some(at + 1)
 }
 
-/// Encodes a whole frame into a new vector (for tests and tools, not the hooks).
+/// Encodes a whole version-0 frame into a new vector (for tests and tools,
+/// not the hooks).
 pub fn encode(level: Level, platform: &[u8], source: &[u8], data: &[u8]) -> Vec<u8> {
     let mut prefix = vec![0u8; 4 + platform.len() + source.len()];
     let n = write_prefix(&mut prefix, level, platform, source).expect("sized above");
@@ -140,20 +200,102 @@ pub fn encode(level: Level, platform: &[u8], source: &[u8], data: &[u8]) -> Vec<
     out
 }
 
+/// Encodes a whole version-1 frame, one entry per write (for tests and
+/// tools, not the hooks).
+pub fn encode_with_origin(
+    level: Level,
+    platform: &[u8],
+    source: &[u8],
+    writes: &[(WriteOrigin, &[u8])],
+) -> Vec<u8> {
+    let mut prefix = vec![0u8; 4 + platform.len() + source.len()];
+    let n = write_prefix(&mut prefix, level, platform, source).expect("sized above");
+    let data: usize = writes.iter().map(|(_, d)| ENTRY_HEADER + d.len()).sum();
+    let mut out = Vec::with_capacity(HEADER_LEN + n + data);
+    out.extend_from_slice(&header_version(VERSION_ORIGIN, n + data));
+    out.extend_from_slice(&prefix[..n]);
+    for (origin, d) in writes {
+        let e = EntryHeader {
+            origin: *origin,
+            len: d.len() as u32,
+        };
+        out.extend_from_slice(&e.to_bytes());
+        out.extend_from_slice(d);
+    }
+    out
+}
+
 /// One decoded frame, borrowing from the decoder's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
+    /// [`VERSION`] or [`VERSION_ORIGIN`].
+    pub version: i32,
     /// The numeric level as sent (not limited to known [`Level`]s).
     pub level: u32,
     pub platform: &'a [u8],
     pub source: &'a [u8],
+    /// Everything after the source's NUL: the bytes written (version 0),
+    /// or entries (version 1; read them with [`Frame::writes`]).
     pub data: &'a [u8],
 }
 
-impl Frame<'_> {
+impl<'a> Frame<'a> {
     pub fn level_name(&self) -> &'static str {
         Level::from_number(self.level).map_or("UNKNOWN", Level::name)
     }
+
+    /// The writes the frame carries, in order: one without origin for
+    /// version 0, one per entry for version 1 (already checked by the
+    /// decoder to tile the data exactly).
+    pub fn writes(&self) -> Writes<'a> {
+        Writes {
+            rest: self.data,
+            entries: self.version == VERSION_ORIGIN,
+        }
+    }
+}
+
+/// One write's bytes and, from a version-1 frame, its origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Write<'a> {
+    pub origin: Option<WriteOrigin>,
+    pub data: &'a [u8],
+}
+
+/// Iterator over a frame's writes (see [`Frame::writes`]).
+pub struct Writes<'a> {
+    rest: &'a [u8],
+    entries: bool,
+}
+
+impl<'a> Iterator for Writes<'a> {
+    type Item = Write<'a>;
+
+    fn next(&mut self) -> Option<Write<'a>> {
+        if !self.entries {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let data = std::mem::take(&mut self.rest);
+            return Some(Write { origin: None, data });
+        }
+        let (e, data, rest) = split_entry(self.rest)?;
+        self.rest = rest;
+        Some(Write {
+            origin: Some(e.origin),
+            data,
+        })
+    }
+}
+
+/// The first entry of `s`: its header, its data and what follows; `None`
+/// when `s` is empty or does not start with a whole entry.
+fn split_entry(s: &[u8]) -> Option<(EntryHeader, &[u8], &[u8])> {
+    let h: &[u8; ENTRY_HEADER] = s.get(..ENTRY_HEADER)?.try_into().ok()?;
+    let e = EntryHeader::from_bytes(h);
+    let end = ENTRY_HEADER.checked_add(e.len as usize)?;
+    let data = s.get(ENTRY_HEADER..end)?;
+    Some((e, data, &s[end..]))
 }
 
 /// What was wrong with a frame.
@@ -163,12 +305,19 @@ pub enum FrameError {
     BadLength(i32),
     MissingSeparator,
     BadLevel,
+    /// A version-1 frame whose data is not a run of whole entries.
+    BadEntry,
 }
 
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FrameError::BadVersion(v) => write!(f, "unsupported version {v} (only 0 exists)"),
+            FrameError::BadVersion(v) => {
+                write!(
+                    f,
+                    "unsupported version {v} (0 logserver_msg, 1 logtap's with origin)"
+                )
+            }
             FrameError::BadLength(l) => write!(f, "length {l} outside 0..={MAX_LEN}"),
             FrameError::MissingSeparator => {
                 write!(
@@ -177,6 +326,10 @@ impl fmt::Display for FrameError {
                 )
             }
             FrameError::BadLevel => write!(f, "level is not an ASCII decimal number"),
+            FrameError::BadEntry => write!(
+                f,
+                "version-1 data is not a run of whole entries (16-byte header + its length)"
+            ),
         }
     }
 }
@@ -185,19 +338,30 @@ impl std::error::Error for FrameError {}
 
 /// Checks a header and returns the body length it announces.
 pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
+    parse_header_version(h).map(|(_, len)| len)
+}
+
+/// Checks a header and returns its version and the body length it announces.
+pub fn parse_header_version(h: &[u8; HEADER_LEN]) -> Result<(i32, usize), FrameError> {
     let version = i32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
     let len = i32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
-    if version != VERSION {
+    if version != VERSION && version != VERSION_ORIGIN {
         return Err(FrameError::BadVersion(version));
     }
     if len < 0 || len as usize > MAX_LEN {
         return Err(FrameError::BadLength(len));
     }
-    Ok(len as usize)
+    Ok((version, len as usize))
 }
 
-/// Splits a frame body into its fields.
+/// Splits a version-0 frame body into its fields.
 pub fn parse_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
+    parse_body_version(VERSION, body)
+}
+
+/// Splits a frame body of `version` into its fields; a version-1 body
+/// must hold whole entries only.
+pub fn parse_body_version(version: i32, body: &[u8]) -> Result<Frame<'_>, FrameError> {
     let mut parts = body.splitn(4, |&b| b == 0);
     let level = parts.next().ok_or(FrameError::MissingSeparator)?;
     let platform = parts.next().ok_or(FrameError::MissingSeparator)?;
@@ -208,7 +372,15 @@ pub fn parse_body(body: &[u8]) -> Result<Frame<'_>, FrameError> {
         return Err(FrameError::BadLevel);
     }
     let level = level.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
+    if version == VERSION_ORIGIN {
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (_, _, r) = split_entry(rest).ok_or(FrameError::BadEntry)?;
+            rest = r;
+        }
+    }
     Ok(Frame {
+        version,
         level,
         platform,
         source,
@@ -226,6 +398,8 @@ pub struct Decoder {
     header_fill: usize,
     /// Body length announced by the current header, once it is complete.
     want: Option<usize>,
+    /// Version of the current header.
+    version: i32,
     body: Vec<u8>,
 }
 
@@ -248,9 +422,12 @@ impl Decoder {
                     // Fast path: a whole frame lies in the input, decode it in place.
                     if self.header_fill == 0 && input.len() >= HEADER_LEN {
                         let h: [u8; HEADER_LEN] = input[..HEADER_LEN].try_into().expect("8 bytes");
-                        let len = parse_header(&h)?;
+                        let (version, len) = parse_header_version(&h)?;
                         if input.len() >= HEADER_LEN + len {
-                            on_frame(parse_body(&input[HEADER_LEN..HEADER_LEN + len])?);
+                            on_frame(parse_body_version(
+                                version,
+                                &input[HEADER_LEN..HEADER_LEN + len],
+                            )?);
                             input = &input[HEADER_LEN + len..];
                             continue;
                         }
@@ -263,7 +440,8 @@ impl Decoder {
                     if self.header_fill < HEADER_LEN {
                         return Ok(());
                     }
-                    let len = parse_header(&self.header)?;
+                    let (version, len) = parse_header_version(&self.header)?;
+                    self.version = version;
                     self.want = Some(len);
                     len
                 }
@@ -272,7 +450,7 @@ impl Decoder {
             self.body.extend_from_slice(&input[..take]);
             input = &input[take..];
             if self.body.len() == want {
-                let res = parse_body(&self.body).map(&mut on_frame);
+                let res = parse_body_version(self.version, &self.body).map(&mut on_frame);
                 self.body.clear();
                 if self.body.capacity() > 2 * MAX_DATA {
                     self.body.shrink_to(MAX_DATA);
@@ -337,6 +515,10 @@ impl<'a> DropNotice<'a> {
         let rest = rest.strip_prefix(b" writes=")?;
         let (writes, rest) = split_num(rest)?;
         let source = rest.strip_prefix(b" source=")?;
+        if source.contains(&b'\n') {
+            // One notice is one line: more lines are something else.
+            return None;
+        }
         Some(DropNotice {
             bytes,
             writes,
@@ -425,11 +607,8 @@ mod tests {
     fn rejects_hostile_headers() {
         let mut d = Decoder::new();
         let mut bad = header(10).to_vec();
-        bad[0] = 1;
-        assert_eq!(
-            d.feed(&bad, |_| {}),
-            Err(FrameError::BadVersion(i32::from_ne_bytes([1, 0, 0, 0])))
-        );
+        bad[..4].copy_from_slice(&2i32.to_ne_bytes());
+        assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadVersion(2)));
         let mut d = Decoder::new();
         assert!(matches!(
             d.feed(&header(1 << 30), |_| {}),
@@ -447,6 +626,75 @@ mod tests {
         let mut f = header(6).to_vec();
         f.extend_from_slice(b"x\0a\0b\0");
         assert_eq!(d.feed(&f, |_| {}), Err(FrameError::BadLevel));
+    }
+
+    #[test]
+    fn version_1_entries_round_trip_and_tell_from_version_0() {
+        let a = WriteOrigin {
+            time_ns: 1_795_268_855_097_063_123,
+            pid: 7,
+        };
+        let b = WriteOrigin {
+            time_ns: 1_795_268_855_100_000_000,
+            pid: 4_000_000,
+        };
+        let mut stream = encode(Level::Info, b"app", b"stdout", b"plain\n");
+        stream.extend(encode_with_origin(
+            Level::Error,
+            b"app",
+            b"stderr",
+            &[(a, b"one\ntw"), (b, b""), (b, b"o\n")],
+        ));
+        for chunk in [1usize, 5, 16, 17, 1000] {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for piece in stream.chunks(chunk) {
+                d.feed(piece, |f| {
+                    for w in f.writes() {
+                        got.push((f.version, f.source.to_vec(), w.origin, w.data.to_vec()));
+                    }
+                })
+                .unwrap();
+            }
+            assert_eq!(
+                got,
+                vec![
+                    (0, b"stdout".to_vec(), None, b"plain\n".to_vec()),
+                    (1, b"stderr".to_vec(), Some(a), b"one\ntw".to_vec()),
+                    (1, b"stderr".to_vec(), Some(b), Vec::new()),
+                    (1, b"stderr".to_vec(), Some(b), b"o\n".to_vec()),
+                ]
+            );
+        }
+        // The header itself says which version it is.
+        assert_eq!(
+            parse_header_version(&header_version(VERSION_ORIGIN, 3)),
+            Ok((1, 3))
+        );
+        assert_eq!(parse_header_version(&header(3)), Ok((0, 3)));
+    }
+
+    #[test]
+    fn version_1_rejects_entries_that_do_not_tile() {
+        let o = WriteOrigin { time_ns: 1, pid: 1 };
+        let good = encode_with_origin(Level::Info, b"p", b"s", &[(o, b"abc")]);
+        // An entry claiming more bytes than the frame holds.
+        let mut long = good.clone();
+        let at = HEADER_LEN + 6 + 12;
+        long[at..at + 4].copy_from_slice(&100u32.to_ne_bytes());
+        // A frame whose data ends inside an entry header.
+        let mut cut = good[..good.len() - 3 - ENTRY_HEADER + 5].to_vec();
+        let body = (cut.len() - HEADER_LEN) as i32;
+        cut[4..8].copy_from_slice(&body.to_ne_bytes());
+        // Huge lengths must not overflow.
+        let mut huge = good.clone();
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_ne_bytes());
+        for bad in [long, cut, huge] {
+            let mut d = Decoder::new();
+            assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadEntry));
+        }
+        let mut d = Decoder::new();
+        assert_eq!(d.feed(&good, |_| {}), Ok(()));
     }
 
     #[test]
@@ -468,6 +716,11 @@ mod tests {
             }
         );
         assert!(DropNotice::parse(b"hello").is_none());
+        // Two notices (or a notice and more) are not one notice.
+        assert!(DropNotice::parse(
+            b"logtap: dropped bytes=1 writes=1 source=stdout\nlogtap: dropped bytes=2 writes=1 source=stderr\n"
+        )
+        .is_none());
     }
 
     #[test]

@@ -96,11 +96,11 @@ mod tests {
     fn a_failed_flush_counts_each_record_once() {
         let full = File::options().write(true).open("/dev/full").unwrap();
         let mut d = Stdout::new(LineEncoder::new(Format::Text, &[]), full);
-        let origin = Origin {
-            ts: Clock::new().format(1_795_268_855, 97_063),
-            pid: Some(42),
-            uid: Some(0),
-        };
+        let origin = Origin::peer(
+            Clock::new().format(1_795_268_855, 97_063),
+            Some(42),
+            Some(0),
+        );
         let text = vec![b'x'; 100_000];
         let r = Record {
             origin: &origin,

@@ -200,6 +200,12 @@ impl Json {
             Some(p) => b.extend_from_slice(itoa::Buffer::new().format(p).as_bytes()),
             None => b.extend_from_slice(b"null"),
         }
+        if let Some(p) = r.origin.peer_pid {
+            // The connection's pid (SO_PEERCRED): the same process, as the
+            // sink's pid namespace numbers it.
+            b.extend_from_slice(b",\"peer_pid\":");
+            b.extend_from_slice(itoa::Buffer::new().format(p).as_bytes());
+        }
         b.extend_from_slice(b",\"uid\":");
         match r.origin.uid {
             Some(u) => b.extend_from_slice(itoa::Buffer::new().format(u).as_bytes()),

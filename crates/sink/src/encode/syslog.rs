@@ -7,10 +7,10 @@
 //! | field | value |
 //! | --- | --- |
 //! | PRI | facility × 8 + severity (FATAL→crit 2, ERROR→err 3, WARN→warning 4, INFO→info 6, DEBUG/TRACE/ALL/other→debug 7) |
-//! | TIMESTAMP | the time the sink received the bytes, UTC, microseconds |
+//! | TIMESTAMP | the time the line was written (from liblogtap's version-1 frames; for version 0, when the sink received it), UTC, microseconds |
 //! | HOSTNAME | the sink's host name (kernel), at most 255 characters |
 //! | APP-NAME | the platform, at most 48 characters |
-//! | PROCID | the peer pid, `-` when unknown |
+//! | PROCID | the writer's pid as it sees itself (version 1; else the peer pid), `-` when unknown |
 //! | MSGID | the source, at most 32 characters (its last 32, where a path's file name is) |
 //! | STRUCTURED-DATA | `-` |
 //! | MSG | the line, scrubbed, no BOM |
@@ -248,11 +248,11 @@ mod tests {
     use crate::output::{Clock, Origin};
 
     fn one(s: &Syslog, level: u32, platform: &[u8], source: &[u8], text: &[u8]) -> Vec<Vec<u8>> {
-        let origin = Origin {
-            ts: Clock::new().format(1_795_268_855, 97_063),
-            pid: Some(42),
-            uid: Some(0),
-        };
+        let origin = Origin::peer(
+            Clock::new().format(1_795_268_855, 97_063),
+            Some(42),
+            Some(0),
+        );
         let r = Record {
             origin: &origin,
             level,

@@ -1,6 +1,7 @@
 //! The text line encoder, for people at a terminal and for files:
 //! `<RFC3339> <platform>.<source> <message>` in LinuxKit logwrite's style,
-//! every field scrubbed (see [`super::scrub`]).
+//! every field scrubbed (see [`super::scrub`]). The time is the record's:
+//! when the line was written, where the frame says (version 1).
 
 use super::scrub::scrub;
 use super::Record;
