@@ -550,7 +550,7 @@ unsafe fn load_with(report: bool) {
     }
     // Unset (or invalid): version 1 (write time and pid) where logtap-sink
     // reads the frames, version 0 where Pantavisor's server does.
-    if !env(b"LLT_FORMAT\0").is_some_and(|v| parse_format(v).is_some()) {
+    if env(b"LLT_FORMAT\0").is_none_or(|v| parse_format(v).is_none()) {
         c.format = if c.target_kind == TargetKind::Pantavisor {
             Format::Logserver
         } else {
