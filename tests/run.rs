@@ -95,15 +95,23 @@ fn run_cmd(target: &Path) -> Command {
     c
 }
 
-/// The target's frames, (source, data) each, in order.
+/// The target's frames, (source, data) each, in order: the data is what
+/// the frame carries of the program's bytes (version 1's entry headers
+/// left out).
 fn records(path: &Path) -> Vec<(String, Vec<u8>)> {
+    frames(path).into_iter().map(|(s, d, _)| (s, d)).collect()
+}
+
+/// As `records`, with each frame's whole data length (headers included).
+fn frames(path: &Path) -> Vec<(String, Vec<u8>, usize)> {
     let bytes = std::fs::read(path).unwrap_or_default();
     let mut v = Vec::new();
     logtap_wire::Decoder::new()
         .feed(&bytes, |f| {
             v.push((
                 String::from_utf8_lossy(f.source).into_owned(),
-                f.data.to_vec(),
+                f.writes().flat_map(|w| w.data.iter().copied()).collect(),
+                f.data.len(),
             ))
         })
         .expect("valid target");
@@ -142,10 +150,11 @@ fn static_go_bytes_and_exit_code_kept() {
     // relay's records end at newlines. (A piece of a line is sent alone
     // only when the rest is 100 ms late, which a busy machine can cause
     // once here; a_line_cut_across_reads_is_one_record checks that case.)
-    let cut: Vec<usize> = records(&t)
+    // (A full frame's data is within an entry header of the maximum.)
+    let cut: Vec<usize> = frames(&t)
         .iter()
-        .filter(|(_, d)| !d.ends_with(b"\n") && d.len() != logtap_wire::MAX_DATA)
-        .map(|(_, d)| d.len())
+        .filter(|(_, d, n)| !d.ends_with(b"\n") && *n + 64 < logtap_wire::MAX_DATA)
+        .map(|(_, d, _)| d.len())
         .collect();
     assert!(cut.len() <= 1, "frames cut inside a line, of sizes {cut:?}");
 }
@@ -294,6 +303,39 @@ fn busybox_static_bytes_and_exit_codes() {
     let got = run_timeout(c, TIMEOUT, "logtap-run busybox killed");
     assert_eq!(got.code(), 128 + libc::SIGKILL);
     assert_eq!(got.stdout, b"bye\n");
+}
+
+/// The relayed lines carry the program's pid (as `$$` shows it), not
+/// logtap-run's: the relay writes them on the program's behalf.
+#[test]
+fn relayed_lines_carry_the_programs_pid() {
+    let Some(bb) = busybox() else { return };
+    let d = TestDir::new("run-pid");
+    let t = d.path.join("target.log");
+    let mut c = run_cmd(&t);
+    c.arg(&bb)
+        .args(["sh", "-c", "echo \"pid $$\"; echo \"also $$\" >&2"]);
+    let got = run_timeout(c, TIMEOUT, "logtap-run busybox pid");
+    assert_eq!(got.code(), 0);
+    let shown: u32 = String::from_utf8_lossy(&got.stdout)
+        .trim()
+        .strip_prefix("pid ")
+        .and_then(|p| p.parse().ok())
+        .expect("pid N");
+    let bytes = std::fs::read(&t).unwrap();
+    let mut pids = Vec::new();
+    logtap_wire::Decoder::new()
+        .feed(&bytes, |f| {
+            for w in f.writes() {
+                pids.push(w.origin.map(|o| o.pid));
+            }
+        })
+        .expect("valid target");
+    assert!(!pids.is_empty(), "frames reached the target");
+    assert!(
+        pids.iter().all(|p| *p == Some(shown)),
+        "every write stamped with the program's pid {shown}: {pids:?}"
+    );
 }
 
 #[test]

@@ -96,6 +96,15 @@ static DROP_BYTES: [AtomicU64; SOURCES] = [const { AtomicU64::new(0) }; SOURCES]
 static DROP_WRITES: [AtomicU64; SOURCES] = [const { AtomicU64::new(0) }; SOURCES];
 /// The pid this state belongs to (a vfork child shares our memory).
 static OWNER_PID: AtomicI32 = AtomicI32::new(0);
+/// The pid writes are stamped with when it is not this process's own:
+/// `logtap-run`'s relay writes on behalf of its child (0: our own).
+static WRITER_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Stamps what is pushed from now on with `pid` (`logtap-run`'s relay: the
+/// program whose output it relays) instead of this process's pid.
+pub fn set_writer_pid(pid: i32) {
+    WRITER_PID.store(pid, Relaxed);
+}
 
 pub fn ring() -> &'static Ring {
     // SAFETY: see RingCell.
@@ -452,7 +461,10 @@ fn reserve_when_full(src: u8, max: usize) -> Option<crate::ring::Reservation> {
 pub fn origin_now() -> logtap_wire::WriteOrigin {
     logtap_wire::WriteOrigin {
         time_ns: sys::realtime_coarse_ns(),
-        pid: OWNER_PID.load(Relaxed) as u32,
+        pid: match WRITER_PID.load(Relaxed) {
+            0 => OWNER_PID.load(Relaxed) as u32,
+            p => p as u32,
+        },
     }
 }
 

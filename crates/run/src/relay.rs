@@ -214,6 +214,8 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
         Err(e) => crate::exec_failed(arg0, e),
     };
     let pid = child.id() as libc::pid_t;
+    // Its lines carry its pid, not ours: the relay only writes them on.
+    transport::set_writer_pid(pid);
     let mut streams: Vec<Stream> = Vec::new();
     if let Some(o) = child.stdout.take() {
         streams.push(Stream {
