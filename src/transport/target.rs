@@ -225,8 +225,13 @@ pub fn enter_private_fd_table() {
             sys::close(old);
         }
     }
-    // The consumer is about to have a table of its own.
-    crate::fds::drop_reserve();
+    // The consumer is about to have a table of its own, unless the
+    // constructor's probe found `unshare` refused: then the reserved slots
+    // stay (dropped here, they would be gone when the unshare below fails,
+    // and a program at its fd limit could take their numbers).
+    if !crate::fds::reserving() {
+        crate::fds::drop_reserve();
+    }
     let c = conn();
     c.ident = None;
     c.pf_sent = 0;
