@@ -434,7 +434,11 @@ pub fn walk<'b>(
             // A missing last component is for the caller (O_CREAT).
             Err(libc::ENOENT) if last => done!(len, at),
             Err(e) => fail!(Refusal {
-                why: if via == Via::Fds { b"cannot open" } else { b"cannot stat" },
+                why: if via == Via::Fds {
+                    b"cannot open"
+                } else {
+                    b"cannot stat"
+                },
                 at,
                 errno: e
             }),
@@ -465,7 +469,11 @@ pub fn walk<'b>(
             // The link text goes into the free space before the rest (with
             // Names, after `dir/name`, through which it is read), then moves
             // right in front of the rest with a '/' between.
-            let from = if via == Via::Fds { 0 } else { dir_len + len + 2 };
+            let from = if via == Via::Fds {
+                0
+            } else {
+                dir_len + len + 2
+            };
             let room = pos.saturating_sub(1).saturating_sub(from);
             let p = buf.as_mut_ptr();
             // SAFETY: with Fds, readlinkat of an O_PATH fd to a link with

@@ -1127,3 +1127,131 @@ fn suppressed_output_with_refused_target_is_written_through() {
         "line 2 shown at {at:?}, the program ended at {end:?}: held until exit"
     );
 }
+
+/// A user's client for the sink: holds `hold` connections; on "go" (the
+/// sink stopped) sends 100 frames on its first connection (`displaced N`)
+/// and opens one more connection that sends 100 (`waited N`); on
+/// "release" closes all its connections but the first two.
+const HOLDER: &str = r#"
+import socket, struct, sys
+path, hold = sys.argv[1], int(sys.argv[2])
+def frame(text):
+    body = b"6\0victim\0stdout\0" + text
+    return struct.pack("=ii", 0, len(body)) + body
+conns = []
+for i in range(hold):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    conns.append(s)
+print("READY", flush=True)
+sys.stdin.readline()
+for i in range(100):
+    conns[0].sendall(frame(b"displaced %d\n" % i))
+late = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+late.connect(path)
+for i in range(100):
+    late.sendall(frame(b"waited %d\n" % i))
+print("SENT", flush=True)
+sys.stdin.readline()
+for s in conns[2:]:
+    s.close()
+print("RELEASED", flush=True)
+sys.stdin.read()
+"#;
+
+/// At `--max-connections`, a connection that must wait (its uid holds the
+/// most) and a connection closed to make room for a uid holding fewer both
+/// had frames queued that the sink had not read yet: every one of them is
+/// delivered. (The sink used to accept the first only to close it, and to
+/// close the second unread: 200 lines vanished, and the sender, whose
+/// writes had all succeeded, counted them as delivered.)
+#[test]
+fn sink_connections_refused_or_displaced_at_the_limit_lose_nothing() {
+    if !root_or_skip("sink_connections_refused_or_displaced_at_the_limit_lose_nothing")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let a = User::new();
+    let d = Dir::new("full", 0o755);
+    let sock = d.s("sink.sock");
+    let sink = Sink::start(&d, &sock, &["--mode", "0666", "--max-connections", "8"]);
+    // Root holds 2, the user 6: the sink is full, the user holds the most.
+    let root: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap())
+        .collect();
+    let mut h = a
+        .cmd(&["python3", "-c", HOLDER, &sock, "6"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut hin = h.stdin.take().unwrap();
+    let mut hout = BufReader::new(h.stdout.take().unwrap());
+    let mut line = String::new();
+    hout.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    std::thread::sleep(Duration::from_millis(500));
+    // With the sink stopped, the user's frames queue unread, its new
+    // connection and then root's third wait in the backlog.
+    let pid = sink.child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    hin.write_all(b"go\n").unwrap();
+    line.clear();
+    hout.read_line(&mut line).unwrap();
+    assert_eq!(line, "SENT\n");
+    let root3 = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(500));
+    // The user lets go of most of its connections: room for the waiting one.
+    hin.write_all(b"release\n").unwrap();
+    line.clear();
+    hout.read_line(&mut line).unwrap();
+    assert_eq!(line, "RELEASED\n");
+    let count = |s: &Sink, what: &str| {
+        s.lines()
+            .iter()
+            .filter(|v| {
+                v["platform"] == "victim"
+                    && v["message"].as_str().is_some_and(|m| m.starts_with(what))
+            })
+            .count()
+    };
+    let t = Instant::now();
+    while (count(&sink, "displaced") < 100 || count(&sink, "waited") < 100)
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(hin);
+    let _ = h.wait();
+    drop(root);
+    drop(root3);
+    let (lines, err) = sink.stop();
+    let got = |what: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|v| v["platform"] == "victim" && v["uid"] == a.uid)
+            .filter_map(|v| v["message"].as_str())
+            .filter(|m| m.starts_with(what))
+            .map(str::to_string)
+            .collect()
+    };
+    let want = |what: &str| -> Vec<String> { (0..100).map(|i| format!("{what} {i}")).collect() };
+    assert_eq!(
+        got("displaced"),
+        want("displaced"),
+        "the connection closed to make room lost what it had sent; sink said:\n{err}"
+    );
+    assert_eq!(
+        got("waited"),
+        want("waited"),
+        "the connection that had to wait lost what it had sent; sink said:\n{err}"
+    );
+    assert!(
+        err.contains("to admit a uid holding fewer") && err.contains("waits for room"),
+        "the sink did not report the displacement and the wait:\n{err}"
+    );
+}
