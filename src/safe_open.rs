@@ -134,6 +134,18 @@ impl Refusal {
     fn new(why: &'static [u8], at: usize) -> Refusal {
         Refusal { why, at, errno: 0 }
     }
+    /// Refused for what the path is (a symlink, a FIFO, a foreign or
+    /// multiply-linked file, an untrusted directory on the way) or for a
+    /// permission the process lacks (a plain user's `/run/liblogtap.log`, a
+    /// read-only file system): neither passes by itself. Not a failure
+    /// that may pass: a directory not made yet (`ENOENT`), a full disk,
+    /// the fd limit.
+    pub fn lasting(&self) -> bool {
+        matches!(
+            self.errno,
+            0 | libc::ELOOP | libc::ENXIO | libc::EACCES | libc::EPERM | libc::EROFS
+        )
+    }
     /// Reports the refusal once per `flag` in debug mode:
     /// `<what> <path-part>: <why>`.
     pub fn report(&self, what: &[u8], path: &[u8]) {

@@ -5,7 +5,8 @@
 //! user the test creates with `useradd` (and removes with `userdel`), who
 //! acts through `setpriv --reuid`: planting symlinks, files and FIFOs,
 //! squatting the socket path, holding connections to the sink. They need
-//! root and say so (and skip) when not run as root; CI runs as root.
+//! root and say so (and skip) when not run as root; CI runs as root, and
+//! with `CI=true` not being root is a failure, not a skip.
 
 mod common;
 
@@ -22,6 +23,10 @@ fn root_or_skip(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         return true;
+    }
+    // .ci/run runs as root: there a skip would hide the whole suite.
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: the security tests must run as root; CI=true makes this a failure");
     }
     eprintln!(
         "skipped {test}: the security tests must run as root (they create a user with useradd)"
@@ -1254,4 +1259,145 @@ fn sink_connections_refused_or_displaced_at_the_limit_lose_nothing() {
         err.contains("to admit a uid holding fewer") && err.contains("waits for room"),
         "the sink did not report the displacement and the wait:\n{err}"
     );
+}
+
+// ---------------------------------------------------------------------
+// Suppression's write-through: only for a target refused for what it is.
+
+/// A file target whose directory does not exist yet is away, not refused:
+/// suppressed output is held for it (none reaches the original stdout),
+/// and once the directory appears every line arrives, in order. (Any
+/// failed open used to count as a refusal: the first lines went straight
+/// to stdout and never reached the target.)
+#[test]
+fn suppressed_output_is_held_for_a_file_target_that_is_merely_away() {
+    let d = Dir::new("away", 0o755);
+    let target = d.join("later").join("target.bin");
+    let flag = d.s("go");
+    let script = format!(
+        "echo 1; echo 2; echo 3; while [ ! -e {flag} ]; do sleep 0.05; done; echo 4; echo 5; echo 6"
+    );
+    let later = d.join("later");
+    let go = d.join("go");
+    let maker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        std::fs::create_dir(&later).unwrap();
+        std::fs::set_permissions(&later, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(go, b"").unwrap();
+    });
+    let (o, _) = run_lib(
+        &script,
+        &[
+            ("LLT_TAP_INTO", "1"),
+            ("LLT_SUPPRESS_STDOUT", "true"),
+            ("LLT_TARGET", &format!("file:{}", target.display())),
+        ],
+    );
+    maker.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "",
+        "suppressed output leaked to stdout while the target was away"
+    );
+    assert_eq!(
+        decode_target(&target).get("stdout").map(|v| &v[..]),
+        Some(&b"1\n2\n3\n4\n5\n6\n"[..])
+    );
+}
+
+/// With the target refused and both stdout and a log file suppressed, a
+/// write to stdout goes through to the original stdout at once, but the
+/// log file's held bytes are not written back into the log while the
+/// program runs (its own offset could overwrite them there); at exit they
+/// are, and nothing is lost.
+#[test]
+fn write_through_leaves_a_tap_files_held_bytes_for_exit() {
+    if skip_without("python3") {
+        return;
+    }
+    let d = Dir::new("through-file", 0o755);
+    let log = d.s("app.log");
+    // A refused target: a symlink at its path.
+    let target = d.s("target.bin");
+    std::os::unix::fs::symlink(d.join("elsewhere"), &target).unwrap();
+    let script = format!(
+        "python3 -c 'import os,sys\nf=open(\"{log}\",\"w\")\nf.write(\"L1\\n\"); f.flush()\nprint(\"out\", flush=True)\nsys.stderr.write(\"size %d\\n\" % os.stat(\"{log}\").st_size)\n'"
+    );
+    let (o, _) = run_lib(
+        &script,
+        &[
+            ("LLT_TAP_INTO", "1"),
+            ("LLT_TAP_FILE", &log),
+            ("LLT_SUPPRESS_STDOUT", "true"),
+            ("LLT_SUPPRESS_TAP_FILE", "true"),
+            ("LLT_TARGET", &format!("file:{target}")),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "size 0\n",
+        "the log's held bytes were written back while the program ran"
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), b"L1\n", "lost at exit");
+}
+
+/// A listener of the wrong uid makes suppressed stdout go to the original
+/// stdout (a line buffered while the listener was being tried goes there
+/// with the next write); once it is gone and the real sink listens there, the
+/// library tries again and the next lines reach the sink, not stdout.
+/// (Written through, nothing was buffered, so the target was never tried
+/// again: every later line went to stdout.)
+#[test]
+fn a_refused_listener_replaced_by_the_sink_gets_the_later_lines() {
+    if !root_or_skip("a_refused_listener_replaced_by_the_sink_gets_the_later_lines")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("replaced", 0o1777);
+    let sock = d.s("sink.sock");
+    let flag = d.s("go");
+    let sq = squatter(&u, &sock);
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(format!(
+            "echo 1; sleep 0.5; echo 2; while [ ! -e {flag} ]; do sleep 0.05; done; echo 3; sleep 0.5; echo 4"
+        ))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LD_PRELOAD", so_path())
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_SUPPRESS_STDOUT", "true")
+        .env("LLT_TARGET", format!("socket:{sock}"))
+        .env("LLT_TARGET_UID", "0")
+        .env("LLT_TARGET_1STCONNECT", "0.2")
+        .env("LLT_TARGET_RECONNECT", "0.2")
+        .env("LLT_EXIT_TIMEOUT_MS", "5000")
+        .stdout(Stdio::piped());
+    let mut prog = c.spawn().unwrap();
+    let mut out = BufReader::new(prog.stdout.take().unwrap());
+    let mut line = String::new();
+    for want in ["1\n", "2\n"] {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, want, "refused listener: not written through");
+    }
+    squatter_bytes(sq);
+    std::fs::remove_file(&sock).unwrap();
+    let sink = Sink::start(&d, &sock, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&flag, b"").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(prog.wait().unwrap().success());
+    let (lines, err) = sink.stop();
+    assert_eq!(rest, "", "lines written to stdout with the sink back");
+    let got: Vec<_> = lines
+        .iter()
+        .filter(|v| v["source"] == "stdout")
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    assert_eq!(got, ["3", "4"], "sink said:\n{err}");
 }
