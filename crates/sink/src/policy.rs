@@ -501,4 +501,38 @@ mod tests {
         assert_eq!(p.make_room_for(&a), Err(Refusal::Full));
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_none());
     }
+
+    #[test]
+    fn decisions_count_nothing_until_told() {
+        let mut l = Limits::defaults(4, 1000);
+        l.allow_gids = vec![7, 8];
+        l.max_connections_per_uid = 3;
+        let mut p = Policy::new(l);
+        let (a, b) = (cred(7, 7), cred(8, 8));
+        assert_eq!(p.decide(&cred(9, 9), false), Decision::Refuse);
+        assert_eq!(p.decide(&a, false), Decision::Admit);
+        for _ in 0..3 {
+            p.admitted(&a);
+        }
+        assert_eq!(p.decide(&a, false), Decision::Wait(Refusal::TooMany));
+        p.admitted(&b);
+        // Full: a holds 3, b 1: b's next makes room, a's would wait anyway.
+        assert_eq!(p.decide(&b, true), Decision::MakeRoom(7));
+        p.closed(&a, 0);
+        p.admitted(&b);
+        // a 2, b 2: nobody holds two more than the other.
+        assert_eq!(p.decide(&b, true), Decision::Wait(Refusal::Full));
+        assert_eq!(p.decide(&a, true), Decision::Wait(Refusal::Full));
+        assert_eq!(p.total_refused(), 0, "deciding counts nothing");
+        p.refused(&a, Refusal::Full);
+        assert!(p.lost(&a, 10, "test"));
+        assert!(!p.lost(&a, 5, "test"));
+        assert_eq!(p.lost_total(), 15);
+        let s = p.summary(true).unwrap();
+        assert!(
+            s.contains("15 bytes sent by uid 7 never read (test)"),
+            "{s}"
+        );
+        assert!(s.contains("1 connections refused"), "{s}");
+    }
 }

@@ -688,8 +688,9 @@ impl<E: Emit> Server<E> {
             warn!("{msg}; what it had sent is read and delivered");
         }
         let mut frames = FrameStream::new(self.max_line);
-        let budget = self.drain_left.max(1);
-        let reads = self.close_unserved(&stream, &mut frames, &cred, budget, "refused");
+        // Read in full (what is queued is bounded by the sender's socket
+        // buffer); the budget only stops further accepts this turn.
+        let reads = self.close_unserved(&stream, &mut frames, &cred, DRAIN_READS, "refused");
         self.drain_left = self.drain_left.saturating_sub(reads);
     }
 
