@@ -773,6 +773,7 @@ fn sink_serves_root_while_another_user_hogs_it() {
     let got = wait_for_lines(&sink, n, Duration::from_secs(30));
     drop(h);
     let (lines, err) = sink.stop();
+    eprintln!("sink said:\n{err}");
     assert_eq!(
         got, n,
         "root's lines delivered: {got} of {n}; sink said:\n{err}"

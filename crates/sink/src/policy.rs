@@ -146,6 +146,10 @@ pub struct Policy {
     /// summary, and in total.
     lost_recent: HashMap<(u32, &'static str), u64>,
     lost_total: u64,
+    /// Connections made to wait for room, per uid since the last summary;
+    /// a uid's first is reported on its own.
+    waited_recent: HashMap<u32, u64>,
+    waited_told: HashMap<u32, ()>,
     last_report: Instant,
 }
 
@@ -165,6 +169,8 @@ impl Policy {
             closed_told: HashMap::new(),
             lost_recent: HashMap::new(),
             lost_total: 0,
+            waited_recent: HashMap::new(),
+            waited_told: HashMap::new(),
             last_report: Instant::now(),
         }
     }
@@ -229,6 +235,13 @@ impl Policy {
             self.closed_told.insert(k, ());
         }
         first
+    }
+
+    /// A connection of `c` waits for room. True for the uid's first (the
+    /// caller reports it in full; later ones are summarised).
+    pub fn note_waiting(&mut self, c: &PeerCred) -> bool {
+        *self.waited_recent.entry(uid_key(c)).or_default() += 1;
+        self.waited_told.insert(uid_key(c), ()).is_none()
     }
 
     /// Bytes never read since start.
@@ -314,7 +327,10 @@ impl Policy {
     /// A summary of the refusals since the last one, when there were some
     /// and `REPORT_EVERY` has passed (or `now_anyway`).
     pub fn summary(&mut self, now_anyway: bool) -> Option<String> {
-        if self.recent.is_empty() && self.closed_recent.is_empty() && self.lost_recent.is_empty()
+        if self.recent.is_empty()
+            && self.closed_recent.is_empty()
+            && self.lost_recent.is_empty()
+            && self.waited_recent.is_empty()
             || !(now_anyway || self.last_report.elapsed() >= REPORT_EVERY)
         {
             return None;
@@ -326,6 +342,16 @@ impl Policy {
             let _ = write!(
                 s,
                 "{}{count} connections of uid {} closed ({why})",
+                if s.is_empty() { "" } else { "; " },
+                show_uid(uid)
+            );
+        }
+        let mut waited: Vec<_> = self.waited_recent.drain().collect();
+        waited.sort_unstable();
+        for (uid, count) in waited {
+            let _ = write!(
+                s,
+                "{}{count} connections of uid {} made to wait for room",
                 if s.is_empty() { "" } else { "; " },
                 show_uid(uid)
             );

@@ -669,7 +669,7 @@ impl<E: Emit> Server<E> {
                 }
             }
         }
-        if self.policy.note_closed(&cred, "waits for room") {
+        if self.policy.note_waiting(&cred) {
             warn!(
                 "connection from pid {} uid {} waits for room ({}): accepted, not read until a connection closes; what it sends stays in its socket (further waits of this uid are summarised)",
                 Pid(cred.pid),
