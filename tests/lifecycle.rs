@@ -654,7 +654,7 @@ fn a_log_file_opened_at_the_fd_limit_is_tapped() {
                 &[]
             };
             let r = limited_env(&dir, "-n 16", Some(how), "filllog", extra);
-            assert_eq!(r.out.stdout, b"done\n", "{how}");
+            assert_eq!(r.out.stdout, b"start\ndone\n", "{how}");
             let log = r.log();
             assert_eq!(log.split(|&c| c == b'\n').count(), 4, "{how}: {log:?}");
             assert_bytes(
