@@ -22,7 +22,9 @@
 //! always finds a number. Below it, in shared mode, a slot is reserved in
 //! the constructor (a `/dev/null` placeholder at the chosen number), given
 //! up for the connection at the last moment, and taken back when the
-//! connection closes.
+//! connection closes; a file target keeps two (its safe open holds two fds
+//! at once), and a slot given up is filled again after the open (`refill`),
+//! so a reopen, or a fork child's open, finds them too.
 //!
 //! Invariants: raw system calls only; nothing here allocates or locks.
 

@@ -234,7 +234,8 @@ fn renamed_in_place(fd: c_int, abs: &[u8], id: &Ident) -> bool {
         return false;
     }
     // The entry under its new name, looked up in the verified directory
-    // itself (not through the kernel's text): this file, a regular one.
+    // (through the walk's checked path, not the kernel's name of the fd):
+    // this file, a regular one.
     let mut cbase = [0u8; 256];
     cbase[..base_len].copy_from_slice(&now[n - base_len..n]);
     let entry = w.stat_entry(&cbase[..base_len + 1]);
