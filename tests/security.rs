@@ -851,6 +851,123 @@ fn sink_default_socket_mode_keeps_other_users_out() {
     let _ = sink.stop();
 }
 
+/// The sink run under strace: signals go to the sink (strace's child),
+/// whose exit status strace then exits with.
+struct Traced(Child);
+
+impl Traced {
+    fn sink_pid(&self) -> Option<i32> {
+        let pid = self.0.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+    fn stop(&mut self) -> std::process::ExitStatus {
+        if let Some(p) = self.sink_pid() {
+            // SAFETY: signalling the sink this test started (strace's child).
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if let Some(p) = self.sink_pid() {
+                // SAFETY: as in stop.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The socket must never be reachable with a wider mode than asked, not
+/// even for the moment between bind(2) and chmod(2): under umask 0 a
+/// freshly bound socket is 0777, and a connection made then stays open
+/// after the chmod. strace holds the sink for 1.5 s right
+/// after listen returns while another user tries to connect to every socket
+/// it can see in the directory.
+#[test]
+fn sink_socket_is_never_wider_than_its_mode() {
+    if !root_or_skip("sink_socket_is_never_wider_than_its_mode")
+        || skip_without("python3")
+        || skip_without("strace")
+    {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("bindmode", 0o755);
+    let sock = d.s("sink.sock");
+    let err = d.join("sink.err");
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("umask 000; exec strace -f -qq -o /dev/null -e trace=listen -e inject=listen:delay_exit=1500000 \"$@\"")
+        .arg("sh")
+        .arg(sink_bin())
+        .args(["--socket", &sock, "--mode", "0600"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut traced = Traced(child);
+    let probe = r#"
+import os, socket, stat, sys, time
+top, end = sys.argv[1], time.time() + float(sys.argv[2])
+seen = set()
+while time.time() < end:
+    for dirpath, dirs, files in os.walk(top):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            try:
+                if not stat.S_ISSOCK(os.lstat(p).st_mode):
+                    continue
+            except OSError:
+                continue
+            seen.add(p)
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(p)
+                print("CONNECTED", p, oct(os.lstat(p).st_mode), flush=True)
+                sys.exit(0)
+            except OSError:
+                pass
+            finally:
+                s.close()
+print("SEEN", sorted(seen), flush=True)
+"#;
+    let o = u
+        .cmd(&["python3", "-c", probe, &d.0.to_string_lossy(), "4"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    // The sink itself must have come up with the asked mode.
+    let mode = std::fs::symlink_metadata(&sock)
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no socket at {sock} ({e}); sink said:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            )
+        });
+    let st = traced.stop();
+    assert!(
+        !said.contains("CONNECTED"),
+        "another user connected while the socket was being set up: {said}"
+    );
+    assert!(
+        said.contains(&sock),
+        "the probe never saw the socket: {said}"
+    );
+    assert_eq!(mode, 0o600);
+    assert!(st.success(), "sink under strace exited with {st}");
+}
+
 /// Checks with Python's json module, made strict: NaN/Infinity rejected,
 /// numbers that overflow to infinity rejected, lone surrogates rejected.
 const STRICT_CHECK: &str = r#"

@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
 use std::io::{self, ErrorKind, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::{Path, PathBuf};
@@ -230,9 +231,7 @@ fn bind(cfg: &Config) -> Result<(StdListener, Bound), String> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{shown}: {e}")),
     }
-    let listener = StdListener::bind(path).map_err(|e| format!("cannot bind {shown}: {e}"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(cfg.mode))
-        .map_err(|e| format!("cannot set mode {:o} on {shown}: {e}", cfg.mode))?;
+    let listener = bind_private(path, cfg.mode)?;
     let md = fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
     listener
         .set_nonblocking(true)
@@ -245,6 +244,74 @@ fn bind(cfg: &Config) -> Result<(StdListener, Bound), String> {
             ino: md.ino(),
         },
     ))
+}
+
+/// Longest path a `sockaddr_un` holds (its `sun_path` less the NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// Binds and listens with the socket already at `mode` when it appears at
+/// `path`. Binding at `path` and then chmod-ing it would leave the socket
+/// listening for a moment with the umask's mode (0777 under umask 0), and
+/// a connection made then stays. The umask cannot be narrowed around bind
+/// instead: it is process-wide and the outputs' threads are running. So
+/// the socket is bound inside a fresh 0700 directory next to `path`, given
+/// its mode there, and hard-linked into place (link(2), unlike rename,
+/// never replaces what another sink put at `path` meanwhile).
+fn bind_private(path: &Path, mode: u32) -> Result<StdListener, String> {
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if path.as_os_str().len() > SUN_PATH_MAX {
+        return Err(format!(
+            "cannot bind {shown}: longer than the {SUN_PATH_MAX} bytes a Unix socket address holds"
+        ));
+    }
+    let tmp = (0u32..100)
+        .find_map(|n| {
+            let tmp = dir.join(format!(".logtap-sink.{}.{n}", std::process::id()));
+            match fs::DirBuilder::new().mode(0o700).create(&tmp) {
+                Ok(()) => Some(Ok(tmp)),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .unwrap_or_else(|| Err(io::Error::from(ErrorKind::AlreadyExists)))
+        .map_err(|e| {
+            format!(
+                "cannot create a private directory in {}: {e}",
+                dir.display()
+            )
+        })?;
+    let result = (|| {
+        // Exactly 0700 whatever the umask: the owner must be able to bind
+        // inside it, nobody else may reach it.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))?;
+        let inner = tmp.join("s");
+        // A long directory name could push the inner path past sun_path;
+        // the directory's fd under /proc names it in a few bytes.
+        let held;
+        let at = if inner.as_os_str().len() <= SUN_PATH_MAX {
+            inner.clone()
+        } else {
+            held = fs::File::open(&tmp)?;
+            PathBuf::from(format!("/proc/self/fd/{}/s", held.as_raw_fd()))
+        };
+        let listener = StdListener::bind(&at)?;
+        fs::set_permissions(&inner, fs::Permissions::from_mode(mode))?;
+        fs::hard_link(&inner, path)?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_file(tmp.join("s"));
+    let _ = fs::remove_dir(&tmp);
+    result.map_err(|e: io::Error| {
+        if e.kind() == ErrorKind::AlreadyExists {
+            format!("{shown} appeared while the sink was binding; not replacing it")
+        } else {
+            format!("cannot bind {shown} with mode {mode:o}: {e}")
+        }
+    })
 }
 
 /// Runs the sink until SIGTERM/SIGINT or until stdout goes away; returns
