@@ -851,6 +851,50 @@ fn sink_default_socket_mode_keeps_other_users_out() {
     let _ = sink.stop();
 }
 
+/// Another user holds every connection (`--max-connections 2`, its share
+/// all of them): a root writer still gets in (new connections were left in
+/// the listen backlog while one uid held them all, and the root writer got
+/// nothing), and the displaced connection's unfinished frame, which the
+/// sink discards, is reported (it was dropped silently).
+#[test]
+fn sink_reports_a_frame_cut_off_by_making_room() {
+    if !root_or_skip("sink_reports_a_frame_cut_off_by_making_room") || skip_without("python3") {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("cutoff", 0o755);
+    let sock = d.s("sink.sock");
+    let sink = Sink::start(
+        &d,
+        &sock,
+        &[
+            "--mode",
+            "0666",
+            "--max-connections",
+            "2",
+            "--max-connections-per-uid",
+            "2",
+        ],
+    );
+    // Both connections hold an unfinished frame: the one displaced does.
+    let h = hog(&u, &sock, 0, 2);
+    let o = root_writer(&sock, 10);
+    assert_eq!(o.code(), 0);
+    assert_eq!(wait_for_lines(&sink, 10, Duration::from_secs(20)), 10);
+    // Before the hog goes (its other connection then ends mid-frame too,
+    // and that is reported as such already).
+    std::thread::sleep(Duration::from_millis(300));
+    let err_now = std::fs::read_to_string(&sink.err).unwrap_or_default();
+    drop(h);
+    let _ = sink.stop();
+    assert!(
+        err_now
+            .lines()
+            .any(|l| l.contains("made room") && l.contains("unfinished frame")),
+        "the discarded rest of the displaced connection's frame was not reported:\n{err_now}"
+    );
+}
+
 /// The sink run under strace: signals go to the sink (strace's child),
 /// whose exit status strace then exits with.
 struct Traced(Child);

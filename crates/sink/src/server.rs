@@ -824,20 +824,12 @@ impl<E: Emit> Server<E> {
         // Bounded per call, so a peer connecting (and being refused) in a
         // tight loop cannot keep the sink from serving the others.
         for _ in 0..ACCEPTS_PER_TURN {
-            let full = self.live >= self.max_connections;
-            if full && self.policy.uids() < 2 {
-                // One uid holds them all (every uid's share is below the
-                // limit, so nobody else is kept out): wait in the backlog
-                // until one closes, as a pipe's writer would.
-                if !self.backlogged {
-                    warn!(
-                        "{} connections open (--max-connections); new connections wait until one closes",
-                        self.live
-                    );
-                }
-                self.backlogged = true;
-                return;
-            }
+            // Accepted even when one uid holds every connection (its share
+            // can be all of them: `--max-connections` under 8, or
+            // `--max-connections-per-uid` set that high): left in the
+            // backlog, a connection of another uid would wait until one of
+            // those closed, which an idle one never does. Accepted, it
+            // makes room or waits (`arrived`).
             if self.drain_left == 0 {
                 // Refusals read enough this turn: the rest next turn.
                 self.backlogged = true;
@@ -972,6 +964,17 @@ impl<E: Emit> Server<E> {
             self.report_lost(&conn.cred, unread, what);
         }
         let discarded = conn.frames.finish(&origin, &mut self.out);
+        if discarded > 0 && matches!(why, Why::Displaced) {
+            // Idle and over-budget closings name their unfinished frame
+            // when they close; a displaced connection's sender may have
+            // been in the middle of one too (liblogtap, told by EPIPE,
+            // sends a frame cut short again whole).
+            warn!(
+                "connection from pid {} uid {} closed (made room for a uid holding fewer) in the middle of a frame: {discarded} bytes of an unfinished frame discarded",
+                Pid(conn.pid),
+                Pid(conn.cred.uid)
+            );
+        }
         if discarded > 0 && !matches!(why, Why::BadFrame) && !why.drains() {
             if stopping {
                 warn!(
