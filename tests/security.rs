@@ -38,6 +38,20 @@ fn root_or_skip(test: &str) -> bool {
 static USERS: Mutex<()> = Mutex::new(());
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
+/// Runs `f` until it succeeds, at most 50 times 100 ms apart (useradd and
+/// userdel fail while another process holds the passwd lock).
+fn retried(f: impl Fn() -> std::process::ExitStatus) -> std::process::ExitStatus {
+    let mut st = f();
+    for _ in 0..50 {
+        if st.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        st = f();
+    }
+    st
+}
+
 /// An unprivileged user, removed on drop.
 struct User {
     name: String,
@@ -53,12 +67,16 @@ impl User {
             std::process::id() % 100_000,
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let st = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--user-group", "--shell"])
-            .arg("/usr/sbin/nologin")
-            .arg(&name)
-            .status()
-            .expect("run useradd");
+        // The mutex orders this process's calls; other processes (another
+        // checkout's tests) may hold the passwd lock: retried.
+        let st = retried(|| {
+            Command::new("useradd")
+                .args(["--system", "--no-create-home", "--user-group", "--shell"])
+                .arg("/usr/sbin/nologin")
+                .arg(&name)
+                .status()
+                .expect("run useradd")
+        });
         assert!(st.success(), "useradd {name} failed: {st}");
         let id = |flag: &str| -> u32 {
             let o = Command::new("id").arg(flag).arg(&name).output().unwrap();
@@ -96,7 +114,17 @@ impl User {
 impl Drop for User {
     fn drop(&mut self) {
         let _g = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = Command::new("userdel").arg(&self.name).status();
+        // Retried: a userdel that lost the passwd lock to another process
+        // left the user behind.
+        let st = retried(|| {
+            Command::new("userdel")
+                .arg(&self.name)
+                .status()
+                .expect("run userdel")
+        });
+        if !st.success() {
+            eprintln!("userdel {} failed: {st}", self.name);
+        }
     }
 }
 
