@@ -22,7 +22,9 @@
 //! always finds a number. Below it, in shared mode, a slot is reserved in
 //! the constructor (a `/dev/null` placeholder at the chosen number), given
 //! up for the connection at the last moment, and taken back when the
-//! connection closes.
+//! connection closes; a file target keeps two (its safe open holds two fds
+//! at once), and a slot given up is filled again after the open (`refill`),
+//! so a reopen, or a fork child's open, finds them too.
 //!
 //! Invariants: raw system calls only; nothing here allocates or locks.
 
@@ -50,6 +52,13 @@ static RESERVED: AtomicI32 = AtomicI32::new(-1);
 /// the path holding a directory fd and the next one at once, so it needs
 /// two numbers when the program has used every other one.
 static RESERVED2: AtomicI32 = AtomicI32::new(-1);
+/// Slots are kept (shared mode, below the soft limit), and how many: the
+/// second only for a file target. A slot given up by `create`, or taken by
+/// the program's `dup2` onto its number, is filled again (`refill`), so a
+/// target reopened later (after a failure, in a fork child) still finds
+/// the numbers it needs.
+static KEEP: AtomicBool = AtomicBool::new(false);
+static KEEP2: AtomicBool = AtomicBool::new(false);
 
 fn limits() -> Option<(u64, u64)> {
     let mut r = libc::rlimit64 {
@@ -136,11 +145,9 @@ pub fn init(shared: bool, file_target: bool) {
     // Above the limit nothing needs reserving (see `create`).
     if shared && !ABOVE.load(Relaxed) {
         RESERVED.store(placed, SeqCst);
-        if file_target {
-            if let Some(second) = placeholder() {
-                RESERVED2.store(second, SeqCst);
-            }
-        }
+        KEEP.store(true, Relaxed);
+        KEEP2.store(file_target, Relaxed);
+        refill();
     } else {
         sys::close(placed);
     }
@@ -160,13 +167,13 @@ fn placeholder() -> Option<c_int> {
     if fd < 0 {
         return None;
     }
-    let placed = place(fd);
-    if placed == fd {
+    let moved = place(fd);
+    if moved == fd && !placed(fd) {
         // No number of ours was free: not a placeholder.
         sys::close(fd);
         return None;
     }
-    Some(placed)
+    Some(moved)
 }
 
 /// Whether `fd` is at one of the numbers we place our fds on.
@@ -241,9 +248,46 @@ pub fn create(make: impl Fn() -> c_int) -> Result<c_int, c_int> {
         }
     }
     if fd < 0 {
-        return Err(sys::errno());
+        let e = sys::errno();
+        refill();
+        return Err(e);
     }
-    Ok(place(fd))
+    let fd = place(fd);
+    // The numbers the slots gave up are free again (a file target's walk
+    // used two, the file keeps one): keep them ours for the next time.
+    refill();
+    Ok(fd)
+}
+
+/// Fills the empty reserved slots, when slots are kept: from a placeholder
+/// still held (a copy at one of our numbers: no number of the program's
+/// is touched even for a moment), else with a new one.
+fn refill() {
+    if !KEEP.load(Relaxed) {
+        return;
+    }
+    for (slot, other, keep) in [
+        (&RESERVED, &RESERVED2, true),
+        (&RESERVED2, &RESERVED, KEEP2.load(Relaxed)),
+    ] {
+        if !keep || slot.load(SeqCst) >= 0 {
+            continue;
+        }
+        let held = other.load(SeqCst);
+        let fd = if held >= 0 {
+            match copy_away(held) {
+                n if n >= 0 => Some(n),
+                _ => None,
+            }
+        } else {
+            placeholder()
+        };
+        if let Some(fd) = fd {
+            if slot.compare_exchange(-1, fd, SeqCst, Relaxed).is_err() {
+                sys::close(fd);
+            }
+        }
+    }
 }
 
 /// Our fd `fd` is no longer needed: it becomes the reserved placeholder
@@ -252,19 +296,27 @@ pub fn release(fd: c_int) {
     if fd < 0 {
         return;
     }
-    if placed(fd)
-        && !ABOVE.load(Relaxed)
-        && RESERVED.compare_exchange(-1, fd, SeqCst, Relaxed).is_ok()
-    {
-        return;
+    if placed(fd) && !ABOVE.load(Relaxed) && KEEP.load(Relaxed) {
+        for (slot, keep) in [(&RESERVED, true), (&RESERVED2, KEEP2.load(Relaxed))] {
+            if keep && slot.compare_exchange(-1, fd, SeqCst, Relaxed).is_ok() {
+                return;
+            }
+        }
     }
-    // (RESERVED2 is not refilled: a file target kept open needs no second
-    // number, and refilling it would take one more of the program's.)
     sys::close(fd);
+    refill();
+}
+
+/// Whether reserved slots are kept: the constructor found that the
+/// consumer will share the program's table (`LLT_PRIVATE_FDS=false`, or
+/// `unshare` refused by a seccomp filter).
+pub fn reserving() -> bool {
+    KEEP.load(Relaxed)
 }
 
 /// The placeholder is not needed (the consumer has a private fd table).
 pub fn drop_reserve() {
+    KEEP.store(false, Relaxed);
     for slot in [&RESERVED, &RESERVED2] {
         let r = slot.swap(-1, SeqCst);
         if r >= 0 {

@@ -12,7 +12,9 @@
 //!   root or the euid, so nobody else can have put it there);
 //! - the path is walked one component at a time (`walk`), each directory
 //!   opened `O_PATH|O_NOFOLLOW` relative to the one before and checked on
-//!   its fd; a symlink on the way must be root's or the euid's, and its
+//!   its fd (for the library's own files), or checked with `lstat` of its
+//!   resolved path text, holding no fd (inside the program's calls: tap-file
+//!   checks, see `Via`); a symlink on the way must be root's or the euid's, and its
 //!   text is walked under the same rules (so a root-owned link into another
 //!   user's directory is refused where that directory is reached); the
 //!   last component is opened relative to the verified directory, so
@@ -132,6 +134,18 @@ impl Refusal {
     fn new(why: &'static [u8], at: usize) -> Refusal {
         Refusal { why, at, errno: 0 }
     }
+    /// Refused for what the path is (a symlink, a FIFO, a foreign or
+    /// multiply-linked file, an untrusted directory on the way) or for a
+    /// permission the process lacks (a plain user's `/run/liblogtap.log`, a
+    /// read-only file system): neither passes by itself. Not a failure
+    /// that may pass: a directory not made yet (`ENOENT`), a full disk,
+    /// the fd limit.
+    pub fn lasting(&self) -> bool {
+        matches!(
+            self.errno,
+            0 | libc::ELOOP | libc::ENXIO | libc::EACCES | libc::EPERM | libc::EROFS
+        )
+    }
     /// Reports the refusal once per `flag` in debug mode:
     /// `<what> <path-part>: <why>`.
     pub fn report(&self, what: &[u8], path: &[u8]) {
@@ -157,10 +171,35 @@ const MAX_HOPS: u32 = 40;
 /// Longest name of one path component.
 const NAME_MAX: usize = 255;
 
-/// The end of a walk: a verified directory (an `O_PATH` fd the walk owns)
-/// and the last component's name in it, NUL-terminated.
-pub struct Walked {
+/// How a walk holds on to the directory it has reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Via {
+    /// An `O_PATH` fd per directory, each opened relative to the one
+    /// before: what is checked is what is used. For the library's own
+    /// files (`open_append`), opened on the consumer thread.
+    Fds,
+    /// The path text of the directory reached (its components verified one
+    /// by one with `fstatat`, never a symlink among them): no fd at all.
+    /// For the checks made inside the program's own calls (classifying a
+    /// tap file in an open hook), where even a momentary fd would take the
+    /// program's lowest free number: a `dup2` racing onto it would fail
+    /// with `EBUSY`, a program that just closed fd N would not get N from
+    /// its next open, and at its fd limit the walk itself would fail.
+    /// Only root, the euid (and the trusted groups) can change a directory
+    /// the walk accepted, so re-resolving the text for each step cannot be
+    /// raced by anyone else either.
+    Names,
+}
+
+/// The end of a walk: a verified directory and the last component's name
+/// in it, NUL-terminated.
+pub struct Walked<'b> {
+    /// `Via::Fds`: the directory's `O_PATH` fd, owned by the walk; -1 for
+    /// `Via::Names`.
     pub dirfd: i32,
+    /// `Via::Names`: the directory's text is `buf[..dir_len]` ("" for "/").
+    buf: &'b mut [u8; PATH_MAX],
+    dir_len: usize,
     name: [u8; NAME_MAX + 1],
     len: usize,
     /// The directory is one others can write but sticky: the last
@@ -170,16 +209,51 @@ pub struct Walked {
     at: usize,
 }
 
-impl Walked {
+impl Walked<'_> {
     /// The last component, NUL-terminated.
     pub fn name(&self) -> &[u8] {
         &self.name[..self.len + 1]
     }
+
+    /// `lstat` of the entry `name` (NUL-terminated, one component) of the
+    /// verified directory.
+    pub fn stat_entry(&mut self, name: &[u8]) -> Result<Meta, i32> {
+        if self.dirfd >= 0 {
+            return stat_at(self.dirfd, name);
+        }
+        let n = self.dir_len;
+        if n + 1 + name.len() > PATH_MAX {
+            return Err(libc::ENAMETOOLONG);
+        }
+        self.buf[n] = b'/';
+        self.buf[n + 1..n + 1 + name.len()].copy_from_slice(name);
+        stat_path(&self.buf[..n + 1 + name.len()], false)
+    }
+
+    /// `lstat` of the last component.
+    pub fn stat_last(&mut self) -> Result<Meta, i32> {
+        let name = self.name;
+        self.stat_entry(&name[..self.len + 1])
+    }
+
+    /// The verified directory itself.
+    pub fn stat_dir(&mut self) -> Option<Meta> {
+        if self.dirfd >= 0 {
+            return stat_fd(self.dirfd);
+        }
+        if self.dir_len == 0 {
+            return stat_path(b"/\0", false).ok();
+        }
+        self.buf[self.dir_len] = 0;
+        stat_path(&self.buf[..self.dir_len + 1], false).ok()
+    }
 }
 
-impl Drop for Walked {
+impl Drop for Walked<'_> {
     fn drop(&mut self) {
-        sys::close(self.dirfd);
+        if self.dirfd >= 0 {
+            sys::close(self.dirfd);
+        }
     }
 }
 
@@ -219,8 +293,21 @@ pub fn stat_at(dirfd: i32, name: &[u8]) -> Result<Meta, i32> {
     }
 }
 
-/// The root directory, opened `O_PATH` and checked.
-fn open_root() -> Result<(i32, bool), Refusal> {
+/// The root directory, checked: with `Via::Fds` opened `O_PATH` (the fd is
+/// returned), with `Via::Names` looked at by name (-1).
+fn open_root(via: Via) -> Result<(i32, bool), Refusal> {
+    if via == Via::Names {
+        return match stat_path(b"/\0", false) {
+            Ok(m) => check_dir(&m)
+                .map(|s| (-1, s))
+                .map_err(|w| Refusal::new(w, 1)),
+            Err(e) => Err(Refusal {
+                why: b"cannot stat",
+                at: 1,
+                errno: e,
+            }),
+        };
+    }
     let fd = open_path(libc::AT_FDCWD, b"/\0").map_err(|e| Refusal {
         why: b"cannot open",
         at: 1,
@@ -240,35 +327,59 @@ fn open_root() -> Result<(i32, bool), Refusal> {
 
 /// Walks the absolute `path` (not NUL-terminated) one component at a time
 /// from `/`, without ever letting the kernel follow a symlink: each
-/// directory is opened `O_PATH|O_NOFOLLOW` relative to the one before and
-/// checked (`check_dir`) on the fd itself, so what is checked is what is
-/// used, and nothing can be swapped in between. A symlink on the way must
-/// be owned by root or the euid (a link of another user's would let that
-/// user choose where the path leads), and its text is walked under the
-/// same rules, so every directory the link passes through is checked too.
-/// With `follow_last`, a symlink as the last component is followed the same
-/// way. Returns the verified directory holding the last component.
+/// directory is checked (`check_dir`) as it is reached, with `Via::Fds` on
+/// an fd opened `O_PATH|O_NOFOLLOW` relative to the one before (so what is
+/// checked is what is used, and nothing can be swapped in between), with
+/// `Via::Names` by `lstat` of its path text (see `Via`). A symlink on the
+/// way must be owned by root or the euid (a link of another user's would
+/// let that user choose where the path leads), and its text is walked under
+/// the same rules, so every directory the link passes through is checked
+/// too. With `follow_last`, a symlink as the last component is followed the
+/// same way. Returns the verified directory holding the last component.
 ///
-/// No allocation: the rest of the path lives at the end of one stack
-/// buffer, and a link's text is read into the free space before it.
-pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
+/// No allocation: `buf` (the caller's stack) holds the rest of the path at
+/// its end, a link's text is read into the free space before it, and with
+/// `Via::Names` the directory's text grows from its start (each step writes
+/// `dir/name` over the part of the path already consumed).
+pub fn walk<'b>(
+    path: &[u8],
+    follow_last: bool,
+    via: Via,
+    buf: &'b mut [u8; PATH_MAX],
+) -> Result<Walked<'b>, Refusal> {
     if path.first() != Some(&b'/') || path.len() >= PATH_MAX {
         return Err(Refusal::new(b"not an absolute path", path.len()));
     }
-    let mut buf = [0u8; PATH_MAX];
     let end = PATH_MAX;
     let mut pos = end - path.len();
     buf[pos..].copy_from_slice(path);
     // The unconsumed part of the original path is buf[end - orig..]:
     // refusals point into the original path through it.
     let mut orig = path.len();
-    let (mut dirfd, mut shared_sticky) = open_root()?;
+    let (mut dirfd, mut shared_sticky) = open_root(via)?;
+    // Via::Names: the directory reached is buf[..dir_len].
+    let mut dir_len = 0;
     let mut hops = 0;
     let mut name = [0u8; NAME_MAX + 1];
     macro_rules! fail {
         ($r:expr) => {{
-            sys::close(dirfd);
+            if dirfd >= 0 {
+                sys::close(dirfd);
+            }
             return Err($r);
+        }};
+    }
+    macro_rules! done {
+        ($len:expr, $at:expr) => {{
+            return Ok(Walked {
+                dirfd,
+                buf,
+                dir_len,
+                name,
+                len: $len,
+                shared_sticky,
+                at: $at,
+            });
         }};
     }
     loop {
@@ -278,6 +389,7 @@ pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
         if pos == end {
             fail!(Refusal::new(b"names a directory, not a file", path.len()));
         }
+        let start = pos;
         let comp_end = buf[pos..end]
             .iter()
             .position(|&c| c == b'/')
@@ -303,33 +415,55 @@ pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
         if &name[..len] == b"." {
             continue;
         }
-        // Held open from here on: what is checked is this fd.
-        let fd = match open_path(dirfd, n) {
-            Ok(fd) => fd,
-            // A missing last component is for the caller (O_CREAT).
-            Err(libc::ENOENT) if last => {
-                return Ok(Walked {
-                    dirfd,
-                    name,
-                    len,
-                    shared_sticky,
-                    at,
-                })
+        // The component: with Fds held open from here on (what is checked
+        // is this fd); with Names, `dir/name` is written over the consumed
+        // part of the path (the component itself is in `name`) and looked
+        // at with lstat.
+        let looked = match via {
+            Via::Fds => open_path(dirfd, n).and_then(|fd| match stat_fd(fd) {
+                Some(m) => Ok((fd, m)),
+                None => {
+                    sys::close(fd);
+                    Err(libc::EIO)
+                }
+            }),
+            Via::Names => {
+                if dir_len + 2 > start {
+                    fail!(Refusal {
+                        why: b"name too long",
+                        at,
+                        errno: libc::ENAMETOOLONG
+                    });
+                }
+                buf[dir_len] = b'/';
+                buf[dir_len + 1..dir_len + 1 + len].copy_from_slice(&name[..len]);
+                buf[dir_len + 1 + len] = 0;
+                stat_path(&buf[..dir_len + len + 2], false).map(|m| (-1, m))
             }
+        };
+        let (fd, m) = match looked {
+            Ok(v) => v,
+            // A missing last component is for the caller (O_CREAT).
+            Err(libc::ENOENT) if last => done!(len, at),
             Err(e) => fail!(Refusal {
-                why: b"cannot open",
+                why: if via == Via::Fds {
+                    b"cannot open"
+                } else {
+                    b"cannot stat"
+                },
                 at,
                 errno: e
             }),
         };
-        let Some(m) = stat_fd(fd) else {
-            sys::close(fd);
-            fail!(Refusal::new(b"cannot stat", at));
+        let close_fd = || {
+            if fd >= 0 {
+                sys::close(fd);
+            }
         };
         if shared_sticky && !m.owner_trusted() {
             // In a sticky directory others can write, only the entry's
             // owner can have made it: that must be root or us.
-            sys::close(fd);
+            close_fd();
             fail!(Refusal::new(
                 b"owned by another user inside a directory others can write",
                 at
@@ -337,29 +471,43 @@ pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
         }
         if m.is_link() && (follow_last || !last) {
             if !m.owner_trusted() {
-                sys::close(fd);
+                close_fd();
                 fail!(Refusal::new(
                     b"a symlink owned by another user (neither root nor the program's); not followed",
                     at
                 ));
             }
             hops += 1;
-            // The link text goes into the free space before the rest, then
-            // moves right in front of it with a '/' between.
-            let room = pos.saturating_sub(1);
-            // SAFETY: readlinkat of an O_PATH fd to a link with an empty
-            // name reads that link; buf[..room] is writable.
+            // The link text goes into the free space before the rest (with
+            // Names, after `dir/name`, through which it is read), then moves
+            // right in front of the rest with a '/' between.
+            let from = if via == Via::Fds {
+                0
+            } else {
+                dir_len + len + 2
+            };
+            let room = pos.saturating_sub(1).saturating_sub(from);
+            let p = buf.as_mut_ptr();
+            // SAFETY: with Fds, readlinkat of an O_PATH fd to a link with
+            // an empty name reads that link; with Names, the link's
+            // NUL-terminated path is buf[..from]. The text goes to
+            // buf[from..from + room], inside the buffer and apart from the
+            // path read.
             let r = unsafe {
-                libc::syscall(
-                    libc::SYS_readlinkat,
-                    fd,
-                    c"".as_ptr(),
-                    buf.as_mut_ptr(),
-                    room,
-                )
+                if via == Via::Fds {
+                    libc::syscall(libc::SYS_readlinkat, fd, c"".as_ptr(), p.add(from), room)
+                } else {
+                    libc::syscall(
+                        libc::SYS_readlinkat,
+                        libc::AT_FDCWD,
+                        p as *const u8,
+                        p.add(from),
+                        room,
+                    )
+                }
             };
             let e = sys::errno();
-            sys::close(fd);
+            close_fd();
             if hops > MAX_HOPS {
                 fail!(Refusal {
                     why: b"too many symlinks",
@@ -376,7 +524,7 @@ pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
             }
             let r = r as usize;
             buf[pos - 1] = b'/';
-            buf.copy_within(..r, pos - 1 - r);
+            buf.copy_within(from..from + r, pos - 1 - r);
             pos = pos - 1 - r;
             if last {
                 // Nothing followed the link: drop the '/' just added so the
@@ -385,8 +533,11 @@ pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
                 pos += 1;
             }
             if buf[pos] == b'/' {
-                sys::close(dirfd);
-                (dirfd, shared_sticky) = match open_root() {
+                if dirfd >= 0 {
+                    sys::close(dirfd);
+                }
+                dir_len = 0;
+                (dirfd, shared_sticky) = match open_root(via) {
                     Ok(v) => v,
                     Err(r) => return Err(Refusal { at, ..r }),
                 };
@@ -394,17 +545,19 @@ pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
             continue;
         }
         if last {
-            sys::close(fd);
-            return Ok(Walked {
-                dirfd,
-                name,
-                len,
-                shared_sticky,
-                at,
-            });
+            close_fd();
+            done!(len, at);
         }
-        sys::close(dirfd);
-        dirfd = fd;
+        match via {
+            Via::Fds => {
+                sys::close(dirfd);
+                dirfd = fd;
+            }
+            Via::Names if &name[..len] == b".." => {
+                dir_len = buf[..dir_len].iter().rposition(|&c| c == b'/').unwrap_or(0);
+            }
+            Via::Names => dir_len += 1 + len,
+        }
         match check_dir(&m) {
             Ok(s) => shared_sticky = s,
             Err(w) => fail!(Refusal::new(w, at)),
@@ -417,9 +570,10 @@ pub fn walk(path: &[u8], follow_last: bool) -> Result<Walked, Refusal> {
 /// program opened. In a sticky directory others can write, the file must
 /// be owned by root or the euid and have one link (a hard link there could
 /// be another user's way to another file).
-pub fn resolve(path: &[u8]) -> Result<Meta, Refusal> {
-    let w = walk(path, true)?;
-    let m = stat_at(w.dirfd, w.name()).map_err(|e| Refusal {
+pub fn resolve(path: &[u8], via: Via) -> Result<Meta, Refusal> {
+    let mut buf = [0u8; PATH_MAX];
+    let mut w = walk(path, true, via, &mut buf)?;
+    let m = w.stat_last().map_err(|e| Refusal {
         why: b"cannot stat",
         at: w.at,
         errno: e,
@@ -479,7 +633,8 @@ pub fn check_file(m: &Meta) -> Result<(), &'static [u8]> {
 /// of this module. Returns the fd (close-on-exec) or why it was refused.
 pub fn open_append(path: &[u8], mode: u32) -> Result<i32, Refusal> {
     let name = &path[..path.len() - 1];
-    let w = walk(name, false)?;
+    let mut buf = [0u8; PATH_MAX];
+    let w = walk(name, false, Via::Fds, &mut buf)?;
     // SAFETY: NUL-terminated name, relative to the verified directory; a
     // raw open returning an fd we own.
     let fd = unsafe {

@@ -528,6 +528,17 @@ fn a_drop_in_the_first_and_last_write_is_reported_exactly() {
 /// library (fds in the program's table: `LLT_PRIVATE_FDS=false`, or
 /// unshare forbidden as by Docker's seccomp profile) or without.
 fn limited(dir: &Path, ulimit: &str, how: Option<&str>, args: &str) -> Run {
+    limited_env(dir, ulimit, how, args, &[])
+}
+
+/// `limited`, with more `LLT_*` settings.
+fn limited_env(
+    dir: &Path,
+    ulimit: &str,
+    how: Option<&str>,
+    args: &str,
+    extra: &[(&str, &str)],
+) -> Run {
     let prog = lifecycle();
     let noshare = if how == Some("seccomp") {
         "noshare \"$0\" "
@@ -543,6 +554,8 @@ fn limited(dir: &Path, ulimit: &str, how: Option<&str>, args: &str) -> Run {
             if h == "env" {
                 lib.extra = vec![("LLT_PRIVATE_FDS".into(), "false".into())];
             }
+            lib.extra
+                .extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
             run_program(dir, &argv, &[], Some(&lib), "tapped")
         }
     };
@@ -619,6 +632,66 @@ fn fallback_fd_mode_leaves_the_programs_numbers_alone() {
             }
             assert!(took < Duration::from_secs(2), "{how}: took {took:?}");
         }
+    }
+}
+
+/// A program at its fd limit closes one fd and opens its log file, which
+/// gets that number: the log is tapped (exact entry and pattern), in every
+/// fd mode. The check of the tap file runs inside the program's open and
+/// holds no fd (it used to open each directory `O_PATH` in the program's
+/// table: at the limit that failed and the log was not tapped; below it
+/// the directory fds took the program's lowest free numbers for a moment).
+#[test]
+fn a_log_file_opened_at_the_fd_limit_is_tapped() {
+    if skip_without("bash") {
+        return;
+    }
+    let t = TestDir::new("filllog");
+    for how in ["private", "env", "seccomp"] {
+        for pattern in [false, true] {
+            let dir = t.sub(&format!("{how}{pattern}"));
+            let pat = format!("{}/*.log", dir.display());
+            let extra: &[(&str, &str)] = if pattern {
+                &[("LLT_TAP_FILE", &pat)]
+            } else {
+                &[]
+            };
+            let r = limited_env(&dir, "-n 16", Some(how), "filllog", extra);
+            assert_eq!(r.out.stdout, b"start\ndone\n", "{how}");
+            let log = r.log();
+            assert_eq!(log.split(|&c| c == b'\n').count(), 4, "{how}: {log:?}");
+            assert_bytes(
+                &format!("{how}, pattern {pattern}: the log file's bytes in the target"),
+                source(&r.target(), &r.file_source()),
+                &log,
+            );
+        }
+    }
+}
+
+/// A program at its fd limit with a file target, the library's fds in its
+/// table: a fork child opens the target again and its line arrives. (The
+/// second reserved number a file target's open needs was given up by the
+/// parent's first open and never reserved again, so the child's open
+/// failed.)
+#[test]
+fn a_fork_child_at_the_fd_limit_reopens_the_file_target() {
+    if skip_without("bash") {
+        return;
+    }
+    let t = TestDir::new("fillfork");
+    for how in ["env", "seccomp"] {
+        let r = limited(&t.sub(how), "-n 16", Some(how), "fillfork");
+        let want = b"parent before the fork\nchild line\nparent after the child\n";
+        assert_eq!(r.out.stdout, want);
+        let got = r.target();
+        assert_eq!(
+            sorted_lines(source(&got, "stdout")),
+            sorted_lines(want),
+            "{how}: the target has {:?}; {}",
+            String::from_utf8_lossy(source(&got, "stdout")),
+            r.repro()
+        );
     }
 }
 

@@ -5,7 +5,8 @@
 //! user the test creates with `useradd` (and removes with `userdel`), who
 //! acts through `setpriv --reuid`: planting symlinks, files and FIFOs,
 //! squatting the socket path, holding connections to the sink. They need
-//! root and say so (and skip) when not run as root; CI runs as root.
+//! root and say so (and skip) when not run as root; CI runs as root, and
+//! with `CI=true` not being root is a failure, not a skip.
 
 mod common;
 
@@ -23,6 +24,10 @@ fn root_or_skip(test: &str) -> bool {
     if unsafe { libc::geteuid() } == 0 {
         return true;
     }
+    // .ci/run runs as root: there a skip would hide the whole suite.
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: the security tests must run as root; CI=true makes this a failure");
+    }
     eprintln!(
         "skipped {test}: the security tests must run as root (they create a user with useradd)"
     );
@@ -32,6 +37,20 @@ fn root_or_skip(test: &str) -> bool {
 /// useradd/userdel take the passwd lock; one at a time.
 static USERS: Mutex<()> = Mutex::new(());
 static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `f` until it succeeds, at most 50 times 100 ms apart (useradd and
+/// userdel fail while another process holds the passwd lock).
+fn retried(f: impl Fn() -> std::process::ExitStatus) -> std::process::ExitStatus {
+    let mut st = f();
+    for _ in 0..50 {
+        if st.success() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        st = f();
+    }
+    st
+}
 
 /// An unprivileged user, removed on drop.
 struct User {
@@ -48,12 +67,16 @@ impl User {
             std::process::id() % 100_000,
             SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let st = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--user-group", "--shell"])
-            .arg("/usr/sbin/nologin")
-            .arg(&name)
-            .status()
-            .expect("run useradd");
+        // The mutex orders this process's calls; other processes (another
+        // checkout's tests) may hold the passwd lock: retried.
+        let st = retried(|| {
+            Command::new("useradd")
+                .args(["--system", "--no-create-home", "--user-group", "--shell"])
+                .arg("/usr/sbin/nologin")
+                .arg(&name)
+                .status()
+                .expect("run useradd")
+        });
         assert!(st.success(), "useradd {name} failed: {st}");
         let id = |flag: &str| -> u32 {
             let o = Command::new("id").arg(flag).arg(&name).output().unwrap();
@@ -91,7 +114,17 @@ impl User {
 impl Drop for User {
     fn drop(&mut self) {
         let _g = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = Command::new("userdel").arg(&self.name).status();
+        // Retried: a userdel that lost the passwd lock to another process
+        // left the user behind.
+        let st = retried(|| {
+            Command::new("userdel")
+                .arg(&self.name)
+                .status()
+                .expect("run userdel")
+        });
+        if !st.success() {
+            eprintln!("userdel {} failed: {st}", self.name);
+        }
     }
 }
 
@@ -768,6 +801,7 @@ fn sink_serves_root_while_another_user_hogs_it() {
     let got = wait_for_lines(&sink, n, Duration::from_secs(30));
     drop(h);
     let (lines, err) = sink.stop();
+    eprintln!("sink said:\n{err}");
     assert_eq!(
         got, n,
         "root's lines delivered: {got} of {n}; sink said:\n{err}"
@@ -843,6 +877,167 @@ fn sink_default_socket_mode_keeps_other_users_out() {
         "another user connected to the default socket"
     );
     let _ = sink.stop();
+}
+
+/// Another user holds every connection (`--max-connections 2`, its share
+/// all of them): a root writer still gets in (new connections were left in
+/// the listen backlog while one uid held them all, and the root writer got
+/// nothing), and the displaced connection's unfinished frame, which the
+/// sink discards, is reported (it was dropped silently).
+#[test]
+fn sink_reports_a_frame_cut_off_by_making_room() {
+    if !root_or_skip("sink_reports_a_frame_cut_off_by_making_room") || skip_without("python3") {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("cutoff", 0o755);
+    let sock = d.s("sink.sock");
+    let sink = Sink::start(
+        &d,
+        &sock,
+        &[
+            "--mode",
+            "0666",
+            "--max-connections",
+            "2",
+            "--max-connections-per-uid",
+            "2",
+        ],
+    );
+    // Both connections hold an unfinished frame: the one displaced does.
+    let h = hog(&u, &sock, 0, 2);
+    let o = root_writer(&sock, 10);
+    assert_eq!(o.code(), 0);
+    assert_eq!(wait_for_lines(&sink, 10, Duration::from_secs(20)), 10);
+    // Before the hog goes (its other connection then ends mid-frame too,
+    // and that is reported as such already).
+    std::thread::sleep(Duration::from_millis(300));
+    let err_now = std::fs::read_to_string(&sink.err).unwrap_or_default();
+    drop(h);
+    let _ = sink.stop();
+    assert!(
+        err_now
+            .lines()
+            .any(|l| l.contains("made room") && l.contains("unfinished frame")),
+        "the discarded rest of the displaced connection's frame was not reported:\n{err_now}"
+    );
+}
+
+/// The sink run under strace: signals go to the sink (strace's child),
+/// whose exit status strace then exits with.
+struct Traced(Child);
+
+impl Traced {
+    fn sink_pid(&self) -> Option<i32> {
+        let pid = self.0.id();
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    }
+    fn stop(&mut self) -> std::process::ExitStatus {
+        if let Some(p) = self.sink_pid() {
+            // SAFETY: signalling the sink this test started (strace's child).
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Traced {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            if let Some(p) = self.sink_pid() {
+                // SAFETY: as in stop.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// The socket must never be reachable with a wider mode than asked, not
+/// even for the moment between bind(2) and chmod(2): under umask 0 a
+/// freshly bound socket is 0777, and a connection made then stays open
+/// after the chmod. strace holds the sink for 1.5 s right
+/// after listen returns while another user tries to connect to every socket
+/// it can see in the directory.
+#[test]
+fn sink_socket_is_never_wider_than_its_mode() {
+    if !root_or_skip("sink_socket_is_never_wider_than_its_mode")
+        || skip_without("python3")
+        || skip_without("strace")
+    {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("bindmode", 0o755);
+    let sock = d.s("sink.sock");
+    let err = d.join("sink.err");
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("umask 000; exec strace -f -qq -o /dev/null -e trace=listen -e inject=listen:delay_exit=1500000 \"$@\"")
+        .arg("sh")
+        .arg(sink_bin())
+        .args(["--socket", &sock, "--mode", "0600"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut traced = Traced(child);
+    let probe = r#"
+import os, socket, stat, sys, time
+top, end = sys.argv[1], time.time() + float(sys.argv[2])
+seen = set()
+while time.time() < end:
+    for dirpath, dirs, files in os.walk(top):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            try:
+                if not stat.S_ISSOCK(os.lstat(p).st_mode):
+                    continue
+            except OSError:
+                continue
+            seen.add(p)
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(p)
+                print("CONNECTED", p, oct(os.lstat(p).st_mode), flush=True)
+                sys.exit(0)
+            except OSError:
+                pass
+            finally:
+                s.close()
+print("SEEN", sorted(seen), flush=True)
+"#;
+    let o = u
+        .cmd(&["python3", "-c", probe, &d.0.to_string_lossy(), "4"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    // The sink itself must have come up with the asked mode.
+    let mode = std::fs::symlink_metadata(&sock)
+        .map(|m| m.mode() & 0o7777)
+        .unwrap_or_else(|e| {
+            panic!(
+                "no socket at {sock} ({e}); sink said:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            )
+        });
+    let st = traced.stop();
+    assert!(
+        !said.contains("CONNECTED"),
+        "another user connected while the socket was being set up: {said}"
+    );
+    assert!(
+        said.contains(&sock),
+        "the probe never saw the socket: {said}"
+    );
+    assert_eq!(mode, 0o600);
+    assert!(st.success(), "sink under strace exited with {st}");
 }
 
 /// Checks with Python's json module, made strict: NaN/Infinity rejected,
@@ -1126,4 +1321,273 @@ fn suppressed_output_with_refused_target_is_written_through() {
         end.saturating_sub(at) > Duration::from_millis(500),
         "line 2 shown at {at:?}, the program ended at {end:?}: held until exit"
     );
+}
+
+/// A user's client for the sink: holds `hold` connections; on "go" (the
+/// sink stopped) sends 100 frames on its first connection (`displaced N`)
+/// and opens one more connection that sends 100 (`waited N`); on
+/// "release" closes all its connections but the first two.
+const HOLDER: &str = r#"
+import socket, struct, sys
+path, hold = sys.argv[1], int(sys.argv[2])
+def frame(text):
+    body = b"6\0victim\0stdout\0" + text
+    return struct.pack("=ii", 0, len(body)) + body
+conns = []
+for i in range(hold):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    conns.append(s)
+print("READY", flush=True)
+sys.stdin.readline()
+for i in range(100):
+    conns[0].sendall(frame(b"displaced %d\n" % i))
+late = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+late.connect(path)
+for i in range(100):
+    late.sendall(frame(b"waited %d\n" % i))
+print("SENT", flush=True)
+sys.stdin.readline()
+for s in conns[2:]:
+    s.close()
+print("RELEASED", flush=True)
+sys.stdin.read()
+"#;
+
+/// At `--max-connections`, a connection that must wait (its uid holds the
+/// most) and a connection closed to make room for a uid holding fewer both
+/// had frames queued that the sink had not read yet: every one of them is
+/// delivered. (The sink used to accept the first only to close it, and to
+/// close the second unread: 200 lines vanished, and the sender, whose
+/// writes had all succeeded, counted them as delivered.)
+#[test]
+fn sink_connections_refused_or_displaced_at_the_limit_lose_nothing() {
+    if !root_or_skip("sink_connections_refused_or_displaced_at_the_limit_lose_nothing")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let a = User::new();
+    let d = Dir::new("full", 0o755);
+    let sock = d.s("sink.sock");
+    let sink = Sink::start(&d, &sock, &["--mode", "0666", "--max-connections", "8"]);
+    // Root holds 2, the user 6: the sink is full, the user holds the most.
+    let root: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap())
+        .collect();
+    let mut h = a
+        .cmd(&["python3", "-c", HOLDER, &sock, "6"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut hin = h.stdin.take().unwrap();
+    let mut hout = BufReader::new(h.stdout.take().unwrap());
+    let mut line = String::new();
+    hout.read_line(&mut line).unwrap();
+    assert_eq!(line, "READY\n");
+    std::thread::sleep(Duration::from_millis(500));
+    // With the sink stopped, the user's frames queue unread, its new
+    // connection and then root's third wait in the backlog.
+    let pid = sink.child.id() as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    hin.write_all(b"go\n").unwrap();
+    line.clear();
+    hout.read_line(&mut line).unwrap();
+    assert_eq!(line, "SENT\n");
+    let root3 = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(500));
+    // The user lets go of most of its connections: room for the waiting one.
+    hin.write_all(b"release\n").unwrap();
+    line.clear();
+    hout.read_line(&mut line).unwrap();
+    assert_eq!(line, "RELEASED\n");
+    let count = |s: &Sink, what: &str| {
+        s.lines()
+            .iter()
+            .filter(|v| {
+                v["platform"] == "victim"
+                    && v["message"].as_str().is_some_and(|m| m.starts_with(what))
+            })
+            .count()
+    };
+    let t = Instant::now();
+    while (count(&sink, "displaced") < 100 || count(&sink, "waited") < 100)
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(hin);
+    let _ = h.wait();
+    drop(root);
+    drop(root3);
+    let (lines, err) = sink.stop();
+    let got = |what: &str| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|v| v["platform"] == "victim" && v["uid"] == a.uid)
+            .filter_map(|v| v["message"].as_str())
+            .filter(|m| m.starts_with(what))
+            .map(str::to_string)
+            .collect()
+    };
+    let want = |what: &str| -> Vec<String> { (0..100).map(|i| format!("{what} {i}")).collect() };
+    assert_eq!(
+        got("displaced"),
+        want("displaced"),
+        "the connection closed to make room lost what it had sent; sink said:\n{err}"
+    );
+    assert_eq!(
+        got("waited"),
+        want("waited"),
+        "the connection that had to wait lost what it had sent; sink said:\n{err}"
+    );
+    assert!(
+        err.contains("to admit a uid holding fewer") && err.contains("waits for room"),
+        "the sink did not report the displacement and the wait:\n{err}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// Suppression's write-through: only for a target refused for what it is.
+
+/// A file target whose directory does not exist yet is away, not refused:
+/// suppressed output is held for it (none reaches the original stdout),
+/// and once the directory appears every line arrives, in order. (Any
+/// failed open used to count as a refusal: the first lines went straight
+/// to stdout and never reached the target.)
+#[test]
+fn suppressed_output_is_held_for_a_file_target_that_is_merely_away() {
+    let d = Dir::new("away", 0o755);
+    let target = d.join("later").join("target.bin");
+    let flag = d.s("go");
+    let script = format!(
+        "echo 1; echo 2; echo 3; while [ ! -e {flag} ]; do sleep 0.05; done; echo 4; echo 5; echo 6"
+    );
+    let later = d.join("later");
+    let go = d.join("go");
+    let maker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(400));
+        std::fs::create_dir(&later).unwrap();
+        std::fs::set_permissions(&later, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(go, b"").unwrap();
+    });
+    let (o, _) = run_lib(
+        &script,
+        &[
+            ("LLT_TAP_INTO", "1"),
+            ("LLT_SUPPRESS_STDOUT", "true"),
+            ("LLT_TARGET", &format!("file:{}", target.display())),
+        ],
+    );
+    maker.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "",
+        "suppressed output leaked to stdout while the target was away"
+    );
+    assert_eq!(
+        decode_target(&target).get("stdout").map(|v| &v[..]),
+        Some(&b"1\n2\n3\n4\n5\n6\n"[..])
+    );
+}
+
+/// With the target refused and both stdout and a log file suppressed, a
+/// write to stdout goes through to the original stdout at once, but the
+/// log file's held bytes are not written back into the log while the
+/// program runs (its own offset could overwrite them there); at exit they
+/// are, and nothing is lost.
+#[test]
+fn write_through_leaves_a_tap_files_held_bytes_for_exit() {
+    if skip_without("python3") {
+        return;
+    }
+    let d = Dir::new("through-file", 0o755);
+    let log = d.s("app.log");
+    // A refused target: a symlink at its path.
+    let target = d.s("target.bin");
+    std::os::unix::fs::symlink(d.join("elsewhere"), &target).unwrap();
+    let script = format!(
+        "python3 -c 'import os,sys\nf=open(\"{log}\",\"w\")\nf.write(\"L1\\n\"); f.flush()\nprint(\"out\", flush=True)\nsys.stderr.write(\"size %d\\n\" % os.stat(\"{log}\").st_size)\n'"
+    );
+    let (o, _) = run_lib(
+        &script,
+        &[
+            ("LLT_TAP_INTO", "1"),
+            ("LLT_TAP_FILE", &log),
+            ("LLT_SUPPRESS_STDOUT", "true"),
+            ("LLT_SUPPRESS_TAP_FILE", "true"),
+            ("LLT_TARGET", &format!("file:{target}")),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "size 0\n",
+        "the log's held bytes were written back while the program ran"
+    );
+    assert_eq!(std::fs::read(&log).unwrap(), b"L1\n", "lost at exit");
+}
+
+/// A listener of the wrong uid makes suppressed stdout go to the original
+/// stdout (a line buffered while the listener was being tried goes there
+/// with the next write); once it is gone and the real sink listens there, the
+/// library tries again and the next lines reach the sink, not stdout.
+/// (Written through, nothing was buffered, so the target was never tried
+/// again: every later line went to stdout.)
+#[test]
+fn a_refused_listener_replaced_by_the_sink_gets_the_later_lines() {
+    if !root_or_skip("a_refused_listener_replaced_by_the_sink_gets_the_later_lines")
+        || skip_without("python3")
+    {
+        return;
+    }
+    let u = User::new();
+    let d = Dir::new("replaced", 0o1777);
+    let sock = d.s("sink.sock");
+    let flag = d.s("go");
+    let sq = squatter(&u, &sock);
+    let mut c = Command::new("/bin/sh");
+    c.arg("-c")
+        .arg(format!(
+            "echo 1; sleep 0.5; echo 2; while [ ! -e {flag} ]; do sleep 0.05; done; echo 3; sleep 0.5; echo 4"
+        ))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("LD_PRELOAD", so_path())
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_SUPPRESS_STDOUT", "true")
+        .env("LLT_TARGET", format!("socket:{sock}"))
+        .env("LLT_TARGET_UID", "0")
+        .env("LLT_TARGET_1STCONNECT", "0.2")
+        .env("LLT_TARGET_RECONNECT", "0.2")
+        .env("LLT_EXIT_TIMEOUT_MS", "5000")
+        .stdout(Stdio::piped());
+    let mut prog = c.spawn().unwrap();
+    let mut out = BufReader::new(prog.stdout.take().unwrap());
+    let mut line = String::new();
+    for want in ["1\n", "2\n"] {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, want, "refused listener: not written through");
+    }
+    squatter_bytes(sq);
+    std::fs::remove_file(&sock).unwrap();
+    let sink = Sink::start(&d, &sock, &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&flag, b"").unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(prog.wait().unwrap().success());
+    let (lines, err) = sink.stop();
+    assert_eq!(rest, "", "lines written to stdout with the sink back");
+    let got: Vec<_> = lines
+        .iter()
+        .filter(|v| v["source"] == "stdout")
+        .filter_map(|v| v["message"].as_str())
+        .collect();
+    assert_eq!(got, ["3", "4"], "sink said:\n{err}");
 }

@@ -15,6 +15,8 @@ have python3 /usr/bin/python3 || need+=(python3)
 # tests/security.rs creates a user and runs as it
 have useradd /usr/sbin/useradd || need+=(passwd)
 have setpriv /usr/bin/setpriv || need+=(util-linux)
+# tests/security.rs holds the sink in listen(2) to look at its socket
+have strace /usr/bin/strace || need+=(strace)
 # crates/sink/tests/outputs.rs: a real rsyslogd is the syslog oracle
 have rsyslogd /usr/sbin/rsyslogd || need+=(rsyslog)
 # tests/servers.rs: real servers whose log files are tapped

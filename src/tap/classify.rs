@@ -224,7 +224,9 @@ fn pattern_allowed(cpath: &[u8], id: &Ident) -> bool {
 /// directory under its new name (the kernel's name of the fd). The file
 /// was then opened in a trusted directory and moved only within it.
 fn renamed_in_place(fd: c_int, abs: &[u8], id: &Ident) -> bool {
-    let Ok(w) = safe_open::walk(abs, false) else {
+    // By name (no fd: this runs inside the program's open).
+    let mut buf = [0u8; PATH_MAX];
+    let Ok(mut w) = safe_open::walk(abs, false, safe_open::Via::Names, &mut buf) else {
         return false;
     };
     if w.shared_sticky {
@@ -239,10 +241,11 @@ fn renamed_in_place(fd: c_int, abs: &[u8], id: &Ident) -> bool {
         return false;
     }
     // The entry under its new name, looked up in the verified directory
-    // itself (not through the kernel's text): this file, a regular one.
+    // (through the walk's checked path, not the kernel's name of the fd):
+    // this file, a regular one.
     let mut cbase = [0u8; 256];
     cbase[..base_len].copy_from_slice(&now[n - base_len..n]);
-    let entry = safe_open::stat_at(w.dirfd, &cbase[..base_len + 1]);
+    let entry = w.stat_entry(&cbase[..base_len + 1]);
     if !entry.is_ok_and(|m| m.is_reg() && m.dev == id.dev && m.ino == id.ino) {
         return false;
     }
@@ -251,7 +254,7 @@ fn renamed_in_place(fd: c_int, abs: &[u8], id: &Ident) -> bool {
     // to this file is not a rename in place).
     now[n - base_len] = 0;
     let (Some(here), Ok(there)) = (
-        safe_open::stat_fd(w.dirfd),
+        w.stat_dir(),
         safe_open::stat_path(&now[..n - base_len + 1], true),
     ) else {
         return false;
@@ -280,7 +283,9 @@ fn allowed(cpath: &[u8], id: &Ident) -> bool {
     if !sys::stat(cpath).is_some_and(|t| t.same_file(id)) {
         return false;
     }
-    match safe_open::resolve(path) {
+    // By name: a walk holding fds would put them in the program's table,
+    // at its lowest free numbers, in the middle of its open (`Via`).
+    match safe_open::resolve(path, safe_open::Via::Names) {
         Ok(m) => m.dev == id.dev && m.ino == id.ino,
         Err(r) => {
             refuse(r.why, &path[..r.at.min(path.len())]);

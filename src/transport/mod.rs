@@ -300,7 +300,9 @@ pub fn write_through(src: u8) -> bool {
     }
     // The link changes only under the drain lock: a target that came back
     // meanwhile keeps its bytes (a half-sent frame must not be dropped).
-    if !target::refused() {
+    // Held bytes of a suppressed tap file wait for exit (see
+    // `holds_suppressed_file_bytes`): then so does this write, behind them.
+    if !target::refused() || target::holds_suppressed_file_bytes() {
         unlock_drain();
         return false;
     }

@@ -225,8 +225,13 @@ pub fn enter_private_fd_table() {
             sys::close(old);
         }
     }
-    // The consumer is about to have a table of its own.
-    crate::fds::drop_reserve();
+    // The consumer is about to have a table of its own, unless the
+    // constructor's probe found `unshare` refused: then the reserved slots
+    // stay (dropped here, they would be gone when the unshare below fails,
+    // and a program at its fd limit could take their numbers).
+    if !crate::fds::reserving() {
+        crate::fds::drop_reserve();
+    }
     let c = conn();
     c.ident = None;
     c.pf_sent = 0;
@@ -422,11 +427,14 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
                     Ok(fd)
                 }
                 Err(e) => {
-                    // A file that cannot be opened (refused, or the
-                    // system said no) will not appear within the exit
-                    // timeout, unlike a restarting sink: exit does not
-                    // wait for it.
-                    REFUSED.store(true, Relaxed);
+                    // Refused for what it is (a symlink, a FIFO, a file of
+                    // another user…) or for lack of permission: exit does
+                    // not wait for it, and suppressed standard streams go
+                    // to their original destination (`super::write_through`).
+                    // A failure that may pass (a directory not made yet, a
+                    // full disk, the fd limit) is merely away: its bytes
+                    // are held for it.
+                    REFUSED.store(refusal.get().is_some_and(|r| r.lasting()), Relaxed);
                     if let Some(r) = refusal.get() {
                         if !conn().reported {
                             r.report(b"file target refused:", c.target_path.bytes());
@@ -476,6 +484,9 @@ fn connect_new(kind: TargetKind) -> Result<i32, i32> {
         );
         if rc < 0 {
             let e = sys::errno();
+            // No listener (or a full backlog): away, not refused, even if
+            // a listener of the wrong uid was there before.
+            REFUSED.store(false, Relaxed);
             // Still unconnected: kept for the next attempt (see SPARE).
             if SPARE.compare_exchange(-1, fd, SeqCst, Relaxed).is_err() {
                 release(fd);
@@ -965,6 +976,18 @@ fn drain_locked(_inline: bool) -> Outcome {
         }
         if r.peek(r.tail()).is_none() {
             return if r.head() == r.tail() {
+                // A refused target is tried again at its retry time even
+                // with nothing to send: while it is refused, suppressed
+                // standard streams are written straight through
+                // (`super::write_through`), so nothing would be buffered
+                // to make the attempt, and a target that became acceptable
+                // (the real sink where a squatter was, a file fixed) would
+                // never be used again.
+                if refused() && cfg.target_kind != TargetKind::Pantavisor {
+                    if let Err(wait) = ensure_connected(cfg.target_kind) {
+                        return Outcome::Down(wait);
+                    }
+                }
                 Outcome::Empty
             } else {
                 give_up_abandoned();
@@ -1130,6 +1153,24 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         super::note_progress();
     }
     Ok(())
+}
+
+/// With the drain lock held: whether the buffer holds bytes of a
+/// suppressed tap file. They may only be written back at exit (appended
+/// while the program runs, the program's own next write at its own offset
+/// could overwrite them), so a spill while it runs must wait too.
+pub fn holds_suppressed_file_bytes() -> bool {
+    let r = ring();
+    let mut pos = r.tail();
+    while let Some(rec) = r.peek(pos) {
+        if crate::tap::suppressed(rec.src)
+            && matches!(sources::original(rec.src), Original::File(..))
+        {
+            return true;
+        }
+        pos = rec.next;
+    }
+    false
 }
 
 /// After a failed final flush: bytes of suppressed streams that never

@@ -13,14 +13,20 @@
 //!   7/8 of `--max-connections`) and `--max-buffered-per-uid` bytes of
 //!   unfinished frames and partial lines (default: 3/4 of
 //!   `--max-buffered`), so no single user can take the whole sink: the
-//!   rest stays for the others. (Connections over the per-uid limit are
-//!   closed at once, so they cannot clog the listen backlog either.)
-//! - at `--max-connections`, a new connection is still accepted when its
+//!   rest stays for the others. A connection over its uid's share waits
+//!   (see below) until its uid holds fewer.
+//! - at `--max-connections`, a new connection is still admitted when its
 //!   uid holds fewer connections than the uid holding the most: one of the
 //!   latter's connections (the longest silent, one without an unfinished
-//!   frame first) is closed to make room, so several uids together cannot
-//!   keep another out either; a connection of the uid holding the most is
-//!   refused then (liblogtap keeps its data and reconnects later);
+//!   frame first) is closed to make room, its queued bytes read and
+//!   delivered first, so several uids together cannot keep another out
+//!   either; a connection of the uid holding the most waits;
+//! - a connection that must wait is accepted (so it does not hold up the
+//!   listen backlog for others behind it) but not read: what its sender
+//!   wrote stays in its socket, and the sender's own flow control holds
+//!   the rest, until there is room. Only a bounded number wait so; past
+//!   that, one is refused, its queued bytes read and delivered, and its
+//!   sender's next write fails, so it keeps the rest and reconnects;
 //! - a connection that holds an unfinished frame and sends nothing for
 //!   `--idle-timeout` is closed (liblogtap resends an interrupted frame
 //!   whole on its next connection, so a legitimate writer loses nothing);
@@ -78,13 +84,38 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn text(self) -> &'static str {
+    /// Why a connection waits for room.
+    pub fn wait_text(self) -> &'static str {
         match self {
-            Refusal::NotAllowed => "not allowed (--allow-uid/--allow-gid)",
+            Refusal::NotAllowed => self.text(),
             Refusal::TooMany => "over --max-connections-per-uid",
             Refusal::Full => "at --max-connections, and its uid holds the most connections",
         }
     }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            Refusal::NotAllowed => "not allowed (--allow-uid/--allow-gid)",
+            Refusal::TooMany => "over --max-connections-per-uid, and too many wait already",
+            Refusal::Full => {
+                "at --max-connections, its uid holds the most connections, and too many wait already"
+            }
+        }
+    }
+}
+
+/// What to do with a new (or waiting) connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Serve it.
+    Admit,
+    /// Close a connection of this uid (the uid holding the most), then
+    /// serve it.
+    MakeRoom(u32),
+    /// It must wait for room, for this reason.
+    Wait(Refusal),
+    /// Not allowed at all.
+    Refuse,
 }
 
 /// Unknown credentials are counted under this key.
@@ -110,6 +141,15 @@ pub struct Policy {
     /// of each reason is reported on its own.
     closed_recent: HashMap<(u32, &'static str), u64>,
     closed_told: HashMap<(u32, &'static str), ()>,
+    /// Bytes a sender had written that were never read (connections not
+    /// allowed, or a drain cut short), per (uid, reason) since the last
+    /// summary, and in total.
+    lost_recent: HashMap<(u32, &'static str), u64>,
+    lost_total: u64,
+    /// Connections made to wait for room, per uid since the last summary;
+    /// a uid's first is reported on its own.
+    waited_recent: HashMap<u32, u64>,
+    waited_told: HashMap<u32, ()>,
     last_report: Instant,
 }
 
@@ -127,6 +167,10 @@ impl Policy {
             told: HashMap::new(),
             closed_recent: HashMap::new(),
             closed_told: HashMap::new(),
+            lost_recent: HashMap::new(),
+            lost_total: 0,
+            waited_recent: HashMap::new(),
+            waited_told: HashMap::new(),
             last_report: Instant::now(),
         }
     }
@@ -144,8 +188,70 @@ impl Policy {
             || c.gid.is_some_and(|g| l.allow_gids.contains(&g))
     }
 
-    /// Decides on a new connection; when admitted it is counted until
+    /// What to do with a connection from `c`, `full` when
+    /// `--max-connections` are open. Counts nothing: see
+    /// [`Policy::admitted`] and [`Policy::refused`].
+    pub fn decide(&self, c: &PeerCred, full: bool) -> Decision {
+        if !self.allowed(c) {
+            return Decision::Refuse;
+        }
+        let mine = self.by_uid.get(&uid_key(c)).map_or(0, |u| u.conns);
+        if mine >= self.limits.max_connections_per_uid {
+            return Decision::Wait(Refusal::TooMany);
+        }
+        if !full {
+            return Decision::Admit;
+        }
+        // At the limit: the uid holding the most makes room for a uid
+        // holding at least two fewer (after admission), so every uid gets
+        // a share, whether one uid or several hold the rest.
+        match self.by_uid.iter().max_by_key(|(_, u)| u.conns) {
+            Some((uid, u)) if u.conns > mine + 1 => Decision::MakeRoom(*uid),
+            _ => Decision::Wait(Refusal::Full),
+        }
+    }
+
+    /// A connection from `c` is served from now on, until
     /// [`Policy::closed`].
+    pub fn admitted(&mut self, c: &PeerCred) {
+        self.by_uid.entry(uid_key(c)).or_default().conns += 1;
+    }
+
+    /// A connection from `c` was refused for `why` (counted and summarised).
+    pub fn refused(&mut self, c: &PeerCred, why: Refusal) {
+        self.total_refused += 1;
+        *self.recent.entry((uid_key(c), why)).or_default() += 1;
+    }
+
+    /// `bytes` written by `c` were never read (`why`: a short phrase). True
+    /// for the uid's first such loss for that reason (the caller reports it
+    /// in full; later ones are summarised).
+    pub fn lost(&mut self, c: &PeerCred, bytes: u64, why: &'static str) -> bool {
+        self.lost_total += bytes;
+        let k = (uid_key(c), why);
+        let first = !self.lost_recent.contains_key(&k) && !self.closed_told.contains_key(&k);
+        *self.lost_recent.entry(k).or_default() += bytes;
+        if first {
+            self.closed_told.insert(k, ());
+        }
+        first
+    }
+
+    /// A connection of `c` waits for room. True for the uid's first (the
+    /// caller reports it in full; later ones are summarised).
+    pub fn note_waiting(&mut self, c: &PeerCred) -> bool {
+        *self.waited_recent.entry(uid_key(c)).or_default() += 1;
+        self.waited_told.insert(uid_key(c), ()).is_none()
+    }
+
+    /// Bytes never read since start.
+    pub fn lost_total(&self) -> u64 {
+        self.lost_total
+    }
+
+    /// Decides on a new connection without waiting: admitted (counted until
+    /// [`Policy::closed`]) or refused (counted).
+    #[cfg(test)]
     pub fn admit(&mut self, c: &PeerCred) -> Result<(), Refusal> {
         let why = if !self.allowed(c) {
             Refusal::NotAllowed
@@ -168,6 +274,7 @@ impl Policy {
     /// or Err when `c`'s uid holds the most itself (counted as refused).
     /// So every uid gets a share: nobody can keep the others out by
     /// holding every connection, with one uid or several.
+    #[cfg(test)]
     pub fn make_room_for(&mut self, c: &PeerCred) -> Result<u32, Refusal> {
         if !self.allowed(c) {
             return self.admit(c).map(|()| UNKNOWN);
@@ -193,7 +300,12 @@ impl Policy {
         self.by_uid.len()
     }
 
-    /// Whether `c` is of the uid `uid` (as [`Policy::make_room_for`] names it).
+    /// The uid `c` is counted under.
+    pub fn uid_of(c: &PeerCred) -> u32 {
+        uid_key(c)
+    }
+
+    /// Whether `c` is of the uid `uid` (as [`Decision::MakeRoom`] names it).
     pub fn is_uid(c: &PeerCred, uid: u32) -> bool {
         uid_key(c) == uid
     }
@@ -215,7 +327,10 @@ impl Policy {
     /// A summary of the refusals since the last one, when there were some
     /// and `REPORT_EVERY` has passed (or `now_anyway`).
     pub fn summary(&mut self, now_anyway: bool) -> Option<String> {
-        if self.recent.is_empty() && self.closed_recent.is_empty()
+        if self.recent.is_empty()
+            && self.closed_recent.is_empty()
+            && self.lost_recent.is_empty()
+            && self.waited_recent.is_empty()
             || !(now_anyway || self.last_report.elapsed() >= REPORT_EVERY)
         {
             return None;
@@ -229,6 +344,27 @@ impl Policy {
                 "{}{count} connections of uid {} closed ({why})",
                 if s.is_empty() { "" } else { "; " },
                 show_uid(uid)
+            );
+        }
+        let mut waited: Vec<_> = self.waited_recent.drain().collect();
+        waited.sort_unstable();
+        for (uid, count) in waited {
+            let _ = write!(
+                s,
+                "{}{count} connections of uid {} made to wait for room",
+                if s.is_empty() { "" } else { "; " },
+                show_uid(uid)
+            );
+        }
+        let mut lost: Vec<_> = self.lost_recent.drain().collect();
+        lost.sort_unstable();
+        for ((uid, why), bytes) in lost {
+            let _ = write!(
+                s,
+                "{}{bytes} bytes sent by uid {} never read ({why}); {} in all",
+                if s.is_empty() { "" } else { "; " },
+                show_uid(uid),
+                self.lost_total
             );
         }
         if self.recent.is_empty() {
@@ -390,5 +526,39 @@ mod tests {
         assert_eq!(p.make_room_for(&cred(9, 9)), Ok(7));
         assert_eq!(p.make_room_for(&a), Err(Refusal::Full));
         assert!(p.first_refusal_message(&a, Refusal::TooMany).is_none());
+    }
+
+    #[test]
+    fn decisions_count_nothing_until_told() {
+        let mut l = Limits::defaults(4, 1000);
+        l.allow_gids = vec![7, 8];
+        l.max_connections_per_uid = 3;
+        let mut p = Policy::new(l);
+        let (a, b) = (cred(7, 7), cred(8, 8));
+        assert_eq!(p.decide(&cred(9, 9), false), Decision::Refuse);
+        assert_eq!(p.decide(&a, false), Decision::Admit);
+        for _ in 0..3 {
+            p.admitted(&a);
+        }
+        assert_eq!(p.decide(&a, false), Decision::Wait(Refusal::TooMany));
+        p.admitted(&b);
+        // Full: a holds 3, b 1: b's next makes room, a's would wait anyway.
+        assert_eq!(p.decide(&b, true), Decision::MakeRoom(7));
+        p.closed(&a, 0);
+        p.admitted(&b);
+        // a 2, b 2: nobody holds two more than the other.
+        assert_eq!(p.decide(&b, true), Decision::Wait(Refusal::Full));
+        assert_eq!(p.decide(&a, true), Decision::Wait(Refusal::Full));
+        assert_eq!(p.total_refused(), 0, "deciding counts nothing");
+        p.refused(&a, Refusal::Full);
+        assert!(p.lost(&a, 10, "test"));
+        assert!(!p.lost(&a, 5, "test"));
+        assert_eq!(p.lost_total(), 15);
+        let s = p.summary(true).unwrap();
+        assert!(
+            s.contains("15 bytes sent by uid 7 never read (test)"),
+            "{s}"
+        );
+        assert!(s.contains("1 connections refused"), "{s}");
     }
 }

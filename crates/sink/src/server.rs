@@ -1,9 +1,11 @@
 //! The listening socket and the single-threaded event loop: accepting
 //! connections, reading and decoding them, and shutting down on a signal.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs;
 use std::io::{self, ErrorKind, Read};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::{Path, PathBuf};
@@ -16,7 +18,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::output::{Clock, Emit, Format, Origin};
 use crate::peercred::{peer_cred, PeerCred};
-use crate::policy::{Limits, Policy};
+use crate::policy::{Decision, Limits, Policy, Refusal};
 use crate::stream::FrameStream;
 use crate::warn;
 
@@ -44,6 +46,17 @@ const READS_PER_TURN: usize = 16;
 const READS_AT_SHUTDOWN: usize = 256;
 /// Connections accepted per turn of the loop at most.
 const ACCEPTS_PER_TURN: usize = 256;
+/// Connections accepted but left unread until there is room, at most.
+const WAITING_MAX: usize = 64;
+/// Reads (of [`READ_BUFFER`]) of what a closing connection's sender had
+/// already written, at most: after `shutdown(SHUT_RD)` nothing more can
+/// arrive, so what is queued is bounded by the sender's socket buffer
+/// (`wmem_max`, 208 KiB by default) and this bound is only reached by a
+/// sender allowed a larger one.
+const DRAIN_READS: usize = 64;
+/// Reads per turn of the loop spent draining connections refused while too
+/// many wait, so refusing a flood cannot keep the sink from the others.
+const DRAIN_READS_PER_TURN: usize = 64;
 
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
@@ -109,6 +122,61 @@ enum Why {
     ReadError,
     OverBudget,
     Idle,
+    /// Closed to make room at `--max-connections` for a uid holding fewer.
+    Displaced,
+}
+
+impl Why {
+    /// Closed by the policy while its sender may still be writing: what the
+    /// sender had written is read and delivered before the close.
+    fn drains(&self) -> bool {
+        matches!(self, Why::OverBudget | Why::Idle | Why::Displaced)
+    }
+}
+
+/// An accepted connection that waits for room, unread: its sender's
+/// writes stay in its socket, then its flow control holds the rest.
+struct Waiting {
+    stream: UnixStream,
+    cred: PeerCred,
+}
+
+/// Reads what the sender of `stream` had written, after shutting down
+/// reading so that nothing more can arrive (its next write fails with
+/// EPIPE: liblogtap keeps that data and resends an interrupted frame whole
+/// on its next connection), and decodes it into `frames`. Returns the
+/// reads made and the bytes left unread (a bad frame, or `max_reads`
+/// reached).
+fn drain_queued<E: Emit>(
+    stream: &UnixStream,
+    frames: &mut FrameStream,
+    buf: &mut [u8],
+    origin: &Origin,
+    out: &mut E,
+    max_reads: usize,
+) -> (usize, u64) {
+    let _ = stream.shutdown(std::net::Shutdown::Read);
+    let mut reads = 0;
+    let mut stream = stream;
+    while reads < max_reads && !out.failed() {
+        match stream.read(buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                reads += 1;
+                if frames.feed(&buf[..n], origin, out).is_err() {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    (reads, queued(stream))
+}
+
+/// Bytes waiting unread in a connection's socket.
+fn queued(stream: &UnixStream) -> u64 {
+    rustix::io::ioctl_fionread(stream).unwrap_or(0)
 }
 
 /// The socket as bound, to remove it at exit only if it is still ours.
@@ -163,9 +231,7 @@ fn bind(cfg: &Config) -> Result<(StdListener, Bound), String> {
         Err(e) if e.kind() == ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{shown}: {e}")),
     }
-    let listener = StdListener::bind(path).map_err(|e| format!("cannot bind {shown}: {e}"))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(cfg.mode))
-        .map_err(|e| format!("cannot set mode {:o} on {shown}: {e}", cfg.mode))?;
+    let listener = bind_private(path, cfg.mode)?;
     let md = fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
     listener
         .set_nonblocking(true)
@@ -178,6 +244,74 @@ fn bind(cfg: &Config) -> Result<(StdListener, Bound), String> {
             ino: md.ino(),
         },
     ))
+}
+
+/// Longest path a `sockaddr_un` holds (its `sun_path` less the NUL).
+const SUN_PATH_MAX: usize = 107;
+
+/// Binds and listens with the socket already at `mode` when it appears at
+/// `path`. Binding at `path` and then chmod-ing it would leave the socket
+/// listening for a moment with the umask's mode (0777 under umask 0), and
+/// a connection made then stays. The umask cannot be narrowed around bind
+/// instead: it is process-wide and the outputs' threads are running. So
+/// the socket is bound inside a fresh 0700 directory next to `path`, given
+/// its mode there, and hard-linked into place (link(2), unlike rename,
+/// never replaces what another sink put at `path` meanwhile).
+fn bind_private(path: &Path, mode: u32) -> Result<StdListener, String> {
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if path.as_os_str().len() > SUN_PATH_MAX {
+        return Err(format!(
+            "cannot bind {shown}: longer than the {SUN_PATH_MAX} bytes a Unix socket address holds"
+        ));
+    }
+    let tmp = (0u32..100)
+        .find_map(|n| {
+            let tmp = dir.join(format!(".logtap-sink.{}.{n}", std::process::id()));
+            match fs::DirBuilder::new().mode(0o700).create(&tmp) {
+                Ok(()) => Some(Ok(tmp)),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .unwrap_or_else(|| Err(io::Error::from(ErrorKind::AlreadyExists)))
+        .map_err(|e| {
+            format!(
+                "cannot create a private directory in {}: {e}",
+                dir.display()
+            )
+        })?;
+    let result = (|| {
+        // Exactly 0700 whatever the umask: the owner must be able to bind
+        // inside it, nobody else may reach it.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700))?;
+        let inner = tmp.join("s");
+        // A long directory name could push the inner path past sun_path;
+        // the directory's fd under /proc names it in a few bytes.
+        let held;
+        let at = if inner.as_os_str().len() <= SUN_PATH_MAX {
+            inner.clone()
+        } else {
+            held = fs::File::open(&tmp)?;
+            PathBuf::from(format!("/proc/self/fd/{}/s", held.as_raw_fd()))
+        };
+        let listener = StdListener::bind(&at)?;
+        fs::set_permissions(&inner, fs::Permissions::from_mode(mode))?;
+        fs::hard_link(&inner, path)?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_file(tmp.join("s"));
+    let _ = fs::remove_dir(&tmp);
+    result.map_err(|e: io::Error| {
+        if e.kind() == ErrorKind::AlreadyExists {
+            format!("{shown} appeared while the sink was binding; not replacing it")
+        } else {
+            format!("cannot bind {shown} with mode {mode:o}: {e}")
+        }
+    })
 }
 
 /// Runs the sink until SIGTERM/SIGINT or until stdout goes away; returns
@@ -223,6 +357,9 @@ pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
         held: 0,
         max_buffered: cfg.max_buffered,
         policy: Policy::new(cfg.limits.clone()),
+        waiting: VecDeque::new(),
+        making_room: false,
+        drain_left: DRAIN_READS_PER_TURN,
         next_sweep: Instant::now(),
         poll,
     };
@@ -252,6 +389,13 @@ struct Server<E: Emit> {
     held: usize,
     max_buffered: usize,
     policy: Policy,
+    /// Accepted connections waiting, unread, for room (oldest first).
+    waiting: VecDeque<Waiting>,
+    /// A connection is being closed to make room for a new one: the room
+    /// is not given to a waiting one.
+    making_room: bool,
+    /// Reads left this turn for draining refused connections.
+    drain_left: usize,
     /// Next look for connections idle in the middle of a frame.
     next_sweep: Instant,
 }
@@ -311,6 +455,7 @@ impl<E: Emit> Server<E> {
             if stop {
                 return self.shutdown();
             }
+            self.drain_left = DRAIN_READS_PER_TURN;
             if self.backlogged {
                 self.accept();
             }
@@ -468,36 +613,221 @@ impl<E: Emit> Server<E> {
             "made room at --max-connections for a uid holding fewer",
         ) {
             warn!(
-                "{} connections open (--max-connections); closing the longest silent connection (pid {}) of uid {}, which holds the most, to admit a uid holding fewer (further such closings of this uid are summarised)",
+                "{} connections open (--max-connections); closing the longest silent connection (pid {}) of uid {}, which holds the most, to admit a uid holding fewer; what it had sent is read and delivered first (further such closings of this uid are summarised)",
                 self.live,
                 Pid(pid),
                 Pid(cred.uid)
             );
         }
-        // (close() accepts waiting connections; this is already accepting.)
-        let backlogged = std::mem::replace(&mut self.backlogged, false);
-        self.close(v, &Why::OverBudget, false);
-        self.backlogged = backlogged;
+        // The room is for the new connection: close() must not give it to
+        // a waiting one, nor accept more.
+        self.making_room = true;
+        self.close(v, &Why::Displaced, false);
+        self.making_room = false;
+    }
+
+    /// Serves a newly accepted connection: admitted, made room for, made to
+    /// wait, or refused.
+    fn arrived(&mut self, stream: UnixStream) {
+        let cred = peer_cred(&stream);
+        let full = self.live >= self.max_connections;
+        match self.policy.decide(&cred, full) {
+            Decision::Admit => self.register(stream, cred),
+            Decision::MakeRoom(top) => {
+                self.displace(top);
+                if self.live < self.max_connections {
+                    self.register(stream, cred);
+                } else {
+                    self.wait(stream, cred, Refusal::Full);
+                }
+            }
+            Decision::Wait(why) => self.wait(stream, cred, why),
+            Decision::Refuse => {
+                self.policy.refused(&cred, Refusal::NotAllowed);
+                if let Some(msg) = self
+                    .policy
+                    .first_refusal_message(&cred, Refusal::NotAllowed)
+                {
+                    warn!("{msg}");
+                }
+                // Not served: what it had sent is dropped, and counted.
+                let unread = queued(&stream);
+                if unread > 0 && self.policy.lost(&cred, unread, "connection not allowed") {
+                    warn!(
+                        "connection from pid {} uid {} not allowed: {unread} bytes it had sent dropped (further such losses of this uid are summarised)",
+                        Pid(cred.pid),
+                        Pid(cred.uid)
+                    );
+                }
+            }
+        }
+    }
+
+    /// Starts serving `stream`.
+    fn register(&mut self, mut stream: UnixStream, cred: PeerCred) {
+        let pid = cred.pid;
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        if let Err(e) =
+            self.poll
+                .registry()
+                .register(&mut stream, Token(i + FIRST_CONN), Interest::READABLE)
+        {
+            warn!(
+                "connection from pid {}: cannot register with poll: {e}; closing",
+                Pid(pid)
+            );
+            self.free.push(i);
+            let mut frames = FrameStream::new(self.max_line);
+            self.close_unserved(&stream, &mut frames, &cred, usize::MAX, "cannot register");
+            return;
+        }
+        self.policy.admitted(&cred);
+        self.conns[i] = Some(Conn {
+            stream,
+            pid,
+            cred,
+            last_data: Instant::now(),
+            frames: FrameStream::new(self.max_line),
+            held: 0,
+            queued: false,
+        });
+        self.live += 1;
+    }
+
+    /// `stream` must wait for room (`why`): kept accepted and unread. When
+    /// too many wait, the uid with the most waiting gives up its oldest,
+    /// or, when that is this uid, this one is refused; a refused one has
+    /// what it had sent read and delivered.
+    fn wait(&mut self, stream: UnixStream, cred: PeerCred, why: Refusal) {
+        if self.waiting.len() >= WAITING_MAX {
+            let count = |uid: u32, w: &VecDeque<Waiting>| {
+                w.iter().filter(|x| Policy::is_uid(&x.cred, uid)).count()
+            };
+            let mine = self
+                .waiting
+                .iter()
+                .filter(|x| Policy::same_uid(&x.cred, &cred))
+                .count();
+            let top = self
+                .waiting
+                .iter()
+                .map(|x| (x.cred, count(Policy::uid_of(&x.cred), &self.waiting)))
+                .max_by_key(|(_, n)| *n);
+            match top {
+                Some((top, n)) if n > mine + 1 => {
+                    let k = self
+                        .waiting
+                        .iter()
+                        .position(|x| Policy::same_uid(&x.cred, &top))
+                        .unwrap_or(0);
+                    if let Some(old) = self.waiting.remove(k) {
+                        self.refuse_waiting(old.stream, old.cred, why);
+                    }
+                }
+                _ => {
+                    self.refuse_waiting(stream, cred, why);
+                    return;
+                }
+            }
+        }
+        if self.policy.note_waiting(&cred) {
+            warn!(
+                "connection from pid {} uid {} waits for room ({}): accepted, not read until a connection closes; what it sends stays in its socket (further waits of this uid are summarised)",
+                Pid(cred.pid),
+                Pid(cred.uid),
+                why.wait_text()
+            );
+        }
+        self.waiting.push_back(Waiting { stream, cred });
+    }
+
+    /// Refuses a connection that could not wait: counted, and what it had
+    /// sent is read and delivered (its sender keeps the rest).
+    fn refuse_waiting(&mut self, stream: UnixStream, cred: PeerCred, why: Refusal) {
+        self.policy.refused(&cred, why);
+        if let Some(msg) = self.policy.first_refusal_message(&cred, why) {
+            warn!("{msg}; what it had sent is read and delivered");
+        }
+        let mut frames = FrameStream::new(self.max_line);
+        // Read in full (what is queued is bounded by the sender's socket
+        // buffer); the budget only stops further accepts this turn.
+        let reads = self.close_unserved(&stream, &mut frames, &cred, DRAIN_READS, "refused");
+        self.drain_left = self.drain_left.saturating_sub(reads);
+    }
+
+    /// Closes a connection that was never served: what its sender had
+    /// written is read (at most `max_reads` reads) and delivered; what
+    /// stays unread is counted as lost. Returns the reads made.
+    fn close_unserved(
+        &mut self,
+        stream: &UnixStream,
+        frames: &mut FrameStream,
+        cred: &PeerCred,
+        max_reads: usize,
+        why: &'static str,
+    ) -> usize {
+        let origin = Origin::peer(self.clock.now(), cred.pid, cred.uid);
+        let (reads, unread) = drain_queued(
+            stream,
+            frames,
+            &mut self.buf,
+            &origin,
+            &mut self.out,
+            max_reads.min(DRAIN_READS),
+        );
+        frames.finish(&origin, &mut self.out);
+        self.report_lost(cred, unread, why);
+        reads
+    }
+
+    fn report_lost(&mut self, cred: &PeerCred, unread: u64, why: &'static str) {
+        if unread > 0 && self.policy.lost(cred, unread, why) {
+            warn!(
+                "connection from pid {} uid {} closed ({why}) with {unread} bytes it had sent still unread: dropped (further such losses of this uid are summarised)",
+                Pid(cred.pid),
+                Pid(cred.uid)
+            );
+        }
+    }
+
+    /// Serves waiting connections while there is room, oldest first (one
+    /// whose uid is still at its share keeps waiting).
+    fn unwait(&mut self) {
+        let mut k = 0;
+        while k < self.waiting.len() && self.live < self.max_connections {
+            if self.policy.decide(&self.waiting[k].cred, false) == Decision::Admit {
+                if let Some(w) = self.waiting.remove(k) {
+                    self.register(w.stream, w.cred);
+                }
+            } else {
+                k += 1;
+            }
+        }
     }
 
     fn accept(&mut self) {
         if self.listener.is_none() {
             return;
         }
+        // Those waiting came first.
+        self.unwait();
         // Bounded per call, so a peer connecting (and being refused) in a
         // tight loop cannot keep the sink from serving the others.
         for _ in 0..ACCEPTS_PER_TURN {
-            let full = self.live >= self.max_connections;
-            if full && self.policy.uids() < 2 {
-                // One uid holds them all (every uid's share is below the
-                // limit, so nobody else is kept out): wait in the backlog
-                // until one closes, as a pipe's writer would.
-                if !self.backlogged {
-                    warn!(
-                        "{} connections open (--max-connections); new connections wait until one closes",
-                        self.live
-                    );
-                }
+            // Accepted even when one uid holds every connection (its share
+            // can be all of them: `--max-connections` under 8, or
+            // `--max-connections-per-uid` set that high): left in the
+            // backlog, a connection of another uid would wait until one of
+            // those closed, which an idle one never does. Accepted, it
+            // makes room or waits (`arrived`).
+            if self.drain_left == 0 {
+                // Refusals read enough this turn: the rest next turn.
                 self.backlogged = true;
                 return;
             }
@@ -505,64 +835,7 @@ impl<E: Emit> Server<E> {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, _)) => {
-                    let cred = peer_cred(&stream);
-                    let pid = cred.pid;
-                    if full {
-                        // At the limit: the uid holding the most makes room
-                        // for a uid holding fewer, or this one is refused.
-                        match self.policy.make_room_for(&cred) {
-                            Ok(top) => self.displace(top),
-                            Err(why) => {
-                                if let Some(msg) = self.policy.first_refusal_message(&cred, why) {
-                                    warn!("{msg}");
-                                }
-                                continue;
-                            }
-                        }
-                        if self.live >= self.max_connections {
-                            continue;
-                        }
-                    }
-                    if let Err(why) = self.policy.admit(&cred) {
-                        if let Some(msg) = self.policy.first_refusal_message(&cred, why) {
-                            warn!("{msg}");
-                        }
-                        // Dropping the stream closes it: the peer sees EOF.
-                        drop(stream);
-                        continue;
-                    }
-                    let i = match self.free.pop() {
-                        Some(i) => i,
-                        None => {
-                            self.conns.push(None);
-                            self.conns.len() - 1
-                        }
-                    };
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        Token(i + FIRST_CONN),
-                        Interest::READABLE,
-                    ) {
-                        warn!(
-                            "connection from pid {}: cannot register with poll: {e}; closing",
-                            Pid(pid)
-                        );
-                        self.policy.closed(&cred, 0);
-                        self.free.push(i);
-                        continue;
-                    }
-                    self.conns[i] = Some(Conn {
-                        stream,
-                        pid,
-                        cred,
-                        last_data: Instant::now(),
-                        frames: FrameStream::new(self.max_line),
-                        held: 0,
-                        queued: false,
-                    });
-                    self.live += 1;
-                }
+                Ok((stream, _)) => self.arrived(stream),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.backlogged = false;
                     return;
@@ -659,8 +932,38 @@ impl<E: Emit> Server<E> {
         self.policy.closed(&conn.cred, conn.held);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         let origin = Origin::peer(self.clock.now(), conn.pid, conn.cred.uid);
+        if why.drains() {
+            // Its sender may have written more since the last read (made
+            // room for, or evicted, it was not told to stop): read that and
+            // deliver it before closing, instead of discarding it unseen.
+            let (_, unread) = drain_queued(
+                &conn.stream,
+                &mut conn.frames,
+                &mut self.buf,
+                &origin,
+                &mut self.out,
+                DRAIN_READS,
+            );
+            let what = match why {
+                Why::Idle => "idle mid-frame",
+                Why::Displaced => "made room for a uid holding fewer",
+                _ => "over a buffer budget",
+            };
+            self.report_lost(&conn.cred, unread, what);
+        }
         let discarded = conn.frames.finish(&origin, &mut self.out);
-        if discarded > 0 && !matches!(why, Why::BadFrame | Why::OverBudget | Why::Idle) {
+        if discarded > 0 && matches!(why, Why::Displaced) {
+            // Idle and over-budget closings name their unfinished frame
+            // when they close; a displaced connection's sender may have
+            // been in the middle of one too (liblogtap, told by EPIPE,
+            // sends a frame cut short again whole).
+            warn!(
+                "connection from pid {} uid {} closed (made room for a uid holding fewer) in the middle of a frame: {discarded} bytes of an unfinished frame discarded",
+                Pid(conn.pid),
+                Pid(conn.cred.uid)
+            );
+        }
+        if discarded > 0 && !matches!(why, Why::BadFrame) && !why.drains() {
             if stopping {
                 warn!(
                     "connection from pid {}: sink stopping ({discarded} bytes of an unfinished frame discarded)",
@@ -674,8 +977,11 @@ impl<E: Emit> Server<E> {
             }
         }
         drop(conn);
-        if self.backlogged && !stopping {
-            self.accept();
+        if !stopping && !self.making_room {
+            self.unwait();
+            if self.backlogged {
+                self.accept();
+            }
         }
     }
 
@@ -687,6 +993,20 @@ impl<E: Emit> Server<E> {
         self.accept();
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
+        }
+        // Those waiting for room: what they had sent is read and delivered.
+        while let Some(w) = self.waiting.pop_front() {
+            let mut frames = FrameStream::new(self.max_line);
+            self.close_unserved(
+                &w.stream,
+                &mut frames,
+                &w.cred,
+                DRAIN_READS,
+                "sink stopping",
+            );
+            if self.out.failed() {
+                return self.output_error();
+            }
         }
         // Refuse further data first: a client's next send then fails
         // (EPIPE) and it keeps those bytes for its next sink, instead of

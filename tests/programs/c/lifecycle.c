@@ -19,6 +19,14 @@
  *                                first open() gets
  *   lifecycle fill               open /dev/null until EMFILE, write a line
  *                                to stdout, print how many opens worked
+ *   lifecycle fillfork           open /dev/null until EMFILE, write a line,
+ *                                open until EMFILE again, fork a child
+ *                                that writes one, then write one more
+ *                                after it exited
+ *   lifecycle filllog            write "start", open /dev/null until
+ *                                EMFILE, close the last, open $LOGFILE (it
+ *                                gets that number) and write a line to it,
+ *                                3 times
  *   lifecycle noshare PROG ARG…  exec PROG with unshare(2) failing with
  *                                EPERM, as under Docker's seccomp profile
  *   lifecycle vfork-sigchld N    a SIGCHLD handler writes "sigchld"; vfork
@@ -411,6 +419,53 @@ int main(int argc, char **argv)
         int e = errno;
         put(1, "after the fds ran out\n");
         printf("%d %s\n", n, e == EMFILE ? "EMFILE" : strerror(e));
+        return 0;
+    }
+    if (!strcmp(m, "fillfork")) {
+        while (open("/dev/null", O_RDONLY) >= 0)
+            ;
+        put(1, "parent before the fork\n");
+        usleep(100 * 1000);
+        /* Whatever the library's first open left free, the program takes. */
+        while (open("/dev/null", O_RDONLY) >= 0)
+            ;
+        pid_t pid = fork();
+        if (pid < 0)
+            return 4;
+        if (pid == 0) {
+            put(1, "child line\n");
+            exit(0);
+        }
+        int st;
+        if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            return 5;
+        put(1, "parent after the child\n");
+        return 0;
+    }
+    if (!strcmp(m, "filllog")) {
+        const char *log = getenv("LOGFILE");
+        int last = -1, fd;
+        /* The library's target first (in the fallback fd mode its own
+         * opens use the program's table: not while the test counts). */
+        put(1, "start\n");
+        usleep(100 * 1000);
+        while ((fd = open("/dev/null", O_RDONLY)) >= 0)
+            last = fd;
+        if (!log || last < 0)
+            return 4;
+        for (int i = 0; i < 3; i++) {
+            close(last);
+            int l = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+            if (l != last)
+                return 5;
+            char line[64];
+            snprintf(line, sizeof line, "log line %d at fd %d\n", i, l);
+            put(l, line);
+            close(l);
+            if (open("/dev/null", O_RDONLY) != last)
+                return 6;
+        }
+        put(1, "done\n");
         return 0;
     }
     return 2;
