@@ -565,3 +565,81 @@ fn the_relayed_program_gets_an_unblocked_mask_and_forwarded_signals() {
     assert_eq!(rest, "got TERM\n");
     assert_eq!(child.wait().unwrap().code(), Some(5));
 }
+
+/// A Go program linked dynamically (cgo, external linking) still writes
+/// with raw system calls, which a preloaded library never sees: it is
+/// relayed like a static one, and its output reaches the target.
+#[test]
+fn a_dynamically_linked_go_program_is_relayed() {
+    if skip_without("go") || skip_without("gcc") {
+        return;
+    }
+    let d = TestDir::new("run-cgo");
+    let prog = d.path.join("tapgo-cgo");
+    let work = manifest_dir().join("target/go");
+    let st = Command::new("go")
+        .args(["build", "-ldflags=-linkmode=external", "-o"])
+        .arg(&prog)
+        .arg(manifest_dir().join("tests/programs/go/tapgo.go"))
+        .env("CGO_ENABLED", "1")
+        .env("GOCACHE", work.join("cache"))
+        .env("GOPATH", work.join("path"))
+        .env("GO111MODULE", "off")
+        .status()
+        .expect("run go build");
+    assert!(st.success(), "cgo go build failed");
+    assert!(!is_static(&prog), "external linking made a dynamic program");
+    let want = direct(&[
+        prog.as_os_str(),
+        "lines".as_ref(),
+        "200".as_ref(),
+        "3".as_ref(),
+    ]);
+    let t = d.path.join("target.log");
+    let mut c = run_cmd(&t);
+    c.arg(&prog).args(["lines", "200", "3"]);
+    let got = run_timeout(c, TIMEOUT, "logtap-run cgo go");
+    assert_eq!(got.code(), 3);
+    assert_bytes("stdout", &got.stdout, &want.stdout);
+    let target = decode_target(&t);
+    assert_bytes("target stdout", &target["stdout"], &want.stdout);
+    assert_bytes("target stderr", &target["stderr"], &want.stderr);
+}
+
+/// `logtap-run prog | head -1`: when logtap-run's own stdout loses its
+/// reader, the program sees it as it would writing there itself (SIGPIPE
+/// on its next write), instead of running on into a relay that discards.
+#[test]
+fn a_closed_stdout_reaches_the_program() {
+    let Some(bb) = busybox() else { return };
+    let d = TestDir::new("run-epipe");
+    let t = d.path.join("target.log");
+    let mut c = run_cmd(&t);
+    c.env("LLT_TAP_INTO", "1")
+        .arg(&bb)
+        .arg("yes")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "y\n");
+    drop(out);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("the program ran on after logtap-run's stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGPIPE),
+        "as `yes | head -1`"
+    );
+}

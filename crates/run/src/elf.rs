@@ -91,6 +91,80 @@ fn interp(f: &File) -> Result<Option<Vec<u8>>, ()> {
     Ok(None)
 }
 
+/// Whether the ELF file was built by Go: it has a `.go.buildinfo` or
+/// `.note.go.buildid` section (the Go toolchain writes both).
+fn is_go(f: &File) -> bool {
+    let mut h = [0u8; 64];
+    let Ok(n) = f.read_at(&mut h, 0) else {
+        return false;
+    };
+    if n < 52 || &h[..4] != b"\x7fELF" {
+        return false;
+    }
+    let is64 = h[4] == 2;
+    let le = h[5] == 1;
+    let num = |b: &[u8]| -> u64 {
+        let mut v = [0u8; 8];
+        if le {
+            v[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(v)
+        } else {
+            v[8 - b.len()..].copy_from_slice(b);
+            u64::from_be_bytes(v)
+        }
+    };
+    if is64 && n < 64 {
+        return false;
+    }
+    let (shoff, shentsize, shnum, shstrndx) = if is64 {
+        (
+            num(&h[40..48]),
+            num(&h[58..60]),
+            num(&h[60..62]),
+            num(&h[62..64]),
+        )
+    } else {
+        (
+            num(&h[32..36]),
+            num(&h[46..48]),
+            num(&h[48..50]),
+            num(&h[50..52]),
+        )
+    };
+    let min = if is64 { 64 } else { 40 };
+    if shoff == 0 || shentsize < min || shnum == 0 || shnum > 4096 || shstrndx >= shnum {
+        return false;
+    }
+    let mut table = vec![0u8; (shentsize * shnum) as usize];
+    if f.read_exact_at(&mut table, shoff).is_err() {
+        return false;
+    }
+    let sh = |i: u64| &table[(i * shentsize) as usize..((i + 1) * shentsize) as usize];
+    // (name offset, file offset, size) of section i.
+    let sec = |i: u64| {
+        let s = sh(i);
+        if is64 {
+            (num(&s[0..4]), num(&s[24..32]), num(&s[32..40]))
+        } else {
+            (num(&s[0..4]), num(&s[16..20]), num(&s[20..24]))
+        }
+    };
+    let (_, stroff, strsize) = sec(shstrndx);
+    if strsize == 0 || strsize > 1 << 20 {
+        return false;
+    }
+    let mut names = vec![0u8; strsize as usize];
+    if f.read_exact_at(&mut names, stroff).is_err() {
+        return false;
+    }
+    (0..shnum).any(|i| {
+        let at = sec(i).0 as usize;
+        let name = names.get(at..).unwrap_or_default();
+        let name = &name[..name.iter().position(|&c| c == 0).unwrap_or(name.len())];
+        name == b".go.buildinfo" || name == b".note.go.buildid"
+    })
+}
+
 /// The interpreter of a `#!` script, as an absolute path; None when `f`
 /// is not one.
 fn shebang(f: &mut File) -> Option<PathBuf> {
@@ -124,6 +198,10 @@ fn kind_depth(path: &Path, depth: u32) -> Result<Kind, String> {
         return Ok(Kind::Static);
     }
     match interp(&f) {
+        // Go writes with raw system calls even when linked dynamically
+        // (cgo): a preloaded library never sees them, so Go programs are
+        // relayed whatever their linking.
+        Ok(Some(_)) if is_go(&f) => Ok(Kind::Static),
         Ok(Some(loader)) => Ok(Kind::Dynamic {
             musl: loader.windows(7).any(|w| w == b"ld-musl"),
         }),

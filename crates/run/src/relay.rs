@@ -59,12 +59,14 @@ struct Stream {
     pending: Vec<u8>,
     /// When `pending` got its first byte.
     since: u64,
+    /// `out` failed for good: the stream is closed after this read.
+    broken: bool,
 }
 
 /// Writes all of `data` to `fd`, waiting while a non-blocking fd is
-/// full. A destination that fails (closed reader) loses what a program
-/// writing there itself would have lost.
-fn write_all(fd: i32, mut data: &[u8]) {
+/// full. False when the destination failed for good (its reader closed
+/// it: EPIPE), which the caller passes on to the program.
+fn write_all(fd: i32, mut data: &[u8]) -> bool {
     while !data.is_empty() {
         let n = sys::write(fd, data);
         if n > 0 {
@@ -82,9 +84,10 @@ fn write_all(fd: i32, mut data: &[u8]) {
                 // SAFETY: one valid pollfd.
                 unsafe { libc::poll(&mut p, 1, 100) };
             }
-            _ => return,
+            _ => return false,
         }
     }
+    true
 }
 
 impl Stream {
@@ -92,27 +95,45 @@ impl Stream {
     fn data(&mut self, d: &[u8], tapping: bool) {
         if !tapping {
             self.send_pending();
-            write_all(self.out, d);
+            if !write_all(self.out, d) {
+                self.out_gone();
+            }
             return;
         }
-        if !tap::suppressed(self.src) {
-            write_all(self.out, d);
+        if !tap::suppressed(self.src) && !write_all(self.out, d) {
+            self.broken = true;
         }
         if self.pending.is_empty() {
             self.since = sys::now_ms();
         }
         self.pending.extend_from_slice(d);
-        let cut = if self.pending.len() >= LINE_MAX {
+        // Up to the last newline; a line of LINE_MAX with none is cut.
+        let whole = self
+            .pending
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let cut = if whole > 0 {
+            whole
+        } else if self.pending.len() >= LINE_MAX {
             self.pending.len()
         } else {
-            self.pending
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1)
+            0
         };
         if cut > 0 {
             self.emit(cut);
         }
+        if self.broken {
+            self.out_gone();
+        }
+    }
+
+    /// Our own stdout/stderr lost its reader (`logtap-run prog | head -1`):
+    /// the program must see that too, as it would writing there itself, so
+    /// its pipe's reading end is closed (what was read still reaches the
+    /// target); its next write gets SIGPIPE or EPIPE.
+    fn out_gone(&mut self) {
+        self.close();
     }
 
     /// Sends the first `n` pending bytes as one record.
@@ -120,7 +141,9 @@ impl Stream {
         let chunk = &self.pending[..n];
         if tap::suppressed(self.src) {
             let stored = transport::push_prefix(self.src, &[chunk]);
-            write_all(self.out, &chunk[stored..]);
+            if !write_all(self.out, &chunk[stored..]) {
+                self.broken = true;
+            }
         } else {
             transport::push_or_drop(self.src, &[chunk]);
         }
@@ -224,6 +247,7 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
             out: 1,
             pending: Vec::new(),
             since: 0,
+            broken: false,
         });
     }
     if let Some(e) = child.stderr.take() {
@@ -233,6 +257,7 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
             out: 2,
             pending: Vec::new(),
             since: 0,
+            broken: false,
         });
     }
     let start = sys::now_ms();
