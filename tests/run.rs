@@ -643,3 +643,39 @@ fn a_closed_stdout_reaches_the_program() {
         "as `yes | head -1`"
     );
 }
+
+/// Every asynchronous signal reaches the program, as under tini: SIGALRM
+/// and a real-time signal (a STOPSIGNAL may be one) are not the seven
+/// usual ones, and before they ended logtap-run and orphaned the program.
+#[test]
+fn other_asynchronous_signals_are_forwarded_too() {
+    let Some(bb) = busybox() else { return };
+    let d = TestDir::new("run-allsig");
+    let t = d.path.join("target.log");
+    let rt = libc::SIGRTMIN() + 3;
+    let script = format!(
+        "trap 'echo got ALRM' ALRM; trap 'echo got RT' {rt}; echo ready; \
+         i=0; while [ $i -lt 40 ]; do i=$((i+1)); sleep 0.05; done; exit 4"
+    );
+    let mut c = run_cmd(&t);
+    c.arg(&bb)
+        .args(["sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = child.id() as libc::pid_t;
+    for sig in [libc::SIGALRM, rt] {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, sig) };
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(4), "logtap-run lived on: {rest:?}");
+    assert_eq!(rest, "got ALRM\ngot RT\n");
+}

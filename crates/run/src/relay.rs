@@ -39,15 +39,37 @@ const QUIET_MS: u64 = 200;
 /// …or at most this long.
 const DRAIN_MAX_MS: u64 = 2000;
 
-const FORWARDED: [libc::c_int; 7] = [
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-];
+/// Adds the signals forwarded to the program to `set`: every asynchronous
+/// one, as tini does (what a container manager or a user may send, such as
+/// SIGTERM, SIGPWR or a real-time STOPSIGNAL). Not: the synchronous ones
+/// (a fault of our own), SIGKILL and SIGSTOP (they cannot be caught), the
+/// terminal's job-control stops, SIGPIPE (ours, from an output that lost
+/// its reader) and SIGCHLD (ours, handled apart).
+fn add_forwarded(set: &mut libc::sigset_t) {
+    const NOT: [libc::c_int; 12] = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGILL,
+        libc::SIGFPE,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        libc::SIGABRT,
+        libc::SIGKILL,
+        libc::SIGSTOP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+        libc::SIGPIPE,
+    ];
+    let rt = libc::SIGRTMIN()..=libc::SIGRTMAX();
+    for s in (1..32)
+        .filter(|s| !NOT.contains(s) && *s != libc::SIGCHLD)
+        .chain(rt)
+    {
+        // SAFETY: plain sigset manipulation; libc refuses the numbers it
+        // reserves for itself.
+        unsafe { libc::sigaddset(set, s) };
+    }
+}
 
 struct Stream {
     /// The pipe's read end; -1 once at EOF.
@@ -207,9 +229,8 @@ pub fn run(path: &Path, arg0: &OsStr, args: &[OsString]) -> i32 {
         let mut set: libc::sigset_t = core::mem::zeroed();
         let mut old: libc::sigset_t = core::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
-            libc::sigaddset(&mut set, *s);
-        }
+        add_forwarded(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
         let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         (fd, old)
