@@ -73,7 +73,10 @@ fn tmpdir(name: &str) -> PathBuf {
 /// Frames received, per peer pid and source, in arrival order.
 #[derive(Default)]
 struct Store {
-    data: BTreeMap<(i32, String), Vec<u8>>,
+    /// (peer pid, connection number in accept order, source): a process
+    /// that reconnects sends its later bytes on a later connection, whose
+    /// reader thread may store them before the earlier one's last bytes.
+    data: BTreeMap<(i32, usize, String), Vec<u8>>,
     frames: usize,
     connections: usize,
     errors: Vec<String>,
@@ -118,6 +121,7 @@ impl Receiver {
         let (p2, s2, a2, st2) = (paused.clone(), stop.clone(), abrupt.clone(), store.clone());
         let acceptor = std::thread::spawn(move || {
             let mut conns = Vec::new();
+            let mut accepted = 0usize;
             // On stop, connections already in the backlog are still taken
             // (they may carry data), as logtap-sink does.
             loop {
@@ -125,7 +129,9 @@ impl Receiver {
                 match listener.accept() {
                     Ok((sock, _)) => {
                         let (p3, s3, a3, st3) = (p2.clone(), s2.clone(), a2.clone(), st2.clone());
-                        conns.push(std::thread::spawn(move || serve(sock, p3, s3, a3, st3)));
+                        accepted += 1;
+                        let n = accepted;
+                        conns.push(std::thread::spawn(move || serve(sock, n, p3, s3, a3, st3)));
                     }
                     Err(_) if stopping => break,
                     Err(_) => std::thread::sleep(Duration::from_millis(2)),
@@ -169,6 +175,7 @@ impl Receiver {
 
 fn serve(
     mut sock: UnixStream,
+    conn: usize,
     paused: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     abrupt: Arc<AtomicBool>,
@@ -203,7 +210,7 @@ fn serve(
                 let r = dec.feed(&buf[..n], |f| {
                     st.frames += 1;
                     let src = String::from_utf8_lossy(f.source).into_owned();
-                    let d = st.data.entry((pid, src)).or_default();
+                    let d = st.data.entry((pid, conn, src)).or_default();
                     for w in f.writes() {
                         d.extend_from_slice(w.data);
                     }
@@ -320,7 +327,7 @@ fn same_bytes(got: &[u8], want: &[u8], what: &str) {
 
 fn all_source(store: &Store, source: &str) -> Vec<u8> {
     let mut v = Vec::new();
-    for ((_, s), d) in &store.data {
+    for ((_, _, s), d) in &store.data {
         if s == source {
             v.extend_from_slice(d);
         }
@@ -394,7 +401,7 @@ fn forked_children_are_attributed_and_complete() {
     check_lines(&all_source(&st, "stdout"), &expect);
     // Each child's lines come from its own pid.
     let mut tags_per_pid: HashMap<i32, std::collections::HashSet<String>> = HashMap::new();
-    for ((pid, src), d) in &st.data {
+    for ((pid, _, src), d) in &st.data {
         if src != "stdout" {
             continue;
         }
