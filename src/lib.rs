@@ -38,12 +38,7 @@ pub fn debug(parts: &[&[u8]]) {
     if !config::get().debug {
         return;
     }
-    let mut pid = [0u8; 20];
-    let pid = sys::fmt_u64(sys::getpid() as u64, &mut pid);
-    let mut all: [&[u8]; 8] = [b"logtap[", pid, b"]: ", &[], &[], &[], &[], &[]];
-    let n = parts.len().min(5);
-    all[3..3 + n].copy_from_slice(&parts[..n]);
-    sys::say(&all[..3 + n]);
+    sys::say_as(b"logtap", parts);
 }
 
 extern "C" fn init() {

@@ -262,6 +262,17 @@ pub fn sleep_ms(ms: u64) {
 }
 
 /// One line on stderr, straight to fd 2 so it is never tapped.
+/// `say` with `who[pid]: ` in front (at most five parts after it): the
+/// debug line of the library and of `logtap-run`.
+pub fn say_as(who: &[u8], parts: &[&[u8]]) {
+    let mut pid = [0u8; 20];
+    let pid = fmt_u64(getpid() as u64, &mut pid);
+    let mut all: [&[u8]; 9] = [who, b"[", pid, b"]: ", &[], &[], &[], &[], &[]];
+    let n = parts.len().min(5);
+    all[4..4 + n].copy_from_slice(&parts[..n]);
+    say(&all[..4 + n]);
+}
+
 pub fn say(parts: &[&[u8]]) {
     let mut buf = [0u8; 1024];
     let mut at = 0;
