@@ -19,12 +19,20 @@
 
 use std::fmt;
 
+pub mod ring;
+pub use ring::RingPosition;
+
 /// Pantavisor's `logserver_msg`: the only version a plain logserver reader
 /// accepts.
 pub const VERSION: i32 = 0;
 /// logtap's extension of version 0: every write in the data carries its
 /// origin (an [`EntryHeader`] before its bytes). Only logtap-sink reads it.
 pub const VERSION_ORIGIN: i32 = 1;
+/// Version 1 on a connection whose sender shared its ring (see [`ring`]):
+/// the data is a run of entries followed by a [`RingPosition`], where the
+/// bytes after this frame start in that ring. Sent only to a sink that
+/// greeted the connection with [`ring::SINK_HELLO`].
+pub const VERSION_RING: i32 = 2;
 /// `version` + `len`.
 pub const HEADER_LEN: usize = 8;
 /// Size of an [`EntryHeader`] on the wire (and in liblogtap's buffer).
@@ -225,6 +233,23 @@ pub fn encode_with_origin(
     out
 }
 
+/// Encodes a whole version-2 frame: entries as in version 1, then
+/// `position` (for tests and tools, not the hooks).
+pub fn encode_ring(
+    level: Level,
+    platform: &[u8],
+    source: &[u8],
+    writes: &[(WriteOrigin, &[u8])],
+    position: RingPosition,
+) -> Vec<u8> {
+    let mut out = encode_with_origin(level, platform, source, writes);
+    out[..4].copy_from_slice(&VERSION_RING.to_ne_bytes());
+    let len = i32::from_ne_bytes(out[4..8].try_into().expect("4 bytes")) as usize;
+    out[4..8].copy_from_slice(&((len + ring::POSITION_LEN) as i32).to_ne_bytes());
+    out.extend_from_slice(&position.to_bytes());
+    out
+}
+
 /// One decoded frame, borrowing from the decoder's input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Frame<'a> {
@@ -235,8 +260,10 @@ pub struct Frame<'a> {
     pub platform: &'a [u8],
     pub source: &'a [u8],
     /// Everything after the source's NUL: the bytes written (version 0),
-    /// or entries (version 1; read them with [`Frame::writes`]).
+    /// or entries (versions 1 and 2; read them with [`Frame::writes`]).
     pub data: &'a [u8],
+    /// Version 2: where the sender's ring continues after this frame.
+    pub position: Option<RingPosition>,
 }
 
 impl<'a> Frame<'a> {
@@ -250,7 +277,7 @@ impl<'a> Frame<'a> {
     pub fn writes(&self) -> Writes<'a> {
         Writes {
             rest: self.data,
-            entries: self.version == VERSION_ORIGIN,
+            entries: self.version != VERSION,
         }
     }
 }
@@ -307,6 +334,8 @@ pub enum FrameError {
     BadLevel,
     /// A version-1 frame whose data is not a run of whole entries.
     BadEntry,
+    /// A version-2 frame too short for its ring position.
+    MissingPosition,
 }
 
 impl fmt::Display for FrameError {
@@ -315,7 +344,7 @@ impl fmt::Display for FrameError {
             FrameError::BadVersion(v) => {
                 write!(
                     f,
-                    "unsupported version {v} (0 logserver_msg, 1 logtap's with origin)"
+                    "unsupported version {v} (0 logserver_msg, 1 logtap's with origin, 2 with ring position)"
                 )
             }
             FrameError::BadLength(l) => write!(f, "length {l} outside 0..={MAX_LEN}"),
@@ -329,6 +358,10 @@ impl fmt::Display for FrameError {
             FrameError::BadEntry => write!(
                 f,
                 "version-1 data is not a run of whole entries (16-byte header + its length)"
+            ),
+            FrameError::MissingPosition => write!(
+                f,
+                "version-2 data is shorter than its 16-byte ring position"
             ),
         }
     }
@@ -345,7 +378,7 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
 pub fn parse_header_version(h: &[u8; HEADER_LEN]) -> Result<(i32, usize), FrameError> {
     let version = i32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
     let len = i32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
-    if version != VERSION && version != VERSION_ORIGIN {
+    if !(VERSION..=VERSION_RING).contains(&version) {
         return Err(FrameError::BadVersion(version));
     }
     if len < 0 || len as usize > MAX_LEN {
@@ -372,7 +405,18 @@ pub fn parse_body_version(version: i32, body: &[u8]) -> Result<Frame<'_>, FrameE
         return Err(FrameError::BadLevel);
     }
     let level = level.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
-    if version == VERSION_ORIGIN {
+    let mut position = None;
+    let mut data = data;
+    if version == VERSION_RING {
+        let at = data
+            .len()
+            .checked_sub(ring::POSITION_LEN)
+            .ok_or(FrameError::MissingPosition)?;
+        let p: &[u8; ring::POSITION_LEN] = data[at..].try_into().expect("16 bytes");
+        position = Some(RingPosition::from_bytes(p));
+        data = &data[..at];
+    }
+    if version != VERSION {
         let mut rest = data;
         while !rest.is_empty() {
             let (_, _, r) = split_entry(rest).ok_or(FrameError::BadEntry)?;
@@ -385,6 +429,7 @@ pub fn parse_body_version(version: i32, body: &[u8]) -> Result<Frame<'_>, FrameE
         platform,
         source,
         data,
+        position,
     })
 }
 
@@ -571,6 +616,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn version_two_carries_entries_and_a_position() {
+        let o = WriteOrigin { time_ns: 7, pid: 9 };
+        let p = RingPosition { pos: 4096, skip: 3 };
+        let f = encode_ring(Level::Info, b"app", b"stdout", &[(o, b"ab\n")], p);
+        let mut d = Decoder::new();
+        let mut got = Vec::new();
+        d.feed(&f, |fr| {
+            got.push((
+                fr.version,
+                fr.position,
+                fr.writes().map(|w| w.data.to_vec()).collect::<Vec<_>>(),
+            ))
+        })
+        .unwrap();
+        assert_eq!(got, vec![(VERSION_RING, Some(p), vec![b"ab\n".to_vec()])]);
+        // An attach frame: no entries, only the position.
+        let a = encode_ring(Level::Info, b"app", SELF_SOURCE.as_bytes(), &[], p);
+        let mut n = 0;
+        Decoder::new()
+            .feed(&a, |fr| {
+                assert_eq!(fr.writes().count(), 0);
+                assert_eq!(fr.position, Some(p));
+                n += 1;
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        // Shorter than a position: malformed.
+        let mut bad = encode_with_origin(Level::Info, b"a", b"s", &[]);
+        bad[..4].copy_from_slice(&VERSION_RING.to_ne_bytes());
+        assert_eq!(
+            Decoder::new().feed(&bad, |_| ()),
+            Err(FrameError::MissingPosition)
+        );
+    }
+
+    #[test]
     fn round_trip_and_split_feeding() {
         let mut stream = encode(Level::Info, b"app", b"/var/log/a.log", b"hello\nworld\n");
         stream.extend(encode(Level::Warn, b"app", b"stderr", b""));
@@ -607,8 +688,8 @@ mod tests {
     fn rejects_hostile_headers() {
         let mut d = Decoder::new();
         let mut bad = header(10).to_vec();
-        bad[..4].copy_from_slice(&2i32.to_ne_bytes());
-        assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadVersion(2)));
+        bad[..4].copy_from_slice(&3i32.to_ne_bytes());
+        assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadVersion(3)));
         let mut d = Decoder::new();
         assert!(matches!(
             d.feed(&header(1 << 30), |_| {}),

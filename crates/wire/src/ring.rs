@@ -1,0 +1,237 @@
+//! The shared ring: liblogtap's buffer as the sink sees it.
+//!
+//! liblogtap keeps its buffer in a sealed `memfd` and, on a connection to a
+//! logtap-sink that greeted it with [`SINK_HELLO`], hands that memfd over
+//! with `SCM_RIGHTS` in an attach frame (a [`VERSION_RING`](crate::VERSION_RING)
+//! frame with no entries). From then on every frame on that connection ends
+//! with a [`RingPosition`]: where in the ring the bytes after that frame
+//! start. When the connection ends and the process is gone (or has marked
+//! the ring [`STATE_ABANDONED`]), the sink reads the records from the last
+//! position it received up to the ring's head: what the program wrote but
+//! never sent. Nothing is read twice, and nothing a write returned for is
+//! lost, even on SIGKILL.
+//!
+//! This module defines the memory layout once, for the writer (the
+//! library's `src/ring.rs`) and the reader (the sink's recovery). It holds
+//! numbers and pure functions only; the reader must treat every value it
+//! loads from the mapping as a claim of a possibly hostile process.
+//!
+//! Layout of the memfd, all integers native-endian:
+//!
+//! | offset | size | content |
+//! |---|---|---|
+//! | 0 | [`CONTROL_SIZE`] | control block (below) |
+//! | [`CONTROL_SIZE`] | `slots * SLOT_SIZE` | source table |
+//! | `data_offset` | `cap` | records |
+//!
+//! The memfd's size is exactly `data_offset + cap`, and it carries at least
+//! the seals [`REQUIRED_SEALS`] (so the sink's mapping can never lose pages
+//! under it).
+
+/// `control[MAGIC_AT..+8]`.
+pub const MAGIC: u64 = u64::from_ne_bytes(*b"LLTRING\0");
+/// The layout this module describes.
+pub const LAYOUT_VERSION: u32 = 1;
+/// What a logtap-sink that reads shared rings sends first on every
+/// connection: the three letters and the [`LAYOUT_VERSION`] it reads.
+pub const SINK_HELLO: [u8; 4] = [b'L', b'T', b'R', LAYOUT_VERSION as u8];
+
+/// Size of the control block at the start of the memfd.
+pub const CONTROL_SIZE: usize = 4096;
+/// `u64`: [`MAGIC`].
+pub const MAGIC_AT: usize = 0;
+/// `u32`: [`LAYOUT_VERSION`].
+pub const VERSION_AT: usize = 8;
+/// `u32`: number of source slots in the table.
+pub const SLOTS_AT: usize = 12;
+/// `u64`: offset of the record area (page-aligned).
+pub const DATA_OFFSET_AT: usize = 16;
+/// `u64`: size of the record area, a power of two.
+pub const CAP_AT: usize = 24;
+/// `u32`: [`STATE_LIVE`] or [`STATE_ABANDONED`].
+pub const STATE_AT: usize = 32;
+/// `u64` (atomic): next free record position (monotonic; reduce modulo
+/// `cap`). Written by the program's writers.
+pub const HEAD_AT: usize = 64;
+/// `u64` (atomic): every position before it has been sent and freed.
+/// Written by the program's sender. On its own cache line, apart from the
+/// head.
+pub const TAIL_AT: usize = 128;
+
+/// The program uses the ring and may still send what is in it.
+pub const STATE_LIVE: u32 = 0;
+/// The program will send nothing more from this ring (it has exec'd or
+/// is exiting): whatever the sink has not received is the sink's to read.
+pub const STATE_ABANDONED: u32 = 1;
+
+/// Size of one source slot.
+pub const SLOT_SIZE: usize = 4096 + 64;
+/// The longest source name a slot holds.
+pub const SLOT_NAME_MAX: usize = SLOT_SIZE - SLOT_NAME_AT;
+/// `u32` (atomic) in a slot: 1 once the slot's other fields are written
+/// (stored last, with Release), 0 while empty.
+pub const SLOT_READY_AT: usize = 0;
+/// `u32`: the source's level ([`crate::Level`] number).
+pub const SLOT_LEVEL_AT: usize = 4;
+/// `u32`: bytes of the name.
+pub const SLOT_NAME_LEN_AT: usize = 8;
+/// `u64` (atomic): bytes dropped for this source and not yet reported in
+/// a drop notice.
+pub const SLOT_DROP_BYTES_AT: usize = 16;
+/// `u64` (atomic): writes dropped and not yet reported.
+pub const SLOT_DROP_WRITES_AT: usize = 24;
+/// The name (as in a frame's `source` field, before its leading `/` is cut).
+pub const SLOT_NAME_AT: usize = 64;
+
+/// Seals the memfd must carry before a sink maps it: it can neither shrink
+/// (a mapping over a truncated file faults) nor have its seals removed.
+pub const REQUIRED_SEALS: u32 = F_SEAL_SEAL | F_SEAL_SHRINK;
+/// `F_SEAL_SEAL` (Linux `fcntl.h`).
+pub const F_SEAL_SEAL: u32 = 0x0001;
+/// `F_SEAL_SHRINK`.
+pub const F_SEAL_SHRINK: u32 = 0x0002;
+/// `F_SEAL_GROW`.
+pub const F_SEAL_GROW: u32 = 0x0004;
+
+/// Each record starts with an 8-byte header word: `len` in bits 0–31,
+/// the source slot in bits 32–39, and these flags.
+pub const REC_COMMIT: u64 = 1 << 63;
+/// With [`REC_COMMIT`]: padding of `len` bytes after the header word.
+pub const REC_PAD: u64 = 1 << 62;
+/// Reserved by a writer that has not finished: `len` is the most it may
+/// hold, and the record's size is known, but not its bytes.
+pub const REC_RESERVED: u64 = 1 << 61;
+/// Size of a record's header word.
+pub const REC_HEADER: usize = 8;
+
+/// What one header word says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Zero: nothing stamped here yet (or freed).
+    Empty,
+    /// Padding: the next record starts `size` bytes further.
+    Pad { size: u64 },
+    /// A write not yet committed: skip `size` bytes.
+    Reserved { size: u64 },
+    /// A committed write of `len` bytes from source `src`; it is followed
+    /// by its 16-byte entry header (origin) and its data, `size` in all
+    /// with the header word.
+    Record { src: u8, len: u32, size: u64 },
+    /// Flags that no writer produces.
+    Invalid,
+}
+
+/// Decodes a record header word.
+pub fn decode_header(h: u64) -> Slot {
+    let len = (h & 0xffff_ffff) as u32;
+    let src = ((h >> 32) & 0xff) as u8;
+    let flags = h & (REC_COMMIT | REC_PAD | REC_RESERVED);
+    let rec = record_size(len as usize) as u64;
+    match flags {
+        0 if h == 0 => Slot::Empty,
+        f if f == REC_COMMIT | REC_PAD => Slot::Pad {
+            size: (REC_HEADER + round8(len as usize)) as u64,
+        },
+        REC_COMMIT => Slot::Record {
+            src,
+            len,
+            size: rec,
+        },
+        REC_RESERVED => Slot::Reserved { size: rec },
+        _ => Slot::Invalid,
+    }
+}
+
+/// Header word of a committed record.
+pub fn record_header(src: u8, len: u32) -> u64 {
+    u64::from(len) | (u64::from(src) << 32) | REC_COMMIT
+}
+
+/// Header word of a reservation of up to `max` bytes.
+pub fn reserved_header(src: u8, max: u32) -> u64 {
+    u64::from(max) | (u64::from(src) << 32) | REC_RESERVED
+}
+
+/// Header word of padding whose total size (header word included) is
+/// `size`.
+pub fn pad_header(size: u64) -> u64 {
+    (size - REC_HEADER as u64) | REC_PAD | REC_COMMIT
+}
+
+/// Bytes a record of `len` data bytes takes in the ring: header word, entry
+/// header, data, rounded up to 8.
+pub fn record_size(len: usize) -> usize {
+    REC_HEADER + crate::ENTRY_HEADER + round8(len)
+}
+
+/// `n` rounded up to a multiple of 8.
+pub fn round8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+/// Where in a ring the next unsent byte lies: the record at `pos`, of
+/// which the first `skip` data bytes were already sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RingPosition {
+    pub pos: u64,
+    pub skip: u64,
+}
+
+/// Size of a [`RingPosition`] at the end of a version-2 frame.
+pub const POSITION_LEN: usize = 16;
+
+impl RingPosition {
+    pub fn to_bytes(self) -> [u8; POSITION_LEN] {
+        let mut b = [0u8; POSITION_LEN];
+        b[..8].copy_from_slice(&self.pos.to_ne_bytes());
+        b[8..].copy_from_slice(&self.skip.to_ne_bytes());
+        b
+    }
+
+    pub fn from_bytes(b: &[u8; POSITION_LEN]) -> RingPosition {
+        RingPosition {
+            pos: u64::from_ne_bytes(b[..8].try_into().expect("8 bytes")),
+            skip: u64::from_ne_bytes(b[8..].try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// Offset of the record area for a table of `slots` sources: the control
+/// block and the table, rounded up to a page of 4 KiB.
+pub fn data_offset(slots: usize) -> usize {
+    (CONTROL_SIZE + slots * SLOT_SIZE + 4095) & !4095
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_words_round_trip() {
+        assert_eq!(decode_header(0), Slot::Empty);
+        assert_eq!(
+            decode_header(record_header(5, 13)),
+            Slot::Record {
+                src: 5,
+                len: 13,
+                size: (8 + 16 + 16) as u64
+            }
+        );
+        assert_eq!(
+            decode_header(reserved_header(1, 100)),
+            Slot::Reserved {
+                size: (8 + 16 + 104) as u64
+            }
+        );
+        assert_eq!(decode_header(pad_header(48)), Slot::Pad { size: 48 });
+        assert_eq!(decode_header(REC_PAD), Slot::Invalid);
+        assert_eq!(decode_header(REC_RESERVED | REC_COMMIT | 4), Slot::Invalid);
+        let p = RingPosition {
+            pos: 1 << 40,
+            skip: 77,
+        };
+        assert_eq!(RingPosition::from_bytes(&p.to_bytes()), p);
+        assert_eq!(data_offset(68) % 4096, 0);
+        assert!(data_offset(68) >= CONTROL_SIZE + 68 * SLOT_SIZE);
+    }
+}
