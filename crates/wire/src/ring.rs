@@ -1,15 +1,22 @@
 //! The shared ring: liblogtap's buffer as the sink sees it.
 //!
-//! liblogtap keeps its buffer in a sealed `memfd` and, on a connection to a
-//! logtap-sink that greeted it with [`SINK_HELLO`], hands that memfd over
-//! with `SCM_RIGHTS` in an attach frame (a [`VERSION_RING`](crate::VERSION_RING)
-//! frame with no entries). From then on every frame on that connection ends
-//! with a [`RingPosition`]: where in the ring the bytes after that frame
-//! start. When the connection ends and the process is gone (or has marked
-//! the ring [`STATE_ABANDONED`]), the sink reads the records from the last
-//! position it received up to the ring's head: what the program wrote but
-//! never sent. Nothing is read twice, and nothing a write returned for is
-//! lost, even on SIGKILL.
+//! liblogtap keeps its buffer in a sealed `memfd`. A logtap-sink that
+//! reads shared rings greets every connection with a [`Hello`]: four
+//! bytes ([`SINK_HELLO`]) and a token naming the connection. On such a
+//! connection the library stores the token in the ring's control block
+//! ([`OWNER_AT`]) and hands the memfd over with `SCM_RIGHTS` in an attach
+//! frame (a [`VERSION_RING`](crate::VERSION_RING) frame with no entries,
+//! source [`SELF_SOURCE`](crate::SELF_SOURCE)). From then on every frame on
+//! that connection is version 2 and ends with a [`RingPosition`]: where in
+//! the ring the bytes after that frame start.
+//!
+//! When the connection ends while the owner token is still this
+//! connection's (the library clears it before closing a connection on
+//! purpose, and a newer connection replaces it), and the process is gone
+//! or has marked the ring [`STATE_ABANDONED`] (it exec'd or is exiting),
+//! the sink reads the records from the last position it received up to
+//! the ring's head: what the program wrote but never sent. Nothing is read
+//! twice, and nothing a write returned for is lost, even on SIGKILL.
 //!
 //! This module defines the memory layout once, for the writer (the
 //! library's `src/ring.rs`) and the reader (the sink's recovery). It holds
@@ -35,6 +42,34 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// What a logtap-sink that reads shared rings sends first on every
 /// connection: the three letters and the [`LAYOUT_VERSION`] it reads.
 pub const SINK_HELLO: [u8; 4] = [b'L', b'T', b'R', LAYOUT_VERSION as u8];
+/// [`SINK_HELLO`] and the connection's token (native-endian `u64`, never
+/// 0).
+pub const HELLO_LEN: usize = 12;
+
+/// The sink's greeting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub token: u64,
+}
+
+impl Hello {
+    pub fn to_bytes(self) -> [u8; HELLO_LEN] {
+        let mut b = [0u8; HELLO_LEN];
+        b[..4].copy_from_slice(&SINK_HELLO);
+        b[4..].copy_from_slice(&self.token.to_ne_bytes());
+        b
+    }
+
+    /// `None` unless `b` is a greeting of this layout version with a
+    /// token other than 0.
+    pub fn parse(b: &[u8; HELLO_LEN]) -> Option<Hello> {
+        if b[..4] != SINK_HELLO {
+            return None;
+        }
+        let token = u64::from_ne_bytes(b[4..].try_into().expect("8 bytes"));
+        (token != 0).then_some(Hello { token })
+    }
+}
 
 /// Size of the control block at the start of the memfd.
 pub const CONTROL_SIZE: usize = 4096;
@@ -48,8 +83,11 @@ pub const SLOTS_AT: usize = 12;
 pub const DATA_OFFSET_AT: usize = 16;
 /// `u64`: size of the record area, a power of two.
 pub const CAP_AT: usize = 24;
-/// `u32`: [`STATE_LIVE`] or [`STATE_ABANDONED`].
+/// `u32` (atomic): [`STATE_LIVE`] or [`STATE_ABANDONED`].
 pub const STATE_AT: usize = 32;
+/// `u64` (atomic): the token of the connection the ring is attached to,
+/// 0 when none (see the module's text).
+pub const OWNER_AT: usize = 40;
 /// `u64` (atomic): next free record position (monotonic; reduce modulo
 /// `cap`). Written by the program's writers.
 pub const HEAD_AT: usize = 64;
@@ -232,6 +270,9 @@ mod tests {
         };
         assert_eq!(RingPosition::from_bytes(&p.to_bytes()), p);
         assert_eq!(data_offset(68) % 4096, 0);
+        let h = Hello { token: 0xfeed };
+        assert_eq!(Hello::parse(&h.to_bytes()), Some(h));
+        assert_eq!(Hello::parse(&Hello { token: 0 }.to_bytes()), None);
         assert!(data_offset(68) >= CONTROL_SIZE + 68 * SLOT_SIZE);
     }
 }
