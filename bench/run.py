@@ -17,6 +17,16 @@ Environment:
   BENCH_OPENS      opens of part g, the LLT_TAP_FILE pattern cost (default 1000000)
   BENCH_ONLY       comma-separated parts to run (all others skipped); the
                    figures are printed and results.md is left as it is
+  BENCH_BEFORE_LIB another liblogtap.so (say, main's, before a change): (a)-(f)
+                   run it too, in the same rounds, and print both columns
+  BENCH_BEFORE_SINK the logtap-sink to pair with it (default: this build's)
+  BENCH_RESULTS    directory for results.md, results.json and chart.png
+                   (default bench/results; a smoke run can write elsewhere)
+
+Part c also runs the peers in the same rounds (BENCH_SKIP=peers leaves them
+out): the container runtime's model (stdout a pipe drained by
+bench/pipe_reader.c, which writes JSON lines as Docker's json-file driver
+and conmon do) and the program writing its own log file.
 """
 
 import json
@@ -35,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 WORK = BENCH / "work"
-RESULTS = BENCH / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or BENCH / "results").resolve()
 SHM = Path("/dev/shm") if Path("/dev/shm").is_dir() else WORK
 
 LINES = int(os.environ.get("BENCH_LINES", "1000000"))
@@ -51,6 +61,10 @@ SINK = BIN / "logtap-sink"
 LOADGEN = BIN / "loadgen"
 WRITER = BIN / "writer"
 OPENS = BIN / "opens"
+PIPE_READER = BIN / "pipe_reader"
+BEFORE_SO = BIN / "before" / "liblogtap.so"
+BEFORE_SINK = BIN / "before" / "logtap-sink"
+BEFORE = bool(os.environ.get("BENCH_BEFORE_LIB"))
 OPENS_N = int(os.environ.get("BENCH_OPENS", "1000000"))
 
 
@@ -84,6 +98,17 @@ def setup():
     sh(["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-pthread", "-Wall", "-o", str(WRITER),
         str(BENCH / "writer.c")])
     sh(["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o", str(OPENS), str(BENCH / "opens.c")])
+    sh(["gcc", "-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-o", str(PIPE_READER),
+        str(BENCH / "pipe_reader.c")])
+    if BEFORE:
+        # The "before" build, snapshotted like ours; its own sink if given.
+        BEFORE_SO.parent.mkdir()
+        lib = Path(os.environ["BENCH_BEFORE_LIB"])
+        sink = Path(os.environ.get("BENCH_BEFORE_SINK") or rel / "logtap-sink")
+        for src, dst in [(lib, BEFORE_SO), (sink, BEFORE_SINK)]:
+            if not src.is_file():
+                sys.exit(f"BENCH_BEFORE_LIB/BENCH_BEFORE_SINK: {src} is not a file")
+            shutil.copy2(src, dst)
 
 
 def base_env():
@@ -93,9 +118,11 @@ def base_env():
     return env
 
 
-def tapped_env(**llt):
+def tapped_env(side=None, **llt):
+    """The environment of a tapped run; side "before" preloads the
+    BENCH_BEFORE_LIB build instead of this one."""
     env = base_env()
-    env["LD_PRELOAD"] = str(SO)
+    env["LD_PRELOAD"] = str(BEFORE_SO if side == "before" else SO)
     env["LLT_EXIT_TIMEOUT_MS"] = "30000"
     env["LLT_PLATFORM"] = "bench"
     for k, v in llt.items():
@@ -106,17 +133,21 @@ def tapped_env(**llt):
 STAT_RE = re.compile(r"loop_ns=(\d+) half2_ns=(\d+) hwm_kb=(-?\d+) rss_kb=(-?\d+)")
 
 
-def run_writer(mode, lines, env, threads=None):
-    """Runs the writer with stdout on /dev/null; returns its figures."""
+def run_writer(mode, lines, env, threads=None, stdout=None):
+    """Runs the writer with stdout on /dev/null, or on the fd `stdout`
+    (closed here once the writer has it); returns its figures."""
     cmd = [str(WRITER), mode, str(lines)] + ([str(threads)] if threads else [])
-    with open(os.devnull, "wb") as null:
+    out = os.open(os.devnull, os.O_WRONLY) if stdout is None else stdout
+    try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=null, stderr=subprocess.PIPE, env=env)
-        err = p.stderr.read().decode(errors="replace")
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - t0
-        p.returncode = os.waitstatus_to_exitcode(status)
-        p.stderr.close()
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, env=env)
+    finally:
+        os.close(out)
+    err = p.stderr.read().decode(errors="replace")
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stderr.close()
     m = STAT_RE.search(err)
     if p.returncode != 0 or not m:
         raise RuntimeError(f"writer failed ({p.returncode}): {err.strip()}")
@@ -152,13 +183,13 @@ def count_output(path):
 class Sink:
     """logtap-sink on a fresh socket, its output in a tmpfs file."""
 
-    def __init__(self, tag):
+    def __init__(self, tag, binary=None):
         self.sock = WORK / f"sink-{tag}.sock"
         self.out = SHM / f"logtap-bench-{os.getpid()}-{tag}.jsonl"
         if self.sock.exists():
             self.sock.unlink()
         self.fh = open(self.out, "wb")
-        self.p = subprocess.Popen([str(SINK), "--socket", str(self.sock)], stdout=self.fh,
+        self.p = subprocess.Popen([str(binary or SINK), "--socket", str(self.sock)], stdout=self.fh,
                                   stderr=subprocess.DEVNULL, env=base_env())
         deadline = time.time() + 10
         while not self.sock.exists():
@@ -216,10 +247,10 @@ def med(rows, key):
     return statistics.median(r[key] for r in rows)
 
 
-def socket_run(mode, lines, llt=None, threads=None, pause_ms=0):
-    sink = Sink(mode)
+def socket_run(mode, lines, llt=None, threads=None, pause_ms=0, side=None):
+    sink = Sink(mode, BEFORE_SINK if side == "before" else SINK)
     try:
-        env = tapped_env(LLT_TAP_INTO=1, LLT_TARGET=f"socket:{sink.sock}", **(llt or {}))
+        env = tapped_env(side, LLT_TAP_INTO=1, LLT_TARGET=f"socket:{sink.sock}", **(llt or {}))
         if pause_ms:
             env["BENCH_STOP_PID"] = str(sink.p.pid)
             env["BENCH_STOP_MS"] = str(pause_ms)
@@ -234,17 +265,52 @@ def socket_run(mode, lines, llt=None, threads=None, pause_ms=0):
     return r
 
 
-def file_run(mode, lines):
+def file_run(mode, lines, side=None):
     target = WORK / "target.bin"
     target.unlink(missing_ok=True)
-    r = run_writer(mode, lines, tapped_env(LLT_TAP_INTO=1, LLT_TARGET=f"file:{target}"))
+    r = run_writer(mode, lines, tapped_env(side, LLT_TAP_INTO=1, LLT_TARGET=f"file:{target}"))
     out = SHM / f"logtap-bench-{os.getpid()}-file.jsonl"
     with open(out, "wb") as fh:
-        subprocess.run([str(SINK), "--read", str(target)], stdout=fh, check=False)
+        subprocess.run([str(BEFORE_SINK if side == "before" else SINK), "--read", str(target)],
+                       stdout=fh, check=False)
     r["delivered"], r["dropped"], r["notices"] = count_output(out)
     r["lag"] = 0.0
     out.unlink(missing_ok=True)
     target.unlink(missing_ok=True)
+    return r
+
+
+def pipe_run(mode, lines):
+    """The container runtime's model: the writer's stdout is a pipe that
+    pipe_reader drains into JSON lines on tmpfs. "lag" is how long the
+    reader still ran after the writer exited (what it had yet to write)."""
+    out = SHM / f"logtap-bench-{os.getpid()}-pipe.jsonl"
+    rd, wr = os.pipe()
+    with open(out, "wb") as fh:
+        try:
+            reader = subprocess.Popen([str(PIPE_READER)], stdin=rd, stdout=fh, env=base_env())
+        finally:
+            os.close(rd)
+        r = run_writer(mode, lines, base_env(), stdout=wr)
+        t0 = time.perf_counter()
+        reader.wait()
+        r["lag"] = time.perf_counter() - t0
+    if reader.returncode != 0:
+        raise RuntimeError(f"pipe_reader failed ({reader.returncode})")
+    r["delivered"], r["dropped"], r["notices"] = count_lines(out), 0, 0
+    out.unlink(missing_ok=True)
+    return r
+
+
+def ownfile_run(mode, lines):
+    """The program keeping its own log file (on tmpfs, as the sink's output)."""
+    out = SHM / f"logtap-bench-{os.getpid()}-own.log"
+    env = base_env()
+    env["BENCH_OUT"] = str(out)
+    r = run_writer(mode, lines, env)
+    r["delivered"], r["dropped"], r["notices"] = count_lines(out), 0, 0
+    r["lag"] = 0.0
+    out.unlink(missing_ok=True)
     return r
 
 
@@ -330,58 +396,143 @@ def pm(v):
 
 
 def show(r):
-    s = (f"  {r['name']}: untapped {r['base_ms']:.1f} ms, tapped {r['tap_ms']:.1f} ms "
+    side = "that way" if r["key"] in ("pipe", "own") else "tapped"
+    s = (f"  {r['name']}: untapped {r['base_ms']:.1f} ms, {side} {r['tap_ms']:.1f} ms "
          f"(runs {r['tap_min_ms']:.0f}-{r['tap_max_ms']:.0f}), x{r['ratio']:.2f}, "
          f"{pm(r['ns_line'])} ns/line (CPU {pm(r['cpu_ns_line'])})")
     if "e2e_ns_line" in r:
-        s += f", end to end incl. sink drain {pm(r['e2e_ns_line'])} ns/line"
+        s += f", end to end incl. the drain {pm(r['e2e_ns_line'])} ns/line"
     if "ref_ratio" in r:
         s += f", x{r['ref_ratio']:.2f} vs tapped with the sink running ({r['ref_ms']:.1f} ms)"
     if "pause_share" in r:
         s += f", slowed {pm(r['pause_added_ms'])} ms during the 1000 ms pause ({r['pause_share'] * 100:.1f}%)"
     if "delivered_med" in r:
+        drain = "reader" if r["key"] == "pipe" else "sink"
         s += (f", delivered {int(r['delivered_med']):,}/{r['lines']:,} (min "
               f"{int(r['delivered_min']):,}), dropped lines {int(r['dropped_med']):,}, "
-              f"sink drain after exit {r['lag_ms']:.0f} ms")
+              f"{drain} drain after exit {r['lag_ms']:.0f} ms")
     if r["pass"] is not None:
         s += "  -> " + ("PASS" if r["pass"] else "FAIL")
     log(s)
 
 
+def add_before(row, base, tap, ref=None, pause_ms=None):
+    """The BENCH_BEFORE_LIB build's figures for `row`, from the same rounds
+    (same untapped runs, same machine state)."""
+    metric, lines = row["metric"], row["lines"]
+    b, t = med(base, metric), med(tap, metric)
+    bf = {
+        "tap_ms": t * 1e3,
+        "ratio": t / b if b else float("nan"),
+        "ns_line": (t - b) / lines * 1e9,
+        "cpu_ns_line": (med(tap, "cpu") - med(base, "cpu")) / lines * 1e9,
+        "hwm_tap_kb": med(tap, "hwm_kb"),
+    }
+    if "delivered" in tap[0]:
+        bf["delivered_min"] = min(r["delivered"] for r in tap)
+        bf["dropped_med"] = med(tap, "dropped")
+        if metric == "wall":
+            e2e = [r["wall"] + r["lag"] for r in tap]
+            bf["e2e_ns_line"] = (statistics.median(e2e) - b) / lines * 1e9
+    if ref is not None and pause_ms is not None:
+        bf["pause_added_ms"] = bf["tap_ms"] - med(ref, metric) * 1e3
+        bf["pause_share"] = bf["pause_added_ms"] / pause_ms
+    row["before"] = bf
+    s = (f"    before: tapped {bf['tap_ms']:.1f} ms, x{bf['ratio']:.2f}, {pm(bf['ns_line'])} ns/line "
+         f"(CPU {pm(bf['cpu_ns_line'])})")
+    if "e2e_ns_line" in bf:
+        s += f", end to end {pm(bf['e2e_ns_line'])} ns/line"
+    if "pause_share" in bf:
+        s += f", slowed {pm(bf['pause_added_ms'])} ms during the pause ({bf['pause_share'] * 100:.1f}%)"
+    if "delivered_min" in bf:
+        s += f", delivered min {int(bf['delivered_min']):,}/{lines:,}"
+    log(s)
+
+
+def rounds(base_fn, tap_fn, *more):
+    """alternate() over the untapped run, the tapped run (this build), any
+    `more`, and with BENCH_BEFORE_LIB the before build's tapped run:
+    tap_fn(side) for side None and "before". Returns (base, tap, more...,
+    before or None)."""
+    fns = [base_fn, lambda: tap_fn(None), *more]
+    if BEFORE:
+        fns.append(lambda: tap_fn("before"))
+    res = alternate(RUNS, *fns)
+    return (*res, None) if not BEFORE else tuple(res)
+
+
 def scenario_a():
     log("(a) library loaded, nothing tapped (write)")
-    base, tap = alternate(RUNS, lambda: run_writer("write", LINES, base_env()),
-                          lambda: run_writer("write", LINES, tapped_env(LLT_TAP_INTO=0)))
-    add("a", "(a) loaded, nothing tapped: write", base, tap, target_ns=10)
+    base, tap, before = rounds(lambda: run_writer("write", LINES, base_env()),
+                               lambda side: run_writer("write", LINES,
+                                                       tapped_env(side, LLT_TAP_INTO=0)))
+    row = add("a", "(a) loaded, nothing tapped: write", base, tap, target_ns=10)
+    if before:
+        add_before(row, base, before)
 
 
 def scenario_b():
     log("(b) write -> file target")
-    base, tap = alternate(RUNS, lambda: run_writer("write", LINES, base_env()),
-                          lambda: file_run("write", LINES))
-    add("b", "(b) write -> file", base, tap, target_ns=100)
+    base, tap, before = rounds(lambda: run_writer("write", LINES, base_env()),
+                               lambda side: file_run("write", LINES, side))
+    row = add("b", "(b) write -> file", base, tap, target_ns=100)
+    if before:
+        add_before(row, base, before)
+
+
+PEERS = {}
 
 
 def scenario_c():
-    log("(c) write -> socket + sink")
-    base, tap = alternate(RUNS, lambda: run_writer("write", LINES, base_env()),
-                          lambda: socket_run("write", LINES))
-    add("c", "(c) write -> socket + sink", base, tap, target_ns=300)
+    """(c), and in the same rounds the peers: the container runtime's
+    model (a pipe and a reader writing JSON lines) and the program
+    writing its own log file."""
+    peers = "peers" not in SKIP
+    log("(c) write -> socket + sink" + (", and the peers: pipe + JSON reader, own log file"
+                                        if peers else ""))
+    more = [lambda: pipe_run("write", LINES), lambda: ownfile_run("write", LINES)] if peers else []
+    res = rounds(lambda: run_writer("write", LINES, base_env()),
+                 lambda side: socket_run("write", LINES, side=side), *more)
+    base, tap, before = res[0], res[1], res[-1]
+    row = add("c", "(c) write -> socket + sink", base, tap, target_ns=300)
+    if before:
+        add_before(row, base, before)
+    if not peers:
+        return
+    pipe = add("pipe", "peer: write -> pipe -> reader writing JSON lines (Docker, conmon)",
+               base, res[2])
+    own = add("own", "peer: write -> the program's own log file", base, res[3])
+    PEERS["c_e2e"] = row["e2e_ns_line"]
+    PEERS["c_writer"] = row["ns_line"]
+    PEERS["pipe_e2e"] = pipe["e2e_ns_line"]
+    PEERS["pipe_writer"] = pipe["ns_line"]
+    PEERS["own"] = own["ns_line"]
+    for k, v in (("ratio_e2e", (PEERS["c_e2e"], PEERS["pipe_e2e"])),
+                 ("ratio_writer", (PEERS["c_writer"], PEERS["pipe_writer"]))):
+        PEERS[k] = v[0] / v[1] if v[1] > 0 else float("nan")
+    log(f"  (c) / pipe model, added time per line: end to end {PEERS['ratio_e2e']:.2f} "
+        f"({pm(PEERS['c_e2e'])} / {pm(PEERS['pipe_e2e'])} ns), the writer alone "
+        f"{PEERS['ratio_writer']:.2f} ({pm(PEERS['c_writer'])} / {pm(PEERS['pipe_writer'])} ns); "
+        f"own log file {pm(PEERS['own'])} ns")
 
 
 def scenario_d():
     for mode in ("fputs", "printf"):
         log(f"(d) {mode} -> socket + sink")
-        base, tap = alternate(RUNS, lambda: run_writer(mode, LINES, base_env()),
-                              lambda: socket_run(mode, LINES))
-        add(f"d-{mode}", f"(d) {mode} -> socket + sink", base, tap, target_ns=300)
+        base, tap, before = rounds(lambda: run_writer(mode, LINES, base_env()),
+                                   lambda side: socket_run(mode, LINES, side=side))
+        row = add(f"d-{mode}", f"(d) {mode} -> socket + sink", base, tap, target_ns=300)
+        if before:
+            add_before(row, base, before)
 
 
 def scenario_e():
     log("(e) 8 threads write -> socket + sink")
-    base, tap = alternate(RUNS, lambda: run_writer("threads", LINES, base_env(), 8),
-                          lambda: socket_run("threads", LINES, threads=8))
-    add("e", "(e) 8 threads write -> socket + sink", base, tap, note="no target set")
+    base, tap, before = rounds(lambda: run_writer("threads", LINES, base_env(), 8),
+                               lambda side: socket_run("threads", LINES, threads=8, side=side))
+    row = add("e", "(e) 8 threads write -> socket + sink", base, tap, note="no target set")
+    if before:
+        add_before(row, base, before)
 
 
 def scenario_f():
@@ -396,19 +547,27 @@ def scenario_f():
                 return run_writer("write", LINES, env)
 
         llt = {"LLT_BUFFER_SIZE": buf}
-        base, running, paused = alternate(
-            RUNS, base_fn,
-            lambda: socket_run("write", LINES, llt=llt),
-            lambda: socket_run("write", LINES, llt=llt, pause_ms=1000))
+        fns = [base_fn,
+               lambda: socket_run("write", LINES, llt=llt),
+               lambda: socket_run("write", LINES, llt=llt, pause_ms=1000)]
+        if BEFORE:
+            fns += [lambda: socket_run("write", LINES, llt=llt, side="before"),
+                    lambda: socket_run("write", LINES, llt=llt, pause_ms=1000, side="before")]
+        res = alternate(RUNS, *fns)
+        base, running, paused = res[:3]
         # Target: the program is not slowed by more than 10% while the sink
         # is paused: the time its second half of lines (written during the
         # pause) takes beyond the same tapped run with the sink running,
         # as a share of the 1 s pause.
-        add(f"f-{buf}-loop", f"(f) sink paused 1 s, buffer {buf}: writes during the pause",
-            base, paused, target_ratio=1.10, need_all=False, metric="half2", ref=running,
-            pause_ms=1000)
-        add(f"f-{buf}-wall", f"(f) sink paused 1 s, buffer {buf}: whole program (exit waits)",
-            base, paused, need_all=False, metric="wall")
+        row = add(f"f-{buf}-loop", f"(f) sink paused 1 s, buffer {buf}: writes during the pause",
+                  base, paused, target_ratio=1.10, need_all=False, metric="half2", ref=running,
+                  pause_ms=1000)
+        if BEFORE:
+            add_before(row, base, res[4], ref=res[3], pause_ms=1000)
+        row = add(f"f-{buf}-wall", f"(f) sink paused 1 s, buffer {buf}: whole program (exit waits)",
+                  base, paused, need_all=False, metric="wall")
+        if BEFORE:
+            add_before(row, base, res[4])
 
 
 # ---------------------------------------------------------------- sink alone
@@ -921,6 +1080,45 @@ def write_report(m_start, m_end, elapsed):
                   f"{pm(r['ns_line'])} | {e2e} | {cpu} | {deliv} | {drop} | {lag} | "
                   f"{fmt_target(r)} | {verdict(r)} |")
     md.append("")
+    if PEERS:
+        md.append("## Peers: the container runtime's model and the program's own log file\n")
+        md.append("Measured in the same rounds as (c), against the same untapped runs. *Pipe "
+                  "model*: the writer's stdout is a pipe; `bench/pipe_reader.c` drains it and "
+                  "writes one JSON object per line (`{\"log\":…,\"stream\":\"stdout\","
+                  "\"time\":…}`, as Docker's json-file driver and conmon do) to a tmpfs file; "
+                  "its *drain* is how long it still ran after the writer exited. *Own log "
+                  "file*: the writer opens a tmpfs file and writes the same lines to it.\n")
+        md.append(f"(c) / pipe model, added time per line: **{PEERS['ratio_e2e']:.2f}** end to end "
+                  f"({pm(PEERS['c_e2e'])} ns vs {pm(PEERS['pipe_e2e'])} ns), "
+                  f"{PEERS['ratio_writer']:.2f} for the writer alone ({pm(PEERS['c_writer'])} ns "
+                  f"vs {pm(PEERS['pipe_writer'])} ns); the program's own log file adds "
+                  f"{pm(PEERS['own'])} ns per line.\n")
+    before_rows = [r for r in SCEN if "before" in r]
+    if before_rows:
+        md.append("## Before / after (`BENCH_BEFORE_LIB`)\n")
+        md.append(f"The before build (`{os.environ.get('BENCH_BEFORE_LIB')}`, sink "
+                  f"`{os.environ.get('BENCH_BEFORE_SINK') or 'this build'}`) ran in the same "
+                  "rounds as this one, against the same untapped runs. Added ns/line: median "
+                  "wall time (socket targets: end to end) minus untapped; for (f) *writes during "
+                  "the pause*, the slowdown as a share of the pause.\n")
+        md.append("| scenario | before: added ns/line | after: added ns/line | before: CPU ns/line "
+                  "| after: CPU ns/line | before: delivered (min) | after: delivered (min) |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|")
+        for r in before_rows:
+            bf = r["before"]
+            if "pause_share" in r:
+                cost = (f"{pm(bf['pause_added_ms'])} ms ({bf['pause_share'] * 100:.1f}%)",
+                        f"{pm(r['pause_added_ms'])} ms ({r['pause_share'] * 100:.1f}%)")
+            else:
+                cost = (pm(bf.get("e2e_ns_line", bf["ns_line"])),
+                        pm(r.get("e2e_ns_line", r["ns_line"])))
+            cpu = ((pm(bf["cpu_ns_line"]), pm(r["cpu_ns_line"])) if r["metric"] == "wall"
+                   else ("—", "—"))
+            dl = (f"{int(bf['delivered_min']):,}" if "delivered_min" in bf else "—",
+                  f"{int(r['delivered_min']):,}" if "delivered_min" in r else "—")
+            md.append(f"| {r['name']} | {cost[0]} | {cost[1]} | {cpu[0]} | {cpu[1]} | "
+                      f"{dl[0]} | {dl[1]} |")
+        md.append("")
     md.append("## Memory\n")
     md.append("Peak resident memory (VmHWM) of the writer at exit, untapped vs tapped "
               "(medians), and of the sink while it served the run.\n")
@@ -1024,7 +1222,8 @@ def write_report(m_start, m_end, elapsed):
     (RESULTS / "results.md").write_text("\n".join(md) + "\n")
     (RESULTS / "results.json").write_text(json.dumps(
         {"machine": m_start, "machine_end": m_end, "lines": LINES, "runs": RUNS,
-         "scenarios": SCEN, "sink_alone": SINK_ALONE,
+         "scenarios": SCEN, "sink_alone": SINK_ALONE, "peers": PEERS,
+         "before_lib": os.environ.get("BENCH_BEFORE_LIB"),
          "callgrind": {k: {kk: vv for kk, vv in v.items() if kk != "files"}
                        for k, v in CG.items()},
          "strace": STRACE}, indent=1) + "\n")
@@ -1047,24 +1246,39 @@ def chart(m):
     targets = [r["target_ns"] for r in rows][::-1]
     colors = []
     for r in rows[::-1]:
-        colors.append("#999999" if r["pass"] is None else ("#2e8b57" if r["pass"] else "#c0392b"))
+        if r["key"] in ("pipe", "own"):
+            colors.append("#4a78b5")  # the peers
+        else:
+            colors.append("#999999" if r["pass"] is None else
+                          ("#2e8b57" if r["pass"] else "#c0392b"))
     fig, ax = plt.subplots(figsize=(10, 0.55 * len(rows) + 1.8))
     y = range(len(rows))
     ax.barh(list(y), vals, color=colors)
+    # The before build (BENCH_BEFORE_LIB), same rounds: a hollow bar.
+    bvals = [r["before"].get("e2e_ns_line", r["before"]["ns_line"]) if "before" in r else None
+             for r in rows[::-1]]
+    if any(v is not None for v in bvals):
+        ax.barh([i for i, v in enumerate(bvals) if v is not None],
+                [v for v in bvals if v is not None], height=0.35, fill=False,
+                edgecolor="black", linestyle="--", label="before (BENCH_BEFORE_LIB)")
+        ax.legend(fontsize=7, loc="lower right")
     for i, t in enumerate(targets):
         if t is not None:
             ax.plot([t, t], [i - 0.4, i + 0.4], color="black", lw=2)
     for i, r in enumerate(rows[::-1]):
         label = f"{pm(vals[i])} ns  (x{r['ratio']:.2f})"
+        if bvals[i] is not None:
+            label += f"  before {pm(bvals[i])} ns"
         if "delivered_min" in r:
             label += f"  delivered ≥ {100 * r['delivered_min'] / r['lines']:.0f}%"
-        ax.text(max(vals[i], 0) + 4, i, label, va="center", fontsize=8)
+        ax.text(max(vals[i], bvals[i] or 0, 0) + 4, i, label, va="center", fontsize=8)
     ax.set_yticks(list(y))
     ax.set_yticklabels(names, fontsize=8)
     ax.set_xlabel("ns added per line: median wall time, tapped − untapped (socket: end to end)\n"
-                  "black bar: target; red: target missed (time or lines lost), green: met",
+                  "black bar: target; red: missed (time or lines lost); green: met; blue: peers",
                   fontsize=8)
-    ax.set_xlim(min(0, min(vals)) - 10, max(max(vals), 300) * 1.6)
+    allv = vals + [v for v in bvals if v is not None]
+    ax.set_xlim(min(0, min(allv)) - 10, max(max(allv), 300) * (2.0 if len(allv) > len(vals) else 1.6))
     ax.set_title(f"logtap: cost of tapping, {LINES:,} lines of {LINE_BYTES} B\n"
                  f"{m['nproc']} cores, {m['cpu']}, {m['date']}, load {m['load']}",
                  fontsize=9)

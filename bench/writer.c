@@ -15,6 +15,10 @@
  *         threads THREADS threads (default 8) each write(1, ...) LINES/THREADS lines
  *
  * Environment (optional):
+ *   BENCH_OUT=FILE                    modes write and threads: write the
+ *                                     lines to FILE (created or truncated)
+ *                                     instead of stdout, as a program
+ *                                     keeping its own log file does
  *   BENCH_STOP_PID=P BENCH_STOP_MS=M  at the middle line, send SIGSTOP to P
  *                                     and SIGCONT M ms later (from a helper
  *                                     thread): a sink paused mid-run.
@@ -22,6 +26,7 @@
  * Build: gcc -O2 -D_FORTIFY_SOURCE=2 -pthread -o writer writer.c
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -38,6 +43,7 @@ static int nthreads = 8;
 static pid_t stop_pid;
 static long stop_ms;
 static long long t_half;
+static int out_fd = 1;
 
 static long long now_ns(void)
 {
@@ -89,7 +95,7 @@ static void middle(void)
 static void write_all(const char *p, size_t n)
 {
     while (n > 0) {
-        ssize_t r = write(1, p, n);
+        ssize_t r = write(out_fd, p, n);
         if (r <= 0)
             _exit(3);
         p += r;
@@ -139,6 +145,14 @@ int main(int argc, char **argv)
         nthreads = atoi(argv[3]);
     if (nthreads < 1)
         nthreads = 1;
+    const char *of = getenv("BENCH_OUT");
+    if (of && *of) {
+        out_fd = open(of, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (out_fd < 0) {
+            perror(of);
+            return 2;
+        }
+    }
     const char *sp = getenv("BENCH_STOP_PID");
     const char *sm = getenv("BENCH_STOP_MS");
     if (sp && *sp) {

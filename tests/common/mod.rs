@@ -28,8 +28,12 @@ pub fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The library under test.
+/// The library under test: target/release/liblogtap.so, or the build
+/// `LOGTAP_TEST_LIB` names (to see a test fail against an older build).
 pub fn so_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("LOGTAP_TEST_LIB") {
+        return PathBuf::from(p);
+    }
     let p = manifest_dir().join("target/release/liblogtap.so");
     if !p.exists() {
         panic!(
