@@ -102,8 +102,10 @@ clean:
 
 # Performance figures (README "Performance"): builds a C writer and compares
 # whole-process runs untapped and tapped, writes bench/results/results.md and
-# chart.png. BENCH_LINES (1000000) and BENCH_RUNS (5) change the size. Only
-# prints figures: targets are reported, never asserted.
+# chart.png. BENCH_LINES (1000000) and BENCH_RUNS (5) change the size;
+# BENCH_BEFORE_LIB=/path/liblogtap.so runs a second build in the same rounds
+# (before/after columns); BENCH_RESULTS=DIR writes the report elsewhere (a
+# smoke run). Only prints figures: targets are reported, never asserted.
 .PHONY: bench
 bench: build
 	$(CARGO) build --release -p logtap-sink --example loadgen

@@ -78,7 +78,7 @@ def line(i):
 data = b"".join(line(i) for i in range((n + 99) // 100))[:n]
 w = sys.stdout.buffer.write(data)
 sys.stdout.buffer.flush()
-sys.stderr.write("python wrote %d in one call\n" % w)
+sys.stderr.write("write returned %d\n" % w)
 "#;
 
 // ------------------------------------------------------------------ sink
