@@ -362,7 +362,9 @@ fn big_via_file(
 
 /// Every case of one writer: 10 MB and 100 MB (C) or 10 MB (Python), the
 /// default buffer and the smallest, to the sink and to a file, tapped and
-/// suppressed. Each must hold exactly the program's bytes, no drop.
+/// suppressed. Each must hold exactly the program's bytes, no drop (a
+/// drop the notices account for exactly, under heavy load, is tried once
+/// more).
 fn big_cases(kind: &str, sizes: &[usize]) {
     let _one = one_at_a_time();
     let t = TestDir::new(&format!("big-{kind}"));
@@ -387,10 +389,48 @@ fn big_cases(kind: &str, sizes: &[usize]) {
                 // suppressed.
                 let own = if suppress { &[][..] } else { &want[..] };
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    let dir = t.sub("sink");
-                    let t0 = Instant::now();
-                    let (got, ran) = big_via_sink(&dir, kind, n, &extra);
-                    let took = t0.elapsed();
+                    let mut attempt = 1;
+                    let (got, ran, took) = loop {
+                        let dir = t.sub("sink");
+                        let t0 = Instant::now();
+                        let (got, ran) = big_via_sink(&dir, kind, n, &extra);
+                        let stalled = !got.notices.is_empty() || ran.stdout.len() != own.len();
+                        if !stalled || attempt == 2 {
+                            break (got, ran, t0.elapsed());
+                        }
+                        // A healthy sink kept off the CPU for the stall
+                        // threshold (50-100 ms; seen at a load average of
+                        // 48 on 2 cores) counts as stalled: the library
+                        // drops and says exactly what, or, suppressed,
+                        // gives the rest to the original output. Check
+                        // that nothing is lost, then try once more.
+                        let sent = got.source("stdout");
+                        if suppress {
+                            let mut all = sent.clone();
+                            all.extend_from_slice(&ran.stdout);
+                            if let Some(d) = line_diff(&all, &want) {
+                                panic!("{label}: target + original output vs the write: {d}");
+                            }
+                        } else {
+                            same(&format!("{label}: own stdout"), &ran.stdout, own);
+                            delivered_or_reported(
+                                &label,
+                                &sent,
+                                got.dropped("stdout"),
+                                &want,
+                                0,
+                                0,
+                            );
+                        }
+                        eprintln!(
+                            "{label}: the sink counted as stalled ({} bytes delivered, {:?} \
+                             reported dropped, {} bytes to the original output): once more",
+                            sent.len(),
+                            got.notices,
+                            ran.stdout.len()
+                        );
+                        attempt += 1;
+                    };
                     same(
                         &format!("{label}: the program's own stdout"),
                         &ran.stdout,
@@ -403,7 +443,7 @@ fn big_cases(kind: &str, sizes: &[usize]) {
                     );
                     same(&format!("{label}: sink"), &got.source("stdout"), &want);
                     eprintln!(
-                        "{label}: sink got it whole in {took:?} ({})",
+                        "{label}: sink got it whole in {took:?}, attempt {attempt} ({})",
                         ran.stderr.trim()
                     );
                     let dir = t.sub("file");
