@@ -15,5 +15,6 @@
 pub mod fd;
 pub mod files;
 pub mod process;
+pub mod signals;
 #[cfg(target_env = "gnu")]
 pub mod stdio;
