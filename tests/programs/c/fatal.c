@@ -1,6 +1,7 @@
 /* Dies of a signal left at its default action, after writing lines, for
  * tests/signals.rs. Usage: fatal MODE [N]
  *   lines        a line every millisecond until killed (write and stdio)
+ *   redefault    the same, after setting a SIGTERM handler and SIG_DFL again
  *   segv N       N lines, then a null pointer store (SIGSEGV)
  *   abort N      N lines, then abort()
  *   raise N      N lines, then raise(SIGABRT) (not through abort)
@@ -28,6 +29,7 @@ extern void (*bsd_signal(int, void (*)(int)))(int);
 extern void (*__sysv_signal(int, void (*)(int)))(int);
 
 static int line_no;
+static void h1(int s);
 
 static void one_line(void)
 {
@@ -199,6 +201,10 @@ int main(int argc, char **argv)
     const char *mode = argc > 1 ? argv[1] : "lines";
     int n = argc > 2 ? atoi(argv[2]) : 10;
     if (!strcmp(mode, "lines")) {
+        lines(-1, 1);
+    } else if (!strcmp(mode, "redefault")) {
+        signal(SIGTERM, h1);
+        signal(SIGTERM, SIG_DFL);
         lines(-1, 1);
     } else if (!strcmp(mode, "segv")) {
         lines(n, 0);
