@@ -234,7 +234,7 @@ fn lock(sig: c_int) -> Held {
                 // The holder runs two system calls with signals blocked;
                 // one that no longer exists (a fork child's copy of the
                 // lock) never lets go: take it over.
-                if spins % 64 == 0
+                if spins & 63 == 0
                     && !sys::thread_alive(owner)
                     && l.compare_exchange(owner, me, Acquire, Relaxed).is_ok()
                 {
@@ -497,7 +497,13 @@ fn stack_room() -> bool {
         ss_size: 0,
     };
     // SAFETY: a query only, into our own stack_t.
-    if unsafe { libc::syscall(libc::SYS_sigaltstack, core::ptr::null::<libc::stack_t>(), &mut ss) } != 0
+    if unsafe {
+        libc::syscall(
+            libc::SYS_sigaltstack,
+            core::ptr::null::<libc::stack_t>(),
+            &mut ss,
+        )
+    } != 0
         || ss.ss_flags & libc::SS_ONSTACK == 0
     {
         return true;

@@ -7,6 +7,7 @@
  *   raise N      N lines, then raise(SIGABRT) (not through abort)
  *   fpe N        N lines, then an integer division by zero (SIGFPE)
  *   bus N        N lines, then a store past the end of a mapped file (SIGBUS)
+ *   fortify N S  N lines, then a fortified strcpy of S into 4 bytes (SIGABRT)
  *   own          its own SIGTERM handler, then lines until killed: exits 3
  *   threads N    two threads write N lines each, then both raise SIGTERM at once
  *   view         prints what sigaction/signal and friends return
@@ -208,7 +209,8 @@ int main(int argc, char **argv)
         lines(-1, 1);
     } else if (!strcmp(mode, "segv")) {
         lines(n, 0);
-        *(volatile int *)(long)(argc - 3) = 1;
+        int *volatile null = NULL;
+        *(volatile int *)null = 1;
     } else if (!strcmp(mode, "abort")) {
         lines(n, 0);
         abort();
@@ -217,7 +219,7 @@ int main(int argc, char **argv)
         raise(SIGABRT);
     } else if (!strcmp(mode, "fpe")) {
         lines(n, 0);
-        volatile int zero = argc - 3;
+        volatile int zero = 0;
         printf("%d\n", (argc * 1000 + 7) / zero);
     } else if (!strcmp(mode, "bus")) {
         lines(n, 0);
@@ -226,6 +228,12 @@ int main(int argc, char **argv)
         if (p == MAP_FAILED)
             return 9;
         p[0] = 1;
+    } else if (!strcmp(mode, "fortify")) {
+        /* glibc's fortify failure aborts through its internal abort */
+        lines(n, 0);
+        char small[4];
+        strcpy(small, argc > 3 ? argv[3] : "x");
+        puts(small);
     } else if (!strcmp(mode, "own")) {
         struct sigaction a;
         memset(&a, 0, sizeof a);
