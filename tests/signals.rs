@@ -294,6 +294,15 @@ fn run(
     (status, stdout, got)
 }
 
+/// The lines, each cut before " of pid " (the writer's pid differs
+/// between runs).
+fn without_pids(b: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(b)
+        .lines()
+        .map(|l| l.split(" of pid ").next().unwrap().to_string())
+        .collect()
+}
+
 fn lines(b: &[u8]) -> usize {
     b.iter().filter(|&&c| c == b'\n').count()
 }
@@ -367,21 +376,9 @@ fn crashes_deliver_the_last_lines_with_the_same_status() {
                 status.core_dumped(),
                 plain.core_dumped()
             );
-            // (each line names the writer's pid)
-            let no_pid = |b: &[u8]| -> Vec<u8> {
-                let pid = |l: &&[u8]| {
-                    l.rsplit(|&c| c == b' ')
-                        .skip(1)
-                        .collect::<Vec<_>>()
-                        .concat()
-                };
-                b.split(|&c| c == b'\n')
-                    .map(|l| pid(&l))
-                    .collect::<Vec<_>>()
-                    .concat()
-            };
-            assert!(
-                no_pid(&stdout) == no_pid(&plain_out) && lines(&stdout) == lines(&plain_out),
+            assert_eq!(
+                without_pids(&stdout),
+                without_pids(&plain_out),
                 "{name}: the program's own output changed"
             );
             same(&name, &got, &stdout);
@@ -602,6 +599,26 @@ fn two_threads_dying_at_once() {
         if let Some(d) = common::line_diff(&got, &stdout) {
             panic!("{name}: {d}");
         }
+    }
+}
+
+/// A vfork child (on its parent's memory) that sets SIG_DFL and dies of
+/// SIGTERM goes straight to the default action without touching the
+/// parent's buffer or view; the parent then dies of SIGTERM with every
+/// line delivered.
+#[test]
+fn a_vfork_child_dies_without_touching_the_parent() {
+    let dir = TestDir::new("sig-vfork");
+    let prog = fatal();
+    let prog = prog.to_str().unwrap();
+    for kind in [Kind::File, Kind::Socket] {
+        let name = format!("vfork-{kind:?}");
+        let (status, stdout, got) = run(&dir, &name, &[prog, "vfork", "200"], Some(kind), None);
+        assert_eq!(status.signal(), Some(libc::SIGTERM), "{name}: {status}");
+        let text = String::from_utf8_lossy(&stdout);
+        assert!(text.contains("child signal 15\n"), "{name}: {text}");
+        assert_eq!(lines(&stdout), 401, "{name}");
+        same(&name, &got, &stdout);
     }
 }
 

@@ -8,6 +8,7 @@
  *   fpe N        N lines, then an integer division by zero (SIGFPE)
  *   bus N        N lines, then a store past the end of a mapped file (SIGBUS)
  *   fortify N S  N lines, then a fortified strcpy of S into 4 bytes (SIGABRT)
+ *   vfork N      N lines, a vfork child that dies of SIGTERM, N lines, SIGTERM
  *   own          its own SIGTERM handler, then lines until killed: exits 3
  *   threads N    two threads write N lines each, then both raise SIGTERM at once
  *   view         prints what sigaction/signal and friends return
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -234,6 +236,23 @@ int main(int argc, char **argv)
         char small[4];
         strcpy(small, argc > 3 ? argv[3] : "x");
         puts(small);
+    } else if (!strcmp(mode, "vfork")) {
+        /* A vfork child sets SIG_DFL and dies of SIGTERM on the parent's
+         * memory; then the parent writes on and dies of SIGTERM too. */
+        lines(n, 0);
+        pid_t pid = vfork();
+        if (pid == 0) {
+            signal(SIGTERM, SIG_DFL);
+            kill(getpid(), SIGTERM);
+            _exit(9);
+        }
+        int st = 0;
+        waitpid(pid, &st, 0);
+        printf("child %s %d\n", WIFSIGNALED(st) ? "signal" : "exit",
+               WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+        fflush(stdout);
+        lines(n, 0);
+        raise(SIGTERM);
     } else if (!strcmp(mode, "own")) {
         struct sigaction a;
         memset(&a, 0, sizeof a);
