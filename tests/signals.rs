@@ -622,6 +622,37 @@ fn a_vfork_child_dies_without_touching_the_parent() {
     }
 }
 
+/// Suppressed stdout with the target away: the library holds the lines
+/// for the target, so a SIGTERM used to lose every one of them (the
+/// program's stdout stayed empty). Now they go to the original stdout
+/// before the program dies, complete and in order, as exit's spill does.
+#[test]
+fn suppressed_lines_held_for_an_absent_target_reach_stdout() {
+    let dir = TestDir::new("sig-spill");
+    let prog = fatal();
+    let prog = prog.to_str().unwrap();
+    let d = dir.sub("run");
+    let mut cmd = command(
+        &[prog, "lines"],
+        &d,
+        Some(&format!("socket:{}", d.join("nobody.sock").display())),
+    );
+    cmd.env("LLT_SUPPRESS_STDOUT", "true");
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill on the pid of a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (status, err) = finish(child, "spill");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}: {err}");
+    let out = std::fs::read(d.join("stdout")).unwrap();
+    let numbers: Vec<usize> = without_pids(&out)
+        .iter()
+        .map(|l| l.strip_prefix("line ").unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.len() > 50, "{} lines on stdout", numbers.len());
+    assert_eq!(numbers, (0..numbers.len()).collect::<Vec<_>>());
+}
+
 /// With the target away (no sink listening, a file target in a missing
 /// directory) the program dies at once, of its signal.
 #[test]
