@@ -272,9 +272,22 @@ fn run(
     kind: Option<Kind>,
     kill: Option<(i32, u64)>,
 ) -> (ExitStatus, Vec<u8>, Vec<u8>) {
+    run_env(dir, name, argv, kind, kill, &[])
+}
+
+/// `run` with more environment variables.
+fn run_env(
+    dir: &TestDir,
+    name: &str,
+    argv: &[&str],
+    kind: Option<Kind>,
+    kill: Option<(i32, u64)>,
+    env: &[(&str, &str)],
+) -> (ExitStatus, Vec<u8>, Vec<u8>) {
     let d = dir.sub(name);
     let target = kind.map(|k| Target::start(k, &d));
     let child = command(argv, &d, target.as_ref().map(Target::setting).as_deref())
+        .envs(env.iter().copied())
         .spawn()
         .unwrap();
     if let Some((sig, ms)) = kill {
@@ -284,9 +297,10 @@ fn run(
     }
     let (status, err) = finish(child, name);
     let stdout = std::fs::read(d.join("stdout")).unwrap();
-    let got = target
-        .map(|t| t.received().remove("stdout").unwrap_or_default())
-        .unwrap_or_default();
+    let mut got = target.map(Target::received).unwrap_or_default();
+    let notices = String::from_utf8_lossy(&got.remove("logtap").unwrap_or_default()).into_owned();
+    DROPPED.with(|d| d.set(dropped_bytes(&notices)));
+    let got = got.remove("stdout").unwrap_or_default();
     assert!(
         !err.contains("logtap"),
         "{name}: the library printed: {err}"
@@ -301,6 +315,26 @@ fn without_pids(b: &[u8]) -> Vec<String> {
         .lines()
         .map(|l| l.split(" of pid ").next().unwrap().to_string())
         .collect()
+}
+
+std::thread_local! {
+    /// Bytes the last `run` on this thread was told were dropped.
+    static DROPPED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// The sum of `dropped bytes=N` in the library's drop notices.
+fn dropped_bytes(notices: &str) -> u64 {
+    notices
+        .split("dropped bytes=")
+        .skip(1)
+        .map(|r| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
 }
 
 fn lines(b: &[u8]) -> usize {
@@ -342,6 +376,108 @@ fn sigterm_at_its_default_delivers_every_line() {
             same(&name, &got, &stdout);
         }
     }
+}
+
+/// A program killed while it writes flat out is usually inside its write
+/// system call, and the signal is delivered as that call returns, before
+/// the hook stored the bytes: the library then stores them first and dies
+/// after. `write` (the fd hooks) and `seq` (glibc's stdio), to a file and
+/// to logtap-sink.
+#[test]
+fn flat_out_writers_killed_mid_write_lose_nothing() {
+    let dir = TestDir::new("sig-flood");
+    let prog = fatal();
+    let prog = prog.to_str().unwrap();
+    let seq = common::which("seq").expect("seq (coreutils)");
+    let seq = seq.to_str().unwrap();
+    let runs: [(&[&str], Kind); 4] = [
+        (&[prog, "flood"], Kind::File),
+        (&[seq, "1000000000"], Kind::File),
+        (&[prog, "flood"], Kind::Socket),
+        (&[seq, "1000000000"], Kind::Socket),
+    ];
+    for (argv, kind) in runs {
+        for i in 0..3u64 {
+            let name = format!(
+                "{}-{kind:?}-{i}",
+                if argv[0] == prog { "flood" } else { "seq" }
+            );
+            let ms = if kind == Kind::File {
+                40 + 23 * i
+            } else {
+                100 + 23 * i
+            };
+            // A small buffer: what is left at the signal must reach the
+            // sink within the exit timeout, also on a loaded machine.
+            let (status, stdout, got) = run_env(
+                &dir,
+                &name,
+                argv,
+                Some(kind),
+                Some((libc::SIGTERM, ms)),
+                &[("LLT_EXIT_TIMEOUT_MS", "30000")],
+            );
+            assert_eq!(status.signal(), Some(libc::SIGTERM), "{name}: {status}");
+            let dropped = DROPPED.with(|d| d.get());
+            // logtap-sink prints a last partial line as a line of its own.
+            let mut want = stdout.clone();
+            if kind == Kind::Socket && want.last() != Some(&b'\n') {
+                want.push(b'\n');
+            }
+            if dropped == 0 {
+                same(&name, &got, &want);
+            } else {
+                // The sink could not keep up with a writer this fast on a
+                // loaded machine and the writer stopped waiting for it:
+                // whole writes were dropped, and the sink was told exactly
+                // how many bytes.
+                assert_eq!(
+                    got.len() as u64 + dropped,
+                    want.len() as u64,
+                    "{name}: {} bytes at the target and {dropped} reported dropped of {}",
+                    got.len(),
+                    stdout.len()
+                );
+            }
+        }
+    }
+}
+
+/// A program blocked writing to a full pipe nobody reads, killed by
+/// SIGTERM: it dies at once (the write it was blocked in is not resumed),
+/// and the target holds exactly what the pipe got.
+#[test]
+fn a_write_blocked_on_a_full_pipe_is_not_resumed() {
+    let dir = TestDir::new("sig-pipe-full");
+    let prog = fatal();
+    let d = dir.sub("run");
+    let target = d.join("target.bin");
+    let mut child = command(
+        &[prog.to_str().unwrap(), "flood"],
+        &d,
+        Some(&format!("file:{}", target.display())),
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    // SAFETY: kill on the pid of a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut pipe = child.stdout.take().unwrap();
+    let (status, _) = finish(child, "pipe-full");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "died {:?} after SIGTERM",
+        start.elapsed()
+    );
+    let mut in_pipe = Vec::new();
+    pipe.read_to_end(&mut in_pipe).unwrap();
+    let got = common::decode_target(&target)
+        .remove("stdout")
+        .unwrap_or_default();
+    same("pipe-full", &got, &in_pipe);
 }
 
 /// Crashes and `abort`: the lines written before are at the target, and

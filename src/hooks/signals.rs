@@ -125,9 +125,11 @@ fn zeroed_action() -> libc::sigaction {
 fn our_action() -> libc::sigaction {
     let mut a = zeroed_action();
     a.sa_sigaction = ours();
-    // SA_RESTART: should the handler ever return without the process
-    // dying, no call of the program fails with EINTR because of us.
-    a.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+    // No SA_RESTART: when the handler returns without the process dying
+    // (a signal noted during a tapped write, see `on_fatal`), the write
+    // it interrupted must return rather than go on waiting on a full
+    // pipe; the hook then ends the process before the program sees it.
+    a.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
     // SAFETY: a valid sigset_t to fill.
     unsafe { libc::sigfillset(&mut a.sa_mask) };
     a
@@ -172,6 +174,7 @@ pub unsafe fn init() {
             STATE.view_set[sig as usize].store(true, Release);
         }
     }
+    transport::set_fatal_action(die_later);
     ENABLED.store(true, Release);
 }
 
@@ -518,7 +521,50 @@ fn stack_room() -> bool {
 /// default action.
 extern "C" fn on_fatal(sig: c_int, _info: *mut libc::siginfo_t, _ctx: *mut c_void) {
     let _e = sys::ErrnoGuard::new();
-    if !sys::in_vfork_child() {
+    if sys::in_vfork_child() {
+        return die_now(sig, false);
+    }
+    // Landed while this thread's hook is between a real write and the
+    // buffer (the usual moment for a program writing flat out): the hook
+    // stores what the call wrote, then `die_later` ends the process. Only
+    // for signals that are never a fault of the instruction itself (one of
+    // those, returned from, would fault again at once).
+    if !SYNCHRONOUS.contains(&sig) && transport::defer_fatal(sig) {
+        return;
+    }
+    die_now(sig, true);
+}
+
+/// Signals a faulting instruction raises (also when sent with `kill`:
+/// they are never deferred).
+const SYNCHRONOUS: [c_int; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
+/// After a tapped call stored its bytes, for a signal noted meanwhile.
+unsafe fn die_later(sig: i32) {
+    // Other handlers could run meanwhile: block them, as in the handler.
+    let mut all = unsafe_zeroed_set();
+    libc::sigfillset(&mut all);
+    rt_sigprocmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
+    die_now(sig, true);
+    // The signal is pending and blocked: unblock it alone, so that it is
+    // delivered now, with its default action.
+    let mut one = unsafe_zeroed_set();
+    libc::sigaddset(&mut one, sig);
+    rt_sigprocmask(libc::SIG_UNBLOCK, &one, core::ptr::null_mut());
+}
+
+/// Delivers (unless in a vfork child), puts `SIG_DFL` back and sends the
+/// signal to this thread: blocked in the handler, it is delivered with its
+/// default action as the handler returns.
+fn die_now(sig: c_int, deliver_first: bool) {
+    if deliver_first {
         deliver();
     }
     let dfl = zeroed_action();

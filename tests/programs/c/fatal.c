@@ -9,6 +9,7 @@
  *   bus N        N lines, then a store past the end of a mapped file (SIGBUS)
  *   fortify N S  N lines, then a fortified strcpy of S into 4 bytes (SIGABRT)
  *   vfork N      N lines, a vfork child that dies of SIGTERM, N lines, SIGTERM
+ *   flood        4 KiB write()s flat out until killed
  *   own          its own SIGTERM handler, then lines until killed: exits 3
  *   threads N    two threads write N lines each, then both raise SIGTERM at once
  *   view         prints what sigaction/signal and friends return
@@ -253,6 +254,15 @@ int main(int argc, char **argv)
         fflush(stdout);
         lines(n, 0);
         raise(SIGTERM);
+    } else if (!strcmp(mode, "flood")) {
+        /* flat out, 4 KiB write()s of numbered lines, until killed */
+        char chunk[4096];
+        for (long i = 0;;) {
+            size_t len = 0;
+            while (len + 32 < sizeof chunk)
+                len += (size_t)snprintf(chunk + len, sizeof chunk - len, "flood %ld\n", i++);
+            (void)!write(1, chunk, len);
+        }
     } else if (!strcmp(mode, "own")) {
         struct sigaction a;
         memset(&a, 0, sizeof a);
