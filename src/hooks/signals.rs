@@ -39,6 +39,10 @@
 //!   calls, atomics and bounded waits (`transport::at_fatal_signal`), and a
 //!   second thread dying at the same time waits for the first one's flush
 //!   (bounded) instead of flushing again.
+//! - An asynchronous signal that lands inside a tapped hook (between its
+//!   real call and the buffer) is only noted; the hook stores what the call
+//!   wrote and then the process dies of it (`transport::Tapping`). Signals
+//!   a faulting instruction raises are never deferred.
 
 use crate::{config, real, sys, transport};
 use core::cell::UnsafeCell;
