@@ -1000,8 +1000,11 @@ impl Drop for Tapping {
         let c = unsafe { &*self.0 };
         let v = c.get() - 1;
         c.set(v);
-        if v > 0xffff && v & 0xffff == 0 {
-            c.set(0);
+        // At the first guard to end, not the outermost: a program's handler
+        // that interrupted an outer tapped call could run on (or block) for
+        // any time after its own write.
+        if v > 0xffff {
+            c.set(v & 0xffff);
             die_of((v >> 16) as i32);
         }
     }
