@@ -480,6 +480,82 @@ fn a_write_blocked_on_a_full_pipe_is_not_resumed() {
     same("pipe-full", &got, &in_pipe);
 }
 
+/// Runs `fatal MODE` with stdout a pipe nobody reads and a file target,
+/// sends SIGTERM after `ms`; returns how long it took to die after it, its
+/// status, what the pipe got and what the target got.
+fn killed_while_stuck(
+    dir: &TestDir,
+    mode: &str,
+    ms: u64,
+) -> (Duration, ExitStatus, Vec<u8>, Vec<u8>) {
+    let prog = fatal();
+    let d = dir.sub(mode);
+    let target = d.join("target.bin");
+    let mut child = command(
+        &[prog.to_str().unwrap(), mode],
+        &d,
+        Some(&format!("file:{}", target.display())),
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    let start = Instant::now();
+    // SAFETY: kill on the pid of a process this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("{mode}: still alive 10 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let took = start.elapsed();
+    let mut in_pipe = Vec::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_end(&mut in_pipe)
+        .unwrap();
+    let got = common::decode_target(&target)
+        .remove("stdout")
+        .unwrap_or_default();
+    (took, status, in_pipe, got)
+}
+
+/// A SIGTERM noted inside a tapped call that then never finishes still
+/// ends the process promptly: stdio retrying a short write into a pipe
+/// nobody reads blocks again (it used to wait for a reader forever), and a
+/// program's SIGALRM handler that jumped out of a blocked write left the
+/// call unfinished (SIGTERM used to be held for good).
+#[test]
+fn a_noted_signal_ends_a_call_that_never_finishes() {
+    let dir = TestDir::new("sig-stuck");
+    let (took, status, in_pipe, got) = killed_while_stuck(&dir, "bigstdio", 500);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "bigstdio: {status}");
+    assert!(
+        took < Duration::from_secs(3),
+        "bigstdio: died {took:?} after SIGTERM"
+    );
+    assert!(!in_pipe.is_empty(), "bigstdio: wrote nothing");
+    // The call the backstop ended never stored its short write: what the
+    // target holds is what the pipe got up to there.
+    assert!(
+        in_pipe.starts_with(&got),
+        "bigstdio: the target is not a prefix of the pipe"
+    );
+    let (took, status, _, _) = killed_while_stuck(&dir, "jumped", 2500);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "jumped: {status}");
+    assert!(
+        took < Duration::from_secs(3),
+        "jumped: died {took:?} after SIGTERM"
+    );
+}
+
 /// Crashes and `abort`: the lines written before are at the target, and
 /// the wait status (signal and core flag) is the one of a run without the
 /// library.

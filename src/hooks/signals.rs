@@ -41,8 +41,11 @@
 //!   (bounded) instead of flushing again.
 //! - An asynchronous signal that lands inside a tapped hook (between its
 //!   real call and the buffer) is only noted; the hook stores what the call
-//!   wrote and then the process dies of it (`transport::Tapping`). Signals
-//!   a faulting instruction raises are never deferred.
+//!   wrote and then the process dies of it (`transport::Tapping`). A
+//!   one-shot timer brings it back after `BACKSTOP_MS`, and a noted signal
+//!   that comes back ends the process at once, so a hook that never
+//!   finishes (blocked again, or jumped out of) delays death by that much
+//!   at most. Signals a faulting instruction raises are never deferred.
 
 use crate::{config, real, sys, transport};
 use core::cell::UnsafeCell;
@@ -533,10 +536,83 @@ extern "C" fn on_fatal(sig: c_int, _info: *mut libc::siginfo_t, _ctx: *mut c_voi
     // stores what the call wrote, then `die_later` ends the process. Only
     // for signals that are never a fault of the instruction itself (one of
     // those, returned from, would fault again at once).
-    if !SYNCHRONOUS.contains(&sig) && transport::defer_fatal(sig) {
-        return;
+    if !SYNCHRONOUS.contains(&sig) {
+        match transport::defer_fatal(sig) {
+            transport::Defer::Noted => {
+                // The hook may never finish: its real call can block again
+                // (stdio retries a short write, another thread holds the
+                // stream's lock while blocked on a full pipe) or a
+                // program's handler can jump out of it. The signal comes
+                // back after BACKSTOP_MS and then ends the process anyway.
+                arm_backstop(sig);
+                return;
+            }
+            transport::Defer::Now(noted) => return die_now(noted, true),
+            transport::Defer::No => {}
+        }
     }
     die_now(sig, true);
+}
+
+/// How long a noted signal waits for the hook it landed in before it ends
+/// the process anyway. A hook stores what its call wrote in microseconds;
+/// only a thread descheduled longer than this loses that write (and the
+/// flush tells the target it was dropped).
+const BACKSTOP_MS: i64 = 200;
+
+/// Sends `sig` to this thread again in `BACKSTOP_MS`, with a one-shot POSIX
+/// timer (two system calls: async-signal-safe, and nothing of the
+/// program's timers or alarms changes). When the hook ends first, the
+/// process dies before the timer fires (or with the signal pending).
+fn arm_backstop(sig: c_int) {
+    // The kernel's `struct sigevent` (64 bytes): value, signo, notify,
+    // and for SIGEV_THREAD_ID the target thread.
+    #[repr(C)]
+    struct KSigevent {
+        value: usize,
+        signo: c_int,
+        notify: c_int,
+        tid: c_int,
+        pad: [c_int; 11],
+    }
+    const SIGEV_THREAD_ID: c_int = 4;
+    let ev = KSigevent {
+        value: 0,
+        signo: sig,
+        notify: SIGEV_THREAD_ID,
+        tid: sys::gettid(),
+        pad: [0; 11],
+    };
+    let mut id: c_int = 0;
+    let when = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: BACKSTOP_MS * 1_000_000,
+        },
+    };
+    // SAFETY: valid pointers to a sigevent, a timer id and an itimerspec
+    // on this stack; raw system calls only.
+    unsafe {
+        if libc::syscall(
+            libc::SYS_timer_create,
+            libc::CLOCK_MONOTONIC,
+            &ev as *const KSigevent,
+            &mut id as *mut c_int,
+        ) == 0
+        {
+            libc::syscall(
+                libc::SYS_timer_settime,
+                id,
+                0,
+                &when as *const libc::itimerspec,
+                core::ptr::null_mut::<libc::itimerspec>(),
+            );
+        }
+    }
 }
 
 /// Signals a faulting instruction raises (also when sent with `kill`:

@@ -1019,16 +1019,38 @@ fn die_of(sig: i32) {
     }
 }
 
+/// What the handler of an asynchronous fatal signal does about it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Defer {
+    /// Noted: this thread is inside a tapped call; the process dies when
+    /// the call's bytes are stored, or when the backstop the handler arms
+    /// brings the signal back.
+    Noted,
+    /// Die now of this signal: a signal noted earlier on this thread came
+    /// back (the backstop, or sent again) before the hook stored its
+    /// bytes, so the hook is stuck (a write blocked on a pipe nobody
+    /// reads, a stream lock another blocked thread holds) or was left
+    /// (a program's handler jumped out of it).
+    Now(i32),
+    /// Not inside a tapped call: die now of the signal that arrived.
+    No,
+}
+
 /// From the handler of an asynchronous fatal signal: whether this thread
 /// is inside a tapped call, in which case the signal is noted and the
 /// process dies when the call's bytes are stored.
-pub fn defer_fatal(sig: i32) -> bool {
+pub fn defer_fatal(sig: i32) -> Defer {
     TAPPING.with(|c| {
         let v = c.get();
+        if v > 0xffff {
+            // Already noted: the first signal wins, as it would have
+            // without the library.
+            return Defer::Now((v >> 16) as i32);
+        }
         if v & 0xffff == 0 || !(1..0xffff).contains(&sig) {
-            return false;
+            return Defer::No;
         }
         c.set((v & 0xffff) | (sig as u32) << 16);
-        true
+        Defer::Noted
     })
 }

@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <stddef.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,22 @@ static void *thread_main(void *arg)
 /* ---------- view ---------- */
 
 static void h1(int s) { (void)s; }
+
+/* "jumped": a SIGALRM handler that leaves a blocked write the classic way */
+static sigjmp_buf out_of_write;
+static void jump_out(int s)
+{
+    (void)s;
+    siglongjmp(out_of_write, 1);
+}
+
+/* 1 MiB of numbered 100-byte lines */
+static char mib[1 << 20];
+static void fill_mib(void)
+{
+    for (size_t i = 0; i < sizeof mib; i += 100)
+        snprintf(mib + i, 101, "%-98zu\n", i / 100);
+}
 static void h2(int s) { (void)s; }
 
 static const char *cls(void (*h)(int))
@@ -263,6 +280,28 @@ int main(int argc, char **argv)
                 len += (size_t)snprintf(chunk + len, sizeof chunk - len, "flood %ld\n", i++);
             (void)!write(1, chunk, len);
         }
+    } else if (!strcmp(mode, "bigstdio")) {
+        /* flat out, 1 MiB fwrite()s: a short write inside one is retried
+         * by stdio itself */
+        fill_mib();
+        for (;;)
+            fwrite(mib, 1, sizeof mib, stdout);
+    } else if (!strcmp(mode, "jumped")) {
+        /* blocked in a write to a pipe nobody reads, SIGALRM's handler
+         * jumps out of it; then waits for a signal (SIGTERM ends it) */
+        struct sigaction a;
+        memset(&a, 0, sizeof a);
+        a.sa_handler = jump_out;
+        sigaction(SIGALRM, &a, NULL);
+        fill_mib();
+        if (!sigsetjmp(out_of_write, 1)) {
+            alarm(1);
+            for (;;)
+                (void)!write(1, mib, sizeof mib);
+        }
+        fputs("jumped out\n", stderr);
+        for (;;)
+            pause();
     } else if (!strcmp(mode, "own")) {
         struct sigaction a;
         memset(&a, 0, sizeof a);
