@@ -103,6 +103,9 @@ pub struct Config {
     pub level_file: Level,
     pub python_unbuffered: bool,
     pub private_fds: bool,
+    /// `LLT_FATAL_SIGNALS`: deliver what is buffered before the program
+    /// dies of a signal whose action is the default (`hooks::signals`).
+    pub fatal_signals: bool,
     /// Mode of a file target the library creates (`LLT_TARGET_MODE`).
     pub target_mode: u32,
     /// `LLT_TARGET_UID`: the uids a socket listener may have; `None` when
@@ -170,6 +173,7 @@ impl Config {
             level_file: Level::Info,
             python_unbuffered: false,
             private_fds: false,
+            fatal_signals: false,
             target_mode: 0,
             target_uids: None,
             library: FixedStr::new(),
@@ -499,6 +503,7 @@ pub static SETTINGS: &[Setting] = &[
     setting(b"LLT_DEBUG_MODE\0", b"false", "the library's own diagnostics on stderr", |c, v| bool_into(v, &mut c.debug)),
     setting(b"LLT_PYTHONUNBUFFERED\0", b"true", "set PYTHONUNBUFFERED=1 for tapped programs", |c, v| bool_into(v, &mut c.python_unbuffered)),
     setting(b"LLT_PRIVATE_FDS\0", b"true", "the sender thread keeps its fds in a private fd table", |c, v| bool_into(v, &mut c.private_fds)),
+    setting(b"LLT_FATAL_SIGNALS\0", b"true", "deliver what is buffered before the program dies of a signal left at its default action (SIGTERM, SIGSEGV, SIGPIPE...)", |c, v| bool_into(v, &mut c.fatal_signals)),
     setting(b"LLT_PASSIV_ON_START\0", b"0", "milliseconds after start during which nothing is tapped", |c, v| ms_into(v, &mut c.passive_ms)),
     setting(b"LLT_TARGET_1STCONNECT\0", b"1", "seconds to wait for the first connection", |c, v| seconds_into(v, &mut c.first_connect_ms)),
     setting(b"LLT_TARGET_RECONNECT\0", b"1", "seconds between reconnection attempts", |c, v| seconds_into(v, &mut c.reconnect_ms)),
@@ -655,7 +660,7 @@ mod tests {
         assert_eq!(c.buffer_size, 8 << 20);
         assert_eq!((c.flush_ms, c.exit_timeout_ms), (20, 1000));
         assert_eq!((c.first_connect_ms, c.reconnect_ms), (1000, 1000));
-        assert!(c.python_unbuffered && c.private_fds && !c.debug);
+        assert!(c.python_unbuffered && c.private_fds && c.fatal_signals && !c.debug);
         assert_eq!(c.target_mode, 0o600);
         assert_eq!(c.level_stderr, Level::Error);
     }

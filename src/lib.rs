@@ -74,6 +74,7 @@ extern "C" fn init() {
         }
         tap::init();
         stdio::init();
+        init_signals();
         STARTED.store(true, Ordering::Release);
         debug(&[b"active, target ", c.target_path.bytes()]);
     }
@@ -113,6 +114,15 @@ fn init_shim() {
 
 #[cfg(test)]
 fn init_shim() {}
+
+#[cfg(not(test))]
+fn init_signals() {
+    // SAFETY: the constructor, after the transport is set up.
+    unsafe { hooks::signals::init() };
+}
+
+#[cfg(test)]
+fn init_signals() {}
 
 extern "C" fn before_fork() {
     transport::hand_off_before_child();

@@ -94,6 +94,12 @@ unsafe fn fork_raw() -> libc::pid_t {
     ) as libc::pid_t
 }
 
+/// `SIG_ERR` with `ENOSYS`: a `signal`-style function that could not be found.
+fn sig_err() -> libc::sighandler_t {
+    crate::sys::set_errno(libc::ENOSYS);
+    libc::SIG_ERR
+}
+
 fn enosys<T: From<i8>>() -> T {
     crate::sys::set_errno(libc::ENOSYS);
     T::from(-1)
@@ -168,6 +174,15 @@ reals! {
     popen(cmd: *const c_char, mode: *const c_char) -> *mut FILE, { crate::sys::set_errno(libc::ENOSYS); core::ptr::null_mut() };
     login_tty(fd: c_int) -> c_int, enosys();
     forkpty(m: *mut c_int, name: *mut c_char, t: *const libc::termios, w: *const libc::winsize) -> libc::pid_t, enosys();
+    sigaction(s: c_int, a: *const libc::sigaction, o: *mut libc::sigaction) -> c_int, enosys();
+    signal(s: c_int, h: libc::sighandler_t) -> libc::sighandler_t, sig_err();
+    bsd_signal(s: c_int, h: libc::sighandler_t) -> libc::sighandler_t, sig_err();
+    ssignal(s: c_int, h: libc::sighandler_t) -> libc::sighandler_t, sig_err();
+    sysv_signal(s: c_int, h: libc::sighandler_t) -> libc::sighandler_t, sig_err();
+    __sysv_signal(s: c_int, h: libc::sighandler_t) -> libc::sighandler_t, sig_err();
+    sigset(s: c_int, h: libc::sighandler_t) -> libc::sighandler_t, sig_err();
+    sigignore(s: c_int) -> c_int, enosys();
+    siginterrupt(s: c_int, f: c_int) -> c_int, enosys();
 }
 
 #[cfg(test)]

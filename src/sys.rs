@@ -187,6 +187,22 @@ pub fn getpid() -> i32 {
     unsafe { libc::syscall(libc::SYS_getpid) as i32 }
 }
 
+/// The calling thread's id (`gettid(2)`, which older glibc and musl lack).
+pub fn gettid() -> i32 {
+    // SAFETY: no arguments.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// Whether thread `tid` is alive in this process (`tgkill` with signal 0
+/// checks without sending anything). A fork child's threads are only the
+/// forking one, so a lock held by another thread of the parent shows as
+/// dead there.
+pub fn thread_alive(tid: i32) -> bool {
+    let _e = ErrnoGuard::new();
+    // SAFETY: signal 0 only checks that the thread exists.
+    unsafe { libc::syscall(libc::SYS_tgkill, getpid(), tid, 0) == 0 || errno() != libc::ESRCH }
+}
+
 /// Nanoseconds since the Unix epoch on the coarse wall clock (the time of
 /// the last kernel tick; read from the vDSO, no system call).
 #[inline]

@@ -129,6 +129,8 @@ unsafe fn simple_tapped(
     if src == NONE || n == 0 || buf.is_null() {
         return real(buf, n, 0);
     }
+    // A fatal signal during the call waits until its bytes are stored.
+    let _t = transport::Tapping::enter();
     if tap::suppressed(src) && n <= isize::MAX as usize {
         let e = ErrnoGuard::new();
         let stored =
@@ -185,6 +187,7 @@ unsafe fn vectored_tapped(
     if src == NONE || iov.is_null() {
         return real(iov, cnt, 0);
     }
+    let _t = transport::Tapping::enter();
     if tap::suppressed(src) {
         // Buffer full (or too many pieces): the original destination takes it.
         let mut real = Some(real);

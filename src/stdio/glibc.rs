@@ -251,6 +251,9 @@ pub unsafe fn account<R>(
     op: impl FnOnce() -> R,
     accepted: impl FnOnce(&R) -> usize,
 ) -> R {
+    // Dropped last, after the stream's lock: a fatal signal during the
+    // call waits until what it wrote is stored (transport::Tapping).
+    let _t = transport::Tapping::enter();
     let _l = Lock::new(f, lock);
     // Not zeroed: only the bytes copied in are ever read.
     let mut scratch = core::mem::MaybeUninit::<[u8; SCRATCH]>::uninit();
@@ -317,6 +320,9 @@ pub unsafe fn suppressed<R>(
     op: impl FnOnce() -> R,
     accepted: impl FnOnce(&R) -> usize,
 ) -> R {
+    // Dropped last, after the stream's lock: a fatal signal during the
+    // call waits until what it wrote is stored (transport::Tapping).
+    let _t = transport::Tapping::enter();
     let _l = Lock::new(f, lock);
     if !flush && !may_write(f, &new) {
         // The call only fills the stream's buffer.

@@ -132,6 +132,8 @@ unsafe fn tee(
         return 0;
     }
     let real: WriteFn = core::mem::transmute(o);
+    // A fatal signal during the call waits until its bytes are stored.
+    let _t = crate::transport::Tapping::enter();
     let src = tap::active_source(p.fd);
     if src == NONE {
         return call(p, f, buf, len, real, orig, me);

@@ -16,7 +16,7 @@ use crate::ring::Ring;
 use crate::sys;
 use crate::tap::SOURCES;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 // Consumer sleep states (the futex word).
 const AWAKE: u32 = 0;
@@ -670,6 +670,32 @@ fn wake_consumer() {
 /// and when that fails too the flush gives up. Used at exit, `_exit`,
 /// exec and `daemon`. Returns true when all arrived.
 pub fn flush(timeout_ms: u64) -> bool {
+    flush_with(timeout_ms, None)
+}
+
+/// How a flush on the way to a fatal signal's default action differs from
+/// exit's: the code the signal interrupted never resumes, so it may have
+/// left a reservation of its own half filled at the ring's tail, and the
+/// handler may run on a small alternate signal stack.
+#[derive(Clone, Copy)]
+struct Dying {
+    /// This thread may drain itself (a consumer-less process): only with
+    /// stack room for a drain.
+    inline_ok: bool,
+    /// The interrupted thread is the program's only one, so a reservation
+    /// stuck at the tail can only be its own.
+    alone: bool,
+}
+
+/// How long a reservation may stay pending at the tail during a fatal
+/// signal's flush before it is given up (its writer may be the very code
+/// the signal interrupted). Another thread fills one in nanoseconds unless
+/// it is descheduled; a thread descheduled longer than this and finishing
+/// its copy after the tail moved on writes into space already reused, in
+/// a process about to die.
+const DYING_STUCK_MS: u64 = 100;
+
+fn flush_with(timeout_ms: u64, dying: Option<Dying>) -> bool {
     if OWNER_PID.load(Relaxed) != sys::getpid() {
         // A vfork child: the memory and the consumer are the parent's.
         return false;
@@ -681,9 +707,29 @@ pub fn flush(timeout_ms: u64) -> bool {
     URGENT.store(true, Relaxed);
     target::attempt_now();
     wake_consumer();
+    let (mut stuck_at, mut stuck_since) = (u64::MAX, 0);
     let done = loop {
         if ring().tail() >= goal && !drops_pending() && target::idle() {
             break true;
+        }
+        if let Some(d) = dying {
+            let (r, tail) = (ring(), ring().tail());
+            if tail < r.head() && r.peek(tail).is_none() {
+                // A reservation pending at the tail (the consumer releases
+                // pads first, so the tail is its position).
+                let now = sys::now_ms();
+                if stuck_at != tail {
+                    (stuck_at, stuck_since) = (tail, now);
+                }
+                let wait = if d.alone { 2 } else { DYING_STUCK_MS };
+                if now.saturating_sub(stuck_since) >= wait {
+                    if let Some((src, len)) = r.abandon(tail) {
+                        DROP_BYTES[src as usize].fetch_add(len as u64, Relaxed);
+                        DROP_WRITES[src as usize].fetch_add(1, Relaxed);
+                    }
+                    wake_consumer();
+                }
+            }
         }
         // An attempt made during this flush failed: the target is away
         // (no socket, refused, no permission, disk full). Waiting would
@@ -703,6 +749,9 @@ pub fn flush(timeout_ms: u64) -> bool {
             let seen = PROGRESS.load(Acquire);
             wake_consumer();
             sys::futex_wait(&PROGRESS, seen, (deadline - now).min(20));
+        } else if dying.is_some_and(|d| !d.inline_ok) {
+            // Nobody else sends, and this stack is too small to.
+            break false;
         } else {
             match target::drain(true) {
                 target::Outcome::Empty => {}
@@ -786,6 +835,30 @@ pub fn at_exit() {
     LATE.store(true, Relaxed);
 }
 
+/// The hand-off before the process dies of a fatal signal whose action
+/// is the default (`hooks::signals`), from the signal handler: exit's flush
+/// and spill, with what a handler must add. Everything it does is a system
+/// call, an atomic or a bounded wait: the interrupted code may hold
+/// anything. A drain lock it holds is never waited for; a reservation it
+/// left pending at the tail is given up (and counted as dropped) instead
+/// of stalling the flush until its deadline. `inline_ok` is false on a
+/// small alternate signal stack, where no drain or spill (several KiB of
+/// stack each) is run on this thread.
+pub fn at_fatal_signal(inline_ok: bool) {
+    if OWNER_PID.load(Relaxed) != sys::getpid()
+        || sys::in_vfork_child()
+        || (ring().used() == 0 && !drops_pending())
+        || drain_held_here()
+    {
+        return;
+    }
+    let alone = sys::threads() == Some(1 + u64::from(THREAD.load(Acquire) == T_RUNNING));
+    let dying = Dying { inline_ok, alone };
+    if !flush_with(config::get().exit_timeout_ms, Some(dying)) && inline_ok {
+        target::spill_undelivered();
+    }
+}
+
 /// Stops the consumer thread and waits until it is gone (for
 /// `unshare(CLONE_NEWUSER)`, which refuses a multi-threaded caller).
 pub fn quiesce() {
@@ -821,6 +894,7 @@ pub fn after_fork_child() {
     THREAD.store(T_NONE, Relaxed);
     STATE.store(AWAKE, Relaxed);
     DRAINING.store(false, Relaxed);
+    DRAIN_OWNER.store(0, Relaxed);
     URGENT.store(false, Relaxed);
     LATE.store(false, Relaxed);
     for s in 0..SOURCES {
@@ -835,18 +909,148 @@ pub fn after_fork_child() {
     target::after_fork_child();
 }
 
+/// Which thread holds the drain lock (`pthread_self`, 0: none known): a
+/// fatal signal's flush must not wait for a lock that the very code it
+/// interrupted holds (see `at_fatal_signal`).
+static DRAIN_OWNER: AtomicUsize = AtomicUsize::new(0);
+
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions (one read of the thread
+    // pointer; async-signal-safe in practice, and not hooked).
+    unsafe { libc::pthread_self() as usize }
+}
+
 pub(crate) fn try_lock_drain() -> bool {
-    DRAINING
+    let ok = DRAINING
         .compare_exchange(false, true, Acquire, Relaxed)
-        .is_ok()
+        .is_ok();
+    if ok {
+        DRAIN_OWNER.store(this_thread(), Relaxed);
+    }
+    ok
 }
 
 pub(crate) fn unlock_drain() {
+    DRAIN_OWNER.store(0, Relaxed);
     DRAINING.store(false, Release);
+}
+
+/// Whether the drain lock is held by the calling thread (by the code a
+/// signal handler interrupted).
+fn drain_held_here() -> bool {
+    DRAINING.load(Acquire) && DRAIN_OWNER.load(Relaxed) == this_thread()
 }
 
 /// Whether any tapping can happen at all (skips the thread otherwise).
 pub fn anything_tapped() -> bool {
     let c = config::get();
     c.tap_stdout || c.tap_stderr || !c.tap_files.is_empty()
+}
+
+// ---------------------------------------------------------------- a fatal
+// signal during a tapped write
+//
+// A signal is delivered as the system call it interrupted returns: a
+// program killed while it writes flat out is usually inside `write`, so
+// the handler would run after the kernel took the bytes and before the
+// hook stored them, and that write would never reach the target (measured:
+// `seq` lost its last write in 5 of 10 SIGTERMs). While a hook is between
+// the real call and the buffer, an asynchronous fatal signal is therefore
+// only noted (`defer_fatal`, from the handler); the hook finishes storing
+// what the call wrote, then the process dies of that signal
+// (`Tapping::drop`). The handler runs without `SA_RESTART`, so a write
+// blocked on a full pipe returns (EINTR or a short count) instead of
+// waiting on: the program never sees that result, it dies first.
+
+// Per thread: tapped calls in progress (low 16 bits) and a fatal signal
+// noted meanwhile (above).
+std::thread_local! {
+    static TAPPING: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
+/// What ends the process for a noted signal (`hooks::signals`), set once
+/// in the constructor; none in `logtap-run`, which installs no handler.
+static DIE: AtomicUsize = AtomicUsize::new(0);
+
+/// # Safety
+/// `die` must end the process with signal `sig` (it may deliver first).
+pub unsafe fn set_fatal_action(die: unsafe fn(i32)) {
+    DIE.store(die as usize, Release);
+}
+
+/// Held by a hook from before its real call until what it wrote is
+/// stored. One thread-local access on each tapped call.
+pub struct Tapping(*const core::cell::Cell<u32>);
+
+impl Tapping {
+    #[inline]
+    pub fn enter() -> Tapping {
+        TAPPING.with(|c| {
+            c.set(c.get() + 1);
+            Tapping(c as *const _)
+        })
+    }
+}
+
+impl Drop for Tapping {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: this thread's own thread-local cell, which lives as long
+        // as the thread (no destructor: const-initialised, no Drop).
+        let c = unsafe { &*self.0 };
+        let v = c.get() - 1;
+        c.set(v);
+        // At the first guard to end, not the outermost: a program's handler
+        // that interrupted an outer tapped call could run on (or block) for
+        // any time after its own write.
+        if v > 0xffff {
+            c.set(v & 0xffff);
+            die_of((v >> 16) as i32);
+        }
+    }
+}
+
+#[cold]
+fn die_of(sig: i32) {
+    let f = DIE.load(Acquire);
+    if f != 0 {
+        // SAFETY: set by `set_fatal_action` to a `unsafe fn(i32)`.
+        unsafe { core::mem::transmute::<usize, unsafe fn(i32)>(f)(sig) };
+    }
+}
+
+/// What the handler of an asynchronous fatal signal does about it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Defer {
+    /// Noted: this thread is inside a tapped call; the process dies when
+    /// the call's bytes are stored, or when the backstop the handler arms
+    /// brings the signal back.
+    Noted,
+    /// Die now of this signal: a signal noted earlier on this thread came
+    /// back (the backstop, or sent again) before the hook stored its
+    /// bytes, so the hook is stuck (a write blocked on a pipe nobody
+    /// reads, a stream lock another blocked thread holds) or was left
+    /// (a program's handler jumped out of it).
+    Now(i32),
+    /// Not inside a tapped call: die now of the signal that arrived.
+    No,
+}
+
+/// From the handler of an asynchronous fatal signal: whether this thread
+/// is inside a tapped call, in which case the signal is noted and the
+/// process dies when the call's bytes are stored.
+pub fn defer_fatal(sig: i32) -> Defer {
+    TAPPING.with(|c| {
+        let v = c.get();
+        if v > 0xffff {
+            // Already noted: the first signal wins, as it would have
+            // without the library.
+            return Defer::Now((v >> 16) as i32);
+        }
+        if v & 0xffff == 0 || !(1..0xffff).contains(&sig) {
+            return Defer::No;
+        }
+        c.set((v & 0xffff) | (sig as u32) << 16);
+        Defer::Noted
+    })
 }
