@@ -483,6 +483,19 @@ impl Ring {
         }
     }
 
+    /// The first position at or after `pos` that is not a committed pad
+    /// record (the head at most). Consumer only.
+    pub fn past_pads(&self, mut pos: u64) -> u64 {
+        while pos < self.head_w().load(Acquire) {
+            let h = self.header(pos).load(Acquire);
+            if h & (COMMIT | PAD) != COMMIT | PAD {
+                break;
+            }
+            pos += (HDR + round8((h & 0xffff_ffff) as usize)) as u64;
+        }
+        pos
+    }
+
     /// Frees committed pad records at the tail (a shortened or empty
     /// reservation leaves one; no frame ever covers it). Consumer only.
     pub fn release_pads(&self) {

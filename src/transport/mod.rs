@@ -142,6 +142,12 @@ fn new_memory(size: usize, shared: bool) -> Option<(*mut u8, i32)> {
             }
             sys::close(fd);
         }
+        let mut e = [0u8; 20];
+        crate::debug(&[
+            b"no shared ring (memfd or its mapping refused, errno ",
+            sys::fmt_u64(sys::errno() as u64, &mut e),
+            b"): a private buffer, lost if the process is killed",
+        ]);
     }
     // SAFETY: a fresh private anonymous mapping; MAP_NORESERVE as above.
     let p = unsafe {

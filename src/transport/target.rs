@@ -62,6 +62,10 @@ struct Conn {
     pf_sent: usize,
     /// Data length of that frame (0: no frame in flight).
     pf_data: usize,
+    /// And its end (position, skip) as first planned: its re-planning
+    /// keeps it, so its version-2 trailer stays byte-identical even when
+    /// padding has appeared after it since.
+    pf_end: (u64, usize),
     reported: bool,
     /// Whether the current connection has delivered anything.
     delivered: bool,
@@ -155,6 +159,7 @@ impl Conn {
             skip: 0,
             pf_sent: 0,
             pf_data: 0,
+            pf_end: (0, 0),
             reported: false,
             delivered: false,
             stuck_pos: u64::MAX,
@@ -830,6 +835,7 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
     }
     c.v2 = true;
     ATTACHED.store(true, SeqCst);
+    crate::debug(&[b"the sink holds the buffer (shared ring attached)"]);
     None
 }
 
@@ -1092,7 +1098,10 @@ fn plan(b: &mut Batch, enc: Enc) {
             off += take;
             total += ent + take;
             let (ep, es) = if off == len {
-                (next, 0)
+                // Version 2: past the padding that follows, so that the
+                // position the sink holds is never padding the consumer
+                // frees (and zeroes) without another frame.
+                (if tr == 1 { r.past_pads(next) } else { next }, 0)
             } else {
                 (rec.pos, off)
             };
@@ -1104,6 +1113,9 @@ fn plan(b: &mut Batch, enc: Enc) {
     }
     if tr == 1 && open_frames(b) {
         close_frame(b);
+    }
+    if tr == 1 && c.pf_data > 0 && b.nframes > 0 {
+        (b.frames[0].end_pos, b.frames[0].end_skip) = c.pf_end;
     }
     if enc.framed() {
         let (version, trailer) = match enc {
@@ -1173,7 +1185,9 @@ fn account(b: &Batch, n: usize, framed: bool) {
     }
     c.pf_sent = done - acc;
     c.pf_data = if c.pf_sent > 0 {
-        b.frames[completed].data_len
+        let f = b.frames[completed];
+        c.pf_end = (f.end_pos, f.end_skip);
+        f.data_len
     } else {
         0
     };
