@@ -18,7 +18,11 @@ fn root() -> PathBuf {
 
 fn built(name: &str) -> PathBuf {
     let p = root().join("target/release").join(name);
-    assert!(p.exists(), "{} missing: cargo build --release --workspace", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: cargo build --release --workspace",
+        p.display()
+    );
     p
 }
 
@@ -183,7 +187,10 @@ fn sigkill_at_a_random_moment_of_a_burst() {
         let (objs, err) = sink.stop();
         let by_pid = lines_by_pid(&objs);
         let file = std::fs::read(&out).unwrap();
-        assert!(file.len() > 10_000, "round {round}: the burst had not started");
+        assert!(
+            file.len() > 10_000,
+            "round {round}: the burst had not started"
+        );
         let got = by_pid.get(&(p.id() as u64)).cloned().unwrap_or_default();
         check_killed(&file, &got, &format!("round {round} (sink said: {err})"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -259,7 +266,11 @@ fn three_hundred_programs_killed_mid_write() {
                 .lines()
                 .filter(|l| l.contains(&format!("pid {} ", p.id())))
                 .collect();
-            let other: Vec<&str> = err.lines().filter(|l| !l.contains("recovered")).take(20).collect();
+            let other: Vec<&str> = err
+                .lines()
+                .filter(|l| !l.contains("recovered"))
+                .take(20)
+                .collect();
             panic!(
                 "pid {}: the sink said: {} (its other messages: {}); the library said: {}",
                 p.id(),
