@@ -1006,6 +1006,10 @@ fn plan(b: &mut Batch, enc: Enc) {
     // A version-2 frame keeps one iovec for its position.
     let tr = usize::from(enc == Enc::V2);
     b.v2 = enc == Enc::V2;
+    // The hello was seen but a frame is half sent: plan that frame alone,
+    // so the send can end on its boundary and the attach follow (a sink
+    // that keeps the socket full would otherwise never see one).
+    let only_first = c.greet == G_FOUND && !c.v2 && c.pf_sent > 0;
     'records: while let Some(rec) = r.peek(pos) {
         let Record {
             src,
@@ -1024,7 +1028,11 @@ fn plan(b: &mut Batch, enc: Enc) {
             };
             let cur = b.nframes.wrapping_sub(1);
             if !open || b.frames[cur].src != src || b.frames[cur].data_len >= limit {
-                if b.nframes == FR_N || b.niov + 3 + 2 * tr > IOV_N || total >= BATCH_MAX {
+                if b.nframes == FR_N
+                    || b.niov + 3 + 2 * tr > IOV_N
+                    || total >= BATCH_MAX
+                    || (only_first && b.nframes == 1)
+                {
                     break 'records;
                 }
                 if tr == 1 && open_frames(b) {
