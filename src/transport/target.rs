@@ -760,6 +760,7 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
             if buf[..k] != lay::SINK_HELLO[..k] {
                 // Something else: not a sink that reads rings.
                 c.greet = G_NONE;
+                crate::debug(&[b"the target sent something other than a hello: no shared ring"]);
             } else if n == lay::HELLO_LEN {
                 match lay::Hello::parse(&buf) {
                     Some(h) => {
@@ -775,6 +776,7 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
             // The sink closed its side, or the socket failed: the next
             // send finds out.
             c.greet = G_NONE;
+            crate::debug(&[b"no hello (the connection ended or failed): no shared ring"]);
         }
     }
     if c.greet != G_FOUND || c.v2 || c.pf_sent > 0 {
@@ -782,6 +784,7 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
     }
     let rfd = ring_fd_here();
     if !crate::fds::is_ring_fd(rfd) {
+        crate::debug(&[b"the shared ring's memfd is gone (a raw close_range?): not attached"]);
         // The memfd was closed behind the library's back (a raw
         // close_range): the sink is served as an older one would be.
         // Never hand over whatever fd took the number.
