@@ -58,6 +58,14 @@ fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
+/// The tests here load the machine heavily (300 programs): one at a time,
+/// so one's load does not starve another's program or sink.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn kill(pid: u32, sig: i32) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, sig) };
@@ -170,6 +178,7 @@ fn settle() {
 
 #[test]
 fn sigkill_at_a_random_moment_of_a_burst() {
+    let _one = serial();
     for round in 0..4 {
         let dir = tmpdir("burst");
         let sock = dir.join("s");
@@ -199,6 +208,7 @@ fn sigkill_at_a_random_moment_of_a_burst() {
 
 #[test]
 fn sigkill_while_the_sink_is_stopped_then_the_sink_resumes() {
+    let _one = serial();
     let dir = tmpdir("stopped");
     let sock = dir.join("s");
     let sink = Sink::start(&sock);
@@ -231,6 +241,7 @@ fn sigkill_while_the_sink_is_stopped_then_the_sink_resumes() {
 
 #[test]
 fn three_hundred_programs_killed_mid_write() {
+    let _one = serial();
     let dir = tmpdir("300");
     let sock = dir.join("s");
     let sink = Sink::start(&sock);
