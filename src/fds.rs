@@ -1,10 +1,16 @@
 //! The one owner of the library's own fds in the program's fd table: where
 //! they are placed, which numbers are ours, and getting out of the way.
 //!
-//! Two kinds of fd may live there: the target connection when the consumer
-//! shares the program's table (`LLT_PRIVATE_FDS=false`, or `unshare`
-//! forbidden by a seccomp profile), and stdio's `/dev/null` for suppressed
-//! streams. Neither may take a number the program could get:
+//! Three kinds of fd may live there: the target connection when the
+//! consumer shares the program's table (`LLT_PRIVATE_FDS=false`, or
+//! `unshare` forbidden by a seccomp profile), stdio's `/dev/null` for
+//! suppressed streams, and the memfd holding the shared ring (`socket:`
+//! target in the logtap format), kept for the life of the process so it
+//! can be handed to the sink on every new connection. The memfd stays in
+//! the program's table in both modes (a consumer with a private table
+//! keeps its own copy at the same number, and a consumer started again
+//! after `unshare(CLONE_NEWUSER)` copies it from the program's table).
+//! None of them may take a number the program could get:
 //!
 //! - When the soft `RLIMIT_NOFILE` is below the hard one (and small enough
 //!   that a table reaching past it stays cheap), our fds sit at or above the
@@ -325,19 +331,79 @@ pub fn drop_reserve() {
     }
 }
 
+/// The memfd of the shared ring, or -1 (none: a private ring).
+static RING_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The memfd's identity (device, inode): a raw `close_range` system
+/// call, which no hook sees, can close it and let the program reuse the
+/// number; only an fd that is still the memfd is ever handed to the sink.
+static RING_DEV: AtomicU64 = AtomicU64::new(0);
+static RING_INO: AtomicU64 = AtomicU64::new(0);
+
+/// Places the ring's memfd where the program cannot get it and keeps it.
+pub fn adopt_ring_fd(fd: c_int) -> c_int {
+    let fd = place(fd);
+    if let Some(id) = sys::fstat(fd) {
+        RING_DEV.store(id.dev, SeqCst);
+        RING_INO.store(id.ino, SeqCst);
+    }
+    RING_FD.store(fd, SeqCst);
+    fd
+}
+
+/// Whether `fd` (in whichever table the caller uses) is the ring's memfd.
+pub fn is_ring_fd(fd: c_int) -> bool {
+    fd >= 0
+        && sys::fstat(fd)
+            .is_some_and(|id| id.dev == RING_DEV.load(SeqCst) && id.ino == RING_INO.load(SeqCst))
+}
+
+/// The ring's memfd (-1: none).
+pub fn ring_fd() -> c_int {
+    RING_FD.load(SeqCst)
+}
+
+/// Forgets the ring's memfd (closing it): a fork child whose new ring is
+/// private memory.
+pub fn drop_ring_fd() {
+    let fd = RING_FD.swap(-1, SeqCst);
+    if is_ring_fd(fd) {
+        sys::close(fd);
+    }
+}
+
+/// A fork child's new memfd: it takes the inherited memfd's number when
+/// that is still the memfd (so nothing about the number changes), else
+/// it is placed like a new fd of ours.
+pub fn replace_ring_fd(new: c_int) {
+    let old = RING_FD.load(SeqCst);
+    // SAFETY: dup3 onto a number that is verified to be our own memfd.
+    if is_ring_fd(old) && unsafe { libc::syscall(libc::SYS_dup3, new, old, libc::O_CLOEXEC) } >= 0 {
+        sys::close(new);
+        if let Some(id) = sys::fstat(old) {
+            RING_DEV.store(id.dev, SeqCst);
+            RING_INO.store(id.ino, SeqCst);
+        }
+    } else {
+        adopt_ring_fd(new);
+    }
+}
+
 /// Whether `fd`, in the program's table, is one of the library's.
 #[inline]
 pub fn owns(fd: c_int) -> bool {
     fd >= 0
-        && (crate::transport::target::owns(fd)
+        && (RING_FD.load(SeqCst) == fd
+            || crate::transport::target::owns(fd)
             || crate::stdio::owns(fd)
             || RESERVED.load(SeqCst) == fd
             || RESERVED2.load(SeqCst) == fd)
 }
 
 /// Every fd of ours in the program's table (-1 for none).
-pub fn ours() -> [c_int; 4] {
+pub fn ours() -> [c_int; 5] {
     [
+        RING_FD.load(SeqCst),
         crate::transport::target::our_fd(),
         crate::stdio::devnull_fd(),
         RESERVED.load(SeqCst),
@@ -358,6 +424,13 @@ pub fn evacuate(fd: c_int) {
     }
     crate::transport::target::evacuate(fd);
     crate::stdio::evacuate(fd);
+    if RING_FD.load(SeqCst) == fd {
+        // A copy elsewhere; the program's dup2 replaces the old number. A
+        // consumer with a private table keeps its own copy at the old
+        // number, which the program's call does not reach; when moving
+        // fails the sink simply gets no ring on later connections.
+        RING_FD.store(copy_away(fd), SeqCst);
+    }
     let _ = RESERVED.compare_exchange(fd, -1, SeqCst, Relaxed);
     let _ = RESERVED2.compare_exchange(fd, -1, SeqCst, Relaxed);
 }

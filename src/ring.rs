@@ -7,36 +7,52 @@
 //! When the ring is full the reservation fails at once: the caller decides
 //! between dropping (counted) and writing to the original destination.
 //!
-//! Records are 8-byte aligned: an 8-byte header (`len | src << 32 |
-//! flags`), the write's origin as a 16-byte entry header of the wire's
-//! version 1 (`logtap_wire::EntryHeader`: wall-clock time, the writer's
-//! pid, the length), then the data. The entry header and the data lie
-//! together exactly as a version-1 frame carries them, so a whole record
-//! goes onto the wire as one piece of memory; and a reader of the ring
-//! alone (the shared ring of a later design, read by the sink) finds each
+//! The memory is laid out as `logtap_wire::ring` defines it, once for the
+//! library and the sink: a control block (magic, layout, sizes, state,
+//! owner token, and the ring's head and tail, which this struct points
+//! at), a source table (one slot per source: its level, its name, its
+//! unreported drop counters), then the records. With a `socket:` target in
+//! the logtap format that memory is a sealed memfd the sink also maps (see
+//! `transport`), so what a write returned for survives the process.
+//!
+//! Records are 8-byte aligned: an 8-byte header word (`len | src << 32 |
+//! flags`, the flags of `logtap_wire::ring`), the write's origin as a
+//! 16-byte entry header of the wire's version 1 (`logtap_wire::EntryHeader`:
+//! wall-clock time, the writer's pid, the length), then the data. The entry
+//! header and the data lie together exactly as a version-1 frame carries
+//! them, so a whole record goes onto the wire as one piece of memory, and a
+//! reader of the ring alone (the sink, after the program died) finds each
 //! record's time and pid next to its bytes. A pad record has the 8-byte
 //! header only. A record never wraps; a pad record fills the end of the
 //! ring instead. The consumer zeroes what it consumed before handing the
 //! space back, so a header slot reads 0 until its writer commits.
 
-use core::sync::atomic::{AtomicU64, Ordering::*};
-use logtap_wire::{EntryHeader, WriteOrigin, ENTRY_HEADER};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use logtap_wire::ring as lay;
+use logtap_wire::{EntryHeader, Level, WriteOrigin, ENTRY_HEADER};
 
-const COMMIT: u64 = 1 << 63;
-const PAD: u64 = 1 << 62;
+const COMMIT: u64 = lay::REC_COMMIT;
+const PAD: u64 = lay::REC_PAD;
 /// Reserved by a writer, not yet committed (see `Ring::reserve`).
-const RESERVED: u64 = 1 << 61;
-const HDR: usize = 8;
+const RESERVED: u64 = lay::REC_RESERVED;
+const HDR: usize = lay::REC_HEADER;
 /// The entry header (origin and length) between a record's header and data.
 const META: usize = ENTRY_HEADER;
 
+/// The control block of a ring that has none yet (the placeholder before
+/// the constructor maps the real one): its head and tail read 0.
+#[repr(C, align(64))]
+struct NoControl([AtomicU64; lay::TAIL_AT / 8 + 8]);
+static NO_CONTROL: NoControl = NoControl([const { AtomicU64::new(0) }; lay::TAIL_AT / 8 + 8]);
+
 pub struct Ring {
+    /// Start of the whole layout: control block, source table, records.
+    ctl: *mut u8,
+    /// The records (`ctl + data_offset`).
     base: *mut u8,
     cap: usize,
-    /// Next free position (monotonic, reduce with `& (cap-1)`).
-    head: AtomicU64,
-    /// Everything before this is free.
-    tail: AtomicU64,
+    /// Slots in the source table.
+    slots: usize,
 }
 
 // SAFETY: all shared state is reached through atomics; record bytes are
@@ -70,22 +86,212 @@ pub struct Record {
 
 #[inline]
 fn round8(n: usize) -> usize {
-    (n + 7) & !7
+    lay::round8(n)
 }
 
 impl Ring {
-    /// An empty ring over `cap` bytes of fresh zeroed memory.
+    /// The placeholder before the constructor maps a ring: capacity 0,
+    /// never pushed to (`max_record` is 0), head and tail 0.
+    pub const fn none() -> Ring {
+        Ring {
+            ctl: &NO_CONTROL as *const NoControl as *mut u8,
+            base: core::ptr::null_mut(),
+            cap: 0,
+            slots: 0,
+        }
+    }
+
+    /// Bytes the layout of a ring of `cap` bytes with `slots` sources
+    /// takes: control block, source table, records.
+    pub fn layout_size(cap: usize, slots: usize) -> usize {
+        lay::data_offset(slots) + cap
+    }
+
+    /// An empty ring laid out over `mem`: writes its control block.
     ///
     /// # Safety
-    /// `base` must be `cap` writable zeroed bytes, 8-aligned, `cap` a power
-    /// of two, and outlive the ring.
-    pub const unsafe fn from_raw(base: *mut u8, cap: usize) -> Ring {
+    /// `mem` must be `layout_size(cap, slots)` writable zeroed bytes,
+    /// page-aligned, `cap` a power of two, and outlive the ring; `slots`
+    /// at most 256.
+    pub unsafe fn format(mem: *mut u8, cap: usize, slots: usize) -> Ring {
+        let off = lay::data_offset(slots);
+        let w = |at: usize, v: u64| (mem.add(at) as *mut u64).write(v);
+        w(lay::MAGIC_AT, lay::MAGIC);
+        (mem.add(lay::VERSION_AT) as *mut u32).write(lay::LAYOUT_VERSION);
+        (mem.add(lay::SLOTS_AT) as *mut u32).write(slots as u32);
+        w(lay::DATA_OFFSET_AT, off as u64);
+        w(lay::CAP_AT, cap as u64);
+        (mem.add(lay::STATE_AT) as *mut u32).write(lay::STATE_LIVE);
+        w(lay::OWNER_AT, 0);
+        w(lay::HEAD_AT, 0);
+        w(lay::TAIL_AT, 0);
+        Ring::attach(mem, cap, slots)
+    }
+
+    /// The ring whose layout (written by `format`) lies at `mem`.
+    ///
+    /// # Safety
+    /// As for `format`, with the control block already written.
+    pub unsafe fn attach(mem: *mut u8, cap: usize, slots: usize) -> Ring {
         Ring {
-            base,
+            ctl: mem,
+            base: mem.add(lay::data_offset(slots)),
             cap,
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
+            slots,
         }
+    }
+
+    /// The whole layout's start and size (for `munmap`/`mremap`).
+    pub fn mapping(&self) -> (*mut u8, usize) {
+        (self.ctl, lay::data_offset(self.slots) + self.cap)
+    }
+
+    #[inline]
+    fn ctl64(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: `at` is one of the layout's 8-aligned control words,
+        // inside the control block (or the placeholder's).
+        unsafe { &*(self.ctl.add(at) as *const AtomicU64) }
+    }
+
+    #[inline]
+    fn head_w(&self) -> &AtomicU64 {
+        self.ctl64(lay::HEAD_AT)
+    }
+
+    #[inline]
+    fn tail_w(&self) -> &AtomicU64 {
+        self.ctl64(lay::TAIL_AT)
+    }
+
+    fn state_w(&self) -> Option<&AtomicU32> {
+        // SAFETY: the state word of a mapped control block.
+        (self.cap > 0).then(|| unsafe { &*(self.ctl.add(lay::STATE_AT) as *const AtomicU32) })
+    }
+
+    /// `STATE_LIVE` or `STATE_ABANDONED` (see `logtap_wire::ring`).
+    pub fn set_state(&self, st: u32) {
+        if let Some(w) = self.state_w() {
+            w.store(st, SeqCst);
+        }
+    }
+
+    pub fn state(&self) -> u32 {
+        self.state_w().map_or(lay::STATE_LIVE, |w| w.load(SeqCst))
+    }
+
+    /// The connection the sink may read this ring for (0: none).
+    pub fn set_owner(&self, token: u64) {
+        if self.cap > 0 {
+            self.ctl64(lay::OWNER_AT).store(token, Release);
+        }
+    }
+
+    pub fn owner(&self) -> u64 {
+        if self.cap > 0 {
+            self.ctl64(lay::OWNER_AT).load(Acquire)
+        } else {
+            0
+        }
+    }
+
+    /// Clears the owner word if it still names `token`.
+    pub fn disown(&self, token: u64) {
+        if self.cap > 0 && token != 0 {
+            let _ = self
+                .ctl64(lay::OWNER_AT)
+                .compare_exchange(token, 0, AcqRel, Relaxed);
+        }
+    }
+
+    fn slot(&self, src: u8) -> Option<*mut u8> {
+        let i = src as usize;
+        // SAFETY: slot `i` lies inside the source table.
+        (i < self.slots).then(|| unsafe { self.ctl.add(lay::CONTROL_SIZE + i * lay::SLOT_SIZE) })
+    }
+
+    fn slot64(&self, src: u8, at: usize) -> Option<&AtomicU64> {
+        // SAFETY: an 8-aligned word inside the slot.
+        self.slot(src)
+            .map(|s| unsafe { &*(s.add(at) as *const AtomicU64) })
+    }
+
+    /// Fills the slot of `src` (level, name) and marks it ready, the ready
+    /// flag last. No allocation, no lock: callable from a hook. A name
+    /// longer than a slot holds is cut.
+    pub fn set_source(&self, src: u8, level: Level, name: &[u8]) {
+        let Some(s) = self.slot(src) else {
+            return;
+        };
+        let n = name.len().min(lay::SLOT_NAME_MAX);
+        // SAFETY: the slot's fields, inside the table; a slot is written
+        // by the one thread that registers its source, before any record
+        // of it exists, and read by the sink only after the ready flag.
+        unsafe {
+            (s.add(lay::SLOT_LEVEL_AT) as *mut u32).write_volatile(level as u32);
+            (s.add(lay::SLOT_NAME_LEN_AT) as *mut u32).write_volatile(n as u32);
+            core::ptr::copy_nonoverlapping(name.as_ptr(), s.add(lay::SLOT_NAME_AT), n);
+            (*(s.add(lay::SLOT_READY_AT) as *const AtomicU32)).store(1, Release);
+        }
+    }
+
+    /// Copies the source table of `other` (a fork child's new ring takes
+    /// its parent's sources; the drop counters start at 0).
+    pub fn copy_sources(&self, other: &Ring) {
+        for src in 0..self.slots.min(other.slots) {
+            let (Some(from), Some(to)) = (other.slot(src as u8), self.slot(src as u8)) else {
+                continue;
+            };
+            // SAFETY: two slots of two distinct mappings.
+            unsafe {
+                if (*(from.add(lay::SLOT_READY_AT) as *const AtomicU32)).load(Acquire) == 0 {
+                    continue;
+                }
+                let n = (from.add(lay::SLOT_NAME_LEN_AT) as *const u32).read() as usize;
+                let n = n.min(lay::SLOT_NAME_MAX);
+                core::ptr::copy_nonoverlapping(
+                    from.add(lay::SLOT_LEVEL_AT),
+                    to.add(lay::SLOT_LEVEL_AT),
+                    8,
+                );
+                core::ptr::copy_nonoverlapping(
+                    from.add(lay::SLOT_NAME_AT),
+                    to.add(lay::SLOT_NAME_AT),
+                    n,
+                );
+                (*(to.add(lay::SLOT_READY_AT) as *const AtomicU32)).store(1, Release);
+            }
+        }
+    }
+
+    /// Counts bytes and writes of `src` lost to the target.
+    pub fn add_drops(&self, src: u8, bytes: u64, writes: u64) {
+        if let (Some(b), Some(w)) = (
+            self.slot64(src, lay::SLOT_DROP_BYTES_AT),
+            self.slot64(src, lay::SLOT_DROP_WRITES_AT),
+        ) {
+            b.fetch_add(bytes, Relaxed);
+            // Release: a reader that sees the writes sees their bytes.
+            w.fetch_add(writes, Release);
+        }
+    }
+
+    /// Takes the unreported drops of `src`: (bytes, writes).
+    pub fn take_drops(&self, src: u8) -> (u64, u64) {
+        match (
+            self.slot64(src, lay::SLOT_DROP_BYTES_AT),
+            self.slot64(src, lay::SLOT_DROP_WRITES_AT),
+        ) {
+            (Some(b), Some(w)) if w.load(Acquire) != 0 => (b.swap(0, Relaxed), w.swap(0, AcqRel)),
+            _ => (0, 0),
+        }
+    }
+
+    /// Whether any source has unreported drops.
+    pub fn drops_pending(&self) -> bool {
+        (0..self.slots).any(|s| {
+            self.slot64(s as u8, lay::SLOT_DROP_WRITES_AT)
+                .is_some_and(|w| w.load(Relaxed) != 0)
+        })
     }
 
     pub fn base(&self) -> *mut u8 {
@@ -115,17 +321,17 @@ impl Ring {
 
     /// Bytes reserved and not yet released.
     pub fn used(&self) -> u64 {
-        self.head
+        self.head_w()
             .load(Relaxed)
-            .wrapping_sub(self.tail.load(Relaxed))
+            .wrapping_sub(self.tail_w().load(Relaxed))
     }
 
     pub fn head(&self) -> u64 {
-        self.head.load(SeqCst)
+        self.head_w().load(SeqCst)
     }
 
     pub fn tail(&self) -> u64 {
-        self.tail.load(Acquire)
+        self.tail_w().load(Acquire)
     }
 
     /// Appends one record made of `parts` (total `len` bytes) written at
@@ -159,18 +365,18 @@ impl Ring {
         }
         let total = (HDR + META + round8(max)) as u64;
         let cap = self.cap as u64;
-        let mut h = self.head.load(Relaxed);
+        let mut h = self.head_w().load(Relaxed);
         let (start, end) = loop {
             let off = h & (cap - 1);
             let to_end = cap - off;
             let start = if total <= to_end { h } else { h + to_end };
             let end = start + total;
-            if end - self.tail.load(Acquire) > cap {
+            if end - self.tail_w().load(Acquire) > cap {
                 return None;
             }
             // SeqCst: pairs with the consumer's SeqCst store of its sleep
             // state, so either it sees this head or we see it asleep.
-            match self.head.compare_exchange_weak(h, end, SeqCst, Relaxed) {
+            match self.head_w().compare_exchange_weak(h, end, SeqCst, Relaxed) {
                 Ok(_) => break (start, end),
                 Err(now) => h = now,
             }
@@ -226,7 +432,7 @@ impl Ring {
         // reused, a case the 2 s threshold leaves to a thread stopped
         // alone mid-copy for that long.
         self.header(r.pos).store(record, Release);
-        r.end - self.tail.load(Relaxed)
+        r.end - self.tail_w().load(Relaxed)
     }
 
     /// Gives up on the reservation at `pos`, whose writer has not committed
@@ -235,7 +441,7 @@ impl Ring {
     /// reservation (committed meanwhile, or not stamped). Consumer only.
     pub fn abandon(&self, pos: u64) -> Option<(u8, usize)> {
         let h = self.header(pos).load(Acquire);
-        if h & RESERVED == 0 || h & COMMIT != 0 || pos >= self.head.load(Acquire) {
+        if h & RESERVED == 0 || h & COMMIT != 0 || pos >= self.head_w().load(Acquire) {
             return None;
         }
         let len = (h & 0xffff_ffff) as usize;
@@ -250,7 +456,7 @@ impl Ring {
     /// record there is not committed yet or `pos` is at the head.
     pub fn peek(&self, mut pos: u64) -> Option<Record> {
         loop {
-            if pos >= self.head.load(Acquire) {
+            if pos >= self.head_w().load(Acquire) {
                 return None;
             }
             let h = self.header(pos).load(Acquire);
@@ -277,11 +483,24 @@ impl Ring {
         }
     }
 
+    /// The first position at or after `pos` that is not a committed pad
+    /// record (the head at most). Consumer only.
+    pub fn past_pads(&self, mut pos: u64) -> u64 {
+        while pos < self.head_w().load(Acquire) {
+            let h = self.header(pos).load(Acquire);
+            if h & (COMMIT | PAD) != COMMIT | PAD {
+                break;
+            }
+            pos += (HDR + round8((h & 0xffff_ffff) as usize)) as u64;
+        }
+        pos
+    }
+
     /// Frees committed pad records at the tail (a shortened or empty
     /// reservation leaves one; no frame ever covers it). Consumer only.
     pub fn release_pads(&self) {
-        let mut pos = self.tail.load(Relaxed);
-        while pos < self.head.load(Acquire) {
+        let mut pos = self.tail_w().load(Relaxed);
+        while pos < self.head_w().load(Acquire) {
             let h = self.header(pos).load(Acquire);
             if h & (COMMIT | PAD) != COMMIT | PAD {
                 break;
@@ -293,7 +512,7 @@ impl Ring {
 
     /// Returns [tail, upto) to the writers. Consumer only.
     pub fn release(&self, upto: u64) {
-        let tail = self.tail.load(Relaxed);
+        let tail = self.tail_w().load(Relaxed);
         if upto <= tail {
             return;
         }
@@ -306,7 +525,7 @@ impl Ring {
             unsafe { core::ptr::write_bytes(self.at(p), 0, n as usize) };
             p += n;
         }
-        self.tail.store(upto, Release);
+        self.tail_w().store(upto, Release);
     }
 }
 
@@ -320,10 +539,70 @@ mod tests {
     };
 
     fn ring(cap: usize) -> (Vec<u64>, Ring) {
-        let mut mem = vec![0u64; cap / 8];
-        // SAFETY: `mem` is zeroed, 8-aligned, `cap` bytes, and outlives the ring.
-        let r = unsafe { Ring::from_raw(mem.as_mut_ptr() as *mut u8, cap) };
+        let mut mem = vec![0u64; Ring::layout_size(cap, 8) / 8];
+        // SAFETY: `mem` is zeroed, 8-aligned, the layout's size, and
+        // outlives the ring (the tests' rings never need page alignment).
+        let r = unsafe { Ring::format(mem.as_mut_ptr() as *mut u8, cap, 8) };
         (mem, r)
+    }
+
+    /// The layout as a reader of `logtap_wire::ring` sees it: the control
+    /// words, the source table, the head and tail where the consumer's
+    /// writes put them, and the records in the wire's header-word format.
+    #[test]
+    fn layout_is_the_wires() {
+        let (m, r) = ring(256);
+        let bytes = |at: usize, n: usize| -> Vec<u8> {
+            // SAFETY: inside `m`, which is alive.
+            unsafe { std::slice::from_raw_parts((m.as_ptr() as *const u8).add(at), n).to_vec() }
+        };
+        let u64_at = |at: usize| u64::from_ne_bytes(bytes(at, 8).try_into().unwrap());
+        let u32_at = |at: usize| u32::from_ne_bytes(bytes(at, 4).try_into().unwrap());
+        assert_eq!(u64_at(lay::MAGIC_AT), lay::MAGIC);
+        assert_eq!(u32_at(lay::VERSION_AT), lay::LAYOUT_VERSION);
+        assert_eq!(u32_at(lay::SLOTS_AT), 8);
+        let off = u64_at(lay::DATA_OFFSET_AT) as usize;
+        assert_eq!(off, lay::data_offset(8));
+        assert_eq!(u64_at(lay::CAP_AT), 256);
+        r.set_source(1, Level::Info, b"stdout");
+        r.add_drops(1, 10, 2);
+        let slot = lay::CONTROL_SIZE + lay::SLOT_SIZE;
+        assert_eq!(u32_at(slot + lay::SLOT_READY_AT), 1);
+        assert_eq!(u32_at(slot + lay::SLOT_LEVEL_AT), Level::Info as u32);
+        assert_eq!(u32_at(slot + lay::SLOT_NAME_LEN_AT), 6);
+        assert_eq!(bytes(slot + lay::SLOT_NAME_AT, 6), b"stdout");
+        assert_eq!(u64_at(slot + lay::SLOT_DROP_BYTES_AT), 10);
+        assert_eq!(u64_at(slot + lay::SLOT_DROP_WRITES_AT), 2);
+        assert!(r.drops_pending());
+        assert_eq!(r.take_drops(1), (10, 2));
+        assert!(!r.drops_pending());
+        r.push(1, &[b"hello"], 5, O).unwrap();
+        assert_eq!(u64_at(lay::HEAD_AT), lay::record_size(5) as u64);
+        assert_eq!(
+            lay::decode_header(u64_at(off)),
+            lay::Slot::Record {
+                src: 1,
+                len: 5,
+                size: lay::record_size(5) as u64
+            }
+        );
+        assert_eq!(bytes(off + HDR + META, 5), b"hello");
+        r.release(r.peek(0).unwrap().next);
+        assert_eq!(u64_at(lay::TAIL_AT), lay::record_size(5) as u64);
+        r.set_owner(7);
+        r.disown(8);
+        assert_eq!(u64_at(lay::OWNER_AT), 7);
+        r.disown(7);
+        assert_eq!(u64_at(lay::OWNER_AT), 0);
+        r.set_state(lay::STATE_ABANDONED);
+        assert_eq!(u32_at(lay::STATE_AT), lay::STATE_ABANDONED);
+        let (_m2, child) = ring(256);
+        child.copy_sources(&r);
+        assert_eq!(child.take_drops(1), (0, 0));
+        let (cm, _) = child.mapping();
+        // SAFETY: inside the child's layout.
+        let name = unsafe { std::slice::from_raw_parts(cm.add(slot + lay::SLOT_NAME_AT), 6) };
+        assert_eq!(name, b"stdout");
     }
 
     #[test]

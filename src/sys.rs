@@ -316,3 +316,46 @@ pub fn fmt_u64(n: u64, buf: &mut [u8; 20]) -> &[u8] {
     }
     &buf[i..]
 }
+
+/// A memfd of exactly `size` bytes, close-on-exec, sealed so that it can
+/// neither shrink nor grow and its seals cannot change (a process that
+/// maps it can rely on every page staying there); -1 when the kernel
+/// refuses (no memfd, or no sealing).
+pub fn sealed_memfd(name: &core::ffi::CStr, size: usize) -> c_int {
+    // SAFETY: memfd_create with a NUL-terminated name; the other calls act
+    // on the new fd only.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_memfd_create,
+            name.as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        ) as c_int;
+        if fd < 0 {
+            return -1;
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if libc::syscall(libc::SYS_ftruncate, fd, size as libc::off_t) != 0
+            || fcntl(fd, libc::F_ADD_SEALS, c_long::from(seals)) < 0
+        {
+            close(fd);
+            return -1;
+        }
+        fd
+    }
+}
+
+/// `recv` as a raw system call (`recvfrom` with no address).
+pub fn recv(fd: c_int, buf: &mut [u8], flags: c_int) -> isize {
+    // SAFETY: `buf` is writable for its length; no address is asked for.
+    ret(unsafe {
+        libc::syscall(
+            libc::SYS_recvfrom,
+            fd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            flags,
+            core::ptr::null_mut::<libc::sockaddr>(),
+            core::ptr::null_mut::<libc::socklen_t>(),
+        )
+    })
+}

@@ -83,6 +83,12 @@ pub fn is_active() -> bool {
     ACTIVE.load(Acquire)
 }
 
+/// Nothing is tapped from now on (a fork child that could get no buffer
+/// of its own writes as without the library).
+pub fn deactivate() {
+    ACTIVE.store(false, Release);
+}
+
 /// fds whose entry the library has set (a bit each). fds above 2 that a
 /// process inherited (`exec 3>&1` in a parent shell) are classified when
 /// they are first duplicated.

@@ -934,7 +934,13 @@ fn real_sink_stopped_with_sigstop_gets_everything() {
     cont.join().unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let (objs, err) = sink.stop(libc::SIGTERM);
-    assert!(err.is_empty(), "sink complained: {err}");
+    // A sink that reads shared rings says when it looked at one after its
+    // program ended; an empty recovery is no complaint.
+    let complaints: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("recovered 0 bytes in 0 writes"))
+        .collect();
+    assert!(complaints.is_empty(), "sink complained: {err}");
     check_lines(
         &sink_lines(&objs, "stdout"),
         &[("l".to_string(), 100000)].into_iter().collect(),

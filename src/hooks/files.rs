@@ -76,7 +76,7 @@ pub unsafe extern "C" fn closefrom(lo: c_int) {
     }
 }
 
-/// [lo, hi] minus the library's fds, as at most five ranges.
+/// [lo, hi] minus the library's fds, as at most six ranges.
 fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_uint)> {
     let mut ours = crate::fds::ours().map(|fd| {
         if fd >= 0 && (lo..=hi).contains(&(fd as c_uint)) {
@@ -86,7 +86,7 @@ fn split_around_ours(lo: c_uint, hi: c_uint) -> impl Iterator<Item = (c_uint, c_
         }
     });
     ours.sort_unstable();
-    let mut out = [None; 5];
+    let mut out = [None; 6];
     let mut start = Some(lo);
     let mut n = 0;
     for o in ours.into_iter().flatten() {

@@ -16,7 +16,19 @@ fn deliver_before_leaving() {
     // A vfork child leaves the parent's buffer to the parent.
     if tap::is_active() && transport::anything_tapped() && !crate::sys::in_vfork_child() {
         transport::flush(config::get().exit_timeout_ms);
+        // What did not leave is the sink's to read from the shared ring
+        // once the connection ends (it closes at exec: close-on-exec).
+        transport::abandon();
     }
+}
+
+/// `exec` returned: it failed, and the process goes on with its ring.
+fn exec_failed(r: c_int) -> c_int {
+    if !crate::sys::in_vfork_child() {
+        let _e = crate::sys::ErrnoGuard::new();
+        transport::resume();
+    }
+    r
 }
 
 /// Delivers what is buffered, then ends the process through `real`; should
@@ -71,7 +83,7 @@ pub unsafe extern "C" fn execve(
     e: *const *const c_char,
 ) -> c_int {
     deliver_before_leaving();
-    real::execve(p, a, e)
+    exec_failed(real::execve(p, a, e))
 }
 
 /// # Safety
@@ -79,7 +91,7 @@ pub unsafe extern "C" fn execve(
 #[no_mangle]
 pub unsafe extern "C" fn execv(p: *const c_char, a: *const *const c_char) -> c_int {
     deliver_before_leaving();
-    real::execv(p, a)
+    exec_failed(real::execv(p, a))
 }
 
 /// # Safety
@@ -87,7 +99,7 @@ pub unsafe extern "C" fn execv(p: *const c_char, a: *const *const c_char) -> c_i
 #[no_mangle]
 pub unsafe extern "C" fn execvp(p: *const c_char, a: *const *const c_char) -> c_int {
     deliver_before_leaving();
-    real::execvp(p, a)
+    exec_failed(real::execvp(p, a))
 }
 
 /// # Safety
@@ -99,7 +111,7 @@ pub unsafe extern "C" fn execvpe(
     e: *const *const c_char,
 ) -> c_int {
     deliver_before_leaving();
-    real::execvpe(p, a, e)
+    exec_failed(real::execvpe(p, a, e))
 }
 
 /// # Safety
@@ -111,7 +123,7 @@ pub unsafe extern "C" fn fexecve(
     e: *const *const c_char,
 ) -> c_int {
     deliver_before_leaving();
-    real::fexecve(fd, a, e)
+    exec_failed(real::fexecve(fd, a, e))
 }
 
 /// `posix_spawn` runs no `pthread_atfork` handlers; hand off pending data
@@ -174,7 +186,11 @@ pub unsafe extern "C" fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
     }
     deliver_before_leaving();
     let r = real::daemon(nochdir, noclose);
-    if r == 0 && noclose == 0 {
+    if r != 0 {
+        // No fork: the process goes on with its ring.
+        return exec_failed(r);
+    }
+    if noclose == 0 {
         // The child (a fork: it has its own state by now).
         let _e = crate::sys::ErrnoGuard::new();
         for fd in 0..3 {

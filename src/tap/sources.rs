@@ -152,7 +152,10 @@ fn register(abs: &[u8]) -> Option<u8> {
         *s.len.get() = abs.len();
     }
     s.state.store(READY, Release);
-    Some(FIRST_FILE + i as u8)
+    let src = FIRST_FILE + i as u8;
+    // Its slot in the ring's source table, before any record of it.
+    crate::transport::announce_source(src);
+    Some(src)
 }
 
 /// Records which file the program opened as `src` (for the exit spill).
@@ -187,6 +190,15 @@ pub fn name(src: u8) -> &'static [u8] {
             }
             None => logtap_wire::SELF_SOURCE.as_bytes(),
         },
+    }
+}
+
+/// The name as the ring's source table holds it: `name`, with a file's
+/// leading `/` kept.
+pub fn full_name(src: u8) -> &'static [u8] {
+    match slot(src) {
+        Some(s) if src >= FIRST_FILE => slot_name(s),
+        _ => name(src),
     }
 }
 

@@ -39,9 +39,9 @@ struct RingCell(UnsafeCell<Ring>);
 unsafe impl Sync for RingCell {}
 
 static RING: RingCell = RingCell(UnsafeCell::new(
-    // SAFETY: a zero-capacity ring is never pushed to: `init` replaces it
-    // before the library turns active.
-    unsafe { Ring::from_raw(core::ptr::null_mut(), 0) },
+    // A zero-capacity ring is never pushed to: `init` replaces it before
+    // the library turns active.
+    Ring::none(),
 ));
 
 static STATE: AtomicU32 = AtomicU32::new(AWAKE);
@@ -92,8 +92,6 @@ static DRAINING: AtomicBool = AtomicBool::new(false);
 static URGENT: AtomicBool = AtomicBool::new(false);
 /// The final drain has run; later taps are sent on the spot.
 static LATE: AtomicBool = AtomicBool::new(false);
-static DROP_BYTES: [AtomicU64; SOURCES] = [const { AtomicU64::new(0) }; SOURCES];
-static DROP_WRITES: [AtomicU64; SOURCES] = [const { AtomicU64::new(0) }; SOURCES];
 /// The pid this state belongs to (a vfork child shares our memory).
 static OWNER_PID: AtomicI32 = AtomicI32::new(0);
 /// The pid writes are stamped with when it is not this process's own:
@@ -111,24 +109,90 @@ pub fn ring() -> &'static Ring {
     unsafe { &*RING.0.get() }
 }
 
-fn map_ring(size: usize) -> bool {
-    // SAFETY: a fresh private anonymous mapping; MAP_NORESERVE so that only
-    // pages actually used cost memory.
-    unsafe {
-        let p = libc::mmap(
+/// Whether the ring is shared with the sink: a `socket:` target in the
+/// logtap format (a sink reads the memfd; logserver readers and files
+/// cannot use it).
+fn wants_shared_ring() -> bool {
+    let c = config::get();
+    c.target_kind == config::TargetKind::Socket && c.format == config::Format::Logtap
+}
+
+/// Fresh zeroed memory for a ring's layout of `size` bytes: a sealed
+/// memfd mapped shared when `shared` (and the kernel allows it), else a
+/// private anonymous mapping. Returns the address and the memfd (-1: none).
+fn new_memory(size: usize, shared: bool) -> Option<(*mut u8, i32)> {
+    if shared {
+        let fd = sys::sealed_memfd(c"logtap-ring", size);
+        if fd >= 0 {
+            // SAFETY: a new shared mapping of the whole memfd, which its
+            // seals keep at exactly `size` bytes; MAP_NORESERVE so that
+            // only pages actually used cost memory.
+            let p = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_NORESERVE,
+                    fd,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                return Some((p as *mut u8, fd));
+            }
+            sys::close(fd);
+        }
+        let mut e = [0u8; 20];
+        crate::debug(&[
+            b"no shared ring (memfd or its mapping refused, errno ",
+            sys::fmt_u64(sys::errno() as u64, &mut e),
+            b"): a private buffer, lost if the process is killed",
+        ]);
+    }
+    // SAFETY: a fresh private anonymous mapping; MAP_NORESERVE as above.
+    let p = unsafe {
+        libc::mmap(
             core::ptr::null_mut(),
             size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
             -1,
             0,
-        );
-        if p == libc::MAP_FAILED {
-            return false;
-        }
-        *RING.0.get() = Ring::from_raw(p as *mut u8, size);
-        true
+        )
+    };
+    (p != libc::MAP_FAILED).then_some((p as *mut u8, -1))
+}
+
+/// Fills the source-table slot of `src` (level and name) before any
+/// record of it can be pushed: the standard streams and the notices when
+/// the ring is made, a log file's source when it is registered. No
+/// allocation, no lock.
+pub fn announce_source(src: u8) {
+    ring().set_source(
+        src,
+        crate::tap::sources::level(src),
+        crate::tap::sources::full_name(src),
+    );
+}
+
+fn map_ring(cap: usize) -> bool {
+    let size = Ring::layout_size(cap, SOURCES);
+    let Some((p, fd)) = new_memory(size, wants_shared_ring()) else {
+        return false;
+    };
+    // SAFETY: fresh zeroed page-aligned memory of the layout's size;
+    // constructor only, before anything refers to the ring.
+    unsafe { *RING.0.get() = Ring::format(p, cap, SOURCES) };
+    if fd >= 0 {
+        crate::fds::adopt_ring_fd(fd);
     }
+    for src in [crate::tap::STDOUT, crate::tap::STDERR, crate::tap::NOTICE] {
+        announce_source(src);
+    }
+    for src in crate::tap::sources::tapped() {
+        announce_source(src);
+    }
+    true
 }
 
 /// # Safety
@@ -142,6 +206,26 @@ pub unsafe fn init() -> bool {
         prewarm_thread_stack();
     }
     true
+}
+
+/// The process is leaving its image (exit, exec): the ring is the sink's
+/// to read from the last position it received (see `logtap_wire::ring`),
+/// and nothing more is sent on the connection it is attached to. Returns
+/// whether a sink holds the ring (attached to a live connection): then
+/// what the flush could not deliver is the sink's, not spilled.
+pub fn abandon() -> bool {
+    if OWNER_PID.load(Relaxed) != sys::getpid() {
+        return false;
+    }
+    ring().set_state(logtap_wire::ring::STATE_ABANDONED);
+    ring().owner() != 0
+}
+
+/// `exec` failed: the process goes on with its ring.
+pub fn resume() {
+    if OWNER_PID.load(Relaxed) == sys::getpid() {
+        ring().set_state(logtap_wire::ring::STATE_LIVE);
+    }
 }
 
 /// Stack size of the consumer thread (and of the constructor's warm-up).
@@ -485,8 +569,7 @@ pub fn commit(r: crate::ring::Reservation, len: usize) {
 /// sure a consumer exists to report them: a drop can be the first thing a
 /// process taps, or the last.
 pub(crate) fn count_drop(src: u8, bytes: u64, writes: u64) {
-    DROP_BYTES[src as usize].fetch_add(bytes, Relaxed);
-    DROP_WRITES[src as usize].fetch_add(writes, Relaxed);
+    ring().add_drops(src, bytes, writes);
     let _e = sys::ErrnoGuard::new();
     if THREAD.load(Relaxed) == T_NONE && OWNER_PID.load(Relaxed) == sys::getpid() {
         start_thread();
@@ -496,7 +579,7 @@ pub(crate) fn count_drop(src: u8, bytes: u64, writes: u64) {
 
 /// Whether a drop is counted but not yet reported.
 fn drops_pending() -> bool {
-    DROP_WRITES.iter().any(|w| w.load(Relaxed) != 0)
+    ring().drops_pending()
 }
 
 #[inline]
@@ -541,18 +624,11 @@ pub fn push_or_drop(src: u8, parts: &[&[u8]]) {
 
 /// Takes the drop counts of `src` (consumer side).
 pub(crate) fn take_drops(src: usize) -> (u64, u64) {
-    if DROP_WRITES[src].load(Relaxed) == 0 {
-        return (0, 0);
-    }
-    (
-        DROP_BYTES[src].swap(0, Relaxed),
-        DROP_WRITES[src].swap(0, Relaxed),
-    )
+    ring().take_drops(src as u8)
 }
 
 pub(crate) fn restore_drops(src: usize, bytes: u64, writes: u64) {
-    DROP_BYTES[src].fetch_add(bytes, Relaxed);
-    DROP_WRITES[src].fetch_add(writes, Relaxed);
+    ring().add_drops(src as u8, bytes, writes);
 }
 
 /// Whether a consumer thread exists (started, perhaps not yet running).
@@ -829,7 +905,11 @@ pub fn at_exit() {
             b" ms",
         ]);
     }
-    if !flush(c.exit_timeout_ms) {
+    let delivered = flush(c.exit_timeout_ms);
+    // The sink that holds the ring reads what did not leave (and what is
+    // written after this, which is no longer sent): no spill then.
+    let held = abandon() && target::attached();
+    if !delivered && !held {
         target::spill_undelivered();
     }
     LATE.store(true, Relaxed);
@@ -880,15 +960,72 @@ pub fn quiesce() {
 }
 
 /// In the child after fork: a fresh buffer and connection of its own. The
-/// parent's buffered bytes stay the parent's to deliver.
+/// parent's buffered bytes stay the parent's to deliver, and the child
+/// never writes into the parent's ring: a shared ring's mapping came along
+/// (it is the parent's memfd), so a new one (a memfd again when the parent
+/// had one) takes its place at the same address, with the same source
+/// table, and its memfd takes the inherited one's number. When no memory
+/// can be had at all, the child writes untapped.
 pub fn after_fork_child() {
-    let size = config::get().buffer_size;
-    let (old_base, old_cap) = (ring().base(), ring().capacity());
-    // SAFETY: single-threaded child; the old mapping is our private copy
-    // and nothing refers to it once the new ring is in place.
-    unsafe {
-        if map_ring(size) && !old_base.is_null() {
-            libc::munmap(old_base as *mut libc::c_void, old_cap);
+    let cap = config::get().buffer_size;
+    let old = ring();
+    let (old_base, old_size) = old.mapping();
+    let old_fd = crate::fds::ring_fd();
+    let mut ok = false;
+    if let Some((p, fd)) = new_memory(Ring::layout_size(cap, SOURCES), old_fd >= 0) {
+        // SAFETY: single-threaded child. The new memory is fresh and zeroed
+        // of the layout's size; it is filled, then moved over the old
+        // mapping's address (mremap replaces what was there), so the ring
+        // keeps its address and nothing ever points at the parent's memory
+        // again. On failure the new memory is unmapped and the old mapping
+        // left alone.
+        unsafe {
+            let fresh = Ring::format(p, cap, SOURCES);
+            fresh.copy_sources(old);
+            let at = if old_base.is_null() || old_size != fresh.mapping().1 {
+                if !old_base.is_null() {
+                    libc::munmap(old_base as *mut libc::c_void, old_size);
+                }
+                p as *mut libc::c_void
+            } else {
+                libc::mremap(
+                    p as *mut libc::c_void,
+                    old_size,
+                    old_size,
+                    libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                    old_base as *mut libc::c_void,
+                )
+            };
+            if at == libc::MAP_FAILED {
+                libc::munmap(p as *mut libc::c_void, old_size);
+                if fd >= 0 {
+                    sys::close(fd);
+                }
+            } else {
+                *RING.0.get() = Ring::attach(at as *mut u8, cap, SOURCES);
+                ok = true;
+                if fd >= 0 {
+                    // At the inherited number when possible: the fd's
+                    // protection (the hooks) carries over unchanged.
+                    crate::fds::replace_ring_fd(fd);
+                } else {
+                    // A private ring: the parent's memfd is of no use here.
+                    crate::fds::drop_ring_fd();
+                }
+            }
+        }
+    }
+    if !ok {
+        // The inherited mapping is the parent's memory: never write there.
+        crate::fds::drop_ring_fd();
+        crate::tap::deactivate();
+        // SAFETY: single-threaded child; the placeholder ring takes no
+        // record.
+        unsafe {
+            if !old_base.is_null() {
+                libc::munmap(old_base as *mut libc::c_void, old_size);
+            }
+            *RING.0.get() = Ring::none();
         }
     }
     THREAD.store(T_NONE, Relaxed);
@@ -897,10 +1034,6 @@ pub fn after_fork_child() {
     DRAIN_OWNER.store(0, Relaxed);
     URGENT.store(false, Relaxed);
     LATE.store(false, Relaxed);
-    for s in 0..SOURCES {
-        DROP_BYTES[s].store(0, Relaxed);
-        DROP_WRITES[s].store(0, Relaxed);
-    }
     OWNER_PID.store(sys::getpid(), Relaxed);
     LAST_PROGRESS.store(sys::now_us(), Relaxed);
     BACKLOG.store(false, Relaxed);

@@ -21,6 +21,7 @@ use crate::tap::sources::{self, Original};
 use crate::tap::{NOTICE, SOURCES};
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering::*};
 use logtap_wire as wire;
+use logtap_wire::ring as lay;
 
 pub enum Outcome {
     /// Nothing left to send.
@@ -61,6 +62,10 @@ struct Conn {
     pf_sent: usize,
     /// Data length of that frame (0: no frame in flight).
     pf_data: usize,
+    /// And its end (position, skip) as first planned: its re-planning
+    /// keeps it, so its version-2 trailer stays byte-identical even when
+    /// padding has appeared after it since.
+    pf_end: (u64, usize),
     reported: bool,
     /// Whether the current connection has delivered anything.
     delivered: bool,
@@ -68,7 +73,33 @@ struct Conn {
     stuck_pos: u64,
     stuck_since: u64,
     stuck_checks: u32,
+    /// The shared ring on this connection: whether the sink's hello is
+    /// still looked for, was seen, or will not come (see `ring_link`).
+    greet: u8,
+    /// The connection's token from the sink's hello (0: none).
+    token: u64,
+    /// The attach frame being sent (`attach_len` 0: none yet).
+    attach: [u8; ATTACH_MAX],
+    attach_len: usize,
+    attach_sent: usize,
+    /// The attach went out: every frame from here on is version 2.
+    v2: bool,
 }
+
+/// How long the consumer waits for the hello on a new connection.
+const HELLO_WAIT_MS: i32 = 10;
+/// Not looking for a hello (no shared ring, or not a new sink).
+const G_NONE: u8 = 0;
+const G_LOOKING: u8 = 1;
+const G_FOUND: u8 = 2;
+/// Header, prefix (`level`, platform, `logtap`) and position.
+const ATTACH_MAX: usize = 8 + 2 + wire::MAX_PLATFORM + 1 + 7 + lay::POSITION_LEN;
+
+/// Set while the ring is attached to the live connection (the attach
+/// frame went out whole): the sink holds it.
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+/// The ring's memfd in the consumer's private fd table (-1: none there).
+static PRIVATE_RING_FD: AtomicI32 = AtomicI32::new(-1);
 
 static mut CONN: Conn = Conn::new(false);
 
@@ -128,11 +159,18 @@ impl Conn {
             skip: 0,
             pf_sent: 0,
             pf_data: 0,
+            pf_end: (0, 0),
             reported: false,
             delivered: false,
             stuck_pos: u64::MAX,
             stuck_since: 0,
             stuck_checks: 0,
+            greet: G_NONE,
+            token: 0,
+            attach: [0; ATTACH_MAX],
+            attach_len: 0,
+            attach_sent: 0,
+            v2: false,
         }
     }
 }
@@ -220,6 +258,7 @@ pub fn enter_private_fd_table() {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
     }
+    unlink_ring();
     for old in [OUR_FD.swap(-1, SeqCst), SPARE.swap(-1, SeqCst)] {
         if old >= 0 {
             sys::close(old);
@@ -237,27 +276,29 @@ pub fn enter_private_fd_table() {
     c.pf_sent = 0;
     c.pf_data = 0;
     // SAFETY: plain system calls on this thread's own fd table.
+    let ring_fd = crate::fds::ring_fd();
     let private = unsafe {
         libc::syscall(libc::SYS_unshare, libc::CLONE_FILES) == 0 && {
             // With LLT_DEBUG_MODE the copy of fd 2 stays, so that this
-            // thread's messages are seen (it then holds stderr open).
-            let keep: u32 = if config::get().debug { 2 } else { u32::MAX };
-            for (lo, hi) in [
-                (0u32, keep.saturating_sub(1)),
-                (keep.saturating_add(1), u32::MAX),
-            ] {
-                if lo > hi || keep == u32::MAX && lo > 0 {
-                    continue;
+            // thread's messages are seen (it then holds stderr open). The
+            // copy of the ring's memfd stays: it is handed to the sink on
+            // each connection.
+            let debug_fd = if config::get().debug { 2 } else { -1 };
+            let mut keep = [debug_fd, ring_fd];
+            keep.sort_unstable();
+            let mut lo = 0u32;
+            for k in keep.into_iter().filter(|&k| k >= 0) {
+                let k = k as u32;
+                if k > lo {
+                    close_span(lo, k - 1);
                 }
-                if libc::syscall(libc::SYS_close_range, lo, hi, 0) != 0 {
-                    for fd in lo..hi.min(4095) + 1 {
-                        sys::close(fd as i32);
-                    }
-                }
+                lo = k + 1;
             }
+            close_span(lo, u32::MAX);
             true
         }
     };
+    PRIVATE_RING_FD.store(if private { ring_fd } else { -1 }, SeqCst);
     if private {
         PRIVATE.store(true, SeqCst);
     } else {
@@ -269,10 +310,41 @@ pub fn enter_private_fd_table() {
     unlock_drain();
 }
 
+/// Closes the fds `lo..=hi` of this thread's table.
+fn close_span(lo: u32, hi: u32) {
+    // SAFETY: closing numbers of this thread's own (private) table.
+    if unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) } != 0 {
+        for fd in lo..hi.min(4095).saturating_add(1) {
+            sys::close(fd as i32);
+        }
+    }
+}
+
+/// The connection is about to be closed on purpose while the process
+/// lives: the sink must not read the ring for it (a later connection
+/// sends what it holds). With the drain lock held.
+fn unlink_ring() {
+    let c = conn();
+    ring().disown(c.token);
+    ATTACHED.store(false, SeqCst);
+    c.token = 0;
+    c.greet = G_NONE;
+    c.v2 = false;
+    c.attach_len = 0;
+    c.attach_sent = 0;
+}
+
+/// Whether the sink holds the ring: attached to the live connection.
+pub fn attached() -> bool {
+    ATTACHED.load(SeqCst)
+}
+
 /// The consumer is exiting; its table (and our connection) goes with it.
 pub fn leave_private_fd_table() {
     SHARED.store(false, SeqCst);
+    PRIVATE_RING_FD.store(-1, SeqCst);
     if PRIVATE.swap(false, SeqCst) {
+        unlink_ring();
         for fd in [OUR_FD.swap(-1, SeqCst), SPARE.swap(-1, SeqCst)] {
             if fd >= 0 {
                 sys::close(fd);
@@ -345,6 +417,8 @@ pub fn after_fork_child() {
         SPARE.store(-1, SeqCst);
     }
     PRIVATE.store(false, SeqCst);
+    PRIVATE_RING_FD.store(-1, SeqCst);
+    ATTACHED.store(false, SeqCst);
     SHARED.store(false, SeqCst);
     LINK.store(LINK_UNKNOWN, Relaxed);
     ATTEMPT_NOW.store(false, SeqCst);
@@ -564,6 +638,7 @@ fn listener_allowed(fd: i32) -> Result<(), Option<u32>> {
 /// failure now, so a target that takes connections but no data (a full
 /// disk) cannot keep a flush reconnecting until its timeout.
 fn disconnect(reset_frame: bool) {
+    unlink_ring();
     let c = conn();
     if core::mem::take(&mut c.delivered) {
         LINK.store(LINK_UNKNOWN, Relaxed);
@@ -598,6 +673,9 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
         c.pf_sent = 0;
         c.pf_data = 0;
     }
+    // The connection is gone (closed or moved away by the program, or
+    // never made): the sink must not read the ring for it.
+    unlink_ring();
     let now = sys::now_ms();
     if now < c.next_attempt && !ATTEMPT_NOW.swap(false, SeqCst) {
         return Err(c.next_attempt - now);
@@ -608,6 +686,19 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
         Ok(fd) => {
             c.ident = sys::fstat(fd);
             c.delivered = false;
+            // A new connection starts on a frame boundary.
+            if kind == TargetKind::Socket {
+                c.pf_sent = 0;
+                c.pf_data = 0;
+            }
+            c.greet = if kind == TargetKind::Socket
+                && config::get().format == Format::Logtap
+                && ring_fd_here() >= 0
+            {
+                G_LOOKING
+            } else {
+                G_NONE
+            };
             OUR_FD.store(fd, SeqCst);
             set_up();
             c.ever = true;
@@ -624,6 +715,169 @@ fn ensure_connected(kind: TargetKind) -> Result<i32, u64> {
             Err(retry_ms())
         }
     }
+}
+
+/// The ring's memfd in the table the drainer uses (-1: none).
+fn ring_fd_here() -> i32 {
+    if PRIVATE.load(SeqCst) {
+        PRIVATE_RING_FD.load(SeqCst)
+    } else {
+        crate::fds::ring_fd()
+    }
+}
+
+/// The shared ring's hand-over on a socket connection in the logtap
+/// format. A logtap-sink that reads rings greets every connection with a
+/// `wire::ring::Hello`; an older sink (or liblogtap's C readers) sends
+/// nothing. Until the hello is seen, frames go out as version 1; once it
+/// is, and no frame is half sent, the connection's token goes into the
+/// ring's owner word and an attach frame carries the memfd (SCM_RIGHTS, on
+/// its first byte) and the position where the next byte sent starts. From
+/// then on every frame is version 2. Returns an outcome when the drain
+/// must stop here (the attach is not out yet).
+fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
+    let c = conn();
+    if c.greet == G_LOOKING && !c.delivered && !inline {
+        // A connection that has carried nothing yet: the sink greets as
+        // soon as it accepts, so a moment's wait (on the consumer thread
+        // only, never a program thread) lets the ring be attached before
+        // the first frame, and an older sink costs this once per
+        // connection.
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; poll is not hooked.
+        unsafe { libc::poll(&mut p, 1, HELLO_WAIT_MS) };
+    }
+    if c.greet == G_LOOKING {
+        let mut buf = [0u8; lay::HELLO_LEN];
+        let n = sys::recv(fd, &mut buf, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+        if n > 0 {
+            let n = n as usize;
+            let k = n.min(lay::SINK_HELLO.len());
+            if buf[..k] != lay::SINK_HELLO[..k] {
+                // Something else: not a sink that reads rings.
+                c.greet = G_NONE;
+                crate::debug(&[b"the target sent something other than a hello: no shared ring"]);
+            } else if n == lay::HELLO_LEN {
+                match lay::Hello::parse(&buf) {
+                    Some(h) => {
+                        // Consumed now that it is whole (it was only peeked).
+                        sys::recv(fd, &mut buf, libc::MSG_DONTWAIT);
+                        c.token = h.token;
+                        c.greet = G_FOUND;
+                    }
+                    None => c.greet = G_NONE,
+                }
+            }
+        } else if n == 0 || (sys::errno() != libc::EAGAIN && sys::errno() != libc::EINTR) {
+            // The sink closed its side, or the socket failed: the next
+            // send finds out.
+            c.greet = G_NONE;
+            crate::debug(&[b"no hello (the connection ended or failed): no shared ring"]);
+        }
+    }
+    if c.greet != G_FOUND || c.v2 || c.pf_sent > 0 {
+        return None;
+    }
+    let rfd = ring_fd_here();
+    if !crate::fds::is_ring_fd(rfd) {
+        crate::debug(&[b"the shared ring's memfd is gone (a raw close_range?): not attached"]);
+        // The memfd was closed behind the library's back (a raw
+        // close_range): the sink is served as an older one would be.
+        // Never hand over whatever fd took the number.
+        c.greet = G_NONE;
+        return None;
+    }
+    if c.attach_len == 0 {
+        // The owner word first: once the sink has the memfd, a death of
+        // this process at any moment leaves it the ring to read.
+        ring().set_owner(c.token);
+        let pos = lay::RingPosition {
+            pos: ring().tail(),
+            skip: c.skip as u64,
+        };
+        let mut p = [0u8; ATTACH_MAX];
+        let n = wire::write_prefix(
+            &mut p,
+            wire::Level::Info,
+            config::get().platform.bytes(),
+            wire::SELF_SOURCE.as_bytes(),
+        )
+        .unwrap_or(0);
+        let body = n + lay::POSITION_LEN;
+        c.attach[..8].copy_from_slice(&wire::header_version(wire::VERSION_RING, body));
+        c.attach[8..8 + n].copy_from_slice(&p[..n]);
+        c.attach[8 + n..8 + body].copy_from_slice(&pos.to_bytes());
+        c.attach_len = 8 + body;
+        c.attach_sent = 0;
+    }
+    while c.attach_sent < c.attach_len {
+        let rest = &c.attach[c.attach_sent..c.attach_len];
+        let with_fd = c.attach_sent == 0;
+        match send_attach(fd, rest, if with_fd { rfd } else { -1 }) {
+            Ok(n) => {
+                c.attach_sent += n;
+                c.delivered |= n > 0;
+            }
+            Err(e) if e == libc::EINTR => {}
+            Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => {
+                return Some(Outcome::Blocked(fd))
+            }
+            Err(_) => {
+                report(
+                    b"lost the target, buffering:",
+                    config::get().target_path.bytes(),
+                );
+                disconnect(true);
+                return Some(Outcome::Down(retry_ms()));
+            }
+        }
+    }
+    c.v2 = true;
+    ATTACHED.store(true, SeqCst);
+    crate::debug(&[b"the sink holds the buffer (shared ring attached)"]);
+    None
+}
+
+/// One `sendmsg` of `bytes`, carrying `pass` (when not -1) by SCM_RIGHTS.
+fn send_attach(fd: i32, bytes: &[u8], pass: i32) -> Result<usize, i32> {
+    IN_USE.store(true, SeqCst);
+    let r = if OUR_FD.load(SeqCst) != fd {
+        Err(libc::EAGAIN)
+    } else {
+        // SAFETY: the msghdr refers to `bytes` and to a control buffer
+        // sized and aligned for one fd (CMSG_SPACE(4) <= 24 bytes).
+        unsafe {
+            let mut iov = libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            };
+            let mut ctl = [0u64; 4];
+            let mut m: libc::msghdr = core::mem::zeroed();
+            m.msg_iov = &mut iov;
+            m.msg_iovlen = 1;
+            if pass >= 0 {
+                m.msg_control = ctl.as_mut_ptr() as *mut libc::c_void;
+                m.msg_controllen = libc::CMSG_SPACE(4) as _;
+                let cm = libc::CMSG_FIRSTHDR(&m);
+                (*cm).cmsg_level = libc::SOL_SOCKET;
+                (*cm).cmsg_type = libc::SCM_RIGHTS;
+                (*cm).cmsg_len = libc::CMSG_LEN(4) as _;
+                (libc::CMSG_DATA(cm) as *mut i32).write_unaligned(pass);
+            }
+            let n = sys::sendmsg(fd, &m, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT);
+            if n < 0 {
+                Err(sys::errno())
+            } else {
+                Ok(n as usize)
+            }
+        }
+    };
+    IN_USE.store(false, SeqCst);
+    r
 }
 
 #[derive(Clone, Copy)]
@@ -646,6 +900,9 @@ struct Batch {
     /// most two, its first and its last entry.
     ents: [[u8; wire::ENTRY_HEADER]; 2 * FR_N],
     nent: usize,
+    /// Version 2: each frame ends with its position.
+    v2: bool,
+    pos: [[u8; lay::POSITION_LEN]; FR_N],
 }
 
 impl Batch {
@@ -667,6 +924,8 @@ impl Batch {
             nframes: 0,
             ents: [[0; wire::ENTRY_HEADER]; 2 * FR_N],
             nent: 0,
+            v2: false,
+            pos: [[0; lay::POSITION_LEN]; FR_N],
         }
     }
 
@@ -674,6 +933,7 @@ impl Batch {
         self.niov = 0;
         self.nframes = 0;
         self.nent = 0;
+        self.v2 = false;
     }
 
     fn add_iov(&mut self, p: *const u8, len: usize) {
@@ -686,7 +946,8 @@ impl Batch {
 
     fn wire_len(&self, i: usize, framed: bool) -> usize {
         let f = &self.frames[i];
-        f.data_len + if framed { 8 + prefix(f.src).len() } else { 0 }
+        let trailer = if self.v2 { lay::POSITION_LEN } else { 0 };
+        f.data_len + trailer + if framed { 8 + prefix(f.src).len() } else { 0 }
     }
 }
 
@@ -700,6 +961,9 @@ enum Enc {
     /// Version 1: header, prefix, then each write as its entry header and
     /// its bytes (the record as it lies in the ring).
     V1,
+    /// Version 2 (a connection the ring is attached to): version 1, then
+    /// where in the ring the bytes after the frame start.
+    V2,
 }
 
 impl Enc {
@@ -708,6 +972,16 @@ impl Enc {
             Format::Raw => Enc::Raw,
             Format::Logserver => Enc::V0,
             Format::Logtap => Enc::V1,
+        }
+    }
+
+    /// The encoding on this connection: version 2 once the ring is
+    /// attached to it.
+    fn on_conn(self) -> Enc {
+        if self == Enc::V1 && conn().v2 {
+            Enc::V2
+        } else {
+            self
         }
     }
 
@@ -730,11 +1004,15 @@ fn plan(b: &mut Batch, enc: Enc) {
     let mut skip = c.skip;
     let mut total = 0usize;
     let mut open = false;
-    let ent = if enc == Enc::V1 {
-        wire::ENTRY_HEADER
-    } else {
-        0
-    };
+    let v1 = enc == Enc::V1 || enc == Enc::V2;
+    let ent = if v1 { wire::ENTRY_HEADER } else { 0 };
+    // A version-2 frame keeps one iovec for its position.
+    let tr = usize::from(enc == Enc::V2);
+    b.v2 = enc == Enc::V2;
+    // The hello was seen but a frame is half sent: plan that frame alone,
+    // so the send can end on its boundary and the attach follow (a sink
+    // that keeps the socket full would otherwise never see one).
+    let only_first = c.greet == G_FOUND && !c.v2 && c.pf_sent > 0;
     'records: while let Some(rec) = r.peek(pos) {
         let Record {
             src,
@@ -753,8 +1031,15 @@ fn plan(b: &mut Batch, enc: Enc) {
             };
             let cur = b.nframes.wrapping_sub(1);
             if !open || b.frames[cur].src != src || b.frames[cur].data_len >= limit {
-                if b.nframes == FR_N || b.niov + 3 > IOV_N || total >= BATCH_MAX {
+                if b.nframes == FR_N
+                    || b.niov + 3 + 2 * tr > IOV_N
+                    || total >= BATCH_MAX
+                    || (only_first && b.nframes == 1)
+                {
                     break 'records;
+                }
+                if tr == 1 && open_frames(b) {
+                    close_frame(b);
                 }
                 let i = b.nframes;
                 b.frames[i] = FrameInfo {
@@ -791,20 +1076,20 @@ fn plan(b: &mut Batch, enc: Enc) {
                 open = false;
                 continue;
             }
-            if enc == Enc::V1 && off == 0 && take == len {
+            if v1 && off == 0 && take == len {
                 // A whole record: its entry header and data, as they lie
                 // in the ring.
-                if b.niov == IOV_N {
+                if b.niov + tr >= IOV_N {
                     break 'records;
                 }
                 b.add_iov(entry, ent + len);
             } else {
                 // A piece (or no entries at all): with version 1, an entry
                 // header of its own says the piece's length.
-                if b.niov + 2 > IOV_N || b.nent == b.ents.len() {
+                if b.niov + 2 + tr > IOV_N || b.nent == b.ents.len() {
                     break 'records;
                 }
-                if enc == Enc::V1 {
+                if v1 {
                     // SAFETY: a committed record's entry header.
                     let h: &[u8; wire::ENTRY_HEADER] = unsafe { &*(entry as *const _) };
                     let origin = wire::EntryHeader::from_bytes(h).origin;
@@ -824,7 +1109,10 @@ fn plan(b: &mut Batch, enc: Enc) {
             off += take;
             total += ent + take;
             let (ep, es) = if off == len {
-                (next, 0)
+                // Version 2: past the padding that follows, so that the
+                // position the sink holds is never padding the consumer
+                // frees (and zeroes) without another frame.
+                (if tr == 1 { r.past_pads(next) } else { next }, 0)
             } else {
                 (rec.pos, off)
             };
@@ -834,17 +1122,44 @@ fn plan(b: &mut Batch, enc: Enc) {
         pos = next;
         skip = 0;
     }
+    if tr == 1 && open_frames(b) {
+        close_frame(b);
+    }
+    if tr == 1 && c.pf_data > 0 && b.nframes > 0 {
+        (b.frames[0].end_pos, b.frames[0].end_skip) = c.pf_end;
+    }
     if enc.framed() {
-        let version = if enc == Enc::V1 {
-            wire::VERSION_ORIGIN
-        } else {
-            wire::VERSION
+        let (version, trailer) = match enc {
+            Enc::V2 => (wire::VERSION_RING, lay::POSITION_LEN),
+            Enc::V1 => (wire::VERSION_ORIGIN, 0),
+            _ => (wire::VERSION, 0),
         };
         for i in 0..b.nframes {
             let f = b.frames[i];
-            b.hdr[i] = wire::header_version(version, prefix(f.src).len() + f.data_len);
+            b.hdr[i] = wire::header_version(version, prefix(f.src).len() + f.data_len + trailer);
+            // The frame's end: where the sink resumes reading the ring.
+            b.pos[i] = lay::RingPosition {
+                pos: f.end_pos,
+                skip: f.end_skip as u64,
+            }
+            .to_bytes();
         }
     }
+}
+
+/// Version 2: whether the last planned frame still lacks its position.
+fn open_frames(b: &Batch) -> bool {
+    b.nframes > 0 && b.niov > b.frames[b.nframes - 1].iov_start && {
+        let last = b.iov[b.niov - 1].iov_base as *const u8;
+        last != b.pos[b.nframes - 1].as_ptr()
+    }
+}
+
+/// Version 2: appends the last frame's position (filled in at the end of
+/// `plan`, once the frame's end is known).
+fn close_frame(b: &mut Batch) {
+    let p = b.pos[b.nframes - 1].as_ptr();
+    b.add_iov(p, lay::POSITION_LEN);
 }
 
 /// Drops the first `n` bytes from the iovec list starting at `from`.
@@ -881,7 +1196,9 @@ fn account(b: &Batch, n: usize, framed: bool) {
     }
     c.pf_sent = done - acc;
     c.pf_data = if c.pf_sent > 0 {
-        b.frames[completed].data_len
+        let f = b.frames[completed];
+        c.pf_end = (f.end_pos, f.end_skip);
+        f.data_len
     } else {
         0
     };
@@ -963,7 +1280,7 @@ pub fn drain(inline: bool) -> Outcome {
     out
 }
 
-fn drain_locked(_inline: bool) -> Outcome {
+fn drain_locked(inline: bool) -> Outcome {
     let cfg = config::get();
     let enc = Enc::of(cfg.format);
     let framed = enc.framed();
@@ -1004,7 +1321,19 @@ fn drain_locked(_inline: bool) -> Outcome {
             Ok(fd) => fd,
             Err(wait) => return Outcome::Down(wait),
         };
+        if conn().greet != G_NONE {
+            if let Some(out) = ring_link(fd, inline) {
+                return out;
+            }
+        }
+        if conn().v2 && r.state() == lay::STATE_ABANDONED {
+            // The process is leaving (exec, exit): the sink holding the
+            // ring reads the rest at end of connection; nothing more is
+            // sent, so nothing can arrive twice.
+            return Outcome::Down(1000);
+        }
         b.clear();
+        let enc = enc.on_conn();
         plan(&mut b, enc);
         if b.nframes == 0 {
             return Outcome::Busy;
@@ -1033,7 +1362,7 @@ fn drain_locked(_inline: bool) -> Outcome {
                 return Outcome::Down(retry_ms());
             }
         }
-        if b.nframes < FR_N && b.niov < IOV_N - 3 {
+        if b.nframes < FR_N && b.niov < IOV_N - 5 {
             // The plan took everything that was committed.
             emit_drop_notices();
         }
@@ -1242,8 +1571,7 @@ pub fn spill_locked() {
             lost += data.len();
             // Counted, so a target back later (a spill while the program
             // runs, see `write_through`) is told what it missed.
-            super::DROP_BYTES[rec.src as usize].fetch_add(data.len() as u64, Relaxed);
-            super::DROP_WRITES[rec.src as usize].fetch_add(1, Relaxed);
+            r.add_drops(rec.src, data.len() as u64, 1);
         }
         pos = rec.next;
         skip = 0;

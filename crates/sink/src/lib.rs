@@ -14,6 +14,7 @@ pub mod outputs;
 mod peercred;
 pub mod policy;
 pub mod server;
+pub mod shared_ring;
 pub mod stream;
 pub mod strict_json;
 

@@ -19,6 +19,7 @@ use signal_hook_mio::v1_0::Signals;
 use crate::output::{Clock, Emit, Format, Origin};
 use crate::peercred::{peer_cred, PeerCred};
 use crate::policy::{Decision, Limits, Policy, Refusal};
+use crate::shared_ring::{self, Ended, Life, Link, Tokens};
 use crate::stream::FrameStream;
 use crate::warn;
 
@@ -61,6 +62,15 @@ const DRAIN_READS_PER_TURN: usize = 64;
 const LISTENER: Token = Token(0);
 const SIGNALS: Token = Token(1);
 const FIRST_CONN: usize = 2;
+/// Tokens of the pidfds of programs whose ring waits for their death.
+const FIRST_PENDING: usize = usize::MAX / 2;
+/// How often rings waiting for their program are looked at again (owner
+/// word, state, and the pid when no pidfd watches it).
+const PENDING_CHECK: Duration = Duration::from_millis(100);
+/// Complaints about rings printed per [`COMPLAINT_WINDOW`] at most; the
+/// rest are counted and summarised.
+const COMPLAINTS_PER_WINDOW: u32 = 20;
+const COMPLAINT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Everything the server needs to know.
 #[derive(Clone, Debug)]
@@ -100,6 +110,67 @@ struct Conn {
     held: usize,
     /// In the ready list.
     queued: bool,
+    /// The program's shared ring, if it sent one.
+    link: Link,
+}
+
+/// A ring whose connection ended while its program still lives: kept,
+/// with the connection's partial lines, until the program dies (the ring
+/// is then read), takes the ring to another connection or the deadline
+/// passes (the ring is left to the program).
+struct Pending {
+    ended: Ended,
+    frames: FrameStream,
+    cred: PeerCred,
+    pidfd: Option<std::os::fd::OwnedFd>,
+    deadline: Instant,
+    /// The pid is not visible here: read the ring at the deadline unless
+    /// the program took it back (the sink closed the connection itself).
+    recover_at_deadline: bool,
+}
+
+/// What to do with the ring of a connection that ended.
+enum Verdict {
+    /// Not the sink's: the program took it elsewhere, or may still send it.
+    Leave,
+    /// Read it now.
+    Recover(&'static str),
+    /// Ask again when the program dies or the deadline passes.
+    Wait(Option<std::os::fd::OwnedFd>, bool),
+}
+
+/// Rate limit for lines about what peers sent (rings, descriptors).
+struct Complaints {
+    window: Instant,
+    said: u32,
+    held_back: u64,
+}
+
+impl Complaints {
+    fn say(&mut self, cred: &PeerCred, note: &str) {
+        let now = Instant::now();
+        if now.duration_since(self.window) >= COMPLAINT_WINDOW {
+            if self.held_back > 0 {
+                warn!(
+                    "{} more lines about shared rings were not printed in the last {:?}",
+                    self.held_back, COMPLAINT_WINDOW
+                );
+            }
+            self.window = now;
+            self.said = 0;
+            self.held_back = 0;
+        }
+        if self.said < COMPLAINTS_PER_WINDOW {
+            self.said += 1;
+            warn!(
+                "connection from pid {} uid {}: {note}",
+                Pid(cred.pid),
+                Pid(cred.uid)
+            );
+        } else {
+            self.held_back += 1;
+        }
+    }
 }
 
 enum Served {
@@ -147,9 +218,11 @@ struct Waiting {
 /// on its next connection), and decodes it into `frames`. Returns the
 /// reads made and the bytes left unread (a bad frame, or `max_reads`
 /// reached).
+#[allow(clippy::too_many_arguments)]
 fn drain_queued<E: Emit>(
     stream: &UnixStream,
     frames: &mut FrameStream,
+    mut link: Option<&mut Link>,
     buf: &mut [u8],
     origin: &Origin,
     out: &mut E,
@@ -157,13 +230,13 @@ fn drain_queued<E: Emit>(
 ) -> (usize, u64) {
     let _ = stream.shutdown(std::net::Shutdown::Read);
     let mut reads = 0;
-    let mut stream = stream;
+    let mut fds = Vec::new();
     while reads < max_reads && !out.failed() {
-        match stream.read(buf) {
+        match read_conn(stream, buf, link.as_deref_mut(), &mut fds) {
             Ok(0) => break,
             Ok(n) => {
                 reads += 1;
-                if frames.feed(&buf[..n], origin, out).is_err() {
+                if feed_conn(frames, link.as_deref_mut(), &buf[..n], origin, out).is_err() {
                     break;
                 }
             }
@@ -172,6 +245,41 @@ fn drain_queued<E: Emit>(
         }
     }
     (reads, queued(stream))
+}
+
+/// One read of a connection: with `recvmsg` taking descriptors to `link`
+/// when the connection was greeted, a plain read otherwise.
+fn read_conn(
+    stream: &UnixStream,
+    buf: &mut [u8],
+    link: Option<&mut Link>,
+    fds: &mut Vec<std::os::fd::OwnedFd>,
+) -> io::Result<usize> {
+    let Some(link) = link else {
+        let mut s = stream;
+        return s.read(buf);
+    };
+    let (n, truncated) = shared_ring::recv(stream, buf, fds)?;
+    if !fds.is_empty() || truncated {
+        link.on_fds(std::mem::take(fds), truncated);
+    }
+    Ok(n)
+}
+
+/// Decodes what a connection sent, following its ring positions.
+fn feed_conn<E: Emit>(
+    frames: &mut FrameStream,
+    link: Option<&mut Link>,
+    data: &[u8],
+    origin: &Origin,
+    out: &mut E,
+) -> Result<(), crate::stream::StreamError> {
+    let Some(link) = link else {
+        return frames.feed(data, origin, out);
+    };
+    let res = frames.feed_observed(data, origin, out, |f| link.on_frame(f));
+    link.after_read(frames.frame_pending() > 0);
+    res
 }
 
 /// Bytes waiting unread in a connection's socket.
@@ -314,9 +422,32 @@ fn bind_private(path: &Path, mode: u32) -> Result<StdListener, String> {
     })
 }
 
+/// Raises the soft limit of open files to the hard one: each connection
+/// that shares its ring holds its memfd besides its socket (docs/sink.md
+/// counts them), and the common soft limit of 1024 would cap the sink at
+/// about 500 such programs.
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let l = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (l.current, l.maximum) {
+        if cur < max {
+            if let Err(e) = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(max),
+                    maximum: Some(max),
+                },
+            ) {
+                warn!("cannot raise the open-file limit from {cur} to {max}: {e}");
+            }
+        }
+    }
+}
+
 /// Runs the sink until SIGTERM/SIGINT or until stdout goes away; returns
 /// the process exit code.
 pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
+    raise_fd_limit();
     // Signals first, so that a signal arriving right after the socket
     // appears is not lost.
     let signals = match Signals::new([SIGTERM, SIGINT]) {
@@ -361,6 +492,14 @@ pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
         making_room: false,
         drain_left: DRAIN_READS_PER_TURN,
         next_sweep: Instant::now(),
+        tokens: Tokens::new(),
+        pending: Vec::new(),
+        scratch: Vec::new(),
+        complaints: Complaints {
+            window: Instant::now(),
+            said: 0,
+            held_back: 0,
+        },
         poll,
     };
     let code = server.run();
@@ -398,6 +537,14 @@ struct Server<E: Emit> {
     drain_left: usize,
     /// Next look for connections idle in the middle of a frame.
     next_sweep: Instant,
+    /// Tokens for the hello of each connection.
+    tokens: Tokens,
+    /// Rings waiting for their program's death (a slab: token
+    /// `FIRST_PENDING + index`).
+    pending: Vec<Option<Pending>>,
+    /// The one buffer a ring is read into (emptied after each recovery).
+    scratch: Vec<u8>,
+    complaints: Complaints,
 }
 
 impl<E: Emit> Server<E> {
@@ -424,10 +571,12 @@ impl<E: Emit> Server<E> {
                 }
                 let backlog = self.backlogged.then_some(Duration::from_millis(100));
                 let sweep = self.policy.sweep_every();
-                match (backlog, sweep) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                let rings = self
+                    .pending
+                    .iter()
+                    .any(Option::is_some)
+                    .then_some(PENDING_CHECK);
+                [backlog, sweep, rings].into_iter().flatten().min()
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
@@ -441,6 +590,7 @@ impl<E: Emit> Server<E> {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => stop |= self.signals.pending().next().is_some(),
+                    Token(t) if t >= FIRST_PENDING => {}
                     Token(t) => {
                         if let Some(c) = self.conns.get_mut(t - FIRST_CONN).and_then(Option::as_mut)
                         {
@@ -460,6 +610,7 @@ impl<E: Emit> Server<E> {
                 self.accept();
             }
             self.sweep_idle();
+            self.check_pending(false);
             std::mem::swap(&mut batch, &mut self.ready);
             for i in batch.drain(..) {
                 if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
@@ -688,6 +839,13 @@ impl<E: Emit> Server<E> {
             return;
         }
         self.policy.admitted(&cred);
+        // The greeting first, before anything is read: it tells liblogtap
+        // this sink takes its ring, and names the connection. A fresh
+        // socket's buffer always has room for 12 bytes; if not, or if the
+        // peer is gone, the connection simply goes on without a ring.
+        let token = self.tokens.fresh();
+        let hello = logtap_wire::ring::Hello { token }.to_bytes();
+        let _ = std::io::Write::write(&mut &stream, &hello);
         self.conns[i] = Some(Conn {
             stream,
             pid,
@@ -696,6 +854,7 @@ impl<E: Emit> Server<E> {
             frames: FrameStream::new(self.max_line),
             held: 0,
             queued: false,
+            link: Link::new(token),
         });
         self.live += 1;
     }
@@ -776,6 +935,7 @@ impl<E: Emit> Server<E> {
         let (reads, unread) = drain_queued(
             stream,
             frames,
+            None,
             &mut self.buf,
             &origin,
             &mut self.out,
@@ -863,13 +1023,27 @@ impl<E: Emit> Server<E> {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return Served::Drained;
         };
+        let mut fds = Vec::new();
         for _ in 0..reads {
-            match conn.stream.read(&mut self.buf) {
+            let got = read_conn(&conn.stream, &mut self.buf, Some(&mut conn.link), &mut fds);
+            for note in conn.link.notes.drain(..) {
+                self.complaints.say(&conn.cred, &note);
+            }
+            match got {
                 Ok(0) => return Served::Closed(Why::Eof),
                 Ok(n) => {
                     conn.last_data = Instant::now();
                     let origin = Origin::peer(self.clock.now(), conn.pid, conn.cred.uid);
-                    let res = conn.frames.feed(&self.buf[..n], &origin, &mut self.out);
+                    let res = feed_conn(
+                        &mut conn.frames,
+                        Some(&mut conn.link),
+                        &self.buf[..n],
+                        &origin,
+                        &mut self.out,
+                    );
+                    for note in conn.link.notes.drain(..) {
+                        self.complaints.say(&conn.cred, &note);
+                    }
                     if self.out.failed() {
                         return Served::OutputFailed;
                     }
@@ -939,6 +1113,7 @@ impl<E: Emit> Server<E> {
             let (_, unread) = drain_queued(
                 &conn.stream,
                 &mut conn.frames,
+                Some(&mut conn.link),
                 &mut self.buf,
                 &origin,
                 &mut self.out,
@@ -951,7 +1126,44 @@ impl<E: Emit> Server<E> {
             };
             self.report_lost(&conn.cred, unread, what);
         }
-        let discarded = conn.frames.finish(&origin, &mut self.out);
+        for note in conn.link.notes.drain(..) {
+            self.complaints.say(&conn.cred, &note);
+        }
+        // A ring still this connection's: read now what the program wrote
+        // and never sent, or wait for the program's end.
+        let mut recovered = false;
+        if let Some(ended) = conn.link.end() {
+            match self.verdict(&ended, &conn.cred, why, stopping) {
+                Verdict::Leave => {}
+                Verdict::Recover(reason) => {
+                    self.recover(&ended, &mut conn.frames, &conn.cred, reason);
+                    recovered = true;
+                }
+                Verdict::Wait(pidfd, recover_at_deadline) => {
+                    self.wait_for_owner(Pending {
+                        ended,
+                        frames: conn.frames,
+                        cred: conn.cred,
+                        pidfd,
+                        deadline: Instant::now() + shared_ring::OWNER_WAIT,
+                        recover_at_deadline,
+                    });
+                    if !stopping && !self.making_room {
+                        self.unwait();
+                        if self.backlogged {
+                            self.accept();
+                        }
+                    }
+                    return;
+                }
+            }
+        }
+        let mut discarded = conn.frames.finish(&origin, &mut self.out);
+        if recovered {
+            // The unfinished frame's bytes lie in the ring after the last
+            // position received: they were just read from there.
+            discarded = 0;
+        }
         if discarded > 0 && matches!(why, Why::Displaced) {
             // Idle and over-budget closings name their unfinished frame
             // when they close; a displaced connection's sender may have
@@ -985,6 +1197,172 @@ impl<E: Emit> Server<E> {
         }
     }
 
+    /// Whether the ring of a connection that ended is the sink's to read.
+    fn verdict(&self, e: &Ended, cred: &PeerCred, why: &Why, stopping: bool) -> Verdict {
+        // The library clears the owner word before closing a connection on
+        // purpose, and a newer connection of the program replaces it.
+        if e.ring.owner().ok() != Some(e.token) {
+            return Verdict::Leave;
+        }
+        if e.ring.abandoned() {
+            return Verdict::Recover("it marked its ring abandoned");
+        }
+        match cred.pid {
+            // Not visible in this pid namespace: nothing tells whether the
+            // program lives. It closed the connection (or died): read the
+            // ring. The sink closed it: the program may reconnect and take
+            // the ring back; wait for that, then read it.
+            None if stopping => Verdict::Leave,
+            None if why.drains() => Verdict::Wait(None, true),
+            None => Verdict::Recover("its pid is not visible here"),
+            Some(pid) => match shared_ring::life(pid) {
+                Life::Dead => Verdict::Recover("it exited"),
+                // Stopping: a live program sends its ring to the next sink.
+                Life::Alive(_) if stopping => Verdict::Leave,
+                Life::Alive(fd) => Verdict::Wait(fd, false),
+            },
+        }
+    }
+
+    /// Reads a ring into the connection's stream (its partial lines join
+    /// the ring's first bytes) and says so in one line.
+    fn recover(&mut self, e: &Ended, frames: &mut FrameStream, cred: &PeerCred, reason: &str) {
+        let origin = Origin::peer(self.clock.now(), cred.pid, cred.uid);
+        let r = shared_ring::recover(e, frames, &origin, &mut self.out, &mut self.scratch);
+        // The copy is held only during a recovery.
+        self.scratch = Vec::new();
+        let mut extra = String::new();
+        if r.reserved > 0 {
+            extra += &format!("; {} writes that never returned skipped", r.reserved);
+        }
+        if r.notices > 0 {
+            extra += &format!("; {} drop notices from its source table", r.notices);
+        }
+        if let Some(why) = &r.stopped {
+            extra += &format!("; stopped early: {why}");
+        }
+        warn!(
+            "connection from pid {} uid {} ended and {reason}: recovered {} bytes in {} writes from its ring ({} bytes after the last frame){extra}",
+            Pid(cred.pid),
+            Pid(cred.uid),
+            r.bytes,
+            r.writes,
+            r.span
+        );
+    }
+
+    /// Keeps a ring until its program dies, takes it elsewhere or the
+    /// deadline passes. The oldest waiting ring is given up when as many
+    /// wait as connections may be open.
+    fn wait_for_owner(&mut self, mut p: Pending) {
+        let waiting = self.pending.iter().filter(|x| x.is_some()).count();
+        if waiting >= self.max_connections {
+            if let Some(oldest) = (0..self.pending.len())
+                .filter(|&j| self.pending[j].is_some())
+                .min_by_key(|&j| self.pending[j].as_ref().map(|x| x.deadline))
+            {
+                self.complaints.say(
+                    &p.cred,
+                    "too many rings wait for their programs to end: the oldest is left to its program",
+                );
+                self.conclude(oldest, false);
+            }
+        }
+        let j = match self.pending.iter().position(Option::is_none) {
+            Some(j) => j,
+            None => {
+                self.pending.push(None);
+                self.pending.len() - 1
+            }
+        };
+        if let Some(fd) = &p.pidfd {
+            use std::os::fd::AsRawFd;
+            let raw = fd.as_raw_fd();
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut mio::unix::SourceFd(&raw),
+                    Token(FIRST_PENDING + j),
+                    Interest::READABLE,
+                )
+                .is_err()
+            {
+                // Watched by the periodic check instead.
+                p.pidfd = None;
+            }
+        }
+        self.pending[j] = Some(p);
+    }
+
+    /// Looks at the rings waiting for their programs: read the ring of a
+    /// program that is gone or abandoned it, leave the ring to a program
+    /// that took it to another connection or outlived the deadline. At
+    /// `stopping`, every one is decided now.
+    fn check_pending(&mut self, stopping: bool) {
+        let now = Instant::now();
+        for j in 0..self.pending.len() {
+            let Some(p) = self.pending[j].as_ref() else {
+                continue;
+            };
+            let gone = match &p.pidfd {
+                Some(fd) => shared_ring::exited(fd),
+                None => p.cred.pid.is_some_and(|pid| !shared_ring::still_there(pid)),
+            };
+            let owned = p.ended.ring.owner().ok() == Some(p.ended.token);
+            let decide =
+                !owned || gone || p.ended.ring.abandoned() || now >= p.deadline || stopping;
+            if decide {
+                self.conclude(j, gone);
+            }
+        }
+        while matches!(self.pending.last(), Some(None)) {
+            self.pending.pop();
+        }
+    }
+
+    /// Ends the wait of ring `j`: read it if it is still the connection's
+    /// and its program is `gone` (or abandoned it, or is not visible and
+    /// its deadline passed), else leave it to the program.
+    fn conclude(&mut self, j: usize, gone: bool) {
+        let Some(mut p) = self.pending.get_mut(j).and_then(Option::take) else {
+            return;
+        };
+        if let Some(fd) = &p.pidfd {
+            use std::os::fd::AsRawFd;
+            let raw = fd.as_raw_fd();
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&raw));
+        }
+        let owned = p.ended.ring.owner().ok() == Some(p.ended.token);
+        let reason = if !owned {
+            None
+        } else if p.ended.ring.abandoned() {
+            Some("it marked its ring abandoned")
+        } else if gone {
+            Some("it exited")
+        } else if p.recover_at_deadline && Instant::now() >= p.deadline {
+            Some("its pid is not visible here and it did not take its ring back")
+        } else {
+            None
+        };
+        let origin = Origin::peer(self.clock.now(), p.cred.pid, p.cred.uid);
+        if let Some(reason) = reason {
+            self.recover(&p.ended, &mut p.frames, &p.cred, reason);
+            p.frames.finish(&origin, &mut self.out);
+        } else {
+            let discarded = p.frames.finish(&origin, &mut self.out);
+            if discarded > 0 {
+                warn!(
+                    "connection from pid {} closed mid-frame ({discarded} bytes of an unfinished frame discarded; its program keeps them in its ring)",
+                    Pid(p.cred.pid)
+                );
+            }
+        }
+    }
+
     /// Stops accepting, reads what is queued on every connection, flushes
     /// partial lines, and returns the exit code.
     fn shutdown(&mut self) -> i32 {
@@ -1008,6 +1386,9 @@ impl<E: Emit> Server<E> {
                 return self.output_error();
             }
         }
+        // Rings waiting for their program: read those whose program is
+        // gone now; the others stay the program's.
+        self.check_pending(true);
         // Refuse further data first: a client's next send then fails
         // (EPIPE) and it keeps those bytes for its next sink, instead of
         // their vanishing with this process. What is queued stays readable.

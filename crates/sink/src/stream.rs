@@ -1,7 +1,9 @@
 //! One byte stream of frames (a connection, or a frame file): the frame
 //! decoder, the line buffers, and the routing of frames to the output.
 
-use logtap_wire::{parse_header, Decoder, DropNotice, Frame, FrameError, HEADER_LEN, SELF_SOURCE};
+use logtap_wire::{
+    parse_header, Decoder, DropNotice, Frame, FrameError, Write, HEADER_LEN, SELF_SOURCE,
+};
 
 use crate::encode::Record;
 use crate::lines::{Line, LineBuffers};
@@ -48,6 +50,19 @@ impl FrameStream {
         origin: &Origin,
         out: &mut E,
     ) -> Result<(), StreamError> {
+        self.feed_observed(data, origin, out, |_| ())
+    }
+
+    /// [`FrameStream::feed`], showing each decoded frame to `observe`
+    /// before its writes are routed (a connection that shared its ring
+    /// follows the frames' ring positions this way).
+    pub fn feed_observed<E: Emit>(
+        &mut self,
+        data: &[u8],
+        origin: &Origin,
+        out: &mut E,
+        mut observe: impl FnMut(&Frame<'_>),
+    ) -> Result<(), StreamError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
@@ -56,6 +71,7 @@ impl FrameStream {
         let clock = &mut self.clock;
         let res = self.decoder.feed(data, |f| {
             *frames += 1;
+            observe(&f);
             route(f, origin, lines, clock, out);
         });
         // Follow frame boundaries up to the frame being decoded (the bad
@@ -74,6 +90,32 @@ impl FrameStream {
             self.failed = Some(e.clone());
             e
         })
+    }
+
+    /// Routes one write read from somewhere other than a frame (a record
+    /// recovered from a shared ring) exactly as if a frame of `level`,
+    /// `platform` and `source` had carried it: it joins the partial line
+    /// of its source.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_write<E: Emit>(
+        &mut self,
+        level: u32,
+        platform: &[u8],
+        source: &[u8],
+        w: Write<'_>,
+        origin: &Origin,
+        out: &mut E,
+    ) {
+        route_write(
+            level,
+            platform,
+            source,
+            w,
+            origin,
+            &mut self.lines,
+            &mut self.clock,
+            out,
+        );
     }
 
     /// Ends the stream: emits the partial line of each source and returns
@@ -187,32 +229,46 @@ fn route<E: Emit>(
     out: &mut E,
 ) {
     for w in f.writes() {
-        if f.source != SELF_SOURCE.as_bytes() {
-            lines.push(f.level, f.platform, f.source, w.origin, w.data, &mut |l| {
-                emit_line(origin, &l, clock, out)
+        route_write(f.level, f.platform, f.source, w, origin, lines, clock, out);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route_write<E: Emit>(
+    level: u32,
+    platform: &[u8],
+    source: &[u8],
+    w: Write<'_>,
+    origin: &Origin,
+    lines: &mut LineBuffers,
+    clock: &mut Clock,
+    out: &mut E,
+) {
+    if source != SELF_SOURCE.as_bytes() {
+        lines.push(level, platform, source, w.origin, w.data, &mut |l| {
+            emit_line(origin, &l, clock, out)
+        });
+        return;
+    }
+    // liblogtap's own lines, one notice each: version 0 carries the
+    // notices of several sources in one frame's data, so each line is
+    // read on its own (else the first would swallow the rest).
+    for seg in w.data.split_inclusive(|&b| b == b'\n') {
+        if let Some(n) = DropNotice::parse(seg) {
+            out.record(&Record {
+                origin: &origin.of_write(w.origin, clock),
+                level,
+                platform,
+                source,
+                text: seg.strip_suffix(b"\n").unwrap_or(seg),
+                partial: false,
+                cont: false,
+                dropped: Some(n),
             });
             continue;
         }
-        // liblogtap's own lines, one notice each: version 0 carries the
-        // notices of several sources in one frame's data, so each line is
-        // read on its own (else the first would swallow the rest).
-        for seg in w.data.split_inclusive(|&b| b == b'\n') {
-            if let Some(n) = DropNotice::parse(seg) {
-                out.record(&Record {
-                    origin: &origin.of_write(w.origin, clock),
-                    level: f.level,
-                    platform: f.platform,
-                    source: f.source,
-                    text: seg.strip_suffix(b"\n").unwrap_or(seg),
-                    partial: false,
-                    cont: false,
-                    dropped: Some(n),
-                });
-                continue;
-            }
-            lines.push(f.level, f.platform, f.source, w.origin, seg, &mut |l| {
-                emit_line(origin, &l, clock, out)
-            });
-        }
+        lines.push(level, platform, source, w.origin, seg, &mut |l| {
+            emit_line(origin, &l, clock, out)
+        });
     }
 }

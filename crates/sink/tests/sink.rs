@@ -128,7 +128,7 @@ fn hostile_connections_beside_a_good_writer() {
     after_good.extend_from_slice(&raw_header(7, 3));
     let hostile: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", random),
-        ("wrong version", raw_header(2, 10)),
+        ("wrong version", raw_header(3, 10)),
         ("version 1 with a cut entry", cut_entry),
         ("negative length", raw_header(0, -1)),
         ("1 GiB length", raw_header(0, 1 << 30)),

@@ -1,0 +1,747 @@
+//! The sink's side of the shared ring (`logtap_wire::ring`): the greeting,
+//! receiving the program's memfd with `SCM_RIGHTS`, following the ring
+//! positions of its version-2 frames, and, when the connection ends with
+//! the ring still this connection's, reading what the program wrote but
+//! never sent.
+//!
+//! Everything in the memfd is a claim of a process that may be hostile and
+//! may change it at any moment. The sink never maps it: it reads the
+//! control block and the records with `pread` into its own memory, so
+//! nothing the program does can fault the sink or change bytes while they
+//! are being parsed; every size and position is checked against the ring's
+//! capacity, the span being read and the head read once at the start;
+//! every walk advances by at least 8 bytes and ends at the head, so it is
+//! bounded by the capacity.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use logtap_wire::ring::{
+    self as lr, decode_header, RingPosition, Slot, CAP_AT, CONTROL_SIZE, DATA_OFFSET_AT, HEAD_AT,
+    LAYOUT_VERSION, MAGIC, MAGIC_AT, OWNER_AT, REQUIRED_SEALS, SLOTS_AT, SLOT_DROP_BYTES_AT,
+    SLOT_DROP_WRITES_AT, SLOT_LEVEL_AT, SLOT_NAME_AT, SLOT_NAME_LEN_AT, SLOT_NAME_MAX,
+    SLOT_READY_AT, SLOT_SIZE, STATE_ABANDONED, STATE_AT, VERSION_AT,
+};
+use logtap_wire::{
+    DropNotice, EntryHeader, Frame, Level, Write, WriteOrigin, ENTRY_HEADER, SELF_SOURCE,
+    VERSION_RING,
+};
+use rustix::io::Errno;
+use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+
+use crate::output::{Emit, Origin};
+use crate::stream::FrameStream;
+
+/// The largest ring accepted: liblogtap's largest `LLT_BUFFER_SIZE` (1 GiB).
+pub const MAX_CAP: u64 = 1 << 30;
+/// The smallest ring accepted (one page).
+pub const MIN_CAP: u64 = 4096;
+/// The most source slots accepted: a record names its slot in 8 bits.
+pub const MAX_SLOTS: u32 = 256;
+/// File descriptors taken from one read at most; the kernel closes any
+/// more sent with the same message (`MSG_CTRUNC`).
+const FDS_PER_READ: usize = 4;
+/// How much of a ring a recovery reads at once: its memory is this, or
+/// the largest record found, whichever is more (at most the capacity).
+const CHUNK: usize = 1 << 20;
+/// How long a connection's ring is kept, waiting for its live program to
+/// die or to take the ring to another connection, before the sink gives
+/// it back to the program.
+pub const OWNER_WAIT: Duration = Duration::from_secs(5);
+
+/// Fresh connection tokens: a counter from a random start, multiplied by an
+/// odd constant (a bijection of `u64`, so no token repeats within 2^64
+/// connections), never 0.
+pub struct Tokens {
+    start: u64,
+    n: u64,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens::new()
+    }
+}
+
+impl Tokens {
+    pub fn new() -> Tokens {
+        use std::hash::{BuildHasher, Hasher};
+        // std's hasher keys come from the system's random source.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(u64::from(std::process::id()));
+        Tokens {
+            start: h.finish(),
+            n: 0,
+        }
+    }
+
+    pub fn fresh(&mut self) -> u64 {
+        loop {
+            self.n = self.n.wrapping_add(1);
+            let t = self
+                .start
+                .wrapping_add(self.n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            if t != 0 {
+                return t;
+            }
+        }
+    }
+}
+
+/// One read of a connection: like `read`, but file descriptors sent with
+/// the bytes (`SCM_RIGHTS`) are received (close-on-exec) into `fds`
+/// instead of being discarded by the kernel. Returns the bytes read and
+/// whether the kernel had to drop descriptors that did not fit.
+pub fn recv(sock: impl AsFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<(usize, bool)> {
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(FDS_PER_READ))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let r = rustix::net::recvmsg(
+        sock,
+        &mut iov,
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC | RecvFlags::DONTWAIT,
+    )?;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(it) = m {
+            fds.extend(it);
+        }
+    }
+    Ok((r.bytes, r.flags.contains(ReturnFlags::CTRUNC)))
+}
+
+/// A memfd that passed the checks, with the geometry it claimed then.
+pub struct Ring {
+    fd: OwnedFd,
+    cap: u64,
+    slots: u32,
+    data_offset: u64,
+}
+
+fn ne_u64(b: &[u8], at: usize) -> u64 {
+    u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn ne_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// Fills `buf` from `fd` at `offset`; a short file is an error.
+fn pread_exact(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        match rustix::io::pread(fd, &mut buf[done..], offset + done as u64) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(n) => done += n,
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl Ring {
+    /// Accepts `fd` only as a sealed memfd holding a ring of this layout
+    /// whose size is exactly what its control block says; says why not.
+    pub fn check(fd: OwnedFd) -> Result<Ring, String> {
+        let st = rustix::fs::fstat(&fd).map_err(|e| format!("fstat: {e}"))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err("not a regular file".into());
+        }
+        let seals = rustix::fs::fcntl_get_seals(&fd)
+            .map_err(|e| format!("not a memfd (F_GET_SEALS: {e})"))?;
+        if seals.bits() & REQUIRED_SEALS != REQUIRED_SEALS {
+            return Err(format!(
+                "seals {:#x} lack F_SEAL_SEAL|F_SEAL_SHRINK",
+                seals.bits()
+            ));
+        }
+        let mut c = [0u8; 64];
+        pread_exact(&fd, &mut c, 0).map_err(|e| format!("control block: {e}"))?;
+        if ne_u64(&c, MAGIC_AT) != MAGIC {
+            return Err("bad magic".into());
+        }
+        let version = ne_u32(&c, VERSION_AT);
+        if version != LAYOUT_VERSION {
+            return Err(format!(
+                "layout version {version}, this sink reads {LAYOUT_VERSION}"
+            ));
+        }
+        let slots = ne_u32(&c, SLOTS_AT);
+        if slots == 0 || slots > MAX_SLOTS {
+            return Err(format!("{slots} source slots (1..={MAX_SLOTS})"));
+        }
+        let cap = ne_u64(&c, CAP_AT);
+        if !cap.is_power_of_two() || !(MIN_CAP..=MAX_CAP).contains(&cap) {
+            return Err(format!(
+                "capacity {cap} is not a power of two in {MIN_CAP}..={MAX_CAP}"
+            ));
+        }
+        let data_offset = ne_u64(&c, DATA_OFFSET_AT);
+        if data_offset != lr::data_offset(slots as usize) as u64 {
+            return Err(format!(
+                "data offset {data_offset} is not the one of {slots} slots"
+            ));
+        }
+        let size = st.st_size as u64;
+        if size != data_offset + cap {
+            return Err(format!(
+                "file size {size} is not data offset {data_offset} + capacity {cap}"
+            ));
+        }
+        Ok(Ring {
+            fd,
+            cap,
+            slots,
+            data_offset,
+        })
+    }
+
+    fn read_u64(&self, at: usize) -> io::Result<u64> {
+        let mut b = [0u8; 8];
+        pread_exact(&self.fd, &mut b, at as u64)?;
+        Ok(u64::from_ne_bytes(b))
+    }
+
+    fn read_u32(&self, at: usize) -> io::Result<u32> {
+        let mut b = [0u8; 4];
+        pread_exact(&self.fd, &mut b, at as u64)?;
+        Ok(u32::from_ne_bytes(b))
+    }
+
+    pub fn head(&self) -> io::Result<u64> {
+        self.read_u64(HEAD_AT)
+    }
+
+    pub fn owner(&self) -> io::Result<u64> {
+        self.read_u64(OWNER_AT)
+    }
+
+    pub fn abandoned(&self) -> bool {
+        self.read_u32(STATE_AT).ok() == Some(STATE_ABANDONED)
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    /// `p` is a place a frame may end at: record-aligned, at or before the
+    /// head, at most one capacity behind it.
+    fn check_position(&self, p: RingPosition) -> Result<(), String> {
+        if p.pos % 8 != 0 {
+            return Err(format!("position {} is not 8-aligned", p.pos));
+        }
+        if p.skip > u64::from(u32::MAX) {
+            return Err(format!("position skips {} bytes of a record", p.skip));
+        }
+        let head = self.head().map_err(|e| format!("reading the head: {e}"))?;
+        if p.pos > head || head - p.pos > self.cap {
+            return Err(format!(
+                "position {} outside the ring (head {head}, capacity {})",
+                p.pos, self.cap
+            ));
+        }
+        Ok(())
+    }
+
+    /// Slot `i` of the source table, or why it cannot be used.
+    fn slot(&self, i: u32) -> Result<SourceSlot, String> {
+        if i >= self.slots {
+            return Err(format!("source slot {i} beyond the table's {}", self.slots));
+        }
+        let base = (CONTROL_SIZE + i as usize * SLOT_SIZE) as u64;
+        let mut h = [0u8; SLOT_NAME_AT];
+        pread_exact(&self.fd, &mut h, base).map_err(|e| format!("source slot {i}: {e}"))?;
+        if ne_u32(&h, SLOT_READY_AT) != 1 {
+            return Err(format!("source slot {i} is not ready"));
+        }
+        let len = ne_u32(&h, SLOT_NAME_LEN_AT) as usize;
+        if len > SLOT_NAME_MAX {
+            return Err(format!("source slot {i} claims a {len}-byte name"));
+        }
+        let mut name = vec![0u8; len];
+        pread_exact(&self.fd, &mut name, base + SLOT_NAME_AT as u64)
+            .map_err(|e| format!("source slot {i}: {e}"))?;
+        if name.contains(&0) {
+            return Err(format!("source slot {i}'s name holds a NUL"));
+        }
+        if name.first() == Some(&b'/') {
+            name.remove(0);
+        }
+        Ok(SourceSlot {
+            level: ne_u32(&h, SLOT_LEVEL_AT),
+            name,
+            drop_bytes: ne_u64(&h, SLOT_DROP_BYTES_AT),
+            drop_writes: ne_u64(&h, SLOT_DROP_WRITES_AT),
+        })
+    }
+}
+
+struct SourceSlot {
+    level: u32,
+    /// As in a frame's source field (leading `/` cut).
+    name: Vec<u8>,
+    drop_bytes: u64,
+    drop_writes: u64,
+}
+
+/// Whether a frame is an attach frame: version 2, liblogtap's own source,
+/// no entries.
+pub fn is_attach(f: &Frame<'_>) -> bool {
+    f.version == VERSION_RING && f.source == SELF_SOURCE.as_bytes() && f.data.is_empty()
+}
+
+/// A connection's relation to its program's ring.
+#[derive(Default)]
+enum State {
+    /// No memfd received yet.
+    #[default]
+    Idle,
+    /// A memfd that passed the checks arrived; its attach frame is
+    /// being read.
+    Offered(Ring),
+    /// Attached: frames received up to `pos`.
+    Attached {
+        ring: Ring,
+        pos: RingPosition,
+        platform: Vec<u8>,
+    },
+    /// Nothing to recover on this connection (its descriptor, if any, is
+    /// closed).
+    Off,
+}
+
+/// What a connection knows of its program's ring.
+pub struct Link {
+    /// The token sent in this connection's hello.
+    pub token: u64,
+    state: State,
+    extra_fds_said: bool,
+    /// Lines to print (the server rate-limits them).
+    pub notes: Vec<String>,
+}
+
+/// A ring whose connection ended, with where its frames stopped.
+pub struct Ended {
+    pub ring: Ring,
+    pub pos: RingPosition,
+    pub platform: Vec<u8>,
+    pub token: u64,
+}
+
+impl Link {
+    pub fn new(token: u64) -> Link {
+        Link {
+            token,
+            state: State::Idle,
+            extra_fds_said: false,
+            notes: Vec::new(),
+        }
+    }
+
+    fn off(&mut self, note: Option<String>) {
+        self.state = State::Off;
+        self.notes.extend(note);
+    }
+
+    /// Takes the descriptors one read brought: the first memfd of the
+    /// connection is checked and kept, everything else closed.
+    pub fn on_fds(&mut self, fds: Vec<OwnedFd>, truncated: bool) {
+        let mut extra = usize::from(truncated);
+        for fd in fds {
+            if matches!(self.state, State::Idle) {
+                match Ring::check(fd) {
+                    Ok(r) => self.state = State::Offered(r),
+                    Err(e) => self.off(Some(format!(
+                        "sent a descriptor that is not a usable ring ({e}): closed; its frames are still delivered, nothing can be recovered from it"
+                    ))),
+                }
+            } else {
+                extra += 1;
+                drop(fd);
+            }
+        }
+        if extra > 0 && !self.extra_fds_said {
+            self.extra_fds_said = true;
+            self.notes.push(format!(
+                "sent {extra} more file descriptors than its one ring: closed"
+            ));
+        }
+    }
+
+    /// Follows one decoded frame.
+    pub fn on_frame(&mut self, f: &Frame<'_>) {
+        match std::mem::take(&mut self.state) {
+            State::Idle if is_attach(f) => self.off(Some(
+                "attach frame without a memfd: nothing can be recovered from this connection"
+                    .into(),
+            )),
+            State::Offered(ring) if is_attach(f) => {
+                let p = f.position.unwrap_or_default();
+                if let Err(e) = ring.check_position(p) {
+                    return self.off(Some(format!("attach frame: {e}; ring closed")));
+                }
+                match ring.owner() {
+                    Ok(o) if o == self.token => {}
+                    Ok(_) => {
+                        return self.off(Some(
+                            "attach frame: the ring's owner word is not this connection's token; ring closed"
+                                .into(),
+                        ))
+                    }
+                    Err(e) => return self.off(Some(format!("attach frame: {e}; ring closed"))),
+                }
+                self.state = State::Attached {
+                    ring,
+                    pos: p,
+                    platform: f.platform.to_vec(),
+                };
+            }
+            State::Attached { .. } if is_attach(f) => self.off(Some(
+                "a second attach frame: ring closed, nothing will be recovered from it".into(),
+            )),
+            State::Attached {
+                ring,
+                pos,
+                mut platform,
+            } => {
+                let Some(p) = f.position.filter(|_| f.version == VERSION_RING) else {
+                    return self.off(Some(format!(
+                        "version-{} frame after its ring was attached: ring closed, nothing will be recovered from it",
+                        f.version
+                    )));
+                };
+                if (p.pos, p.skip) < (pos.pos, pos.skip) {
+                    return self.off(Some(format!(
+                        "ring position went back from {} to {}: ring closed",
+                        pos.pos, p.pos
+                    )));
+                }
+                if let Err(e) = ring.check_position(p) {
+                    return self.off(Some(format!("{e}: ring closed")));
+                }
+                if platform != f.platform {
+                    platform.clear();
+                    platform.extend_from_slice(f.platform);
+                }
+                self.state = State::Attached {
+                    ring,
+                    pos: p,
+                    platform,
+                };
+            }
+            other => self.state = other,
+        }
+    }
+
+    /// After a read: a memfd whose attach frame neither came in this read
+    /// nor is still arriving came without one.
+    pub fn after_read(&mut self, mid_frame: bool) {
+        if matches!(self.state, State::Offered(_)) && !mid_frame {
+            self.off(Some("sent a memfd without an attach frame: closed".into()));
+        }
+    }
+
+    pub fn attached(&self) -> bool {
+        matches!(self.state, State::Attached { .. })
+    }
+
+    /// The connection ended: its ring and where its frames stopped, if it
+    /// was attached.
+    pub fn end(&mut self) -> Option<Ended> {
+        match std::mem::replace(&mut self.state, State::Off) {
+            State::Attached {
+                ring,
+                pos,
+                platform,
+            } => Some(Ended {
+                ring,
+                pos,
+                platform,
+                token: self.token,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the program of an ended connection is gone.
+pub enum Life {
+    /// Dead (or its pid never existed in this namespace).
+    Dead,
+    /// Alive; the pidfd polls readable when it dies (`None`: no pidfd,
+    /// ask again later).
+    Alive(Option<OwnedFd>),
+}
+
+/// Looks at process `pid` (as `SO_PEERCRED` gave it).
+pub fn life(pid: u32) -> Life {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return Life::Dead;
+    };
+    match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => {
+            if exited(&fd) {
+                Life::Dead
+            } else {
+                Life::Alive(Some(fd))
+            }
+        }
+        Err(Errno::SRCH) => Life::Dead,
+        // No pidfds (old kernel, seccomp): ask kill(pid, 0).
+        Err(_) => match rustix::process::test_kill_process(p) {
+            Err(Errno::SRCH) => Life::Dead,
+            _ => Life::Alive(None),
+        },
+    }
+}
+
+/// True once the process of `pidfd` has exited.
+pub fn exited(pidfd: &OwnedFd) -> bool {
+    let mut p = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut p, Some(&zero)), Ok(n) if n > 0)
+}
+
+/// Process `pid` still exists (for rings watched without a pidfd).
+pub fn still_there(pid: u32) -> bool {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    !matches!(rustix::process::test_kill_process(p), Err(Errno::SRCH))
+}
+
+/// What a recovery found.
+#[derive(Debug, Default)]
+pub struct Recovery {
+    /// Data bytes delivered.
+    pub bytes: u64,
+    /// Writes (records) delivered.
+    pub writes: u64,
+    /// Reservations skipped (writes that never returned).
+    pub reserved: u64,
+    /// Drop notices delivered from the source table.
+    pub notices: u64,
+    /// Why the walk stopped before the head, if it did.
+    pub stopped: Option<String>,
+    /// Bytes from the last position to the head.
+    pub span: u64,
+}
+
+/// The bytes of the ring read so far: positions `start..start+len`.
+struct Window<'b> {
+    buf: &'b mut Vec<u8>,
+    start: u64,
+    len: usize,
+}
+
+impl Window<'_> {
+    /// Ring bytes `pos..pos+n`, read (with more after them, up to the end
+    /// of the ring's memory or the head) unless already held. The caller
+    /// has checked that they lie before the head and do not wrap.
+    fn get(&mut self, ring: &Ring, pos: u64, n: usize, head: u64) -> io::Result<&[u8]> {
+        if pos < self.start || pos + n as u64 > self.start + self.len as u64 {
+            let off = pos % ring.cap;
+            let more = (CHUNK as u64).min(ring.cap - off).min(head - pos) as usize;
+            let want = n.max(more);
+            if self.buf.len() < want {
+                self.buf.resize(want, 0);
+            }
+            self.len = 0;
+            pread_exact(&ring.fd, &mut self.buf[..want], ring.data_offset + off)?;
+            self.start = pos;
+            self.len = want;
+        }
+        let at = (pos - self.start) as usize;
+        Ok(&self.buf[at..at + n])
+    }
+}
+
+/// Reads the records of `e.ring` from `e.pos` to its head into `frames`, as
+/// if frames had carried them, then its unreported drop counters as drop
+/// notices. `scratch` is the one buffer the copy goes to.
+pub fn recover<E: Emit>(
+    e: &Ended,
+    frames: &mut FrameStream,
+    origin: &Origin,
+    out: &mut E,
+    scratch: &mut Vec<u8>,
+) -> Recovery {
+    let mut r = Recovery::default();
+    r.stopped = walk(e, frames, origin, out, scratch, &mut r).err();
+    notices(e, frames, origin, out, &mut r);
+    r
+}
+
+fn walk<E: Emit>(
+    e: &Ended,
+    frames: &mut FrameStream,
+    origin: &Origin,
+    out: &mut E,
+    scratch: &mut Vec<u8>,
+    r: &mut Recovery,
+) -> Result<(), String> {
+    let ring = &e.ring;
+    let cap = ring.cap;
+    let head = ring.head().map_err(|e| format!("reading the head: {e}"))?;
+    let from = e.pos;
+    if head < from.pos || head - from.pos > cap {
+        return Err(format!(
+            "head {head} is not within a capacity ({cap}) after the last position received ({})",
+            from.pos
+        ));
+    }
+    r.span = head - from.pos;
+    let mut win = Window {
+        buf: scratch,
+        start: 0,
+        len: 0,
+    };
+    let mut slots: Vec<Option<SourceSlot>> = Vec::new();
+    slots.resize_with(ring.slots as usize, || None);
+    let mut pos = from.pos;
+    let mut skip = from.skip;
+    while pos < head {
+        let off = pos % cap;
+        if head - pos < 8 {
+            return Err(format!("head {head} cuts a record header at {pos}"));
+        }
+        let io = |e: io::Error| format!("reading the ring: {e}");
+        let word = u64::from_ne_bytes(
+            win.get(ring, pos, 8, head)
+                .map_err(io)?
+                .try_into()
+                .expect("8 bytes"),
+        );
+        let fits = |size: u64| -> Result<(), String> {
+            if size < 8 || size % 8 != 0 || off + size > cap || pos + size > head {
+                Err(format!(
+                    "record at {pos} of {size} bytes does not fit (head {head}, capacity {cap})"
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match decode_header(word) {
+            Slot::Empty => {
+                return Err(format!(
+                    "no record header at {pos}, {} bytes before the head: a writer was killed between reserving and stamping; the rest is unreadable",
+                    head - pos
+                ))
+            }
+            Slot::Invalid => return Err(format!("invalid record header {word:#x} at {pos}")),
+            Slot::Pad { size } | Slot::Reserved { size } => {
+                fits(size)?;
+                if skip != 0 {
+                    return Err(format!("position {pos} skips into a record that is not one"));
+                }
+                if matches!(decode_header(word), Slot::Reserved { .. }) {
+                    r.reserved += 1;
+                }
+                pos += size;
+            }
+            Slot::Record { src, len, size } => {
+                fits(size)?;
+                let i = usize::from(src);
+                if i >= slots.len() {
+                    return Err(format!(
+                        "record at {pos} names source slot {src}, beyond the table's {}",
+                        slots.len()
+                    ));
+                }
+                if slots[i].is_none() {
+                    slots[i] = Some(ring.slot(u32::from(src))?);
+                }
+                let slot = slots[i].as_ref().expect("read above");
+                let rec = win.get(ring, pos, size as usize, head).map_err(io)?;
+                let eh: &[u8; ENTRY_HEADER] = rec[8..8 + ENTRY_HEADER].try_into().expect("16");
+                let eh = EntryHeader::from_bytes(eh);
+                if eh.len != len {
+                    return Err(format!(
+                        "record at {pos}: entry length {} differs from its header's {len}",
+                        eh.len
+                    ));
+                }
+                if skip > u64::from(len) {
+                    return Err(format!(
+                        "position skips {skip} bytes of a {len}-byte record"
+                    ));
+                }
+                let data = &rec[8 + ENTRY_HEADER + skip as usize..8 + ENTRY_HEADER + len as usize];
+                r.bytes += data.len() as u64;
+                r.writes += 1;
+                frames.push_write(
+                    slot.level,
+                    &e.platform,
+                    &slot.name,
+                    Write {
+                        origin: Some(WriteOrigin {
+                            time_ns: eh.origin.time_ns,
+                            pid: eh.origin.pid,
+                        }),
+                        data,
+                    },
+                    origin,
+                    out,
+                );
+                pos += size;
+            }
+        }
+        skip = 0;
+    }
+    Ok(())
+}
+
+/// The drop counters the program had not reported yet, as its own drop
+/// notices would have said them.
+fn notices<E: Emit>(
+    e: &Ended,
+    frames: &mut FrameStream,
+    origin: &Origin,
+    out: &mut E,
+    r: &mut Recovery,
+) {
+    let mut text = vec![0u8; SLOT_NAME_MAX + 80];
+    for i in 0..e.ring.slots {
+        let Ok(s) = e.ring.slot(i) else {
+            continue;
+        };
+        if s.drop_bytes == 0 && s.drop_writes == 0 {
+            continue;
+        }
+        let n = DropNotice {
+            bytes: s.drop_bytes,
+            writes: s.drop_writes,
+            source: &s.name,
+        };
+        let Some(len) = n.write(&mut text) else {
+            continue;
+        };
+        r.notices += 1;
+        frames.push_write(
+            Level::Warn as u32,
+            &e.platform,
+            SELF_SOURCE.as_bytes(),
+            Write {
+                origin: None,
+                data: &text[..len],
+            },
+            origin,
+            out,
+        );
+    }
+}
