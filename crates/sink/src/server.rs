@@ -1233,10 +1233,7 @@ impl<E: Emit> Server<E> {
         self.scratch = Vec::new();
         let mut extra = String::new();
         if r.reserved > 0 {
-            extra += &format!(
-                "; {} writes that never returned skipped",
-                r.reserved
-            );
+            extra += &format!("; {} writes that never returned skipped", r.reserved);
         }
         if r.notices > 0 {
             extra += &format!("; {} drop notices from its source table", r.notices);
@@ -1313,11 +1310,8 @@ impl<E: Emit> Server<E> {
                 None => p.cred.pid.is_some_and(|pid| !shared_ring::still_there(pid)),
             };
             let owned = p.ended.ring.owner().ok() == Some(p.ended.token);
-            let decide = !owned
-                || gone
-                || p.ended.ring.abandoned()
-                || now >= p.deadline
-                || stopping;
+            let decide =
+                !owned || gone || p.ended.ring.abandoned() || now >= p.deadline || stopping;
             if decide {
                 self.conclude(j, gone);
             }
@@ -1337,7 +1331,10 @@ impl<E: Emit> Server<E> {
         if let Some(fd) = &p.pidfd {
             use std::os::fd::AsRawFd;
             let raw = fd.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut mio::unix::SourceFd(&raw));
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut mio::unix::SourceFd(&raw));
         }
         let owned = p.ended.ring.owner().ok() == Some(p.ended.token);
         let reason = if !owned {
