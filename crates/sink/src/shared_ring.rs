@@ -349,6 +349,14 @@ impl Link {
     /// Takes the descriptors one read brought: the first memfd of the
     /// connection is checked and kept, everything else closed.
     pub fn on_fds(&mut self, fds: Vec<OwnedFd>, truncated: bool) {
+        if truncated && fds.is_empty() && matches!(self.state, State::Idle) {
+            // Nothing arrived though something was sent: the kernel could
+            // not install it (the sink at its open-file limit).
+            return self.off(Some(
+                "a descriptor it sent could not be received (MSG_CTRUNC; is the sink at its open-file limit?): nothing can be recovered from this connection"
+                    .into(),
+            ));
+        }
         let mut extra = usize::from(truncated);
         for fd in fds {
             if matches!(self.state, State::Idle) {
