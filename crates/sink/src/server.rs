@@ -494,6 +494,7 @@ pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
         next_sweep: Instant::now(),
         tokens: Tokens::new(),
         pending: Vec::new(),
+        next_pending_check: Instant::now(),
         scratch: Vec::new(),
         complaints: Complaints {
             window: Instant::now(),
@@ -542,6 +543,8 @@ struct Server<E: Emit> {
     /// Rings waiting for their program's death (a slab: token
     /// `FIRST_PENDING + index`).
     pending: Vec<Option<Pending>>,
+    /// When to look at them next (sooner when a pidfd fires).
+    next_pending_check: Instant,
     /// The one buffer a ring is read into (emptied after each recovery).
     scratch: Vec<u8>,
     complaints: Complaints,
@@ -590,7 +593,7 @@ impl<E: Emit> Server<E> {
                 match ev.token() {
                     LISTENER => self.accept(),
                     SIGNALS => stop |= self.signals.pending().next().is_some(),
-                    Token(t) if t >= FIRST_PENDING => {}
+                    Token(t) if t >= FIRST_PENDING => self.next_pending_check = Instant::now(),
                     Token(t) => {
                         if let Some(c) = self.conns.get_mut(t - FIRST_CONN).and_then(Option::as_mut)
                         {
@@ -610,7 +613,10 @@ impl<E: Emit> Server<E> {
                 self.accept();
             }
             self.sweep_idle();
-            self.check_pending(false);
+            if Instant::now() >= self.next_pending_check {
+                self.next_pending_check = Instant::now() + PENDING_CHECK;
+                self.check_pending(false);
+            }
             std::mem::swap(&mut batch, &mut self.ready);
             for i in batch.drain(..) {
                 if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {

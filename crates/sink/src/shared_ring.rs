@@ -228,7 +228,10 @@ impl Ring {
     }
 
     /// `p` is a place a frame may end at: record-aligned, at or before the
-    /// head, at most one capacity behind it.
+    /// head. (It may lie more than a capacity behind the head: frames
+    /// queued in the socket while the sink is paused were sent, and their
+    /// space reused; once the connection ended, and every queued frame was
+    /// read, the span left is within a capacity, checked by the recovery.)
     fn check_position(&self, p: RingPosition) -> Result<(), String> {
         if p.pos % 8 != 0 {
             return Err(format!("position {} is not 8-aligned", p.pos));
@@ -237,11 +240,8 @@ impl Ring {
             return Err(format!("position skips {} bytes of a record", p.skip));
         }
         let head = self.head().map_err(|e| format!("reading the head: {e}"))?;
-        if p.pos > head || head - p.pos > self.cap {
-            return Err(format!(
-                "position {} outside the ring (head {head}, capacity {})",
-                p.pos, self.cap
-            ));
+        if p.pos > head {
+            return Err(format!("position {} beyond the ring's head {head}", p.pos));
         }
         Ok(())
     }
@@ -349,6 +349,14 @@ impl Link {
     /// Takes the descriptors one read brought: the first memfd of the
     /// connection is checked and kept, everything else closed.
     pub fn on_fds(&mut self, fds: Vec<OwnedFd>, truncated: bool) {
+        if truncated && fds.is_empty() && matches!(self.state, State::Idle) {
+            // Nothing arrived though something was sent: the kernel could
+            // not install it (the sink at its open-file limit).
+            return self.off(Some(
+                "a descriptor it sent could not be received (MSG_CTRUNC; is the sink at its open-file limit?): nothing can be recovered from this connection"
+                    .into(),
+            ));
+        }
         let mut extra = usize::from(truncated);
         for fd in fds {
             if matches!(self.state, State::Idle) {
@@ -365,9 +373,10 @@ impl Link {
         }
         if extra > 0 && !self.extra_fds_said {
             self.extra_fds_said = true;
-            self.notes.push(format!(
-                "sent {extra} more file descriptors than its one ring: closed"
-            ));
+            self.notes.push(
+                "sent more file descriptors than its one ring: closed (further ones closed silently)"
+                    .into(),
+            );
         }
     }
 

@@ -53,11 +53,20 @@ fn send(sink: &Sink, bytes: &[u8]) -> UnixStream {
 fn closed_by_sink(s: &mut UnixStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut b = [0u8; 16];
-    // ECONNRESET when the sink closed with our bytes still unread.
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-        Ok(_) => false,
+    // The sink's hello (12 bytes) comes first.
+    let mut got = 0;
+    loop {
+        // ECONNRESET when the sink closed with our bytes still unread.
+        match s.read(&mut b) {
+            Ok(0) => return true,
+            Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
+            Ok(n) => {
+                got += n;
+                if got > logtap_wire::ring::HELLO_LEN {
+                    return false;
+                }
+            }
+        }
     }
 }
 
@@ -250,7 +259,7 @@ fn hostile_connections_beside_a_good_writer() {
         );
     }
     let after_good_line =
-        format!("connection from pid {me}: unsupported version 7 (0 logserver_msg, 1 logtap's with origin) (frame at byte {bad_offset})");
+        format!("connection from pid {me}: unsupported version 7 (0 logserver_msg, 1 logtap's with origin, 2 with ring position) (frame at byte {bad_offset})");
     assert!(
         closing.iter().any(|l| l.contains(&after_good_line)),
         "{closing:?}"
