@@ -800,8 +800,7 @@ fn flush_with(timeout_ms: u64, dying: Option<Dying>) -> bool {
                 let wait = if d.alone { 2 } else { DYING_STUCK_MS };
                 if now.saturating_sub(stuck_since) >= wait {
                     if let Some((src, len)) = r.abandon(tail) {
-                        DROP_BYTES[src as usize].fetch_add(len as u64, Relaxed);
-                        DROP_WRITES[src as usize].fetch_add(1, Relaxed);
+                        r.add_drops(src, len as u64, 1);
                     }
                     wake_consumer();
                 }
