@@ -63,7 +63,8 @@ unsafe impl Send for Ring {}
 
 /// Space reserved by a writer; `data` has room for the reserved length.
 pub struct Reservation {
-    pos: u64,
+    /// The record's position (the header word's).
+    pub pos: u64,
     end: u64,
     /// The header stamped at reservation time.
     stamp: u64,
@@ -119,6 +120,7 @@ impl Ring {
         w(lay::MAGIC_AT, lay::MAGIC);
         (mem.add(lay::VERSION_AT) as *mut u32).write(lay::LAYOUT_VERSION);
         (mem.add(lay::SLOTS_AT) as *mut u32).write(slots as u32);
+        (mem.add(lay::INTENTS_AT) as *mut u32).write(lay::INTENT_SLOTS as u32);
         w(lay::DATA_OFFSET_AT, off as u64);
         w(lay::CAP_AT, cap as u64);
         (mem.add(lay::STATE_AT) as *mut u32).write(lay::STATE_LIVE);
@@ -261,6 +263,16 @@ impl Ring {
                 (*(to.add(lay::SLOT_READY_AT) as *const AtomicU32)).store(1, Release);
             }
         }
+    }
+
+    /// Intent slot `i` (see `logtap_wire::ring`), or `None` beyond the
+    /// table (or in the placeholder ring).
+    pub fn intent(&self, i: usize) -> Option<*mut u8> {
+        // SAFETY: slot `i` lies inside the intent table.
+        (self.cap > 0 && i < lay::INTENT_SLOTS).then(|| unsafe {
+            self.ctl
+                .add(lay::intents_offset(self.slots) + i * lay::INTENT_SIZE)
+        })
     }
 
     /// Counts bytes and writes of `src` lost to the target.

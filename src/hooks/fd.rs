@@ -152,7 +152,15 @@ unsafe fn simple_tapped(
             finish_partial(stored, r, saved)
         };
     }
+    let data = core::slice::from_raw_parts(buf as *const u8, n);
+    // The bytes go to the shared ring's intent slot first: a SIGKILL that
+    // ends the call leaves them where the sink finds them (transport).
+    let f = transport::intent_begin(&_t, src, &[data], n);
     let r = real(buf, n, 0);
+    if f.active() {
+        f.finish(src, r);
+        return r;
+    }
     if r > 0 {
         // No errno guard: pushing keeps errno (see transport::push_or_drop).
         transport::push_or_drop(
@@ -196,11 +204,43 @@ unsafe fn vectored_tapped(
             None => (real.take().unwrap())(iov, cnt, 0),
         };
     }
+    let f = intent_iov(&_t, src, iov, cnt);
     let r = real(iov, cnt, 0);
+    if f.active() {
+        f.finish(src, r);
+        return r;
+    }
     if r > 0 {
         tap_iov(src, iov, cnt, r as usize);
     }
     r
+}
+
+/// `transport::intent_begin` for an iovec write of up to 16 pieces.
+unsafe fn intent_iov(
+    t: &transport::Tapping,
+    src: u8,
+    iov: *const iovec,
+    cnt: c_int,
+) -> transport::InFlight {
+    let mut parts: [&[u8]; 16] = [&[]; 16];
+    let k = if (0..=16).contains(&cnt) {
+        cnt as usize
+    } else {
+        0
+    };
+    let mut len = 0usize;
+    for (i, p) in parts.iter_mut().enumerate().take(k) {
+        let v = &*iov.add(i);
+        // A piece too big for a slot makes the whole write too big.
+        let l = v.iov_len.min(1 << 20);
+        if !v.iov_base.is_null() {
+            *p = core::slice::from_raw_parts(v.iov_base as *const u8, l);
+        }
+        len += l;
+    }
+    // Not stored (len 0) when the iovecs are too many.
+    transport::intent_begin(t, src, &parts[..k], if k == 0 { 0 } else { len })
 }
 
 /// # Safety

@@ -186,6 +186,7 @@ fn map_ring(cap: usize) -> bool {
     if fd >= 0 {
         crate::fds::adopt_ring_fd(fd);
     }
+    SHARED.store(fd >= 0, Relaxed);
     for src in [crate::tap::STDOUT, crate::tap::STDERR, crate::tap::NOTICE] {
         announce_source(src);
     }
@@ -551,6 +552,15 @@ pub fn origin_now() -> logtap_wire::WriteOrigin {
             0 => OWNER_PID.load(Relaxed) as u32,
             p => p as u32,
         },
+    }
+}
+
+/// Publishes the first `len` bytes of a reservation written at `origin`.
+#[inline]
+fn commit_at(r: crate::ring::Reservation, len: usize, origin: logtap_wire::WriteOrigin) {
+    let used = ring().commit(r, len, origin);
+    if len > 0 {
+        published(used);
     }
 }
 
@@ -1027,6 +1037,10 @@ pub fn after_fork_child() {
             *RING.0.get() = Ring::none();
         }
     }
+    // The only thread of the child starts with no intent slot: the table
+    // is fresh (and may lie at another address).
+    SHARED.store(ok && crate::fds::ring_fd() >= 0, Relaxed);
+    INTENT.with(|c| c.set(core::ptr::null_mut()));
     THREAD.store(T_NONE, Relaxed);
     STATE.store(AWAKE, Relaxed);
     DRAINING.store(false, Relaxed);
@@ -1121,6 +1135,177 @@ impl Tapping {
             c.set(c.get() + 1);
             Tapping(c as *const _)
         })
+    }
+
+    /// Whether this is the thread's only tapped call in progress (not a
+    /// signal handler's write inside another one).
+    #[inline]
+    fn outermost(&self) -> bool {
+        // SAFETY: as in `drop`.
+        unsafe { &*self.0 }.get() & 0xffff == 1
+    }
+}
+
+// ---------------------------------------------------------------- the
+// write SIGKILL ends
+//
+// A write is stored after its system call returns, and SIGKILL takes
+// effect as that call returns: the kernel has the write, the ring never
+// gets it, and nothing can defer SIGKILL. With a shared ring each writing
+// thread therefore owns an intent slot in the memfd (`logtap_wire::ring`):
+// the write's bytes go there before the call (IN_FLIGHT), and the record's
+// position once the call returned (COMMITTING), so a sink recovering a
+// dead program's ring delivers that one write too. Only the outermost
+// tapped call of a thread uses the slot: a signal handler's write inside
+// it goes the old way (its record is stored after its call, lost only if
+// SIGKILL ends exactly that nested call). Private rings die with the
+// process: they skip all of this on one load of `SHARED`.
+
+/// The ring is a memfd the sink holds.
+static SHARED: AtomicBool = AtomicBool::new(false);
+
+/// `INTENT` of a thread that found no free slot: it goes without.
+const NO_INTENT: *mut u8 = 1 as *mut u8;
+
+std::thread_local! {
+    /// This thread's intent slot (null: not claimed yet). Const-initialised,
+    /// no destructor: a slot whose thread is gone is taken over by another
+    /// thread (`claim_intent`).
+    static INTENT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+}
+
+#[inline]
+fn intent_word(slot: *mut u8, at: usize) -> &'static AtomicU32 {
+    // SAFETY: a 4-aligned word of an intent slot of the mapped ring, which
+    // stays mapped at this address while the process uses it.
+    unsafe { &*(slot.add(at) as *const AtomicU32) }
+}
+
+/// Takes a free intent slot for this thread, or one whose owner thread is
+/// gone; returns it and whether to remember the answer.
+#[cold]
+fn claim_intent() -> (*mut u8, bool) {
+    if OWNER_PID.load(Relaxed) != sys::getpid() {
+        // A vfork child: its thread id is not the parent thread's, whose
+        // thread-local it shares. Go without, and do not remember.
+        return (core::ptr::null_mut(), false);
+    }
+    let _e = sys::ErrnoGuard::new();
+    let pid = sys::getpid();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+    let r = ring();
+    for pass in 0..2 {
+        for i in 0..logtap_wire::ring::INTENT_SLOTS {
+            let Some(s) = r.intent(i) else {
+                return (NO_INTENT, true);
+            };
+            let owner = intent_word(s, logtap_wire::ring::INTENT_OWNER_AT);
+            let cur = owner.load(Relaxed);
+            let free = cur == 0
+                || (pass == 1
+                    // SAFETY: signal 0 only checks that the thread exists.
+                    && unsafe { libc::syscall(libc::SYS_tgkill, pid, cur as i32, 0) } == -1
+                    && sys::errno() == libc::ESRCH);
+            if free && owner.compare_exchange(cur, tid, AcqRel, Relaxed).is_ok() {
+                intent_word(s, logtap_wire::ring::INTENT_STATE_AT)
+                    .store(logtap_wire::ring::INTENT_IDLE, Release);
+                return (s, true);
+            }
+        }
+    }
+    (NO_INTENT, true)
+}
+
+/// A write announced in this thread's intent slot (null: none).
+pub struct InFlight {
+    slot: *mut u8,
+    origin: logtap_wire::WriteOrigin,
+}
+
+/// Before the real call of a tapped, not suppressed write of `len` bytes
+/// made of `parts`: its bytes and origin into the thread's intent slot,
+/// marked in flight. Nothing when the ring is private, the write does not
+/// fit a slot, or a tapped call of this thread is already in progress.
+#[inline]
+pub fn intent_begin(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> InFlight {
+    let none = InFlight {
+        slot: core::ptr::null_mut(),
+        origin: logtap_wire::WriteOrigin { time_ns: 0, pid: 0 },
+    };
+    if !SHARED.load(Relaxed) {
+        return none;
+    }
+    intent_begin_shared(t, src, parts, len).unwrap_or(none)
+}
+
+fn intent_begin_shared(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> Option<InFlight> {
+    use logtap_wire::ring as lay;
+    if len == 0 || len > lay::INTENT_DATA_MAX || len > chunk_max() || !t.outermost() {
+        return None;
+    }
+    let slot = INTENT.with(|c| {
+        let p = c.get();
+        if !p.is_null() {
+            return p;
+        }
+        let (p, keep) = claim_intent();
+        if keep {
+            c.set(p);
+        }
+        p
+    });
+    if slot.is_null() || slot == NO_INTENT {
+        return None;
+    }
+    let origin = origin_now();
+    // SAFETY: this thread's own slot (its owner word names this thread,
+    // and only the outermost call uses it); the fields are plain memory
+    // the sink reads only after this process is gone.
+    unsafe {
+        (slot.add(lay::INTENT_TIME_AT) as *mut u64).write(origin.time_ns);
+        (slot.add(lay::INTENT_PID_AT) as *mut u32).write(origin.pid);
+        (slot.add(lay::INTENT_SRC_AT) as *mut u32).write(u32::from(src));
+        (slot.add(lay::INTENT_LEN_AT) as *mut u64).write(len as u64);
+        copy_parts(parts, 0, slot.add(lay::INTENT_DATA_AT), len);
+    }
+    intent_word(slot, lay::INTENT_STATE_AT).store(lay::INTENT_IN_FLIGHT, Release);
+    Some(InFlight { slot, origin })
+}
+
+impl InFlight {
+    #[inline]
+    pub fn active(&self) -> bool {
+        !self.slot.is_null()
+    }
+
+    /// After the real call returned `r`: stores its first `r` bytes (taken
+    /// from the slot, where they were copied) as the write's record,
+    /// naming the record in the slot while it is being committed, then
+    /// frees the slot. Keeps errno.
+    pub fn finish(self, src: u8, r: isize) {
+        use logtap_wire::ring as lay;
+        let slot = self.slot;
+        if r > 0 {
+            let n = r as usize;
+            match reserve(src, n) {
+                Some(res) => {
+                    // SAFETY: this thread's slot, as in `intent_begin`; the
+                    // reservation holds `n` bytes, and the slot holds at
+                    // least `n` (the call took at most what it was given).
+                    unsafe {
+                        (slot.add(lay::INTENT_LEN_AT) as *mut u64).write(n as u64);
+                        (slot.add(lay::INTENT_POS_AT) as *mut u64).write(res.pos);
+                        intent_word(slot, lay::INTENT_STATE_AT)
+                            .store(lay::INTENT_COMMITTING, Release);
+                        core::ptr::copy_nonoverlapping(slot.add(lay::INTENT_DATA_AT), res.data, n);
+                    }
+                    commit_at(res, n, self.origin);
+                }
+                None => count_drop(src, n as u64, 1),
+            }
+        }
+        intent_word(slot, lay::INTENT_STATE_AT).store(lay::INTENT_IDLE, Release);
     }
 }
 

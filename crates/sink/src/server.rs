@@ -1238,6 +1238,18 @@ impl<E: Emit> Server<E> {
         // The copy is held only during a recovery.
         self.scratch = Vec::new();
         let mut extra = String::new();
+        if r.in_flight > 0 {
+            extra += &format!(
+                "; {} bytes in {} writes in flight when it died delivered from its intent slots",
+                r.in_flight_bytes, r.in_flight
+            );
+        }
+        if r.bad_intents > 0 {
+            extra += &format!(
+                "; {} intent slots that make no sense skipped",
+                r.bad_intents
+            );
+        }
         if r.reserved > 0 {
             extra += &format!("; {} writes that never returned skipped", r.reserved);
         }

@@ -40,6 +40,8 @@ pub const MAX_CAP: u64 = 1 << 30;
 pub const MIN_CAP: u64 = 4096;
 /// The most source slots accepted: a record names its slot in 8 bits.
 pub const MAX_SLOTS: u32 = 256;
+/// The most intent slots accepted.
+pub const MAX_INTENTS: u32 = 1024;
 /// File descriptors taken from one read at most; the kernel closes any
 /// more sent with the same message (`MSG_CTRUNC`).
 const FDS_PER_READ: usize = 4;
@@ -117,6 +119,7 @@ pub struct Ring {
     fd: OwnedFd,
     cap: u64,
     slots: u32,
+    intents: u32,
     data_offset: u64,
 }
 
@@ -179,10 +182,14 @@ impl Ring {
                 "capacity {cap} is not a power of two in {MIN_CAP}..={MAX_CAP}"
             ));
         }
+        let intents = ne_u32(&c, lr::INTENTS_AT);
+        if intents > MAX_INTENTS {
+            return Err(format!("{intents} intent slots (0..={MAX_INTENTS})"));
+        }
         let data_offset = ne_u64(&c, DATA_OFFSET_AT);
-        if data_offset != lr::data_offset(slots as usize) as u64 {
+        if data_offset != lr::data_offset_for(slots as usize, intents as usize) as u64 {
             return Err(format!(
-                "data offset {data_offset} is not the one of {slots} slots"
+                "data offset {data_offset} is not the one of {slots} source slots and {intents} intent slots"
             ));
         }
         let size = st.st_size as u64;
@@ -195,6 +202,7 @@ impl Ring {
             fd,
             cap,
             slots,
+            intents,
             data_offset,
         })
     }
@@ -276,6 +284,70 @@ impl Ring {
             drop_bytes: ne_u64(&h, SLOT_DROP_BYTES_AT),
             drop_writes: ne_u64(&h, SLOT_DROP_WRITES_AT),
         })
+    }
+}
+
+/// A write the program had started or was committing when it died, as
+/// its intent slot says (see `logtap_wire::ring`).
+struct Intent {
+    committing: bool,
+    /// Committing: the position of its record.
+    pos: u64,
+    /// Committing: whether that record was delivered (received, or read
+    /// by the walk).
+    delivered: bool,
+    src: u8,
+    origin: WriteOrigin,
+    data: Vec<u8>,
+}
+
+impl Ring {
+    /// The intent slots that hold a write (in flight or committing), every
+    /// field checked; slots that make no sense are skipped and counted.
+    fn intents(&self) -> (Vec<Intent>, u64) {
+        let mut v = Vec::new();
+        let mut bad = 0;
+        let base = lr::intents_offset(self.slots as usize) as u64;
+        for i in 0..u64::from(self.intents) {
+            let at = base + i * lr::INTENT_SIZE as u64;
+            let mut h = [0u8; lr::INTENT_DATA_AT];
+            if pread_exact(&self.fd, &mut h, at).is_err() {
+                bad += 1;
+                continue;
+            }
+            let committing = match ne_u32(&h, lr::INTENT_STATE_AT) {
+                lr::INTENT_IDLE => continue,
+                lr::INTENT_IN_FLIGHT => false,
+                lr::INTENT_COMMITTING => true,
+                _ => {
+                    bad += 1;
+                    continue;
+                }
+            };
+            let len = ne_u64(&h, lr::INTENT_LEN_AT);
+            let src = ne_u32(&h, lr::INTENT_SRC_AT);
+            if len == 0 || len > lr::INTENT_DATA_MAX as u64 || src >= self.slots {
+                bad += 1;
+                continue;
+            }
+            let mut data = vec![0u8; len as usize];
+            if pread_exact(&self.fd, &mut data, at + lr::INTENT_DATA_AT as u64).is_err() {
+                bad += 1;
+                continue;
+            }
+            v.push(Intent {
+                committing,
+                pos: ne_u64(&h, lr::INTENT_POS_AT),
+                delivered: false,
+                src: src as u8,
+                origin: WriteOrigin {
+                    time_ns: ne_u64(&h, lr::INTENT_TIME_AT),
+                    pid: ne_u32(&h, lr::INTENT_PID_AT),
+                },
+                data,
+            });
+        }
+        (v, bad)
     }
 }
 
@@ -549,6 +621,13 @@ pub struct Recovery {
     pub stopped: Option<String>,
     /// Bytes from the last position to the head.
     pub span: u64,
+    /// Writes the program had in flight (or was committing) when it died,
+    /// delivered from its intent slots.
+    pub in_flight: u64,
+    /// Their bytes.
+    pub in_flight_bytes: u64,
+    /// Intent slots that made no sense (skipped).
+    pub bad_intents: u64,
 }
 
 /// The bytes of the ring read so far: positions `start..start+len`.
@@ -591,9 +670,51 @@ pub fn recover<E: Emit>(
     scratch: &mut Vec<u8>,
 ) -> Recovery {
     let mut r = Recovery::default();
-    r.stopped = walk(e, frames, origin, out, scratch, &mut r).err();
+    let (mut intents, bad) = e.ring.intents();
+    r.bad_intents = bad;
+    for i in intents.iter_mut().filter(|i| i.committing) {
+        // Before the last position received: its record was sent (the
+        // program's sender sends committed records only).
+        i.delivered = i.pos < e.pos.pos;
+    }
+    r.stopped = walk(e, frames, origin, out, scratch, &mut r, &mut intents).err();
+    in_flight(e, frames, origin, out, &mut r, &mut intents);
     notices(e, frames, origin, out, &mut r);
     r
+}
+
+/// Delivers the writes of the intent slots whose records were not: every
+/// in-flight one (its call had started: the kernel may have its bytes),
+/// and every committing one whose record was neither received nor walked
+/// (the program died before committing it). Oldest first.
+fn in_flight<E: Emit>(
+    e: &Ended,
+    frames: &mut FrameStream,
+    origin: &Origin,
+    out: &mut E,
+    r: &mut Recovery,
+    intents: &mut [Intent],
+) {
+    intents.sort_by_key(|i| i.origin.time_ns);
+    for i in intents.iter().filter(|i| !i.delivered) {
+        let Ok(slot) = e.ring.slot(u32::from(i.src)) else {
+            r.bad_intents += 1;
+            continue;
+        };
+        r.in_flight += 1;
+        r.in_flight_bytes += i.data.len() as u64;
+        frames.push_write(
+            slot.level,
+            &e.platform,
+            &slot.name,
+            Write {
+                origin: Some(i.origin),
+                data: &i.data,
+            },
+            origin,
+            out,
+        );
+    }
 }
 
 fn walk<E: Emit>(
@@ -603,6 +724,7 @@ fn walk<E: Emit>(
     out: &mut E,
     scratch: &mut Vec<u8>,
     r: &mut Recovery,
+    intents: &mut [Intent],
 ) -> Result<(), String> {
     let ring = &e.ring;
     let cap = ring.cap;
@@ -691,6 +813,9 @@ fn walk<E: Emit>(
                     ));
                 }
                 let data = &rec[8 + ENTRY_HEADER + skip as usize..8 + ENTRY_HEADER + len as usize];
+                for i in intents.iter_mut().filter(|i| i.committing && i.pos == pos) {
+                    i.delivered = true;
+                }
                 r.bytes += data.len() as u64;
                 r.writes += 1;
                 frames.push_write(

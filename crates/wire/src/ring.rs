@@ -29,7 +29,21 @@
 //! |---|---|---|
 //! | 0 | [`CONTROL_SIZE`] | control block (below) |
 //! | [`CONTROL_SIZE`] | `slots * SLOT_SIZE` | source table |
+//! | [`intents_offset`] | `intents * INTENT_SIZE` | intent table (below) |
 //! | `data_offset` | `cap` | records |
+//!
+//! The intent table closes the one gap the records leave: a write copies
+//! its bytes into the ring after its system call returns, and SIGKILL
+//! takes effect as that call returns, so the kernel would have the write
+//! and the ring not. A thread that writes owns one intent slot; before
+//! the real call it copies the write's bytes there and marks the slot
+//! [`INTENT_IN_FLIGHT`]; after the call it reserves the record, marks the
+//! slot [`INTENT_COMMITTING`] with the count the call returned and the
+//! record's position, commits the record, and marks the slot
+//! [`INTENT_IDLE`]. A reader of a dead program's ring delivers an
+//! in-flight slot's bytes (the call had started: the kernel may have
+//! them), and a committing slot's first `len` bytes only when the record
+//! at its position was neither received nor found committed.
 //!
 //! The memfd's size is exactly `data_offset + cap`, and it carries at least
 //! the seals [`REQUIRED_SEALS`] (so the sink's mapping can never lose pages
@@ -88,6 +102,8 @@ pub const STATE_AT: usize = 32;
 /// `u64` (atomic): the token of the connection the ring is attached to,
 /// 0 when none (see the module's text).
 pub const OWNER_AT: usize = 40;
+/// `u32`: number of intent slots (after the source table).
+pub const INTENTS_AT: usize = 48;
 /// `u64` (atomic): next free record position (monotonic; reduce modulo
 /// `cap`). Written by the program's writers.
 pub const HEAD_AT: usize = 64;
@@ -120,6 +136,40 @@ pub const SLOT_DROP_BYTES_AT: usize = 16;
 pub const SLOT_DROP_WRITES_AT: usize = 24;
 /// The name (as in a frame's `source` field, before its leading `/` is cut).
 pub const SLOT_NAME_AT: usize = 64;
+
+/// Intent slots liblogtap lays out: one per writing thread, the first 64
+/// threads (later ones go without, as a private ring does).
+pub const INTENT_SLOTS: usize = 64;
+/// Size of one intent slot.
+pub const INTENT_SIZE: usize = 4096;
+/// `u32` (atomic) in an intent slot: [`INTENT_IDLE`], [`INTENT_IN_FLIGHT`]
+/// or [`INTENT_COMMITTING`], stored last with Release.
+pub const INTENT_STATE_AT: usize = 0;
+/// `u32` (atomic): the owning thread's id (0: free). The program's own
+/// bookkeeping; a reader ignores it.
+pub const INTENT_OWNER_AT: usize = 4;
+/// `u64`: the write's wall-clock time (ns), as its record carries it.
+pub const INTENT_TIME_AT: usize = 8;
+/// `u32`: the writer's pid, as its record carries it.
+pub const INTENT_PID_AT: usize = 16;
+/// `u32`: the write's source slot.
+pub const INTENT_SRC_AT: usize = 20;
+/// `u64`: in flight, the bytes handed to the call; committing, the bytes
+/// it returned for (at most the former).
+pub const INTENT_LEN_AT: usize = 24;
+/// `u64`: committing: the position of the write's record.
+pub const INTENT_POS_AT: usize = 32;
+/// The write's bytes.
+pub const INTENT_DATA_AT: usize = 64;
+/// The largest write an intent slot holds; larger ones go without.
+pub const INTENT_DATA_MAX: usize = INTENT_SIZE - INTENT_DATA_AT;
+/// No write in progress (or one fully in the records).
+pub const INTENT_IDLE: u32 = 0;
+/// A write's system call has started or is running: its bytes are in the
+/// slot, perhaps already in the kernel, not in the records.
+pub const INTENT_IN_FLIGHT: u32 = 1;
+/// The call returned `len` bytes; its record at `pos` is being committed.
+pub const INTENT_COMMITTING: u32 = 2;
 
 /// Seals the memfd must carry before a sink maps it: it can neither shrink
 /// (a mapping over a truncated file faults) nor have its seals removed.
@@ -234,10 +284,22 @@ impl RingPosition {
     }
 }
 
-/// Offset of the record area for a table of `slots` sources: the control
-/// block and the table, rounded up to a page of 4 KiB.
-pub fn data_offset(slots: usize) -> usize {
+/// Offset of the intent table for a table of `slots` sources: the control
+/// block and the source table, rounded up to a page of 4 KiB.
+pub fn intents_offset(slots: usize) -> usize {
     (CONTROL_SIZE + slots * SLOT_SIZE + 4095) & !4095
+}
+
+/// Offset of the record area for `slots` sources and `intents` intent
+/// slots (page-aligned, since intent slots are pages).
+pub fn data_offset_for(slots: usize, intents: usize) -> usize {
+    intents_offset(slots) + intents * INTENT_SIZE
+}
+
+/// Offset of the record area of liblogtap's layout: `slots` sources and
+/// [`INTENT_SLOTS`] intent slots.
+pub fn data_offset(slots: usize) -> usize {
+    data_offset_for(slots, INTENT_SLOTS)
 }
 
 #[cfg(test)]
