@@ -287,6 +287,107 @@ fn abandoned_ring_is_read_with_the_program_alive() {
     assert_eq!(lines[0]["peer_pid"], std::process::id());
 }
 
+/// The writes a dead program had in its intent slots: one in flight
+/// (delivered), one committing whose record was committed and walked (not
+/// delivered twice), one committing whose record is still a reservation
+/// (its first `len` bytes delivered), one committing whose record was
+/// received in a frame (not delivered twice), and slots that make no sense
+/// (skipped and counted, nothing else changed).
+#[test]
+fn intent_slots_deliver_the_write_in_flight_exactly_once() {
+    use logtap_wire::ring as lr;
+    let dir = temp_dir("ring-intents");
+    let socket = dir.join("sink.sock");
+    let sink = Sink::start(&socket, &[], &[]);
+    let mut c = Client::connect(&socket);
+    let mut ring = RingWriter::new(64 * 1024, 2);
+    ring.set_slot(0, Level::Info, b"stdout");
+    ring.set_slot(1, Level::Error, b"stderr");
+    c.attach(&ring, b"app", RingPosition::default());
+    let sent = ring.push(0, origin(1), b"sent\n");
+    let after_sent = ring.head;
+    c.frame(
+        b"stdout",
+        &[(origin(1), b"sent\n")],
+        RingPosition {
+            pos: after_sent,
+            skip: 0,
+        },
+    );
+    let walked = ring.push(0, origin(2), b"walked\n");
+    let reserved = ring.reserve(1, 64);
+    ring.set_intent(0, lr::INTENT_IN_FLIGHT, origin(5), 0, 10, 0, b"in flight\n");
+    ring.set_intent(
+        1,
+        lr::INTENT_COMMITTING,
+        origin(2),
+        0,
+        7,
+        walked,
+        b"walked\n",
+    );
+    ring.set_intent(
+        2,
+        lr::INTENT_COMMITTING,
+        origin(3),
+        1,
+        11,
+        reserved,
+        b"committing\n and not these",
+    );
+    ring.set_intent(3, lr::INTENT_COMMITTING, origin(1), 0, 5, sent, b"sent\n");
+    // Hostile: an unknown state, a length beyond a slot, a source beyond
+    // the table, a length of 0.
+    ring.set_intent(4, 7, origin(6), 0, 3, 0, b"bad");
+    ring.set_intent(5, lr::INTENT_IN_FLIGHT, origin(6), 0, 1 << 40, 0, b"bad");
+    ring.set_intent(6, lr::INTENT_IN_FLIGHT, origin(6), 9, 3, 0, b"bad");
+    ring.set_intent(7, lr::INTENT_COMMITTING, origin(6), 0, 0, 0, b"");
+    ring.abandon();
+    drop(c);
+    sink.wait_err("recovered", 1, SECS);
+    sink.wait_json(4, SECS);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = sink.stop();
+    let lines: Vec<_> = stopped.out.iter().map(|l| parse(l)).collect();
+    let got: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["source"].as_str().unwrap().to_string(),
+                l["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("stdout", "sent"),
+        ("stdout", "walked"),
+        ("stderr", "committing"),
+        ("stdout", "in flight"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(got, want, "{:?}", stopped.err);
+    let rec: Vec<_> = stopped
+        .err
+        .iter()
+        .filter(|l| l.contains("recovered"))
+        .collect();
+    assert_eq!(rec.len(), 1, "{:?}", stopped.err);
+    assert!(
+        rec[0].contains(
+            "21 bytes in 2 writes in flight when it died delivered from its intent slots"
+        ),
+        "{rec:?}"
+    );
+    assert!(
+        rec[0].contains("4 intent slots that make no sense skipped"),
+        "{rec:?}"
+    );
+    // The in-flight write carries its own origin, as its record would.
+    assert_eq!(lines[3]["pid"], 4242, "{:?}", lines[3]);
+}
+
 #[test]
 fn a_live_program_keeps_its_ring() {
     // The connection ends but the program lives and does not abandon the

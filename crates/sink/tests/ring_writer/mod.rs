@@ -62,6 +62,7 @@ impl RingWriter {
         w.put_u64(lr::MAGIC_AT, lr::MAGIC);
         w.put_u32(lr::VERSION_AT, lr::LAYOUT_VERSION);
         w.put_u32(lr::SLOTS_AT, slots);
+        w.put_u32(lr::INTENTS_AT, lr::INTENT_SLOTS as u32);
         w.put_u64(lr::DATA_OFFSET_AT, data_offset);
         w.put_u64(lr::CAP_AT, cap);
         w
@@ -138,6 +139,30 @@ impl RingWriter {
         self.head += size;
         self.store_head();
         at
+    }
+
+    /// Fills intent slot `i`: `state`, the write's origin, source, length,
+    /// record position and bytes (the length field is `len`, whatever
+    /// `data` holds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_intent(
+        &self,
+        i: usize,
+        state: u32,
+        origin: WriteOrigin,
+        src: u32,
+        len: u64,
+        pos: u64,
+        data: &[u8],
+    ) {
+        let at = lr::intents_offset(self.slots as usize) + i * lr::INTENT_SIZE;
+        self.put_u64(at + lr::INTENT_TIME_AT, origin.time_ns);
+        self.put_u32(at + lr::INTENT_PID_AT, origin.pid);
+        self.put_u32(at + lr::INTENT_SRC_AT, src);
+        self.put_u64(at + lr::INTENT_LEN_AT, len);
+        self.put_u64(at + lr::INTENT_POS_AT, pos);
+        pwrite_all(&self.fd, data, (at + lr::INTENT_DATA_AT) as u64);
+        self.put_u32(at + lr::INTENT_STATE_AT, state);
     }
 
     /// A reservation of up to `max` bytes that is never committed.
