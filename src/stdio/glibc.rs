@@ -258,7 +258,8 @@ pub unsafe fn account<R>(
     // Not zeroed: only the bytes copied in are ever read.
     let mut scratch = core::mem::MaybeUninit::<[u8; SCRATCH]>::uninit();
     let mut saved: &[u8] = &[];
-    if flush || may_write(f, &new) {
+    let writes = flush || may_write(f, &new);
+    if writes {
         let pend = pending(f);
         if pend.len() <= SCRATCH {
             let dst = scratch.as_mut_ptr() as *mut u8;
@@ -283,9 +284,29 @@ pub unsafe fn account<R>(
     } else {
         saved.len()
     };
+    // What the call may write is the head of saved ++ new when the pending
+    // bytes were saved (or there were none): those go to the shared ring's
+    // intent slot first, so a SIGKILL that ends the call leaves them where
+    // the sink finds them (transport).
+    let fl = if writes && before == saved.len() {
+        let len = saved.len() + new[0].len() + new[1].len();
+        transport::intent_begin(&_t, src, &[saved, new[0], new[1]], len)
+    } else {
+        transport::InFlight::none()
+    };
     let r = op();
     let e = sys::ErrnoGuard::new();
     let written = flushed(f, before, &new, accepted(&r));
+    if fl.active() {
+        let len = saved.len() + new[0].len() + new[1].len();
+        fl.finish(src, written.min(len) as isize);
+        drop(e);
+        if !flush && transport::late() {
+            let _e = sys::ErrnoGuard::new();
+            flush_one(f, src);
+        }
+        return r;
+    }
     if written > 0 {
         // The written bytes are the head of saved ++ new.
         let from_saved = written.min(saved.len());

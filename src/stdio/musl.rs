@@ -162,7 +162,23 @@ unsafe fn tee(
         return call(p, f, buf, len, real, orig, me);
     }
     let err_before = p.flags & F_ERR;
+    // The bytes go to the shared ring's intent slot first: a SIGKILL that
+    // ends the call leaves them where the sink finds them (transport).
+    let fl = transport::intent_begin(&_t, src, &[pend, new], pend.len() + new.len());
     let r = call(p, f, buf, len, real, orig, me);
+    if fl.active() {
+        let ok = r == len && (p.flags & F_ERR) == err_before;
+        let _e = sys::ErrnoGuard::new();
+        fl.finish(
+            src,
+            if ok {
+                (pend.len() + new.len()) as isize
+            } else {
+                0
+            },
+        );
+        return r;
+    }
     if r == len && (p.flags & F_ERR) == err_before {
         // The pending bytes are still in the buffer: the write does not
         // overwrite them, it only resets the pointers.

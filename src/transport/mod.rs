@@ -1165,7 +1165,7 @@ impl Tapping {
 static SHARED: AtomicBool = AtomicBool::new(false);
 
 /// `INTENT` of a thread that found no free slot: it goes without.
-const NO_INTENT: *mut u8 = 1 as *mut u8;
+const NO_INTENT: *mut u8 = core::ptr::dangling_mut::<u8>();
 
 std::thread_local! {
     /// This thread's intent slot (null: not claimed yet). Const-initialised,
@@ -1229,14 +1229,10 @@ pub struct InFlight {
 /// fit a slot, or a tapped call of this thread is already in progress.
 #[inline]
 pub fn intent_begin(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> InFlight {
-    let none = InFlight {
-        slot: core::ptr::null_mut(),
-        origin: logtap_wire::WriteOrigin { time_ns: 0, pid: 0 },
-    };
     if !SHARED.load(Relaxed) {
-        return none;
+        return InFlight::none();
     }
-    intent_begin_shared(t, src, parts, len).unwrap_or(none)
+    intent_begin_shared(t, src, parts, len).unwrap_or_else(InFlight::none)
 }
 
 fn intent_begin_shared(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> Option<InFlight> {
@@ -1274,6 +1270,14 @@ fn intent_begin_shared(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> Opt
 }
 
 impl InFlight {
+    /// No write announced.
+    pub fn none() -> InFlight {
+        InFlight {
+            slot: core::ptr::null_mut(),
+            origin: logtap_wire::WriteOrigin { time_ns: 0, pid: 0 },
+        }
+    }
+
     #[inline]
     pub fn active(&self) -> bool {
         !self.slot.is_null()
