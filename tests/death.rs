@@ -221,6 +221,61 @@ fn sigkill_at_a_random_moment_of_a_burst() {
     }
 }
 
+/// The same through stdio: four threads `printf` to a stdout that is a
+/// file (fully buffered: glibc writes 4 KiB at a time, from inside the
+/// call). The write SIGKILL ends is one flush of the stream's buffer, whose
+/// bytes (the buffer and the call's own) were in the intent slot: the sink
+/// has the file exactly and at most those bytes more, the ones the kernel
+/// had not taken yet.
+#[test]
+fn sigkill_at_a_random_moment_of_a_printf_burst() {
+    let _one = serial();
+    for round in 0..6 {
+        let dir = tmpdir("printf");
+        let sock = dir.join("s");
+        let sink = Sink::start(&sock);
+        let out = dir.join("out");
+        let mut p = tapped(&sock, &out)
+            .env("LLT_BUFFER_SIZE", "64M")
+            .args(["threads-printf", "4", "2000000"])
+            .spawn()
+            .unwrap();
+        let _reap = Reap(vec![p.id()]);
+        std::thread::sleep(Duration::from_millis(50 + jitter(300)));
+        kill(p.id(), libc::SIGKILL);
+        p.wait().unwrap();
+        settle();
+        let (objs, err) = sink.stop();
+        let file = std::fs::read(&out).unwrap();
+        assert!(
+            file.len() > 10_000,
+            "round {round}: the burst had not started"
+        );
+        // Flushes cut lines: compare bytes, the sink's lines joined.
+        let got = lines_by_pid(&objs)
+            .get(&(p.id() as u64))
+            .cloned()
+            .unwrap_or_default();
+        let what = format!("printf round {round} (sink said: {err})");
+        let first_diff = file.iter().zip(&got).position(|(a, b)| a != b);
+        // The sink ends every message with a newline: a file ending
+        // mid-line has that line's start at the sink, followed by a
+        // newline or by the rest of the flush.
+        assert!(
+            got.starts_with(&file),
+            "{what}: the sink's {} bytes do not start with the file's {} (first difference at {first_diff:?})",
+            got.len(),
+            file.len()
+        );
+        assert!(
+            got.len() - file.len() <= logtap_wire::ring::INTENT_DATA_MAX + 1,
+            "{what}: the sink has {} bytes more than the file, more than one flush",
+            got.len() - file.len()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn sigkill_while_the_sink_is_stopped_then_the_sink_resumes() {
     let _one = serial();
