@@ -573,6 +573,10 @@ mod tests {
         assert_eq!(u64_at(lay::MAGIC_AT), lay::MAGIC);
         assert_eq!(u32_at(lay::VERSION_AT), lay::LAYOUT_VERSION);
         assert_eq!(u32_at(lay::SLOTS_AT), 8);
+        assert_eq!(u32_at(lay::INTENTS_AT), lay::INTENT_SLOTS as u32);
+        let first = r.intent(0).unwrap() as usize - m.as_ptr() as usize;
+        assert_eq!(first, lay::intents_offset(8));
+        assert!(r.intent(lay::INTENT_SLOTS).is_none());
         let off = u64_at(lay::DATA_OFFSET_AT) as usize;
         assert_eq!(off, lay::data_offset(8));
         assert_eq!(u64_at(lay::CAP_AT), 256);

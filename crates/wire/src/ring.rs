@@ -337,5 +337,13 @@ mod tests {
         assert_eq!(Hello::parse(&h.to_bytes()), Some(h));
         assert_eq!(Hello::parse(&Hello { token: 0 }.to_bytes()), None);
         assert!(data_offset(68) >= CONTROL_SIZE + 68 * SLOT_SIZE);
+        assert_eq!(intents_offset(68) % 4096, 0);
+        assert!(intents_offset(68) >= CONTROL_SIZE + 68 * SLOT_SIZE);
+        assert_eq!(
+            data_offset(68),
+            intents_offset(68) + INTENT_SLOTS * INTENT_SIZE
+        );
+        assert_eq!(data_offset_for(68, 0), intents_offset(68));
+        assert!(INTENT_DATA_MAX >= 4096 + 1024, "a stdio flush fits");
     }
 }
