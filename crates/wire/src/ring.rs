@@ -344,6 +344,6 @@ mod tests {
             intents_offset(68) + INTENT_SLOTS * INTENT_SIZE
         );
         assert_eq!(data_offset_for(68, 0), intents_offset(68));
-        assert!(INTENT_DATA_MAX >= 4096 + 1024, "a stdio flush fits");
+        const { assert!(INTENT_DATA_MAX >= 4096 + 1024, "a stdio flush fits") };
     }
 }
