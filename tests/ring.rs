@@ -73,10 +73,13 @@ struct Conn {
 }
 
 struct Peer {
+    path: std::path::PathBuf,
     conns: Arc<Mutex<Vec<Conn>>>,
     open: Arc<AtomicUsize>,
     paused: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Connections from this test process itself (see `wait_closed`).
+    markers: Arc<AtomicUsize>,
 }
 
 fn peer_pid(s: &UnixStream) -> i32 {
@@ -140,16 +143,19 @@ impl Peer {
         let l = UnixListener::bind(path).unwrap();
         l.set_nonblocking(true).unwrap();
         let p = Peer {
+            path: path.to_path_buf(),
             conns: Arc::default(),
             open: Arc::default(),
             paused: Arc::default(),
             stop: Arc::default(),
+            markers: Arc::default(),
         };
-        let (conns, open, paused, stop) = (
+        let (conns, open, paused, stop, markers) = (
             p.conns.clone(),
             p.open.clone(),
             p.paused.clone(),
             p.stop.clone(),
+            p.markers.clone(),
         );
         std::thread::spawn(move || {
             let mut n = 0u64;
@@ -158,6 +164,12 @@ impl Peer {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 };
+                if peer_pid(&s) == std::process::id() as i32 {
+                    // `wait_closed`'s marker: everything queued before it
+                    // has been accepted (and counted in `open`).
+                    markers.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
                 n += 1;
                 let token = 0x5eed_0000 + n;
                 s.set_nonblocking(false).unwrap();
@@ -198,9 +210,17 @@ impl Peer {
         p
     }
 
-    /// Waits until every accepted connection has ended.
+    /// Waits until every connection made so far has been accepted and has
+    /// ended. A connection of an exited program can still wait in the
+    /// listen queue: a marker connection from this process, accepted after
+    /// everything queued before it, says when the queue is drained.
     fn wait_closed(&self, at_least: usize, timeout: Duration) {
         let t = Instant::now();
+        let seen = self.markers.load(Ordering::SeqCst);
+        let _marker = UnixStream::connect(&self.path).unwrap();
+        while self.markers.load(Ordering::SeqCst) == seen && t.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         while (self.open.load(Ordering::SeqCst) > 0 || self.conns.lock().unwrap().len() < at_least)
             && t.elapsed() < timeout
         {
