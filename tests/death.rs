@@ -79,8 +79,44 @@ fn jitter(n: u64) -> u64 {
     (t / 1000) % n
 }
 
+/// A started program in its own process group, killed with its group when
+/// dropped unreaped: a failed assertion or a panic must not leave hundreds
+/// of programs spinning after the test.
+struct Kid(Child);
+
+impl Kid {
+    fn spawn(c: &mut Command) -> Kid {
+        use std::os::unix::process::CommandExt;
+        Kid(c.process_group(0).spawn().unwrap())
+    }
+}
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        // Only while unreaped: the group's id is then surely this one's.
+        if matches!(self.0.try_wait(), Ok(None)) {
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
 struct Sink {
-    child: Child,
+    child: Kid,
     out: std::thread::JoinHandle<Vec<u8>>,
     err: std::thread::JoinHandle<Vec<u8>>,
 }
@@ -95,13 +131,13 @@ fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>>
 
 impl Sink {
     fn start(sock: &Path) -> Sink {
-        let mut child = Command::new(built("logtap-sink"))
-            .arg("--socket")
-            .arg(sock)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = Kid::spawn(
+            Command::new(built("logtap-sink"))
+                .arg("--socket")
+                .arg(sock)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
         let out = drain(child.stdout.take().unwrap());
         let err = drain(child.stderr.take().unwrap());
         let t = Instant::now();
@@ -184,11 +220,11 @@ fn sigkill_at_a_random_moment_of_a_burst() {
         let sock = dir.join("s");
         let sink = Sink::start(&sock);
         let out = dir.join("out");
-        let mut p = tapped(&sock, &out)
-            .env("LLT_BUFFER_SIZE", "64M")
-            .args(["lines", "5000000"])
-            .spawn()
-            .unwrap();
+        let mut p = Kid::spawn(
+            tapped(&sock, &out)
+                .env("LLT_BUFFER_SIZE", "64M")
+                .args(["lines", "5000000"]),
+        );
         std::thread::sleep(Duration::from_millis(50 + jitter(300)));
         kill(p.id(), libc::SIGKILL);
         p.wait().unwrap();
@@ -213,11 +249,11 @@ fn sigkill_while_the_sink_is_stopped_then_the_sink_resumes() {
     let sock = dir.join("s");
     let sink = Sink::start(&sock);
     let out = dir.join("out");
-    let mut p = tapped(&sock, &out)
-        .env("LLT_BUFFER_SIZE", "64M")
-        .args(["lines", "5000000"])
-        .spawn()
-        .unwrap();
+    let mut p = Kid::spawn(
+        tapped(&sock, &out)
+            .env("LLT_BUFFER_SIZE", "64M")
+            .args(["lines", "5000000"]),
+    );
     std::thread::sleep(Duration::from_millis(30));
     kill(sink.child.id(), libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(800 + jitter(300)));
@@ -248,12 +284,12 @@ fn three_hundred_programs_killed_mid_write() {
     let mut kids = vec![];
     for i in 0..300 {
         let out = dir.join(format!("out{i}"));
-        let p = tapped(&sock, &out)
-            .env("LLT_DEBUG_MODE", "1")
-            .stderr(std::fs::File::create(dir.join(format!("err{i}"))).unwrap())
-            .args(["lines", "1000000", "200"])
-            .spawn()
-            .unwrap();
+        let p = Kid::spawn(
+            tapped(&sock, &out)
+                .env("LLT_DEBUG_MODE", "1")
+                .stderr(std::fs::File::create(dir.join(format!("err{i}"))).unwrap())
+                .args(["lines", "1000000", "200"]),
+        );
         kids.push((p, out));
     }
     // The sink greets connections as it accepts them; with 300 arriving at
@@ -310,5 +346,34 @@ fn three_hundred_programs_killed_mid_write() {
         }
     }
     assert!(wrote > 250, "only {wrote} of 300 programs wrote anything");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A test that fails with programs running leaves none behind: each is
+/// killed with its process group when the panic unwinds past it.
+#[test]
+fn a_failing_test_leaves_no_program_running() {
+    let dir = tmpdir("orphans");
+    let mut pids = vec![];
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut kids = vec![];
+        for i in 0..3 {
+            let p = Kid::spawn(
+                Command::new(stress())
+                    .args(["lines", "1000000000", "200"])
+                    .stderr(Stdio::null())
+                    .stdout(std::fs::File::create(dir.join(format!("out{i}"))).unwrap()),
+            );
+            pids.push(p.id());
+            kids.push(p);
+        }
+        panic!("an assertion failed with {} programs running", kids.len());
+    }));
+    assert!(r.is_err());
+    for pid in pids {
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
+        assert!(!alive, "program {pid} outlived the failed test");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
