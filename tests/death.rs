@@ -288,10 +288,14 @@ fn three_hundred_programs_killed_mid_write() {
             tapped(&sock, &out)
                 .env("LLT_DEBUG_MODE", "1")
                 .stderr(std::fs::File::create(dir.join(format!("err{i}"))).unwrap())
-                .args(["lines", "1000000", "200"]),
+                .args(["lines", "1000000", "2000"]),
         );
         kids.push((p, out));
     }
+    // Each program writes a line every 2 ms: 150,000 lines a second from
+    // all 300, which one sink thread on a shared 2-core machine keeps up
+    // with (at a line every 200 us the sink, busy with 1.5 M lines a
+    // second, took over a minute to accept them all under load).
     // The sink greets connections as it accepts them; with 300 arriving at
     // once on a shared machine that takes a while, and a program killed
     // before its greeting is not covered (README, Limits). Wait until
