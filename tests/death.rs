@@ -288,16 +288,17 @@ fn three_hundred_programs_killed_mid_write() {
             tapped(&sock, &out)
                 .env("LLT_DEBUG_MODE", "1")
                 .stderr(std::fs::File::create(dir.join(format!("err{i}"))).unwrap())
-                .args(["lines", "1000000", "2000"]),
+                .args(["lines", "1000000", "20000"]),
         );
         kids.push((p, out));
     }
-    // Each program writes a line every 2 ms: 150,000 lines a second from
-    // all 300, which one sink thread on a shared 2-core machine keeps up
-    // with (at a line every 200 us the sink, busy with 1.5 M lines a
-    // second, took over a minute to accept them all under load).
-    // The sink greets connections as it accepts them; with 300 arriving at
-    // once on a shared machine that takes a while, and a program killed
+    // Each program writes a line every 20 ms: 15,000 lines a second from
+    // all 300, which leaves a shared 2-core machine about a third idle.
+    // At a line every 2 ms the 300 programs' own sleeps and wakes kept
+    // both cores busy (0% idle), the sink got about 4% of one core, and
+    // greeting all 300 connections took from 2 s to over a minute: the
+    // test then measured the scheduler, not logtap.
+    // The sink greets connections as it accepts them, and a program killed
     // before its greeting is not covered (README, Limits). Wait until
     // every program says (LLT_DEBUG_MODE) that the sink holds its buffer.
     let t = Instant::now();
@@ -307,8 +308,8 @@ fn three_hundred_programs_killed_mid_write() {
     };
     while !(0..kids.len()).all(attached) {
         assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{} of 300 programs not attached after 60 s",
+            t.elapsed() < Duration::from_secs(120),
+            "{} of 300 programs not attached after 120 s",
             (0..kids.len()).filter(|&i| !attached(i)).count()
         );
         std::thread::sleep(Duration::from_millis(50));
