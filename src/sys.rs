@@ -203,15 +203,15 @@ pub fn thread_alive(tid: i32) -> bool {
     unsafe { libc::syscall(libc::SYS_tgkill, getpid(), tid, 0) == 0 || errno() != libc::ESRCH }
 }
 
-/// Nanoseconds since the Unix epoch on the coarse wall clock (the time of
-/// the last kernel tick; read from the vDSO, no system call).
+/// Nanoseconds since the Unix epoch on the wall clock, read from the vDSO
+/// (no system call).
 #[inline]
-pub fn realtime_coarse_ns() -> u64 {
+pub fn realtime_ns() -> u64 {
     // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked and
     // cannot fail for this clock, so errno is untouched.
     unsafe {
         let mut ts: libc::timespec = core::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts);
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts);
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 }

@@ -4,58 +4,20 @@
 //! stdout file: every line the kernel has, the sink has, exactly once.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-fn built(name: &str) -> PathBuf {
-    let p = root().join("target/release").join(name);
-    assert!(
-        p.exists(),
-        "{} missing: cargo build --release --workspace",
-        p.display()
-    );
-    p
-}
+use common::kids::{built, jitter, json_lines, kill, Kid, SinkProc};
 
 fn stress() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let out = root().join("target/test-programs/stress-death");
-    let src = root().join("tests/programs/stress.c");
-    BUILD.call_once(|| {
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let st = Command::new("gcc")
-            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "building stress.c failed");
-        std::fs::rename(&tmp, &out).unwrap();
-    });
-    out
+    common::kids::stress("death")
 }
 
 fn tmpdir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "logtap-death-{}-{}-{}",
-        name,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::kids::tmpdir("death", name)
 }
 
 /// The tests here load the machine heavily (300 programs): one at a time,
@@ -66,101 +28,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
-fn jitter(n: u64) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (t / 1000) % n
-}
-
-/// A started program in its own process group, killed with its group when
-/// dropped unreaped: a failed assertion or a panic must not leave hundreds
-/// of programs spinning after the test.
-struct Kid(Child);
-
-impl Kid {
-    fn spawn(c: &mut Command) -> Kid {
-        use std::os::unix::process::CommandExt;
-        Kid(c.process_group(0).spawn().unwrap())
-    }
-}
-
-impl std::ops::Deref for Kid {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Kid {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        // Only while unreaped: the group's id is then surely this one's.
-        if matches!(self.0.try_wait(), Ok(None)) {
-            // SAFETY: signalling the process group of our own child.
-            unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-            let _ = self.0.wait();
-        }
-    }
-}
-
-struct Sink {
-    child: Kid,
-    out: std::thread::JoinHandle<Vec<u8>>,
-    err: std::thread::JoinHandle<Vec<u8>>,
-}
-
-fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut v = vec![];
-        let _ = r.read_to_end(&mut v);
-        v
-    })
-}
+struct Sink(SinkProc);
 
 impl Sink {
     fn start(sock: &Path) -> Sink {
-        let mut child = Kid::spawn(
-            Command::new(built("logtap-sink"))
-                .arg("--socket")
-                .arg(sock)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped()),
-        );
-        let out = drain(child.stdout.take().unwrap());
-        let err = drain(child.stderr.take().unwrap());
-        let t = Instant::now();
-        while UnixStream::connect(sock).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "sink not listening");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Sink { child, out, err }
+        Sink(SinkProc::start(sock))
     }
 
     /// SIGTERM, wait; the JSON objects it printed and its stderr.
-    fn stop(mut self) -> (Vec<serde_json::Value>, String) {
-        kill(self.child.id(), libc::SIGTERM);
-        let st = self.child.wait().unwrap();
+    fn stop(self) -> (Vec<serde_json::Value>, String) {
+        kill(self.0.child.id(), libc::SIGTERM);
+        let (st, out, err) = self.0.finish();
         assert!(st.success(), "sink exited with {st:?}");
-        let out = self.out.join().unwrap();
-        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
-        let objs = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("JSON"))
-            .collect();
-        (objs, err)
+        (json_lines(&out), err)
     }
 }
 
@@ -255,12 +135,12 @@ fn sigkill_while_the_sink_is_stopped_then_the_sink_resumes() {
             .args(["lines", "5000000"]),
     );
     std::thread::sleep(Duration::from_millis(30));
-    kill(sink.child.id(), libc::SIGSTOP);
+    kill(sink.0.child.id(), libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(800 + jitter(300)));
     kill(p.id(), libc::SIGKILL);
     p.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    kill(sink.child.id(), libc::SIGCONT);
+    kill(sink.0.child.id(), libc::SIGCONT);
     settle();
     let (objs, err) = sink.stop();
     let by_pid = lines_by_pid(&objs);

@@ -17,49 +17,23 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+
+use common::kids::{jitter, kill, Kid};
 
 fn so() -> PathBuf {
-    let p = root().join("target/release/liblogtap.so");
-    assert!(p.exists(), "{} missing: cargo build --release", p.display());
-    p
+    common::so_path()
 }
 
 fn stress() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let out = root().join("target/test-programs/stress-ring");
-    let src = root().join("tests/programs/stress.c");
-    BUILD.call_once(|| {
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let st = Command::new("gcc")
-            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "building stress.c failed");
-        std::fs::rename(&tmp, &out).unwrap();
-    });
-    out
+    common::kids::stress("ring")
 }
 
 fn tmpdir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "logtap-ring-{}-{}-{}",
-        name,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::kids::tmpdir("ring", name)
 }
 
 /// One connection as the peer saw it.
@@ -436,20 +410,6 @@ fn tapped(sock: &Path) -> Command {
     c
 }
 
-/// A cheap varying number (no RNG crate needed for a delay).
-fn jitter(n: u64) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (t / 1000) % n
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
 /// The program's output file and what the sink got must agree: the sink
 /// has every write the program completed, exactly once and in order. A
 /// write the kernel took in the very system call SIGKILL ended (the
@@ -479,12 +439,12 @@ fn sigkill_mid_burst_every_line_the_kernel_has_arrives_once() {
         let sock = dir.join("s");
         let peer = Peer::start(&sock, true);
         let out = dir.join("out");
-        let mut child = tapped(&sock)
-            .args(["lines", "3000000"])
-            .env("LLT_BUFFER_SIZE", "64M")
-            .stdout(std::fs::File::create(&out).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = Kid::spawn(
+            tapped(&sock)
+                .args(["lines", "3000000"])
+                .env("LLT_BUFFER_SIZE", "64M")
+                .stdout(std::fs::File::create(&out).unwrap()),
+        );
         // Half the rounds with the peer not reading for a while (a busy
         // sink): more of the burst is in the ring when the kill comes.
         if round % 2 == 1 {
@@ -538,12 +498,12 @@ fn sink_paused_then_program_killed_then_sink_resumed_gets_everything() {
     let out = dir.join("out");
     // More than the socket buffers hold while the sink is paused, less
     // than the ring does.
-    let mut child = tapped(&sock)
-        .args(["lines", "3000000"])
-        .env("LLT_BUFFER_SIZE", "64M")
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Kid::spawn(
+        tapped(&sock)
+            .args(["lines", "3000000"])
+            .env("LLT_BUFFER_SIZE", "64M")
+            .stdout(std::fs::File::create(&out).unwrap()),
+    );
     std::thread::sleep(Duration::from_millis(20));
     peer.paused.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(200 + jitter(200)));

@@ -16,7 +16,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -25,20 +25,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::kids::{json_lines, SinkProc};
 use common::{c_program, so_path, CVariant, TestDir};
 
 fn fatal() -> PathBuf {
     c_program("fatal", CVariant::Plain)
-}
-
-fn sink_bin() -> PathBuf {
-    let p = common::manifest_dir().join("target/release/logtap-sink");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build --release --workspace` first (make test does)",
-        p.display()
-    );
-    p
 }
 
 fn collect<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
@@ -50,49 +41,26 @@ fn collect<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
 }
 
 /// A real logtap-sink; what it printed for source `stdout`, as bytes.
-struct Sink {
-    child: Child,
-    out: JoinHandle<Vec<u8>>,
-    err: JoinHandle<Vec<u8>>,
-}
+struct Sink(SinkProc);
 
 impl Sink {
     fn start(sock: &Path) -> Sink {
-        let mut child = Command::new(sink_bin())
-            .arg("--socket")
-            .arg(sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start logtap-sink");
-        let out = collect(child.stdout.take().unwrap());
-        let err = collect(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(sock).is_err() {
-            assert!(Instant::now() < deadline, "logtap-sink did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Sink { child, out, err }
+        Sink(SinkProc::start(sock))
     }
 
     /// Stops the sink (SIGTERM: it drains first) and returns the lines of
     /// each source, each with its newline.
-    fn stop(mut self) -> BTreeMap<String, Vec<u8>> {
+    fn stop(self) -> BTreeMap<String, Vec<u8>> {
         std::thread::sleep(Duration::from_millis(200));
         // SAFETY: kill on the pid of a process this test started.
         assert_eq!(
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            unsafe { libc::kill(self.0.child.id() as i32, libc::SIGTERM) },
             0
         );
-        let status = self.child.wait().unwrap();
-        let out = self.out.join().unwrap();
-        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
+        let (status, out, err) = self.0.finish();
         assert!(status.success(), "sink exited with {status}: {err}");
         let mut got: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        for l in String::from_utf8(out).unwrap().lines() {
-            let v: serde_json::Value =
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"));
+        for v in json_lines(&out) {
             let d = got
                 .entry(v["source"].as_str().unwrap().to_string())
                 .or_default();

@@ -538,15 +538,15 @@ fn reserve_when_full(src: u8, max: usize) -> Option<crate::ring::Reservation> {
 
 /// Where and when a write happens now: the wall clock and this process's
 /// pid as it sees itself (cached: `init`, and `after_fork_child` in a new
-/// child). The clock is `CLOCK_REALTIME_COARSE`, read through the vDSO
-/// without a system call: on the project's machine about 25 ns against
-/// about 90 ns for `CLOCK_REALTIME`, and at most one kernel tick (1-10 ms,
-/// 4 ms on the project's kernel) behind the write, inside the 20 ms a line's
-/// time must keep. docs/DESIGN.md ("Origin") has the measurements.
+/// child). The clock is `CLOCK_REALTIME`, read through the vDSO without a
+/// system call (about 32 ns on the project's machine). The coarse clock
+/// (about 8 ns) was used before: it is the time of the last kernel tick,
+/// and on a loaded virtual machine it was seen 23 ms behind the write,
+/// outside the 20 ms a line's time must keep. docs/DESIGN.md ("Origin").
 #[inline]
 pub fn origin_now() -> logtap_wire::WriteOrigin {
     logtap_wire::WriteOrigin {
-        time_ns: sys::realtime_coarse_ns(),
+        time_ns: sys::realtime_ns(),
         pid: match WRITER_PID.load(Relaxed) {
             0 => OWNER_PID.load(Relaxed) as u32,
             p => p as u32,

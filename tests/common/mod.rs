@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod kids;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;

@@ -1,0 +1,201 @@
+//! What the suites that start and kill programs share: the built binaries,
+//! the stress program, a fresh directory per test, and [`Kid`], a started
+//! program that a failing test kills with its process group instead of
+//! leaving it running.
+
+use std::io::Read;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::manifest_dir;
+
+/// A release binary of the workspace (`logtap-sink`, `liblogtap.so`).
+pub fn built(name: &str) -> PathBuf {
+    let p = manifest_dir().join("target/release").join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release --workspace` first (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// `tests/programs/stress.c`, built once per test binary under its own
+/// name (`stress-NAME`), so a suite never runs a binary another suite is
+/// rebuilding.
+pub fn stress(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let out = manifest_dir().join(format!("target/test-programs/stress-{name}"));
+    let src = manifest_dir().join("tests/programs/stress.c");
+    let mut done = BUILT.get_or_init(Default::default).lock().unwrap();
+    if done.iter().any(|n| n == name) {
+        return out;
+    }
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    let newer = |a: &Path, b: &Path| {
+        let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        matches!((m(a), m(b)), (Some(x), Some(y)) if x >= y)
+    };
+    if !newer(&out, &src) {
+        // Built aside, then renamed: nobody ever runs half a binary.
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let st = Command::new("gcc")
+            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("gcc");
+        assert!(st.success(), "building stress.c failed");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    done.push(name.to_string());
+    out
+}
+
+/// A new empty directory `logtap-SUITE-NAME-PID-N` under the temp dir.
+pub fn tmpdir(suite: &str, name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "logtap-{suite}-{name}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn kill(pid: u32, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// A cheap varying number below `n` (no RNG crate needed for a delay).
+pub fn jitter(n: u64) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    (t / 1000) % n
+}
+
+/// A started program in its own process group, killed with its group when
+/// dropped unreaped: a failed assertion or a panic must not leave hundreds
+/// of programs spinning after the test.
+pub struct Kid(pub Child);
+
+impl Kid {
+    pub fn spawn(c: &mut Command) -> Kid {
+        use std::os::unix::process::CommandExt;
+        Kid(c.process_group(0).spawn().unwrap())
+    }
+}
+
+impl std::ops::Deref for Kid {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Kid {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        // Only while unreaped: the group's id is then surely this one's.
+        if matches!(self.0.try_wait(), Ok(None)) {
+            // SAFETY: signalling the process group of our own child.
+            unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A running logtap-sink (perhaps under a wrapper such as `unshare`), its
+/// stdout and stderr collected on threads of their own; killed with its
+/// process group if a test fails before stopping it.
+pub struct SinkProc {
+    pub child: Kid,
+    out: JoinHandle<Vec<u8>>,
+    err: JoinHandle<Vec<u8>>,
+}
+
+fn collect<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
+}
+
+impl SinkProc {
+    /// `logtap-sink --socket sock`, once it accepts connections.
+    pub fn start(sock: &Path) -> SinkProc {
+        SinkProc::start_with(&[], sock)
+    }
+
+    /// `prefix… logtap-sink --socket sock`, once it accepts connections:
+    /// connectable, not merely present (the file appears at bind(), a
+    /// moment before listen()).
+    pub fn start_with(prefix: &[&str], sock: &Path) -> SinkProc {
+        let mut cmd = match prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(built("logtap-sink"));
+                c
+            }
+            None => Command::new(built("logtap-sink")),
+        };
+        let mut child = Kid::spawn(
+            cmd.arg("--socket")
+                .arg(sock)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let out = collect(child.stdout.take().unwrap());
+        let err = collect(child.stderr.take().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(sock).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "logtap-sink did not listen on its socket"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        SinkProc { child, out, err }
+    }
+
+    /// Waits for the sink to exit (the caller has signalled it): its exit
+    /// status, its stdout, its stderr as text.
+    pub fn finish(mut self) -> (ExitStatus, Vec<u8>, String) {
+        let st = self.child.wait().unwrap();
+        let out = self.out.join().unwrap();
+        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
+        (st, out, err)
+    }
+}
+
+/// The sink's stdout as JSON objects, one per line.
+pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
+    out.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l).unwrap_or_else(|e| {
+                panic!(
+                    "sink printed invalid JSON ({e}): {:?}",
+                    String::from_utf8_lossy(l)
+                )
+            })
+        })
+        .collect()
+}
