@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::kids::{built, jitter, json_lines, kill, Kid, SinkProc};
+use common::kids::{check_killed, jitter, json_lines, kill, Kid, SinkProc};
 
 fn stress() -> PathBuf {
     common::kids::stress("death")
@@ -55,30 +55,9 @@ fn lines_by_pid(objs: &[serde_json::Value]) -> BTreeMap<u64, Vec<u8>> {
     m
 }
 
-/// The sink has every line the file has, exactly once, in order; the file
-/// may have one more last line: the write the kernel took in the very
-/// system call SIGKILL ended (the library copies a write when the call
-/// returns).
-fn check_killed(file: &[u8], got: &[u8], what: &str) {
-    let first_diff = file.iter().zip(got).position(|(a, b)| a != b);
-    assert!(
-        file.starts_with(got),
-        "{what}: the sink's {} bytes are not a prefix of the file's {} (first difference at {first_diff:?})",
-        got.len(),
-        file.len()
-    );
-    let rest = &file[got.len()..];
-    assert!(
-        rest.iter().filter(|&&b| b == b'\n').count() <= 1,
-        "{what}: the sink lacks {} bytes the kernel has, from {:?}",
-        rest.len(),
-        String::from_utf8_lossy(&rest[..rest.len().min(80)])
-    );
-}
-
 fn tapped(sock: &Path, out: &Path) -> Command {
     let mut c = Command::new(stress());
-    c.env("LD_PRELOAD", built("liblogtap.so"))
+    c.env("LD_PRELOAD", common::so_path())
         .env("LLT_TARGET", format!("socket:{}", sock.display()))
         .env_remove("LLT_FORMAT")
         .env("LLT_TAP_INTO", "1")
@@ -206,10 +185,12 @@ fn three_hundred_programs_killed_mid_write() {
     let (objs, err) = sink.stop();
     let by_pid = lines_by_pid(&objs);
     let mut wrote = 0;
+    let mut short = 0;
     for (i, (p, out)) in kids.iter().enumerate() {
         let file = std::fs::read(out).unwrap();
         wrote += usize::from(!file.is_empty());
         let got = by_pid.get(&(p.id() as u64)).cloned().unwrap_or_default();
+        short += usize::from(got.len() < file.len());
         let r = std::panic::catch_unwind(|| check_killed(&file, &got, &format!("pid {}", p.id())));
         if r.is_err() {
             let said: Vec<&str> = err
@@ -231,6 +212,23 @@ fn three_hundred_programs_killed_mid_write() {
         }
     }
     assert!(wrote > 250, "only {wrote} of 300 programs wrote anything");
+    // Each program is nearly always asleep between lines when the kill
+    // comes, its last line still in the ring (the sender lingers 20 ms to
+    // batch): the sink has it only by recovering it. `check_killed` lets
+    // one write be missing (the one SIGKILL may end inside its system
+    // call), so a recovery that failed for every program would pass it;
+    // this cannot.
+    let recovered = err
+        .lines()
+        .filter(|l| l.contains("recovered") && !l.contains("recovered 0 bytes"))
+        .count();
+    eprintln!(
+        "{short} of 300 programs lack their last write; the sink recovered data of {recovered}"
+    );
+    assert!(
+        short <= 30,
+        "{short} of 300 programs lack their last write: recovery from the ring failed"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::kids::{jitter, kill, Kid};
+use common::kids::{check_killed, jitter, kill, Kid};
 
 fn so() -> PathBuf {
     common::so_path()
@@ -408,28 +408,6 @@ fn tapped(sock: &Path) -> Command {
         .env("LLT_TAP_INTO", "1")
         .env("LLT_EXIT_TIMEOUT_MS", "300");
     c
-}
-
-/// The program's output file and what the sink got must agree: the sink
-/// has every write the program completed, exactly once and in order. A
-/// write the kernel took in the very system call SIGKILL ended (the
-/// library copies it only when the call returns) is the one allowed
-/// difference: the file may end with one more line than the sink has.
-fn check_killed(file: &[u8], got: &[u8], what: &str) {
-    assert!(
-        file.starts_with(got),
-        "{what}: the sink's bytes are not the file's ({} vs {} bytes)",
-        got.len(),
-        file.len()
-    );
-    let rest = &file[got.len()..];
-    assert!(
-        rest.is_empty()
-            || (rest.ends_with(b"\n") && rest.iter().filter(|&&b| b == b'\n').count() == 1),
-        "{what}: the sink lacks {} bytes the kernel has: {:?}",
-        rest.len(),
-        String::from_utf8_lossy(&rest[..rest.len().min(200)])
-    );
 }
 
 #[test]

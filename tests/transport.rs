@@ -213,7 +213,7 @@ fn run(cmd: &mut Command, timeout: Duration) -> std::process::Output {
             break s;
         }
         if start.elapsed() > timeout {
-            let _ = child.kill();
+            child.kill_group();
             panic!("program hung for more than {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(5));
@@ -725,10 +725,10 @@ fn frame_file_decodes_independently() {
                 .unwrap();
             assert!(origins.iter().any(|&(_, p)| p == shell), "{origins:?}");
             assert!(origins.iter().any(|&(_, p)| p != shell), "{origins:?}");
-            // Coarse clock: up to a tick behind the moment of the write.
+            // The wall clock, read as each write returns: inside the run.
             for &(t, _) in &origins {
                 assert!(
-                    t + 20_000_000 >= before && t <= after,
+                    t >= before && t <= after,
                     "write time {t} outside the run [{before}, {after}]"
                 );
             }

@@ -538,15 +538,22 @@ fn reserve_when_full(src: u8, max: usize) -> Option<crate::ring::Reservation> {
 
 /// Where and when a write happens now: the wall clock and this process's
 /// pid as it sees itself (cached: `init`, and `after_fork_child` in a new
-/// child). The clock is `CLOCK_REALTIME`, read through the vDSO without a
-/// system call (about 32 ns on the project's machine). The coarse clock
-/// (about 8 ns) was used before: it is the time of the last kernel tick,
-/// and on a loaded virtual machine it was seen 23 ms behind the write,
-/// outside the 20 ms a line's time must keep. docs/DESIGN.md ("Origin").
+/// child). The clock is `CLOCK_REALTIME` (`sys::realtime_ns`; about 32 ns
+/// on the project's machine when quiet, 90 ns loaded), read only for the
+/// format whose frames carry it. The coarse clock (8 ns, 25 ns loaded) was
+/// used before: it is the time of the last kernel tick, and on a loaded
+/// virtual machine it was seen 23 ms behind the write, outside the 20 ms a
+/// line's time must keep. docs/DESIGN.md ("Origin").
 #[inline]
 pub fn origin_now() -> logtap_wire::WriteOrigin {
     logtap_wire::WriteOrigin {
-        time_ns: sys::realtime_ns(),
+        // Only version-1 frames carry the time (`LLT_FORMAT=logtap`): the
+        // other formats, Pantavisor's among them, skip the read.
+        time_ns: if config::get().format == config::Format::Logtap {
+            sys::realtime_ns()
+        } else {
+            0
+        },
         pid: match WRITER_PID.load(Relaxed) {
             0 => OWNER_PID.load(Relaxed) as u32,
             p => p as u32,

@@ -32,7 +32,12 @@ pub fn stress(name: &str) -> PathBuf {
     static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
     let out = manifest_dir().join(format!("target/test-programs/stress-{name}"));
     let src = manifest_dir().join("tests/programs/stress.c");
-    let mut done = BUILT.get_or_init(Default::default).lock().unwrap();
+    // A failed build panics holding the lock: later callers build again
+    // and report gcc's error themselves, not a poisoned lock.
+    let mut done = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     if done.iter().any(|n| n == name) {
         return out;
     }
@@ -93,6 +98,15 @@ impl Kid {
     pub fn spawn(c: &mut Command) -> Kid {
         use std::os::unix::process::CommandExt;
         Kid(c.process_group(0).spawn().unwrap())
+    }
+}
+
+impl Kid {
+    /// SIGKILL to the program and everything in its process group (a
+    /// shell's children included).
+    pub fn kill_group(&self) {
+        // SAFETY: signalling the process group of our own child.
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
     }
 }
 
@@ -185,10 +199,15 @@ impl SinkProc {
     }
 }
 
-/// The sink's stdout as JSON objects, one per line.
+/// The sink's stdout as JSON objects, one per line (an empty line is an
+/// error, as any other line that is not an object).
 pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
-    out.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
+    if out.is_empty() {
+        return Vec::new();
+    }
+    out.strip_suffix(b"\n")
+        .unwrap_or(out)
+        .split(|&b| b == b'\n')
         .map(|l| {
             serde_json::from_slice(l).unwrap_or_else(|e| {
                 panic!(
@@ -198,4 +217,30 @@ pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
             })
         })
         .collect()
+}
+
+/// The program's own output file (what the kernel took) against what the
+/// sink delivered for it, after a SIGKILL: the sink has every write the
+/// program completed, exactly once and in order. The one allowed
+/// difference is the write the kernel took in the very system call
+/// SIGKILL ended (the library copies a write when the call returns): the
+/// file may end with one more line than the sink has, or with the head of
+/// one (a regular file's write stops between pages when a fatal signal is
+/// pending, so the kernel may have taken part of it).
+pub fn check_killed(file: &[u8], got: &[u8], what: &str) {
+    let first_diff = file.iter().zip(got).position(|(a, b)| a != b);
+    assert!(
+        file.starts_with(got),
+        "{what}: the sink's {} bytes are not a prefix of the file's {} (first difference at {first_diff:?})",
+        got.len(),
+        file.len()
+    );
+    let rest = &file[got.len()..];
+    let inner = rest.strip_suffix(b"\n").unwrap_or(rest);
+    assert!(
+        !inner.contains(&b'\n'),
+        "{what}: the sink lacks {} bytes the kernel has, more than one write: {:?}",
+        rest.len(),
+        String::from_utf8_lossy(&rest[..rest.len().min(200)])
+    );
 }
