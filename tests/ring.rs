@@ -410,6 +410,19 @@ fn tapped(sock: &Path) -> Command {
     c
 }
 
+/// Waits until the program's output file holds `bytes`: more than the
+/// socket buffers hold, so with the peer paused the rest is in the ring.
+fn wait_written(out: &Path, bytes: u64) {
+    let t = Instant::now();
+    while std::fs::metadata(out).map_or(0, |m| m.len()) < bytes {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the program wrote under {bytes} bytes in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 #[test]
 fn sigkill_mid_burst_every_line_the_kernel_has_arrives_once() {
     for round in 0..6 {
@@ -425,9 +438,14 @@ fn sigkill_mid_burst_every_line_the_kernel_has_arrives_once() {
         );
         // Half the rounds with the peer not reading for a while (a busy
         // sink): more of the burst is in the ring when the kill comes.
+        // The kill waits until the program has written more than the
+        // socket buffers hold (a few hundred KiB): a program slow to start
+        // (CI under load) could otherwise be killed with everything it
+        // wrote already in the socket, and the ring empty.
         if round % 2 == 1 {
             std::thread::sleep(Duration::from_millis(20));
             peer.paused.store(true, Ordering::SeqCst);
+            wait_written(&out, 4 << 20);
         }
         std::thread::sleep(Duration::from_millis(30 + jitter(150)));
         kill(child.id(), libc::SIGKILL);
@@ -484,6 +502,7 @@ fn sink_paused_then_program_killed_then_sink_resumed_gets_everything() {
     );
     std::thread::sleep(Duration::from_millis(20));
     peer.paused.store(true, Ordering::SeqCst);
+    wait_written(&out, 4 << 20);
     std::thread::sleep(Duration::from_millis(200 + jitter(200)));
     kill(child.id(), libc::SIGKILL);
     child.wait().unwrap();
