@@ -311,6 +311,30 @@ fn lines(b: &[u8]) -> usize {
 
 /// The target holds exactly what the program's stdout got.
 #[track_caller]
+/// `same`, but for a program whose own handler ends it (`_exit`) on a
+/// signal: when the signal lands while a tapped write is in its system
+/// call, the handler runs as the call returns, before the library has
+/// copied that write, and the write is lost (README, Limits). The target
+/// may then lack exactly one line: the one just before the handler's
+/// `last` words.
+fn same_but_interrupted(what: &str, got: &[u8], stdout: &[u8], last: &[u8]) {
+    if got == stdout {
+        return same(what, got, stdout);
+    }
+    let body = stdout.strip_suffix(last).unwrap_or(stdout);
+    let cut = body[..body.len().saturating_sub(1)]
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |i| i + 1);
+    let mut without = body[..cut].to_vec();
+    without.extend_from_slice(last);
+    eprintln!(
+        "{what}: the target lacks the write before the handler's: {:?}",
+        String::from_utf8_lossy(&body[cut..])
+    );
+    same(what, got, &without);
+}
+
 fn same(what: &str, got: &[u8], stdout: &[u8]) {
     assert!(lines(stdout) > 0, "{what}: the program wrote nothing");
     if let Some(d) = common::diff(got, stdout) {
@@ -746,7 +770,7 @@ fn a_program_handler_is_left_alone() {
         );
         assert_eq!(status.code(), Some(3), "{name}: {status}");
         assert!(stdout.ends_with(b"caught SIGTERM\n"), "{name}");
-        same(&name, &got, &stdout);
+        same_but_interrupted(&name, &got, &stdout, b"caught SIGTERM\n");
         let name = format!("own-int-{kind:?}");
         let (status, stdout, got) = run(
             &dir,
