@@ -7,7 +7,6 @@ use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,17 +61,10 @@ pub fn stress(name: &str) -> PathBuf {
     out
 }
 
-/// A new empty directory `logtap-SUITE-NAME-PID-N` under the temp dir.
+/// A new empty directory for one test of `suite`, kept afterwards (the
+/// test removes it when it passes).
 pub fn tmpdir(suite: &str, name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "logtap-{suite}-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    super::fresh_dir(&format!("{suite}-{name}"))
 }
 
 pub fn kill(pid: u32, sig: i32) {

@@ -177,6 +177,16 @@ fn spawn_child(socket: &Path, pause: bool) -> std::process::Child {
 }
 
 /// The child's side (a no-op in a normal test run).
+/// A client with a 64 KiB ring of one source (stdout) attached from its
+/// start, as liblogtap's first connection does.
+fn attached_stdout(socket: &Path) -> (Client, RingWriter) {
+    let c = Client::connect(socket);
+    let ring = RingWriter::new(64 * 1024, 2);
+    ring.set_slot(0, Level::Info, b"stdout");
+    c.attach(&ring, b"app", RingPosition::default());
+    (c, ring)
+}
+
 #[test]
 fn ring_child() {
     let Some(socket) = std::env::var_os("LOGTAP_RING_CHILD") else {
@@ -296,10 +306,7 @@ fn a_live_program_keeps_its_ring() {
     let dir = temp_dir("ring-live");
     let socket = dir.join("sink.sock");
     let sink = Sink::start(&socket, &[], &[]);
-    let mut c = Client::connect(&socket);
-    let mut ring = RingWriter::new(64 * 1024, 2);
-    ring.set_slot(0, Level::Info, b"stdout");
-    c.attach(&ring, b"app", RingPosition::default());
+    let (mut c, mut ring) = attached_stdout(&socket);
     ring.push(0, origin(0), b"sent\n");
     c.frame(
         b"stdout",
@@ -747,10 +754,7 @@ fn recovery_starts_at_the_tail_when_freed_padding_follows_the_last_frame() {
     let dir = temp_dir("ring-freed-pad");
     let socket = dir.join("sink.sock");
     let sink = Sink::start(&socket, &[], &[]);
-    let mut c = Client::connect(&socket);
-    let mut ring = RingWriter::new(64 * 1024, 2);
-    ring.set_slot(0, Level::Info, b"stdout");
-    c.attach(&ring, b"app", RingPosition::default());
+    let (mut c, mut ring) = attached_stdout(&socket);
     // One record filling the ring but its last 64 bytes, sent.
     let len = ring.cap as usize - 64 - 24;
     let mut big = vec![b'a'; len];
@@ -799,10 +803,7 @@ fn an_empty_recovery_is_not_reported() {
     let dir = temp_dir("ring-empty-recovery");
     let socket = dir.join("sink.sock");
     let sink = Sink::start(&socket, &[], &[]);
-    let mut c = Client::connect(&socket);
-    let mut ring = RingWriter::new(64 * 1024, 2);
-    ring.set_slot(0, Level::Info, b"stdout");
-    c.attach(&ring, b"app", RingPosition::default());
+    let (mut c, mut ring) = attached_stdout(&socket);
     ring.push(0, origin(0), b"everything sent\n");
     c.frame(
         b"stdout",
