@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod fds;
+pub mod guarded;
 #[cfg(not(test))]
 pub mod hooks;
 pub mod real;

@@ -183,6 +183,11 @@ reals! {
     sigset(s: c_int, h: libc::sighandler_t) -> libc::sighandler_t, sig_err();
     sigignore(s: c_int) -> c_int, enosys();
     siginterrupt(s: c_int, f: c_int) -> c_int, enosys();
+    sigprocmask(h: c_int, s: *const libc::sigset_t, o: *mut libc::sigset_t) -> c_int, libc::syscall(libc::SYS_rt_sigprocmask, h, s, o, 8usize) as c_int;
+    pthread_sigmask(h: c_int, s: *const libc::sigset_t, o: *mut libc::sigset_t) -> c_int, if libc::syscall(libc::SYS_rt_sigprocmask, h, s, o, 8usize) < 0 { crate::sys::errno() } else { 0 };
+    sighold(s: c_int) -> c_int, enosys();
+    sigblock(m: c_int) -> c_int, enosys();
+    sigsetmask(m: c_int) -> c_int, enosys();
 }
 
 #[cfg(test)]

@@ -203,15 +203,20 @@ pub fn thread_alive(tid: i32) -> bool {
     unsafe { libc::syscall(libc::SYS_tgkill, getpid(), tid, 0) == 0 || errno() != libc::ESRCH }
 }
 
-/// Nanoseconds since the Unix epoch on the coarse wall clock (the time of
-/// the last kernel tick; read from the vDSO, no system call).
+/// Nanoseconds since the Unix epoch on the wall clock. Read from the vDSO
+/// (no system call) when the clock source allows, as TSC and kvm-clock
+/// do; otherwise glibc makes the system call, and if that fails (a
+/// seccomp filter) `errno` is put back and the coarse clock answers.
 #[inline]
-pub fn realtime_coarse_ns() -> u64 {
-    // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked and
-    // cannot fail for this clock, so errno is untouched.
+pub fn realtime_ns() -> u64 {
+    let saved = errno();
+    // SAFETY: ts is a valid out-parameter; clock_gettime is not hooked.
     unsafe {
         let mut ts: libc::timespec = core::mem::zeroed();
-        libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts);
+        if libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) != 0 {
+            set_errno(saved);
+            libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts);
+        }
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 }

@@ -4,58 +4,20 @@
 //! stdout file: every line the kernel has, the sink has, exactly once.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
 
-fn built(name: &str) -> PathBuf {
-    let p = root().join("target/release").join(name);
-    assert!(
-        p.exists(),
-        "{} missing: cargo build --release --workspace",
-        p.display()
-    );
-    p
-}
+use common::kids::{check_killed, jitter, json_lines, kill, Kid, SinkProc};
 
 fn stress() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let out = root().join("target/test-programs/stress-death");
-    let src = root().join("tests/programs/stress.c");
-    BUILD.call_once(|| {
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let st = Command::new("gcc")
-            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "building stress.c failed");
-        std::fs::rename(&tmp, &out).unwrap();
-    });
-    out
+    common::kids::stress("death")
 }
 
 fn tmpdir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "logtap-death-{}-{}-{}",
-        name,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::kids::tmpdir("death", name)
 }
 
 /// The tests here load the machine heavily (300 programs): one at a time,
@@ -66,65 +28,19 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
-fn jitter(n: u64) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (t / 1000) % n
-}
-
-struct Sink {
-    child: Child,
-    out: std::thread::JoinHandle<Vec<u8>>,
-    err: std::thread::JoinHandle<Vec<u8>>,
-}
-
-fn drain<R: Read + Send + 'static>(mut r: R) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut v = vec![];
-        let _ = r.read_to_end(&mut v);
-        v
-    })
-}
+struct Sink(SinkProc);
 
 impl Sink {
     fn start(sock: &Path) -> Sink {
-        let mut child = Command::new(built("logtap-sink"))
-            .arg("--socket")
-            .arg(sock)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = drain(child.stdout.take().unwrap());
-        let err = drain(child.stderr.take().unwrap());
-        let t = Instant::now();
-        while UnixStream::connect(sock).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "sink not listening");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Sink { child, out, err }
+        Sink(SinkProc::start(sock))
     }
 
     /// SIGTERM, wait; the JSON objects it printed and its stderr.
-    fn stop(mut self) -> (Vec<serde_json::Value>, String) {
-        kill(self.child.id(), libc::SIGTERM);
-        let st = self.child.wait().unwrap();
+    fn stop(self) -> (Vec<serde_json::Value>, String) {
+        kill(self.0.child.id(), libc::SIGTERM);
+        let (st, out, err) = self.0.finish();
         assert!(st.success(), "sink exited with {st:?}");
-        let out = self.out.join().unwrap();
-        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
-        let objs = out
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| serde_json::from_slice(l).expect("JSON"))
-            .collect();
-        (objs, err)
+        (json_lines(&out), err)
     }
 }
 
@@ -139,45 +55,9 @@ fn lines_by_pid(objs: &[serde_json::Value]) -> BTreeMap<u64, Vec<u8>> {
     m
 }
 
-/// The sink has every line the file has, exactly once, in order, and at
-/// most one write more: the write SIGKILL caught inside its system call.
-/// Its bytes were in the ring's intent slot before the call, and the
-/// kernel may or may not have taken them (SIGKILL can end a write before
-/// or after the copy); the sink delivers them either way, since it cannot
-/// tell. The stress program writes one line per write, so that is at most
-/// one more line, at the end.
-fn check_killed(file: &[u8], got: &[u8], what: &str) {
-    let first_diff = file.iter().zip(got).position(|(a, b)| a != b);
-    assert!(
-        got.starts_with(file),
-        "{what}: the file's {} bytes are not a prefix of the sink's {} (first difference at {first_diff:?}): the sink lacks or repeats a line the kernel has",
-        file.len(),
-        got.len()
-    );
-    let extra = &got[file.len()..];
-    assert!(
-        extra.iter().filter(|&&b| b == b'\n').count() <= 1,
-        "{what}: the sink has {} bytes beyond the file, more than the one write in flight: {:?}",
-        extra.len(),
-        String::from_utf8_lossy(&extra[..extra.len().min(160)])
-    );
-}
-
-/// Kills the programs it names when dropped, so that a failed test leaves
-/// none running.
-struct Reap(Vec<u32>);
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        for &p in &self.0 {
-            kill(p, libc::SIGKILL);
-        }
-    }
-}
-
 fn tapped(sock: &Path, out: &Path) -> Command {
     let mut c = Command::new(stress());
-    c.env("LD_PRELOAD", built("liblogtap.so"))
+    c.env("LD_PRELOAD", common::so_path())
         .env("LLT_TARGET", format!("socket:{}", sock.display()))
         .env_remove("LLT_FORMAT")
         .env("LLT_TAP_INTO", "1")
@@ -199,11 +79,11 @@ fn sigkill_at_a_random_moment_of_a_burst() {
         let sock = dir.join("s");
         let sink = Sink::start(&sock);
         let out = dir.join("out");
-        let mut p = tapped(&sock, &out)
-            .env("LLT_BUFFER_SIZE", "64M")
-            .args(["lines", "5000000"])
-            .spawn()
-            .unwrap();
+        let mut p = Kid::spawn(
+            tapped(&sock, &out)
+                .env("LLT_BUFFER_SIZE", "64M")
+                .args(["lines", "5000000"]),
+        );
         std::thread::sleep(Duration::from_millis(50 + jitter(300)));
         kill(p.id(), libc::SIGKILL);
         p.wait().unwrap();
@@ -225,8 +105,8 @@ fn sigkill_at_a_random_moment_of_a_burst() {
 /// file (fully buffered: glibc writes 4 KiB at a time, from inside the
 /// call). The write SIGKILL ends is one flush of the stream's buffer, whose
 /// bytes (the buffer and the call's own) were in the intent slot: the sink
-/// has the file exactly and at most those bytes more, the ones the kernel
-/// had not taken yet.
+/// has the file exactly, and at most those bytes more (the ones the kernel
+/// had not taken yet).
 #[test]
 fn sigkill_at_a_random_moment_of_a_printf_burst() {
     let _one = serial();
@@ -235,12 +115,11 @@ fn sigkill_at_a_random_moment_of_a_printf_burst() {
         let sock = dir.join("s");
         let sink = Sink::start(&sock);
         let out = dir.join("out");
-        let mut p = tapped(&sock, &out)
-            .env("LLT_BUFFER_SIZE", "64M")
-            .args(["threads-printf", "4", "2000000"])
-            .spawn()
-            .unwrap();
-        let _reap = Reap(vec![p.id()]);
+        let mut p = Kid::spawn(tapped(&sock, &out).env("LLT_BUFFER_SIZE", "64M").args([
+            "threads-printf",
+            "4",
+            "2000000",
+        ]));
         std::thread::sleep(Duration::from_millis(50 + jitter(300)));
         kill(p.id(), libc::SIGKILL);
         p.wait().unwrap();
@@ -276,6 +155,73 @@ fn sigkill_at_a_random_moment_of_a_printf_burst() {
     }
 }
 
+/// The write SIGKILL ends, made certain: stdout is a pipe nobody reads, so
+/// the program blocks inside its `write` once the pipe is full, and is
+/// killed there. The kernel has the pipe's bytes; the sink has all of them
+/// and, from the thread's intent slot, the blocked write too (the sink
+/// cannot tell whether the kernel took it, so it delivers it): exactly the
+/// next line. Without intent slots (or with them silently off) the sink
+/// lacks that line, and this fails.
+#[test]
+fn sigkill_inside_a_blocked_write_delivers_that_write() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let _one = serial();
+    let dir = tmpdir("blocked");
+    let sock = dir.join("s");
+    let sink = Sink::start(&sock);
+    let mut fds = [0; 2];
+    // SAFETY: a fresh pipe; each end is owned by exactly one OwnedFd below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: just created, owned here only.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let out = dir.join("unused");
+    let mut cmd = tapped(&sock, &out);
+    cmd.stdout(wr).args(["lines", "1000000"]);
+    let mut p = Kid::spawn(&mut cmd);
+    drop(cmd);
+    // Blocked once the pipe (64 KiB) is full: its wait channel says so.
+    let t0 = Instant::now();
+    loop {
+        let w = std::fs::read_to_string(format!("/proc/{}/wchan", p.id())).unwrap_or_default();
+        if w.contains("pipe_write") {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the program never blocked on the full pipe (wchan {w:?})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(p.id(), libc::SIGKILL);
+    p.wait().unwrap();
+    let mut kernel = vec![];
+    std::fs::File::from(rd).read_to_end(&mut kernel).unwrap();
+    settle();
+    let (objs, err) = sink.stop();
+    let got = lines_by_pid(&objs)
+        .get(&(p.id() as u64))
+        .cloned()
+        .unwrap_or_default();
+    let n = kernel.iter().filter(|&&b| b == b'\n').count();
+    assert!(n > 1000, "the pipe held only {n} lines");
+    let mut want = kernel.clone();
+    want.extend_from_slice(format!("l {n}\n").as_bytes());
+    assert!(
+        got == want,
+        "the sink's {} bytes are not the pipe's {} plus the blocked write {:?}; it ends {:?} (sink said: {err})",
+        got.len(),
+        kernel.len(),
+        format!("l {n}"),
+        String::from_utf8_lossy(&got[got.len().saturating_sub(40)..])
+    );
+    assert!(
+        err.contains("1 writes in flight when it died delivered from its intent slots"),
+        "the sink did not say it delivered the write in flight: {err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn sigkill_while_the_sink_is_stopped_then_the_sink_resumes() {
     let _one = serial();
@@ -283,18 +229,18 @@ fn sigkill_while_the_sink_is_stopped_then_the_sink_resumes() {
     let sock = dir.join("s");
     let sink = Sink::start(&sock);
     let out = dir.join("out");
-    let mut p = tapped(&sock, &out)
-        .env("LLT_BUFFER_SIZE", "64M")
-        .args(["lines", "5000000"])
-        .spawn()
-        .unwrap();
+    let mut p = Kid::spawn(
+        tapped(&sock, &out)
+            .env("LLT_BUFFER_SIZE", "64M")
+            .args(["lines", "5000000"]),
+    );
     std::thread::sleep(Duration::from_millis(30));
-    kill(sink.child.id(), libc::SIGSTOP);
+    kill(sink.0.child.id(), libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(800 + jitter(300)));
     kill(p.id(), libc::SIGKILL);
     p.wait().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    kill(sink.child.id(), libc::SIGCONT);
+    kill(sink.0.child.id(), libc::SIGCONT);
     settle();
     let (objs, err) = sink.stop();
     let by_pid = lines_by_pid(&objs);
@@ -316,20 +262,23 @@ fn three_hundred_programs_killed_mid_write() {
     let sock = dir.join("s");
     let sink = Sink::start(&sock);
     let mut kids = vec![];
-    let mut reap = Reap(vec![]);
     for i in 0..300 {
         let out = dir.join(format!("out{i}"));
-        let p = tapped(&sock, &out)
-            .env("LLT_DEBUG_MODE", "1")
-            .stderr(std::fs::File::create(dir.join(format!("err{i}"))).unwrap())
-            .args(["lines", "1000000", "200"])
-            .spawn()
-            .unwrap();
-        reap.0.push(p.id());
+        let p = Kid::spawn(
+            tapped(&sock, &out)
+                .env("LLT_DEBUG_MODE", "1")
+                .stderr(std::fs::File::create(dir.join(format!("err{i}"))).unwrap())
+                .args(["lines", "1000000", "20000"]),
+        );
         kids.push((p, out));
     }
-    // The sink greets connections as it accepts them; with 300 arriving at
-    // once on a shared machine that takes a while, and a program killed
+    // Each program writes a line every 20 ms: 15,000 lines a second from
+    // all 300, which leaves a shared 2-core machine about a third idle.
+    // At a line every 2 ms the 300 programs' own sleeps and wakes kept
+    // both cores busy (0% idle), the sink got about 4% of one core, and
+    // greeting all 300 connections took from 2 s to over a minute: the
+    // test then measured the scheduler, not logtap.
+    // The sink greets connections as it accepts them, and a program killed
     // before its greeting is not covered (README, Limits). Wait until
     // every program says (LLT_DEBUG_MODE) that the sink holds its buffer.
     let t = Instant::now();
@@ -339,8 +288,8 @@ fn three_hundred_programs_killed_mid_write() {
     };
     while !(0..kids.len()).all(attached) {
         assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{} of 300 programs not attached after 60 s",
+            t.elapsed() < Duration::from_secs(120),
+            "{} of 300 programs not attached after 120 s",
             (0..kids.len()).filter(|&i| !attached(i)).count()
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -357,10 +306,12 @@ fn three_hundred_programs_killed_mid_write() {
     let (objs, err) = sink.stop();
     let by_pid = lines_by_pid(&objs);
     let mut wrote = 0;
+    let mut short = 0;
     for (i, (p, out)) in kids.iter().enumerate() {
         let file = std::fs::read(out).unwrap();
         wrote += usize::from(!file.is_empty());
         let got = by_pid.get(&(p.id() as u64)).cloned().unwrap_or_default();
+        short += usize::from(got.len() < file.len());
         let r = std::panic::catch_unwind(|| check_killed(&file, &got, &format!("pid {}", p.id())));
         if r.is_err() {
             let said: Vec<&str> = err
@@ -382,5 +333,50 @@ fn three_hundred_programs_killed_mid_write() {
         }
     }
     assert!(wrote > 250, "only {wrote} of 300 programs wrote anything");
+    // Each program is nearly always asleep between lines when the kill
+    // comes, its last line still in the ring (the sender lingers 20 ms to
+    // batch): the sink has it only by recovering it. `check_killed`
+    // already fails a program whose file has bytes the sink lacks; the
+    // count says how many needed the ring.
+    let recovered = err
+        .lines()
+        .filter(|l| l.contains("recovered") && !l.contains("recovered 0 bytes"))
+        .count();
+    eprintln!(
+        "{short} of 300 programs lack their last write; the sink recovered data of {recovered}"
+    );
+    assert!(
+        short <= 30,
+        "{short} of 300 programs lack their last write: recovery from the ring failed"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A test that fails with programs running leaves none behind: each is
+/// killed with its process group when the panic unwinds past it.
+#[test]
+fn a_failing_test_leaves_no_program_running() {
+    let dir = tmpdir("orphans");
+    let mut pids = vec![];
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut kids = vec![];
+        for i in 0..3 {
+            let p = Kid::spawn(
+                Command::new(stress())
+                    .args(["lines", "1000000000", "200"])
+                    .stderr(Stdio::null())
+                    .stdout(std::fs::File::create(dir.join(format!("out{i}"))).unwrap()),
+            );
+            pids.push(p.id());
+            kids.push(p);
+        }
+        panic!("an assertion failed with {} programs running", kids.len());
+    }));
+    assert!(r.is_err());
+    for pid in pids {
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid as i32, 0) } == 0;
+        assert!(!alive, "program {pid} outlived the failed test");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

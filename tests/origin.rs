@@ -12,28 +12,19 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::kids::{json_lines, SinkProc};
 use common::{c_program, so_path, CVariant, TestDir};
 
 /// How far a line's JSON timestamp may be from the program's own clock.
 const WITHIN_NS: i128 = 20_000_000;
-
-fn sink_bin() -> PathBuf {
-    let p = common::manifest_dir().join("target/release/logtap-sink");
-    assert!(
-        p.exists(),
-        "{} missing: run `cargo build --release --workspace` first (make test does)",
-        p.display()
-    );
-    p
-}
 
 fn program() -> PathBuf {
     c_program("origin", CVariant::Plain)
@@ -48,51 +39,17 @@ fn now_ns() -> i128 {
 
 /// A logtap-sink process (perhaps under `unshare`), its JSON lines
 /// collected from stdout.
-struct Sink {
-    child: Child,
-    out: JoinHandle<Vec<u8>>,
-    err: JoinHandle<Vec<u8>>,
-}
-
-fn collect<R: Read + Send + 'static>(mut r: R) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = r.read_to_end(&mut v);
-        v
-    })
-}
+struct Sink(SinkProc);
 
 impl Sink {
     /// Starts `prefix… logtap-sink --socket sock` and waits until it listens.
     fn start(prefix: &[&str], sock: &Path) -> Sink {
-        let mut cmd = if let Some((first, rest)) = prefix.split_first() {
-            let mut c = Command::new(first);
-            c.args(rest).arg(sink_bin());
-            c
-        } else {
-            Command::new(sink_bin())
-        };
-        let mut child = cmd
-            .arg("--socket")
-            .arg(sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start logtap-sink");
-        let out = collect(child.stdout.take().unwrap());
-        let err = collect(child.stderr.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(sock).is_err() {
-            assert!(Instant::now() < deadline, "logtap-sink did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Sink { child, out, err }
+        Sink(SinkProc::start_with(prefix, sock))
     }
 
     /// The sink process itself: under `unshare --fork`, unshare's child.
     fn pid(&self) -> i32 {
-        let me = self.child.id();
+        let me = self.0.child.id();
         let children = format!("/proc/{me}/task/{me}/children");
         match std::fs::read_to_string(&children) {
             Ok(s) if !s.trim().is_empty() => s.split_whitespace().next().unwrap().parse().unwrap(),
@@ -106,17 +63,11 @@ impl Sink {
     }
 
     /// SIGTERM (the sink drains and exits 0); returns its JSON objects.
-    fn stop(mut self) -> Vec<serde_json::Value> {
+    fn stop(self) -> Vec<serde_json::Value> {
         self.signal(libc::SIGTERM);
-        let status = self.child.wait().unwrap();
-        let out = self.out.join().unwrap();
-        let err = String::from_utf8_lossy(&self.err.join().unwrap()).into_owned();
+        let (status, out, err) = self.0.finish();
         assert!(status.success(), "sink exited with {status}: {err}");
-        String::from_utf8(out)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
-            .collect()
+        json_lines(&out)
     }
 }
 
@@ -151,8 +102,8 @@ fn parse_line(msg: &str) -> (u32, u64, i128) {
 }
 
 /// Checks every stdout line of the sink against the program's output:
-/// each line once, its `timestamp` within 20 ms of the clock it printed,
-/// its `pid` the pid it printed. Returns the program's lines by pid.
+/// each line once, its `timestamp` within 20 ms of the clock it printed
+/// and never before it, its `pid` the pid it printed. Returns the program's lines by pid.
 fn check_origin(
     objs: &[serde_json::Value],
     program_stdout: &[u8],
@@ -175,6 +126,17 @@ fn check_origin(
         let ts = rfc3339_ns(o["timestamp"].as_str().unwrap());
         let diff = ts - t;
         worst = worst.max(diff.abs());
+        // The hook reads the same clock after the program did: a stamp
+        // before the program's own reading is a clock that lags (the
+        // coarse clock lagged up to 23 ms on a loaded virtual machine).
+        // (The sink prints microseconds: compare with the program's
+        // reading cut to the microsecond.)
+        assert!(
+            ts >= t - t % 1000,
+            "timestamp {} is {:.3} ms before the program read the clock to write it ({msg})",
+            o["timestamp"],
+            -diff as f64 / 1e6
+        );
         assert!(
             diff.abs() <= WITHIN_NS,
             "timestamp {} is {:.1} ms from the write ({msg})",
@@ -287,7 +249,7 @@ fn pid_namespaces_keep_each_writers_own_pid() {
     let sink = Sink::start(&["unshare", "--pid", "--fork"], &sock);
     assert_ne!(
         sink.pid() as u32,
-        sink.child.id(),
+        sink.0.child.id(),
         "the sink runs under unshare"
     );
     let mut cmd = Command::new("unshare");

@@ -17,49 +17,23 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+
+use common::kids::{check_killed, jitter, kill, Kid};
 
 fn so() -> PathBuf {
-    let p = root().join("target/release/liblogtap.so");
-    assert!(p.exists(), "{} missing: cargo build --release", p.display());
-    p
+    common::so_path()
 }
 
 fn stress() -> PathBuf {
-    static BUILD: Once = Once::new();
-    let out = root().join("target/test-programs/stress-ring");
-    let src = root().join("tests/programs/stress.c");
-    BUILD.call_once(|| {
-        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let st = Command::new("gcc")
-            .args(["-O2", "-D_FORTIFY_SOURCE=2", "-Wall", "-pthread", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("gcc");
-        assert!(st.success(), "building stress.c failed");
-        std::fs::rename(&tmp, &out).unwrap();
-    });
-    out
+    common::kids::stress("ring")
 }
 
 fn tmpdir(name: &str) -> PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "logtap-ring-{}-{}-{}",
-        name,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+    common::kids::tmpdir("ring", name)
 }
 
 /// One connection as the peer saw it.
@@ -73,10 +47,13 @@ struct Conn {
 }
 
 struct Peer {
+    path: std::path::PathBuf,
     conns: Arc<Mutex<Vec<Conn>>>,
     open: Arc<AtomicUsize>,
     paused: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
+    /// Connections from this test process itself (see `wait_closed`).
+    markers: Arc<AtomicUsize>,
 }
 
 fn peer_pid(s: &UnixStream) -> i32 {
@@ -140,16 +117,19 @@ impl Peer {
         let l = UnixListener::bind(path).unwrap();
         l.set_nonblocking(true).unwrap();
         let p = Peer {
+            path: path.to_path_buf(),
             conns: Arc::default(),
             open: Arc::default(),
             paused: Arc::default(),
             stop: Arc::default(),
+            markers: Arc::default(),
         };
-        let (conns, open, paused, stop) = (
+        let (conns, open, paused, stop, markers) = (
             p.conns.clone(),
             p.open.clone(),
             p.paused.clone(),
             p.stop.clone(),
+            p.markers.clone(),
         );
         std::thread::spawn(move || {
             let mut n = 0u64;
@@ -158,6 +138,12 @@ impl Peer {
                     std::thread::sleep(Duration::from_millis(1));
                     continue;
                 };
+                if peer_pid(&s) == std::process::id() as i32 {
+                    // `wait_closed`'s marker: everything queued before it
+                    // has been accepted (and counted in `open`).
+                    markers.fetch_add(1, Ordering::SeqCst);
+                    continue;
+                }
                 n += 1;
                 let token = 0x5eed_0000 + n;
                 s.set_nonblocking(false).unwrap();
@@ -198,9 +184,17 @@ impl Peer {
         p
     }
 
-    /// Waits until every accepted connection has ended.
+    /// Waits until every connection made so far has been accepted and has
+    /// ended. A connection of an exited program can still wait in the
+    /// listen queue: a marker connection from this process, accepted after
+    /// everything queued before it, says when the queue is drained.
     fn wait_closed(&self, at_least: usize, timeout: Duration) {
         let t = Instant::now();
+        let seen = self.markers.load(Ordering::SeqCst);
+        let _marker = UnixStream::connect(&self.path).unwrap();
+        while self.markers.load(Ordering::SeqCst) == seen && t.elapsed() < timeout {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         while (self.open.load(Ordering::SeqCst) > 0 || self.conns.lock().unwrap().len() < at_least)
             && t.elapsed() < timeout
         {
@@ -416,40 +410,17 @@ fn tapped(sock: &Path) -> Command {
     c
 }
 
-/// A cheap varying number (no RNG crate needed for a delay).
-fn jitter(n: u64) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64;
-    (t / 1000) % n
-}
-
-fn kill(pid: u32, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as i32, sig) };
-}
-
-/// The program's output file and what the sink got must agree: the sink
-/// has every write the program completed, exactly once and in order. A
-/// write the kernel took in the very system call SIGKILL ended (the
-/// library copies it only when the call returns) is the one allowed
-/// difference: the file may end with one more line than the sink has.
-fn check_killed(file: &[u8], got: &[u8], what: &str) {
-    assert!(
-        file.starts_with(got),
-        "{what}: the sink's bytes are not the file's ({} vs {} bytes)",
-        got.len(),
-        file.len()
-    );
-    let rest = &file[got.len()..];
-    assert!(
-        rest.is_empty()
-            || (rest.ends_with(b"\n") && rest.iter().filter(|&&b| b == b'\n').count() == 1),
-        "{what}: the sink lacks {} bytes the kernel has: {:?}",
-        rest.len(),
-        String::from_utf8_lossy(&rest[..rest.len().min(200)])
-    );
+/// Waits until the program's output file holds `bytes`: more than the
+/// socket buffers hold, so with the peer paused the rest is in the ring.
+fn wait_written(out: &Path, bytes: u64) {
+    let t = Instant::now();
+    while std::fs::metadata(out).map_or(0, |m| m.len()) < bytes {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the program wrote under {bytes} bytes in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }
 
 #[test]
@@ -459,17 +430,22 @@ fn sigkill_mid_burst_every_line_the_kernel_has_arrives_once() {
         let sock = dir.join("s");
         let peer = Peer::start(&sock, true);
         let out = dir.join("out");
-        let mut child = tapped(&sock)
-            .args(["lines", "3000000"])
-            .env("LLT_BUFFER_SIZE", "64M")
-            .stdout(std::fs::File::create(&out).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = Kid::spawn(
+            tapped(&sock)
+                .args(["lines", "3000000"])
+                .env("LLT_BUFFER_SIZE", "64M")
+                .stdout(std::fs::File::create(&out).unwrap()),
+        );
         // Half the rounds with the peer not reading for a while (a busy
         // sink): more of the burst is in the ring when the kill comes.
+        // The kill waits until the program has written more than the
+        // socket buffers hold (a few hundred KiB): a program slow to start
+        // (CI under load) could otherwise be killed with everything it
+        // wrote already in the socket, and the ring empty.
         if round % 2 == 1 {
             std::thread::sleep(Duration::from_millis(20));
             peer.paused.store(true, Ordering::SeqCst);
+            wait_written(&out, 4 << 20);
         }
         std::thread::sleep(Duration::from_millis(30 + jitter(150)));
         kill(child.id(), libc::SIGKILL);
@@ -518,14 +494,15 @@ fn sink_paused_then_program_killed_then_sink_resumed_gets_everything() {
     let out = dir.join("out");
     // More than the socket buffers hold while the sink is paused, less
     // than the ring does.
-    let mut child = tapped(&sock)
-        .args(["lines", "3000000"])
-        .env("LLT_BUFFER_SIZE", "64M")
-        .stdout(std::fs::File::create(&out).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = Kid::spawn(
+        tapped(&sock)
+            .args(["lines", "3000000"])
+            .env("LLT_BUFFER_SIZE", "64M")
+            .stdout(std::fs::File::create(&out).unwrap()),
+    );
     std::thread::sleep(Duration::from_millis(20));
     peer.paused.store(true, Ordering::SeqCst);
+    wait_written(&out, 4 << 20);
     std::thread::sleep(Duration::from_millis(200 + jitter(200)));
     kill(child.id(), libc::SIGKILL);
     child.wait().unwrap();

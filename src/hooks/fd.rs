@@ -39,6 +39,23 @@ unsafe fn iov_total(iov: *const iovec, cnt: c_int) -> Option<usize> {
     Some(t)
 }
 
+/// Whether the iovec array and every piece it names can be read (see
+/// `crate::guarded::readable`; true when that cannot be checked). At most
+/// 16 pieces are looked at: `suppress_iov` takes no more.
+unsafe fn iov_readable(iov: *const iovec, cnt: c_int) -> bool {
+    if !(1..=16).contains(&cnt) {
+        return true;
+    }
+    let n = cnt as usize;
+    if !crate::guarded::readable(iov as *const u8, n * core::mem::size_of::<iovec>()) {
+        return false;
+    }
+    (0..n).all(|i| {
+        let v = &*iov.add(i);
+        crate::guarded::readable(v.iov_base as *const u8, v.iov_len)
+    })
+}
+
 /// Suppressed iovec output: into the buffer; what it cannot take (all of
 /// it, or the end of a write larger than it when the target went away
 /// mid-way) goes to the original destination through `real`, called with
@@ -131,7 +148,13 @@ unsafe fn simple_tapped(
     }
     // A fatal signal during the call waits until its bytes are stored.
     let _t = transport::Tapping::enter();
-    if tap::suppressed(src) && n <= isize::MAX as usize {
+    // Suppressed bytes never meet the kernel: a bad pointer is checked
+    // here (`crate::guarded`), and a write that has one is not suppressed
+    // (the real call gives the program the kernel's answer).
+    if tap::suppressed(src)
+        && n <= isize::MAX as usize
+        && crate::guarded::readable(buf as *const u8, n)
+    {
         let e = ErrnoGuard::new();
         let stored =
             transport::push_prefix(src, &[core::slice::from_raw_parts(buf as *const u8, n)]);
@@ -152,10 +175,10 @@ unsafe fn simple_tapped(
             finish_partial(stored, r, saved)
         };
     }
-    let data = core::slice::from_raw_parts(buf as *const u8, n);
     // The bytes go to the shared ring's intent slot first: a SIGKILL that
-    // ends the call leaves them where the sink finds them (transport).
-    let f = transport::intent_begin(&_t, src, &[data], n);
+    // ends the call leaves them where the sink finds them (transport). The
+    // kernel has not checked `buf` yet: the copy is a guarded one.
+    let f = transport::intent_begin(&_t, src, &[(buf as *const u8, n)], n);
     let r = real(buf, n, 0);
     if f.active() {
         f.finish(src, r);
@@ -196,7 +219,10 @@ unsafe fn vectored_tapped(
         return real(iov, cnt, 0);
     }
     let _t = transport::Tapping::enter();
-    if tap::suppressed(src) {
+    // Suppressed bytes never meet the kernel: a write with a bad pointer
+    // is not suppressed but tapped as the kernel takes it, below, so the
+    // program gets the kernel's answer (`crate::guarded`).
+    if tap::suppressed(src) && iov_readable(iov, cnt) {
         // Buffer full (or too many pieces): the original destination takes it.
         let mut real = Some(real);
         return match suppress_iov(src, iov, cnt, |v, c, d| (real.take().unwrap())(v, c, d)) {
@@ -216,31 +242,40 @@ unsafe fn vectored_tapped(
     r
 }
 
-/// `transport::intent_begin` for an iovec write of up to 16 pieces.
+/// `transport::intent_begin` for an iovec write of up to 16 pieces. The
+/// array itself is read with the guarded copy too: the kernel has not
+/// checked it yet.
 unsafe fn intent_iov(
     t: &transport::Tapping,
     src: u8,
     iov: *const iovec,
     cnt: c_int,
 ) -> transport::InFlight {
-    let mut parts: [&[u8]; 16] = [&[]; 16];
-    let k = if (0..=16).contains(&cnt) {
-        cnt as usize
-    } else {
-        0
-    };
+    const MAX: usize = 16;
+    if !(1..=MAX as c_int).contains(&cnt) || !crate::guarded::armed() {
+        return transport::InFlight::none();
+    }
+    let k = cnt as usize;
+    let mut v = core::mem::MaybeUninit::<[iovec; MAX]>::uninit();
+    if !crate::guarded::copy(
+        v.as_mut_ptr() as *mut u8,
+        iov as *const u8,
+        k * core::mem::size_of::<iovec>(),
+    ) {
+        return transport::InFlight::none();
+    }
+    // SAFETY: the first `k` entries were just copied in.
+    let v = core::slice::from_raw_parts(v.as_ptr() as *const iovec, k);
+    let mut parts: [transport::Part; MAX] = [(core::ptr::null(), 0); MAX];
     let mut len = 0usize;
-    for (i, p) in parts.iter_mut().enumerate().take(k) {
-        let v = &*iov.add(i);
-        // A piece too big for a slot makes the whole write too big.
-        let l = v.iov_len.min(1 << 20);
-        if !v.iov_base.is_null() {
-            *p = core::slice::from_raw_parts(v.iov_base as *const u8, l);
-        }
+    for (p, e) in parts.iter_mut().zip(v) {
+        // A piece too big for a slot makes the whole write too big (and
+        // the sum cannot overflow).
+        let l = e.iov_len.min(1 << 20);
+        *p = (e.iov_base as *const u8, l);
         len += l;
     }
-    // Not stored (len 0) when the iovecs are too many.
-    transport::intent_begin(t, src, &parts[..k], if k == 0 { 0 } else { len })
+    transport::intent_begin(t, src, &parts[..k], len)
 }
 
 /// # Safety
@@ -358,12 +393,29 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const msghdr, fl: c_int) -> ssiz
     if tap::source(fd) == NONE || m.is_null() {
         return real::sendmsg(fd, m, fl);
     }
-    vectored_tapped(fd, (*m).msg_iov, (*m).msg_iovlen as c_int, |v, c, _| {
-        if core::ptr::eq(v, (*m).msg_iov) {
+    // The header is read before the kernel has checked it: with the
+    // guarded copy when armed (a bad one goes to the real call, which
+    // says EFAULT), as a plain read otherwise (`crate::guarded`).
+    let mut h = core::mem::MaybeUninit::<msghdr>::uninit();
+    if crate::guarded::armed() {
+        if !crate::guarded::copy(
+            h.as_mut_ptr() as *mut u8,
+            m as *const u8,
+            core::mem::size_of::<msghdr>(),
+        ) {
+            return real::sendmsg(fd, m, fl);
+        }
+    } else {
+        h.write(*m);
+    }
+    // SAFETY: filled just above.
+    let h = h.assume_init();
+    vectored_tapped(fd, h.msg_iov, h.msg_iovlen as c_int, |v, c, _| {
+        if core::ptr::eq(v, h.msg_iov) {
             return real::sendmsg(fd, m, fl);
         }
         // The rest of a partly buffered message: same header, fewer bytes.
-        let mut rest = *m;
+        let mut rest = h;
         rest.msg_iov = v as *mut iovec;
         rest.msg_iovlen = c as _;
         real::sendmsg(fd, &rest, fl)

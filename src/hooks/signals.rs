@@ -47,7 +47,7 @@
 //!   finishes (blocked again, or jumped out of) delays death by that much
 //!   at most. Signals a faulting instruction raises are never deferred.
 
-use crate::{config, real, sys, transport};
+use crate::{config, guarded, real, sys, transport};
 use core::cell::UnsafeCell;
 use core::mem::{size_of, MaybeUninit};
 use core::sync::atomic::{AtomicBool, AtomicI32, Ordering::*};
@@ -183,6 +183,62 @@ pub unsafe fn init() {
     }
     transport::set_fatal_action(die_later);
     ENABLED.store(true, Release);
+    // The intent copy may read a bad pointer only when its fault comes
+    // back to this library's handler: both fault signals ours, neither
+    // blocked (a mask is inherited across exec).
+    let mut mask = unsafe_zeroed_set();
+    rt_sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut mask);
+    if STATE.view_set[libc::SIGSEGV as usize].load(Acquire)
+        && STATE.view_set[libc::SIGBUS as usize].load(Acquire)
+        && libc::sigismember(&mask, libc::SIGSEGV) == 0
+        && libc::sigismember(&mask, libc::SIGBUS) == 0
+    {
+        guarded::arm();
+    }
+}
+
+/// Bits of the fault signals in a kernel signal mask's first word.
+const FAULT_BITS: u64 = 1 << (libc::SIGSEGV - 1) | 1 << (libc::SIGBUS - 1);
+
+/// Before a call that may block the signals of the mask at `set` (a
+/// `sigset_t`, whose first word is the kernel's): the guarded copy is
+/// disarmed first if they include a fault signal. A `set` that cannot be
+/// read is left to the real call (which fails with `EFAULT`).
+///
+/// # Safety
+/// `set` is any address (read with the guarded copy).
+unsafe fn may_block(set: *const libc::sigset_t) {
+    if set.is_null() || !guarded::armed() {
+        return;
+    }
+    if guarded::read_u64(set as *const u8).is_some_and(|w| w & FAULT_BITS != 0) {
+        guarded::disarm();
+    }
+}
+
+/// Before the program changes the disposition of `sig` to `h`: anything
+/// but `SIG_DFL` for a fault signal (its own handler, `SIG_IGN`, `SIG_HOLD`)
+/// disarms the guarded copy, whose faults would no longer reach the
+/// library.
+fn may_own(sig: c_int, h: sighandler_t) {
+    if (sig == libc::SIGSEGV || sig == libc::SIGBUS) && h != libc::SIG_DFL {
+        guarded::disarm();
+    }
+}
+
+/// `may_own` and `may_block` for a `sigaction` the program makes.
+///
+/// # Safety
+/// `act` is null or any address (read with the guarded copy).
+unsafe fn may_change(sig: c_int, act: *const libc::sigaction) {
+    if act.is_null() || !guarded::armed() {
+        return;
+    }
+    match guarded::read_u64(core::ptr::addr_of!((*act).sa_sigaction) as *const u8) {
+        Some(h) => may_own(sig, h as sighandler_t),
+        None => return,
+    }
+    may_block(core::ptr::addr_of!((*act).sa_mask));
 }
 
 fn bytes(a: &libc::sigaction) -> &[u8; SA_SIZE] {
@@ -315,6 +371,7 @@ unsafe fn sigaction_impl(
     act: *const libc::sigaction,
     oact: *mut libc::sigaction,
 ) -> c_int {
+    may_change(sig, act);
     if !caught(sig) {
         return real(sig, act, oact);
     }
@@ -356,6 +413,7 @@ unsafe fn signal_impl(
     h: sighandler_t,
     reads_mask: bool,
 ) -> sighandler_t {
+    may_own(sig, h);
     if !caught(sig) {
         return real(sig, h);
     }
@@ -455,6 +513,7 @@ pub unsafe extern "C" fn sigset(sig: c_int, h: sighandler_t) -> sighandler_t {
 /// Same contract as libc `sigignore`.
 #[no_mangle]
 pub unsafe extern "C" fn sigignore(sig: c_int) -> c_int {
+    may_own(sig, libc::SIG_IGN);
     if !caught(sig) || sys::in_vfork_child() {
         return real::sigignore(sig);
     }
@@ -497,6 +556,66 @@ pub unsafe extern "C" fn siginterrupt(sig: c_int, flag: c_int) -> c_int {
     r
 }
 
+/// # Safety
+/// Same contract as libc `sigprocmask`.
+#[no_mangle]
+pub unsafe extern "C" fn sigprocmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    if how != libc::SIG_UNBLOCK {
+        may_block(set);
+    }
+    real::sigprocmask(how, set, old)
+}
+
+/// # Safety
+/// Same contract as libc `pthread_sigmask`.
+#[no_mangle]
+pub unsafe extern "C" fn pthread_sigmask(
+    how: c_int,
+    set: *const libc::sigset_t,
+    old: *mut libc::sigset_t,
+) -> c_int {
+    if how != libc::SIG_UNBLOCK {
+        may_block(set);
+    }
+    real::pthread_sigmask(how, set, old)
+}
+
+/// # Safety
+/// Same contract as libc `sighold`.
+#[no_mangle]
+pub unsafe extern "C" fn sighold(sig: c_int) -> c_int {
+    may_own(sig, libc::SIG_IGN);
+    real::sighold(sig)
+}
+
+/// The old BSD mask calls: `mask` is a word of `sigmask(sig)` bits.
+///
+/// # Safety
+/// Same contract as glibc `sigblock`.
+#[cfg(target_env = "gnu")]
+#[no_mangle]
+pub unsafe extern "C" fn sigblock(mask: c_int) -> c_int {
+    if (mask as u32 as u64) & FAULT_BITS != 0 {
+        guarded::disarm();
+    }
+    real::sigblock(mask)
+}
+
+/// # Safety
+/// Same contract as glibc `sigsetmask`.
+#[cfg(target_env = "gnu")]
+#[no_mangle]
+pub unsafe extern "C" fn sigsetmask(mask: c_int) -> c_int {
+    if (mask as u32 as u64) & FAULT_BITS != 0 {
+        guarded::disarm();
+    }
+    real::sigsetmask(mask)
+}
+
 /// Whether this handler runs with stack room for a drain: not on a small
 /// alternate signal stack (SIGSTKSZ is 8 KiB on x86_64; a drain takes
 /// several KiB more than that).
@@ -526,7 +645,14 @@ fn stack_room() -> bool {
 /// back, send the same signal to this thread. It is pending (blocked
 /// while the handler runs) and delivered as the handler returns, with its
 /// default action.
-extern "C" fn on_fatal(sig: c_int, _info: *mut libc::siginfo_t, _ctx: *mut c_void) {
+extern "C" fn on_fatal(sig: c_int, info: *mut libc::siginfo_t, ctx: *mut c_void) {
+    // A fault of the intent copy reading a bad pointer: that copy fails
+    // and the hook goes on (the real call returns EFAULT). First, before
+    // anything else may touch memory or state.
+    // SAFETY: the kernel's own SA_SIGINFO arguments.
+    if (sig == libc::SIGSEGV || sig == libc::SIGBUS) && unsafe { guarded::fixup(info, ctx) } {
+        return;
+    }
     let _e = sys::ErrnoGuard::new();
     if sys::in_vfork_child() {
         return die_now(sig, false);

@@ -290,7 +290,16 @@ pub unsafe fn account<R>(
     // the sink finds them (transport).
     let fl = if writes && before == saved.len() {
         let len = saved.len() + new[0].len() + new[1].len();
-        transport::intent_begin(&_t, src, &[saved, new[0], new[1]], len)
+        transport::intent_begin(
+            &_t,
+            src,
+            &[
+                (saved.as_ptr(), saved.len()),
+                (new[0].as_ptr(), new[0].len()),
+                (new[1].as_ptr(), new[1].len()),
+            ],
+            len,
+        )
     } else {
         transport::InFlight::none()
     };
@@ -341,6 +350,16 @@ pub unsafe fn suppressed<R>(
     op: impl FnOnce() -> R,
     accepted: impl FnOnce(&R) -> usize,
 ) -> R {
+    // The call's bytes would go to /dev/null, which never reads them: a
+    // bad pointer is checked here (`crate::guarded`), and a call that has
+    // one is not suppressed but tapped as the kernel takes it, so the
+    // program gets the kernel's answer.
+    if !new
+        .iter()
+        .all(|p| crate::guarded::readable(p.as_ptr(), p.len()))
+    {
+        return account(f, src, new, lock, flush, op, accepted);
+    }
     // Dropped last, after the stream's lock: a fatal signal during the
     // call waits until what it wrote is stored (transport::Tapping).
     let _t = transport::Tapping::enter();

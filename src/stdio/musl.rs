@@ -148,7 +148,10 @@ unsafe fn tee(
     } else {
         core::slice::from_raw_parts(buf, len)
     };
-    if tap::suppressed(src) {
+    // Suppressed bytes never meet the kernel: a call with a bad pointer is
+    // not suppressed but tapped as the kernel takes it, below, so the
+    // program gets the kernel's answer (`crate::guarded`).
+    if tap::suppressed(src) && crate::guarded::readable(new.as_ptr(), new.len()) {
         let e = sys::ErrnoGuard::new();
         if !transport::write_through(src) && transport::push(src, &[pend, new]) {
             // What a successful write leaves behind.
@@ -164,7 +167,12 @@ unsafe fn tee(
     let err_before = p.flags & F_ERR;
     // The bytes go to the shared ring's intent slot first: a SIGKILL that
     // ends the call leaves them where the sink finds them (transport).
-    let fl = transport::intent_begin(&_t, src, &[pend, new], pend.len() + new.len());
+    let fl = transport::intent_begin(
+        &_t,
+        src,
+        &[(pend.as_ptr(), pend.len()), (new.as_ptr(), new.len())],
+        pend.len() + new.len(),
+    );
     let r = call(p, f, buf, len, real, orig, me);
     if fl.active() {
         let ok = r == len && (p.flags & F_ERR) == err_before;

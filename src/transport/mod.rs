@@ -246,10 +246,13 @@ unsafe fn spawn_blocked(
     let mut all: libc::sigset_t = core::mem::zeroed();
     let mut old: libc::sigset_t = core::mem::zeroed();
     libc::sigfillset(&mut all);
-    libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    // The real function, not the library's own hook of it (which would
+    // take this for the program blocking the fault signals, and disarm
+    // the guarded copy: `crate::guarded`).
+    crate::real::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
     let mut tid: libc::pthread_t = core::mem::zeroed();
     let rc = libc::pthread_create(&mut tid, &attr, entry, core::ptr::null_mut());
-    libc::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
+    crate::real::pthread_sigmask(libc::SIG_SETMASK, &old, core::ptr::null_mut());
     libc::pthread_attr_destroy(&mut attr);
     (rc, tid)
 }
@@ -539,15 +542,22 @@ fn reserve_when_full(src: u8, max: usize) -> Option<crate::ring::Reservation> {
 
 /// Where and when a write happens now: the wall clock and this process's
 /// pid as it sees itself (cached: `init`, and `after_fork_child` in a new
-/// child). The clock is `CLOCK_REALTIME_COARSE`, read through the vDSO
-/// without a system call: on the project's machine about 25 ns against
-/// about 90 ns for `CLOCK_REALTIME`, and at most one kernel tick (1-10 ms,
-/// 4 ms on the project's kernel) behind the write, inside the 20 ms a line's
-/// time must keep. docs/DESIGN.md ("Origin") has the measurements.
+/// child). The clock is `CLOCK_REALTIME` (`sys::realtime_ns`; about 32 ns
+/// on the project's machine when quiet, 90 ns loaded), read only for the
+/// format whose frames carry it. The coarse clock (8 ns, 25 ns loaded) was
+/// used before: it is the time of the last kernel tick, and on a loaded
+/// virtual machine it was seen 23 ms behind the write, outside the 20 ms a
+/// line's time must keep. docs/DESIGN.md ("Origin").
 #[inline]
 pub fn origin_now() -> logtap_wire::WriteOrigin {
     logtap_wire::WriteOrigin {
-        time_ns: sys::realtime_coarse_ns(),
+        // Only version-1 frames carry the time (`LLT_FORMAT=logtap`): the
+        // other formats, Pantavisor's among them, skip the read.
+        time_ns: if config::get().format == config::Format::Logtap {
+            sys::realtime_ns()
+        } else {
+            0
+        },
         pid: match WRITER_PID.load(Relaxed) {
             0 => OWNER_PID.load(Relaxed) as u32,
             p => p as u32,
@@ -1223,19 +1233,46 @@ pub struct InFlight {
     origin: logtap_wire::WriteOrigin,
 }
 
+/// A piece of a write not yet made: the caller's pointer and length, which
+/// the kernel has not checked (see `crate::guarded`).
+pub type Part = (*const u8, usize);
+
 /// Before the real call of a tapped, not suppressed write of `len` bytes
 /// made of `parts`: its bytes and origin into the thread's intent slot,
 /// marked in flight. Nothing when the ring is private, the write does not
-/// fit a slot, or a tapped call of this thread is already in progress.
+/// fit a slot, a tapped call of this thread is already in progress, the
+/// guarded copy is not armed, or the parts cannot be read (a bad pointer:
+/// the real call will say so).
 #[inline]
-pub fn intent_begin(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> InFlight {
-    if !SHARED.load(Relaxed) {
+pub fn intent_begin(t: &Tapping, src: u8, parts: &[Part], len: usize) -> InFlight {
+    if !SHARED.load(Relaxed) || !crate::guarded::armed() {
         return InFlight::none();
     }
     intent_begin_shared(t, src, parts, len).unwrap_or_else(InFlight::none)
 }
 
-fn intent_begin_shared(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> Option<InFlight> {
+/// Copies the first `len` bytes of `parts` to `dst` with the guarded copy:
+/// false if a part faulted.
+///
+/// # Safety
+/// `dst..dst+len` is writable memory of the library; the parts may point
+/// anywhere.
+unsafe fn copy_parts_guarded(parts: &[Part], mut dst: *mut u8, mut len: usize) -> bool {
+    for &(p, l) in parts {
+        if len == 0 {
+            break;
+        }
+        let n = l.min(len);
+        if n > 0 && !crate::guarded::copy(dst, p, n) {
+            return false;
+        }
+        dst = dst.add(n);
+        len -= n;
+    }
+    true
+}
+
+fn intent_begin_shared(t: &Tapping, src: u8, parts: &[Part], len: usize) -> Option<InFlight> {
     use logtap_wire::ring as lay;
     if len == 0 || len > lay::INTENT_DATA_MAX || len > chunk_max() || !t.outermost() {
         return None;
@@ -1257,13 +1294,16 @@ fn intent_begin_shared(t: &Tapping, src: u8, parts: &[&[u8]], len: usize) -> Opt
     let origin = origin_now();
     // SAFETY: this thread's own slot (its owner word names this thread,
     // and only the outermost call uses it); the fields are plain memory
-    // the sink reads only after this process is gone.
+    // the sink reads only after this process is gone. The caller's parts
+    // are read with the guarded copy (armed: checked by `intent_begin`).
     unsafe {
         (slot.add(lay::INTENT_TIME_AT) as *mut u64).write(origin.time_ns);
         (slot.add(lay::INTENT_PID_AT) as *mut u32).write(origin.pid);
         (slot.add(lay::INTENT_SRC_AT) as *mut u32).write(u32::from(src));
         (slot.add(lay::INTENT_LEN_AT) as *mut u64).write(len as u64);
-        copy_parts(parts, 0, slot.add(lay::INTENT_DATA_AT), len);
+        if !copy_parts_guarded(parts, slot.add(lay::INTENT_DATA_AT), len) {
+            return None;
+        }
     }
     intent_word(slot, lay::INTENT_STATE_AT).store(lay::INTENT_IN_FLIGHT, Release);
     Some(InFlight { slot, origin })

@@ -12,6 +12,8 @@
 
 #![allow(dead_code)]
 
+pub mod kids;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
@@ -231,18 +233,25 @@ pub fn script(rel: &str) -> PathBuf {
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// A unique directory under the system temp dir, removed on drop.
+/// A new empty directory `logtap-test-PID-N-NAME` under the temp dir,
+/// left in place (see [`TestDir`] for one removed when a test passes).
+pub fn fresh_dir(name: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("logtap-test-{}-{n}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).expect("create test dir");
+    path
+}
+
 pub struct TestDir {
     pub path: PathBuf,
 }
 
 impl TestDir {
     pub fn new(name: &str) -> TestDir {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("logtap-test-{}-{n}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create test dir");
-        TestDir { path }
+        TestDir {
+            path: fresh_dir(name),
+        }
     }
     /// A fresh subdirectory (one per run of a program).
     pub fn sub(&self, name: &str) -> PathBuf {

@@ -22,6 +22,7 @@
 mod lib_src {
     pub mod config;
     pub mod fds;
+    pub mod guarded;
     pub mod real;
     pub mod ring;
     pub mod safe_open;

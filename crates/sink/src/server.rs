@@ -1237,6 +1237,17 @@ impl<E: Emit> Server<E> {
         let r = shared_ring::recover(e, frames, &origin, &mut self.out, &mut self.scratch);
         // The copy is held only during a recovery.
         self.scratch = Vec::new();
+        if r.bytes == 0
+            && r.writes == 0
+            && r.reserved == 0
+            && r.notices == 0
+            && r.in_flight == 0
+            && r.bad_intents == 0
+            && r.stopped.is_none()
+        {
+            // Everything had been sent (a normal exit): nothing to say.
+            return;
+        }
         let mut extra = String::new();
         if r.in_flight > 0 {
             extra += &format!(

@@ -22,7 +22,7 @@ use logtap_wire::ring::{
     self as lr, decode_header, RingPosition, Slot, CAP_AT, CONTROL_SIZE, DATA_OFFSET_AT, HEAD_AT,
     LAYOUT_VERSION, MAGIC, MAGIC_AT, OWNER_AT, REQUIRED_SEALS, SLOTS_AT, SLOT_DROP_BYTES_AT,
     SLOT_DROP_WRITES_AT, SLOT_LEVEL_AT, SLOT_NAME_AT, SLOT_NAME_LEN_AT, SLOT_NAME_MAX,
-    SLOT_READY_AT, SLOT_SIZE, STATE_ABANDONED, STATE_AT, VERSION_AT,
+    SLOT_READY_AT, SLOT_SIZE, STATE_ABANDONED, STATE_AT, TAIL_AT, VERSION_AT,
 };
 use logtap_wire::{
     DropNotice, EntryHeader, Frame, Level, Write, WriteOrigin, ENTRY_HEADER, SELF_SOURCE,
@@ -746,6 +746,18 @@ fn walk<E: Emit>(
     slots.resize_with(ring.slots as usize, || None);
     let mut pos = from.pos;
     let mut skip = from.skip;
+    // The program frees (and zeroes) padding at its tail once the frame
+    // before it is sent: a frame planned before the padding appeared ends
+    // where the padding starts, so the last position received can point at
+    // zeroed memory the tail has passed. Every position before the tail
+    // was sent or was padding, so the walk starts there. (A claim checked
+    // against the span like every other: a tail outside it is ignored.)
+    if let Ok(tail) = ring.read_u64(TAIL_AT) {
+        if tail > pos && tail <= head {
+            pos = tail;
+            skip = 0;
+        }
+    }
     while pos < head {
         let off = pos % cap;
         if head - pos < 8 {

@@ -177,6 +177,16 @@ fn spawn_child(socket: &Path, pause: bool) -> std::process::Child {
 }
 
 /// The child's side (a no-op in a normal test run).
+/// A client with a 64 KiB ring of one source (stdout) attached from its
+/// start, as liblogtap's first connection does.
+fn attached_stdout(socket: &Path) -> (Client, RingWriter) {
+    let c = Client::connect(socket);
+    let ring = RingWriter::new(64 * 1024, 2);
+    ring.set_slot(0, Level::Info, b"stdout");
+    c.attach(&ring, b"app", RingPosition::default());
+    (c, ring)
+}
+
 #[test]
 fn ring_child() {
     let Some(socket) = std::env::var_os("LOGTAP_RING_CHILD") else {
@@ -397,10 +407,7 @@ fn a_live_program_keeps_its_ring() {
     let dir = temp_dir("ring-live");
     let socket = dir.join("sink.sock");
     let sink = Sink::start(&socket, &[], &[]);
-    let mut c = Client::connect(&socket);
-    let mut ring = RingWriter::new(64 * 1024, 2);
-    ring.set_slot(0, Level::Info, b"stdout");
-    c.attach(&ring, b"app", RingPosition::default());
+    let (mut c, mut ring) = attached_stdout(&socket);
     ring.push(0, origin(0), b"sent\n");
     c.frame(
         b"stdout",
@@ -833,4 +840,89 @@ fn raise_own_fd_limit() {
             );
         }
     }
+}
+
+/// Longer than the 64 bytes left before the end of the ring.
+const LATE: &[u8] = b"after the freed padding, a line too long for the ring's last 64 bytes\n";
+
+/// liblogtap frees (and zeroes) padding at its tail after the frame before
+/// it was sent: a frame planned before the padding appeared ends at the
+/// padding's start, so the last position the sink received points at
+/// zeroed memory while the ring's tail has moved past it. The recovery
+/// must start at the tail, not stop there and lose what follows.
+#[test]
+fn recovery_starts_at_the_tail_when_freed_padding_follows_the_last_frame() {
+    let dir = temp_dir("ring-freed-pad");
+    let socket = dir.join("sink.sock");
+    let sink = Sink::start(&socket, &[], &[]);
+    let (mut c, mut ring) = attached_stdout(&socket);
+    // One record filling the ring but its last 64 bytes, sent.
+    let len = ring.cap as usize - 64 - 24;
+    let mut big = vec![b'a'; len];
+    big[len - 1] = b'\n';
+    ring.push(0, origin(0), &big);
+    let sent_to = ring.head;
+    c.frame(
+        b"stdout",
+        &[(origin(0), &big[..])],
+        RingPosition {
+            pos: sent_to,
+            skip: 0,
+        },
+    );
+    // The next write does not fit before the end: padding, then the record
+    // at the start of the ring; the consumer frees and zeroes the padding.
+    let at = ring.push(0, origin(1), LATE);
+    assert_eq!(at, ring.cap, "the record wrapped");
+    ring.put_word(sent_to, 0);
+    ring.put_u64(logtap_wire::ring::TAIL_AT, at);
+    ring.abandon();
+    drop(c);
+    sink.wait_json(2, SECS);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = sink.stop();
+    let msgs: Vec<Vec<u8>> = stopped
+        .out
+        .iter()
+        .map(|l| message_bytes(&parse(l)))
+        .collect();
+    assert_eq!(msgs.len(), 2, "{:?}", stopped.err);
+    assert_eq!(msgs[0], big[..len - 1]);
+    assert_eq!(msgs[1][..], LATE[..LATE.len() - 1]);
+    assert!(
+        !stopped.err.iter().any(|l| l.contains("stopped early")),
+        "{:?}",
+        stopped.err
+    );
+}
+
+/// A program that exits with everything sent (the common case) leaves an
+/// abandoned ring with nothing after the last frame: the sink says nothing
+/// about it (a line per normal exit would be noise).
+#[test]
+fn an_empty_recovery_is_not_reported() {
+    let dir = temp_dir("ring-empty-recovery");
+    let socket = dir.join("sink.sock");
+    let sink = Sink::start(&socket, &[], &[]);
+    let (mut c, mut ring) = attached_stdout(&socket);
+    ring.push(0, origin(0), b"everything sent\n");
+    c.frame(
+        b"stdout",
+        &[(origin(0), b"everything sent\n")],
+        RingPosition {
+            pos: ring.head,
+            skip: 0,
+        },
+    );
+    ring.abandon();
+    drop(c);
+    sink.wait_json(1, SECS);
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = sink.stop();
+    assert_eq!(stopped.out.len(), 1, "{:?}", stopped.out);
+    assert!(
+        !stopped.err.iter().any(|l| l.contains("recovered")),
+        "{:?}",
+        stopped.err
+    );
 }

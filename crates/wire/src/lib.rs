@@ -133,8 +133,8 @@ pub fn header_version(version: i32, body_len: usize) -> [u8; HEADER_LEN] {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteOrigin {
     /// Wall-clock time of the write, nanoseconds since the Unix epoch
-    /// (the writer's wall clock; liblogtap reads `CLOCK_REALTIME_COARSE`,
-    /// which lags the write by up to one kernel tick).
+    /// (the writer's wall clock; liblogtap reads `CLOCK_REALTIME` when
+    /// the write returns).
     pub time_ns: u64,
     /// The writer's pid as the writer sees it (`getpid()` in its own pid
     /// namespace).

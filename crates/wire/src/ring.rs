@@ -14,7 +14,8 @@
 //! connection's (the library clears it before closing a connection on
 //! purpose, and a newer connection replaces it), and the process is gone
 //! or has marked the ring [`STATE_ABANDONED`] (it exec'd or is exiting),
-//! the sink reads the records from the last position it received up to
+//! the sink reads the records from the last position it received (or the
+//! tail, when padding freed after that position moved it further) up to
 //! the ring's head: what the program wrote but never sent. Nothing is read
 //! twice, and nothing a write returned for is lost, even on SIGKILL.
 //!
