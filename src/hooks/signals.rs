@@ -46,6 +46,14 @@
 //!   that comes back ends the process at once, so a hook that never
 //!   finishes (blocked again, or jumped out of) delays death by that much
 //!   at most. Signals a faulting instruction raises are never deferred.
+//! - A SIGSEGV or SIGBUS the kernel raised inside the library's guarded
+//!   copy (`crate::guarded`) is not the program's: the handler's first
+//!   step turns it into a failed copy and returns. The guarded copy is
+//!   armed only while this handler holds both signals and neither is
+//!   blocked; the disposition hooks and the mask hooks (`sigprocmask`,
+//!   `pthread_sigmask`, `sighold`, `sigblock`, `sigsetmask`, which change
+//!   nothing themselves) disarm it for good before the program's change
+//!   takes effect.
 
 use crate::{config, guarded, real, sys, transport};
 use core::cell::UnsafeCell;
