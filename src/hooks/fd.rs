@@ -2,9 +2,10 @@
 //!
 //! Invariants: no lock, no allocation, async-signal-safe, errno preserved.
 //! The caller's memory (buffer, iovec array, message header) is read
-//! before the real call only with the guarded copy (`crate::guarded`), so
-//! a bad pointer gets the kernel's answer; after a call that succeeded,
-//! the kernel has read it already.
+//! before the real call only with the guarded copy while it is armed
+//! (`crate::guarded`), so a bad pointer gets the kernel's answer; after a
+//! call that succeeded, the kernel has read it already. Disarmed, a
+//! suppressed write and `sendmsg`'s header are read plainly, as before.
 //! Only the bytes the real call accepted are tapped; with suppression the
 //! real call is skipped and the full count returned, unless the library's
 //! buffer is full, in which case the real call runs (nothing is lost).
