@@ -19,17 +19,29 @@
 //! 1.9 µs a write here, five times the write it guards; this costs one
 //! `rep movsb` (x86_64) or a word loop (aarch64).
 //!
-//! When: only while [`armed`]. A fault signal reaches the library's handler
-//! only if the kernel holds that handler for both SIGSEGV and SIGBUS and
-//! the faulting thread has neither blocked (a blocked or ignored fault
-//! signal kills the process whatever its handler). `hooks::signals` arms
-//! it in the constructor when both hold, and disarms it for good before
-//! the program sets its own disposition for either signal, blocks either
-//! (`sigprocmask`, `pthread_sigmask`, a handler's `sa_mask`, `sigset`'s
-//! hold), or ignores either. Disarmed, the hooks copy after the call, as
-//! before intent slots existed. Not seen: a mask changed with a raw
-//! `rt_sigprocmask` system call, `sigsuspend`'s and `ppoll`'s temporary
-//! masks, and a hand-built `ucontext_t` (DESIGN, "intent slots").
+//! When: only where [`usable`]. A fault signal reaches the library's
+//! handler only if the kernel holds that handler for both SIGSEGV and
+//! SIGBUS and the faulting thread has neither blocked (a blocked or
+//! ignored fault signal kills the process whatever its handler).
+//! - Process-wide, [`armed`]: `hooks::signals` arms it in the constructor
+//!   when the library's handler holds both signals, and disarms it for
+//!   good before the program sets its own disposition for either (a
+//!   handler, `SIG_IGN`, `SIG_HOLD`) or gives any handler an `sa_mask`
+//!   that blocks either (that mask holds while the handler runs, which
+//!   nothing here can see).
+//! - Per thread, the mask: the hooks of `sigprocmask`, `pthread_sigmask`,
+//!   `sighold`, `sigblock` and `sigsetmask` note before the call that it
+//!   may block a fault signal ([`note_blocking`]), and that the mask is
+//!   to be read again after one that may unblock ([`note_unknown`]); an
+//!   unknown mask is read with one system call at the thread's next use.
+//!   A thread that blocks every signal for a moment (to start a worker
+//!   that inherits the mask) goes without only for that moment.
+//!
+//! Disarmed, or in a thread with a fault signal blocked, the hooks copy
+//! after the call, as before intent slots existed. Not seen: a mask or
+//! disposition set with a raw `rt_sigprocmask`/`rt_sigaction` system call,
+//! a mask `siglongjmp` or `setcontext` restores, `sigsuspend`'s and
+//! `ppoll`'s temporary masks (DESIGN, "the guarded copy").
 //!
 //! Invariants:
 //! - [`copy`] touches no memory but `src..src+n` and `dst..dst+n`, and no
@@ -54,9 +66,65 @@ pub fn arm() {
     ARMED.store(true, Release);
 }
 
-/// For good: the program is about to own, ignore or block a fault signal.
+/// For good: the program is about to own or ignore a fault signal, or
+/// to block one in a handler's mask.
 pub fn disarm() {
     ARMED.store(false, Release);
+}
+
+/// Per thread: whether the fault signals are blocked, as far as the hooks
+/// know (see the module).
+const MASK_UNKNOWN: u8 = 0;
+const MASK_CLEAR: u8 = 1;
+const MASK_BLOCKED: u8 = 2;
+
+std::thread_local! {
+    /// Const-initialised, no destructor: a new thread starts unknown (it
+    /// inherited its creator's mask, whatever that was).
+    static MASK: core::cell::Cell<u8> = const { core::cell::Cell::new(MASK_UNKNOWN) };
+}
+
+/// The bits of SIGSEGV and SIGBUS in the first word of a signal mask.
+pub const FAULT_BITS: u64 = 1 << (libc::SIGSEGV - 1) | 1 << (libc::SIGBUS - 1);
+
+/// Whether a fault in [`copy`] on this thread comes back as `false`:
+/// [`armed`], and neither fault signal blocked on this thread. One
+/// thread-local load; one system call the first time on a thread and
+/// after a mask change that may have unblocked one.
+#[inline]
+pub fn usable() -> bool {
+    armed() && MASK.with(|m| m.get() == MASK_CLEAR || (m.get() == MASK_UNKNOWN && read_mask(m)))
+}
+
+#[cold]
+fn read_mask(m: &core::cell::Cell<u8>) -> bool {
+    let mut set = 0u64;
+    let _e = crate::sys::ErrnoGuard::new();
+    // SAFETY: a query of this thread's mask into an 8-byte word (the
+    // kernel's sigset size).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_BLOCK,
+            core::ptr::null::<u64>(),
+            &mut set as *mut u64,
+            8usize,
+        )
+    };
+    let clear = r == 0 && set & FAULT_BITS == 0;
+    m.set(if clear { MASK_CLEAR } else { MASK_BLOCKED });
+    clear
+}
+
+/// Before a call that may block a fault signal on this thread.
+pub fn note_blocking() {
+    MASK.with(|m| m.set(MASK_BLOCKED));
+}
+
+/// After a call that may have unblocked one: read the mask again when it
+/// matters.
+pub fn note_unknown() {
+    MASK.with(|m| m.set(MASK_UNKNOWN));
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -125,7 +193,7 @@ extern "C" {
 }
 
 /// Copies `n` bytes from `src` to `dst`; `false` when a fault stopped it
-/// (then `dst` holds some prefix, of no use). Call only while [`armed`]:
+/// (then `dst` holds some prefix, of no use). Call only where [`usable`]:
 /// otherwise a fault is the program's crash.
 ///
 /// # Safety
@@ -146,14 +214,14 @@ pub unsafe fn read_u64(p: *const u8) -> Option<u64> {
 }
 
 /// Whether all of `p..p+n` can be read: one guarded byte read per page (a
-/// page is readable or not as a whole, so that is exact). True when not
-/// [`armed`], where nothing can be checked: the callers then go on as
+/// page is readable or not as a whole, so that is exact). True where not
+/// [`usable`], where nothing can be checked: the callers then go on as
 /// they did before this module existed (and a bad pointer faults).
 ///
 /// # Safety
 /// `p` may be any address.
 pub unsafe fn readable(p: *const u8, n: usize) -> bool {
-    if n == 0 || !armed() {
+    if n == 0 || !usable() {
         return true;
     }
     // The smallest page size of the platforms built for; a larger page

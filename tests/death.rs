@@ -164,10 +164,18 @@ fn sigkill_at_a_random_moment_of_a_printf_burst() {
 /// lacks that line, and this fails.
 #[test]
 fn sigkill_inside_a_blocked_write_delivers_that_write() {
+    // `masked-lines`: the program first blocked every signal for a moment
+    // (to start a thread), which must not leave its writes unannounced.
+    for mode in ["lines", "masked-lines"] {
+        blocked_write_killed(mode);
+    }
+}
+
+fn blocked_write_killed(mode: &str) {
     use std::io::Read;
     use std::os::fd::{FromRawFd, OwnedFd};
     let _one = serial();
-    let dir = tmpdir("blocked");
+    let dir = tmpdir(&format!("blocked-{mode}"));
     let sock = dir.join("s");
     let sink = Sink::start(&sock);
     let mut fds = [0; 2];
@@ -177,7 +185,7 @@ fn sigkill_inside_a_blocked_write_delivers_that_write() {
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let out = dir.join("unused");
     let mut cmd = tapped(&sock, &out);
-    cmd.stdout(wr).args(["lines", "1000000"]);
+    cmd.stdout(wr).args([mode, "1000000"]);
     let mut p = Kid::spawn(&mut cmd);
     drop(cmd);
     // Blocked once the pipe (64 KiB) is full: its wait channel says so.
@@ -209,7 +217,7 @@ fn sigkill_inside_a_blocked_write_delivers_that_write() {
     want.extend_from_slice(format!("l {n}\n").as_bytes());
     assert!(
         got == want,
-        "the sink's {} bytes are not the pipe's {} plus the blocked write {:?}; it ends {:?} (sink said: {err})",
+        "{mode}: the sink's {} bytes are not the pipe's {} plus the blocked write {:?}; it ends {:?} (sink said: {err})",
         got.len(),
         kernel.len(),
         format!("l {n}"),
@@ -217,9 +225,60 @@ fn sigkill_inside_a_blocked_write_delivers_that_write() {
     );
     assert!(
         err.contains("1 writes in flight when it died delivered from its intent slots"),
-        "the sink did not say it delivered the write in flight: {err}"
+        "{mode}: the sink did not say it delivered the write in flight: {err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A write the program left without returning from it (a signal
+/// handler's `siglongjmp`, a thread cancelled inside it) was never made,
+/// and the program then exits normally: the sink has exactly what the
+/// kernel has, and not that write from its intent slot. Stdout is a pipe
+/// nobody reads, so the write left is blocked inside its call.
+#[test]
+fn a_write_the_program_jumped_out_of_is_not_delivered() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let _one = serial();
+    let prog = common::c_program("jumpout", common::CVariant::Plain);
+    for mode in ["jump", "again", "cancel"] {
+        let dir = tmpdir(&format!("jump-{mode}"));
+        let sock = dir.join("s");
+        let sink = Sink::start(&sock);
+        let mut fds = [0; 2];
+        // SAFETY: a fresh pipe; each end is owned by one OwnedFd below.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: just created, owned here only.
+        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let mut cmd = Command::new(&prog);
+        cmd.env("LD_PRELOAD", common::so_path())
+            .env("LLT_TARGET", format!("socket:{}", sock.display()))
+            .env_remove("LLT_FORMAT")
+            .env("LLT_TAP_INTO", "1")
+            .arg(mode)
+            .stdout(wr);
+        let mut p = Kid::spawn(&mut cmd);
+        drop(cmd);
+        let st = p.wait().unwrap();
+        assert!(st.success(), "{mode}: the program ended with {st:?}");
+        let mut kernel = vec![];
+        std::fs::File::from(rd).read_to_end(&mut kernel).unwrap();
+        settle();
+        let (objs, err) = sink.stop();
+        let got = lines_by_pid(&objs)
+            .get(&(p.id() as u64))
+            .cloned()
+            .unwrap_or_default();
+        assert!(kernel.len() > 60_000, "{mode}: the pipe was not filled");
+        assert!(
+            got == kernel,
+            "{mode}: the sink's {} bytes are not the pipe's {}; the sink ends {:?} (it said: {err})",
+            got.len(),
+            kernel.len(),
+            String::from_utf8_lossy(&got[got.len().saturating_sub(60)..])
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[test]

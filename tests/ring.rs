@@ -292,10 +292,12 @@ fn read_ring(fd: &OwnedFd, from: RingPosition) -> RingView {
         (from.pos, from.skip as usize)
     };
     let mut records = vec![];
+    let mut walked = std::collections::HashSet::new();
     while pos < head {
         let at = (off + pos % cap) as usize;
         match lay::decode_header(u64_at(at)) {
             lay::Slot::Record { src, len, size } => {
+                walked.insert(pos);
                 let e = at + lay::REC_HEADER;
                 let h = wire::EntryHeader::from_bytes(
                     mem[e..e + wire::ENTRY_HEADER].try_into().unwrap(),
@@ -312,6 +314,37 @@ fn read_ring(fd: &OwnedFd, from: RingPosition) -> RingView {
             other => panic!("unexpected {other:?} at {pos} (head {head}, tail {tail})"),
         }
     }
+    // Then the writes the intent slots hold (the layout's rules, read
+    // independently of the sink): one in flight, and one being committed
+    // whose record was neither sent (before `from`) nor walked.
+    let intents = u32_at(lay::INTENTS_AT) as usize;
+    let mut late = vec![];
+    for i in 0..intents {
+        let at = lay::intents_offset(slots) + i * lay::INTENT_SIZE;
+        let state = u32_at(at + lay::INTENT_STATE_AT);
+        let len = u64_at(at + lay::INTENT_LEN_AT) as usize;
+        let rec = u64_at(at + lay::INTENT_POS_AT);
+        let take = match state {
+            lay::INTENT_IN_FLIGHT => true,
+            lay::INTENT_COMMITTING => rec >= from.pos && !walked.contains(&rec),
+            _ => false,
+        };
+        if take {
+            assert!(
+                len > 0 && len <= lay::INTENT_DATA_MAX,
+                "intent slot {i}: length {len}"
+            );
+            let d = at + lay::INTENT_DATA_AT;
+            late.push((
+                u64_at(at + lay::INTENT_TIME_AT),
+                name(u32_at(at + lay::INTENT_SRC_AT) as u8),
+                u32_at(at + lay::INTENT_PID_AT),
+                mem[d..d + len].to_vec(),
+            ));
+        }
+    }
+    late.sort_by_key(|l| l.0);
+    records.extend(late.into_iter().map(|(_, n, p, d)| (n, p, d)));
     RingView {
         state: u32_at(lay::STATE_AT),
         owner: u64_at(lay::OWNER_AT),

@@ -257,7 +257,7 @@ unsafe fn intent_iov(
     cnt: c_int,
 ) -> transport::InFlight {
     const MAX: usize = 16;
-    if !(1..=MAX as c_int).contains(&cnt) || !crate::guarded::armed() {
+    if !(1..=MAX as c_int).contains(&cnt) || !crate::guarded::usable() {
         return transport::InFlight::none();
     }
     let k = cnt as usize;
@@ -402,7 +402,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, m: *const msghdr, fl: c_int) -> ssiz
     // guarded copy when armed (a bad one goes to the real call, which
     // says EFAULT), as a plain read otherwise (`crate::guarded`).
     let mut h = core::mem::MaybeUninit::<msghdr>::uninit();
-    if crate::guarded::armed() {
+    if crate::guarded::usable() {
         if !crate::guarded::copy(
             h.as_mut_ptr() as *mut u8,
             m as *const u8,

@@ -49,11 +49,13 @@
 //! - A SIGSEGV or SIGBUS the kernel raised inside the library's guarded
 //!   copy (`crate::guarded`) is not the program's: the handler's first
 //!   step turns it into a failed copy and returns. The guarded copy is
-//!   armed only while this handler holds both signals and neither is
-//!   blocked; the disposition hooks and the mask hooks (`sigprocmask`,
+//!   armed only while this handler holds both signals (the disposition
+//!   hooks disarm it for good before the program's own disposition, or a
+//!   handler mask blocking one, takes effect), and used only in threads
+//!   with neither blocked (the mask hooks `sigprocmask`,
 //!   `pthread_sigmask`, `sighold`, `sigblock`, `sigsetmask`, which change
-//!   nothing themselves) disarm it for good before the program's change
-//!   takes effect.
+//!   nothing themselves, note a thread's changes before they take
+//!   effect).
 
 use crate::{config, guarded, real, sys, transport};
 use core::cell::UnsafeCell;
@@ -192,36 +194,46 @@ pub unsafe fn init() {
     transport::set_fatal_action(die_later);
     ENABLED.store(true, Release);
     // The intent copy may read a bad pointer only when its fault comes
-    // back to this library's handler: both fault signals ours, neither
-    // blocked (a mask is inherited across exec).
-    let mut mask = unsafe_zeroed_set();
-    rt_sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut mask);
+    // back to this library's handler: both fault signals ours (each
+    // thread's mask is followed apart: `guarded::usable`).
     if STATE.view_set[libc::SIGSEGV as usize].load(Acquire)
         && STATE.view_set[libc::SIGBUS as usize].load(Acquire)
-        && libc::sigismember(&mask, libc::SIGSEGV) == 0
-        && libc::sigismember(&mask, libc::SIGBUS) == 0
     {
         guarded::arm();
     }
 }
 
-/// Bits of the fault signals in a kernel signal mask's first word.
-const FAULT_BITS: u64 = 1 << (libc::SIGSEGV - 1) | 1 << (libc::SIGBUS - 1);
-
-/// Before a call that may block the signals of the mask at `set` (a
-/// `sigset_t`, whose first word is the kernel's): the guarded copy is
-/// disarmed first if they include a fault signal. A `set` that cannot be
-/// read is left to the real call (which fails with `EFAULT`).
+/// Whether the mask at `set` (a `sigset_t`, whose first word is the
+/// kernel's) has a fault signal; true when it cannot be told (this thread
+/// may not read it guarded, or the read faults: the real call then fails
+/// with `EFAULT` and changes nothing, and the thread only goes without
+/// intent slots until its mask is read again).
 ///
 /// # Safety
-/// `set` is any address (read with the guarded copy).
-unsafe fn may_block(set: *const libc::sigset_t) {
-    if set.is_null() || !guarded::armed() {
-        return;
+/// `set` is non-null, any address (read with the guarded copy).
+unsafe fn has_fault_bits(set: *const libc::sigset_t) -> bool {
+    !guarded::usable()
+        || !matches!(guarded::read_u64(set as *const u8), Some(w) if w & guarded::FAULT_BITS == 0)
+}
+
+/// A mask call of this thread (`sigprocmask`, `pthread_sigmask`): noted as
+/// blocking before it when it may block a fault signal, and as unknown
+/// after it when it may unblock one (see `guarded`).
+///
+/// # Safety
+/// `set` is null or any address.
+unsafe fn mask_call(how: c_int, set: *const libc::sigset_t, call: impl FnOnce() -> c_int) -> c_int {
+    if set.is_null() {
+        return call();
     }
-    if guarded::read_u64(set as *const u8).is_some_and(|w| w & FAULT_BITS != 0) {
-        guarded::disarm();
+    if how != libc::SIG_UNBLOCK && has_fault_bits(set) {
+        guarded::note_blocking();
     }
+    let r = call();
+    if how != libc::SIG_BLOCK {
+        guarded::note_unknown();
+    }
+    r
 }
 
 /// Before the program changes the disposition of `sig` to `h`: anything
@@ -234,7 +246,10 @@ fn may_own(sig: c_int, h: sighandler_t) {
     }
 }
 
-/// `may_own` and `may_block` for a `sigaction` the program makes.
+/// `may_own` for a `sigaction` the program makes, and a handler whose
+/// `sa_mask` blocks a fault signal (while it runs, which nothing here
+/// sees) disarms the guarded copy too. A struct that cannot be read is
+/// left to the real call, which fails with `EFAULT`.
 ///
 /// # Safety
 /// `act` is null or any address (read with the guarded copy).
@@ -242,11 +257,22 @@ unsafe fn may_change(sig: c_int, act: *const libc::sigaction) {
     if act.is_null() || !guarded::armed() {
         return;
     }
-    match guarded::read_u64(core::ptr::addr_of!((*act).sa_sigaction) as *const u8) {
-        Some(h) => may_own(sig, h as sighandler_t),
-        None => return,
+    if !guarded::usable() {
+        // This thread cannot read it guarded: assume the worst.
+        return guarded::disarm();
     }
-    may_block(core::ptr::addr_of!((*act).sa_mask));
+    let Some(h) = guarded::read_u64(core::ptr::addr_of!((*act).sa_sigaction) as *const u8) else {
+        return;
+    };
+    let h = h as sighandler_t;
+    may_own(sig, h);
+    // SIG_DFL and SIG_IGN run no handler: their mask never applies.
+    if h != libc::SIG_DFL
+        && h != libc::SIG_IGN
+        && has_fault_bits(core::ptr::addr_of!((*act).sa_mask))
+    {
+        guarded::disarm();
+    }
 }
 
 fn bytes(a: &libc::sigaction) -> &[u8; SA_SIZE] {
@@ -572,10 +598,7 @@ pub unsafe extern "C" fn sigprocmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    if how != libc::SIG_UNBLOCK {
-        may_block(set);
-    }
-    real::sigprocmask(how, set, old)
+    mask_call(how, set, || real::sigprocmask(how, set, old))
 }
 
 /// # Safety
@@ -586,17 +609,16 @@ pub unsafe extern "C" fn pthread_sigmask(
     set: *const libc::sigset_t,
     old: *mut libc::sigset_t,
 ) -> c_int {
-    if how != libc::SIG_UNBLOCK {
-        may_block(set);
-    }
-    real::pthread_sigmask(how, set, old)
+    mask_call(how, set, || real::pthread_sigmask(how, set, old))
 }
 
 /// # Safety
 /// Same contract as libc `sighold`.
 #[no_mangle]
 pub unsafe extern "C" fn sighold(sig: c_int) -> c_int {
-    may_own(sig, libc::SIG_IGN);
+    if sig == libc::SIGSEGV || sig == libc::SIGBUS {
+        guarded::note_blocking();
+    }
     real::sighold(sig)
 }
 
@@ -607,8 +629,8 @@ pub unsafe extern "C" fn sighold(sig: c_int) -> c_int {
 #[cfg(target_env = "gnu")]
 #[no_mangle]
 pub unsafe extern "C" fn sigblock(mask: c_int) -> c_int {
-    if (mask as u32 as u64) & FAULT_BITS != 0 {
-        guarded::disarm();
+    if (mask as u32 as u64) & guarded::FAULT_BITS != 0 {
+        guarded::note_blocking();
     }
     real::sigblock(mask)
 }
@@ -618,10 +640,12 @@ pub unsafe extern "C" fn sigblock(mask: c_int) -> c_int {
 #[cfg(target_env = "gnu")]
 #[no_mangle]
 pub unsafe extern "C" fn sigsetmask(mask: c_int) -> c_int {
-    if (mask as u32 as u64) & FAULT_BITS != 0 {
-        guarded::disarm();
+    if (mask as u32 as u64) & guarded::FAULT_BITS != 0 {
+        guarded::note_blocking();
     }
-    real::sigsetmask(mask)
+    let r = real::sigsetmask(mask);
+    guarded::note_unknown();
+    r
 }
 
 /// Whether this handler runs with stack room for a drain: not on a small

@@ -261,7 +261,17 @@ pub unsafe fn account<R>(
     let writes = flush || may_write(f, &new);
     if writes {
         let pend = pending(f);
-        if pend.len() <= SCRATCH {
+        let all = pend.len() + new[0].len() + new[1].len();
+        // Too much for one intent slot: glibc would write the buffer and
+        // then the call's bytes in two system calls, and a SIGKILL in the
+        // second would lose the first, which the kernel has (a coreutils
+        // `seq`'s 8 KiB `fwrite` after a half-full buffer). The buffer is
+        // flushed first instead, in a call of its own with its own intent;
+        // the stream's bytes and their order are the same.
+        let split = !pend.is_empty()
+            && all > logtap_wire::ring::INTENT_DATA_MAX
+            && transport::intents_possible();
+        if pend.len() <= SCRATCH && !split {
             let dst = scratch.as_mut_ptr() as *mut u8;
             core::ptr::copy_nonoverlapping(pend.as_ptr(), dst, pend.len());
             saved = core::slice::from_raw_parts(dst, pend.len());
@@ -269,13 +279,18 @@ pub unsafe fn account<R>(
             // Flush the big buffer first: its bytes stay in place after
             // the write, so they can be tapped from there.
             let (ptr, len) = (pend.as_ptr(), pend.len());
+            let fl = transport::intent_begin(&_t, src, &[(ptr, len)], len);
             real::fflush_unlocked(f);
             let left = pending(f).len();
             let e = sys::ErrnoGuard::new();
-            transport::push_or_drop(
-                src,
-                &[core::slice::from_raw_parts(ptr, len - left.min(len))],
-            );
+            if fl.active() {
+                fl.finish(src, (len - left.min(len)) as isize);
+            } else {
+                transport::push_or_drop(
+                    src,
+                    &[core::slice::from_raw_parts(ptr, len - left.min(len))],
+                );
+            }
             drop(e);
         }
     }

@@ -218,6 +218,7 @@ pub fn abandon() -> bool {
     if OWNER_PID.load(Relaxed) != sys::getpid() {
         return false;
     }
+    free_stale_intents();
     ring().set_state(logtap_wire::ring::STATE_ABANDONED);
     ring().owner() != 0
 }
@@ -1136,14 +1137,22 @@ pub unsafe fn set_fatal_action(die: unsafe fn(i32)) {
 
 /// Held by a hook from before its real call until what it wrote is
 /// stored. One thread-local access on each tapped call.
-pub struct Tapping(*const core::cell::Cell<u32>);
+pub struct Tapping(*const core::cell::Cell<u32>, usize);
 
 impl Tapping {
     #[inline]
     pub fn enter() -> Tapping {
+        // Where the hook's frame is: `stale_intent` tells a signal
+        // handler's call inside this one (deeper, or on the alternate
+        // stack) from a later call after the program jumped out of it.
+        let here = 0u8;
+        let sp = core::hint::black_box(&here) as *const u8 as usize;
         TAPPING.with(|c| {
+            if c.get() & 0xffff != 0 && stale_intent(sp) {
+                c.set(c.get() & !0xffff);
+            }
             c.set(c.get() + 1);
-            Tapping(c as *const _)
+            Tapping(c as *const _, sp)
         })
     }
 
@@ -1182,6 +1191,103 @@ std::thread_local! {
     /// no destructor: a slot whose thread is gone is taken over by another
     /// thread (`claim_intent`).
     static INTENT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
+    /// The stack address of the hook whose write is in this thread's slot.
+    static INTENT_SP: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// Less than any signal frame (on x86_64 at least its ~1 KiB of
+/// registers and FPU state, on aarch64 more than 4 KiB): a handler running
+/// on the stack of the call it interrupted starts at least this much
+/// deeper than the hook that made that call.
+const SIGNAL_FRAME_MIN: usize = 512;
+
+/// Whether the sigaltstack this thread may have is in use: then this code
+/// runs in a signal handler.
+fn on_altstack() -> bool {
+    let mut ss = libc::stack_t {
+        ss_sp: core::ptr::null_mut(),
+        ss_flags: 0,
+        ss_size: 0,
+    };
+    // SAFETY: a query only, into our own stack_t.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_sigaltstack,
+            core::ptr::null::<libc::stack_t>(),
+            &mut ss,
+        )
+    };
+    r == 0 && ss.ss_flags & libc::SS_ONSTACK != 0
+}
+
+/// A tapped call begins (at stack address `sp`) while this thread seems to
+/// be inside another one. That is a signal handler's write inside it, or
+/// the program left the other call without returning (a handler's
+/// `siglongjmp`, `pthread_cancel`): then its slot says in flight a write
+/// that is over, and the sink would deliver it at the end as if SIGKILL had
+/// caught it. A handler runs deeper on the same stack (by a signal frame
+/// at least) or on the alternate stack; a call at about the depth of the
+/// one left is a later call. Then the slot is freed and true returned (the
+/// caller resets its count of calls in progress). Only on this rare path
+/// (a nested or abandoned call) does it cost a system call.
+#[cold]
+fn stale_intent(sp: usize) -> bool {
+    let slot = INTENT.with(|c| c.get());
+    if slot.is_null() || slot == NO_INTENT {
+        return false;
+    }
+    let state = intent_word(slot, logtap_wire::ring::INTENT_STATE_AT);
+    if state.load(Acquire) == logtap_wire::ring::INTENT_IDLE {
+        return false;
+    }
+    let was = INTENT_SP.with(|c| c.get());
+    if sp.saturating_add(SIGNAL_FRAME_MIN) < was || on_altstack() {
+        return false;
+    }
+    let _e = sys::ErrnoGuard::new();
+    state.store(logtap_wire::ring::INTENT_IDLE, Release);
+    true
+}
+
+/// At exit or exec, before the ring is the sink's: slots that say in
+/// flight a write no call is making any more are freed, so the sink does
+/// not deliver a write that never happened. Those of threads that are gone
+/// (a thread cancelled inside a write), and this thread's own when the
+/// call it names was left (`stale_intent`); another live thread's write in
+/// flight stays, the sink's to deliver (the process ends under it).
+fn free_stale_intents() {
+    use logtap_wire::ring as lay;
+    // (Never in a vfork child: `abandon` returns first, its pid is not
+    // the owner's.)
+    if !SHARED.load(Relaxed) {
+        return;
+    }
+    let _e = sys::ErrnoGuard::new();
+    let here = 0u8;
+    let sp = core::hint::black_box(&here) as *const u8 as usize;
+    let me = sys::gettid() as u32;
+    let pid = sys::getpid();
+    let r = ring();
+    for i in 0..lay::INTENT_SLOTS {
+        let Some(s) = r.intent(i) else {
+            return;
+        };
+        let state = intent_word(s, lay::INTENT_STATE_AT);
+        let owner = intent_word(s, lay::INTENT_OWNER_AT).load(Relaxed);
+        if owner == 0 || state.load(Acquire) == lay::INTENT_IDLE {
+            continue;
+        }
+        if owner == me {
+            if TAPPING.with(|c| c.get() & 0xffff) == 0 || stale_intent(sp) {
+                state.store(lay::INTENT_IDLE, Release);
+            }
+        // SAFETY: signal 0 only asks whether the thread exists.
+        } else if unsafe { libc::syscall(libc::SYS_tgkill, pid, owner as i32, 0) } == -1
+            && sys::errno() == libc::ESRCH
+        {
+            state.store(lay::INTENT_IDLE, Release);
+        }
+    }
 }
 
 #[inline]
@@ -1233,6 +1339,14 @@ pub struct InFlight {
     origin: logtap_wire::WriteOrigin,
 }
 
+/// Whether a tapped write can be announced in an intent slot at all (a
+/// shared ring, the guarded copy armed): a hook may then arrange its calls
+/// so that each fits a slot (`stdio::glibc::account`).
+#[inline]
+pub fn intents_possible() -> bool {
+    SHARED.load(Relaxed) && crate::guarded::usable()
+}
+
 /// A piece of a write not yet made: the caller's pointer and length, which
 /// the kernel has not checked (see `crate::guarded`).
 pub type Part = (*const u8, usize);
@@ -1245,7 +1359,7 @@ pub type Part = (*const u8, usize);
 /// the real call will say so).
 #[inline]
 pub fn intent_begin(t: &Tapping, src: u8, parts: &[Part], len: usize) -> InFlight {
-    if !SHARED.load(Relaxed) || !crate::guarded::armed() {
+    if !intents_possible() {
         return InFlight::none();
     }
     intent_begin_shared(t, src, parts, len).unwrap_or_else(InFlight::none)
@@ -1291,11 +1405,12 @@ fn intent_begin_shared(t: &Tapping, src: u8, parts: &[Part], len: usize) -> Opti
     if slot.is_null() || slot == NO_INTENT {
         return None;
     }
+    INTENT_SP.with(|c| c.set(t.1));
     let origin = origin_now();
     // SAFETY: this thread's own slot (its owner word names this thread,
     // and only the outermost call uses it); the fields are plain memory
     // the sink reads only after this process is gone. The caller's parts
-    // are read with the guarded copy (armed: checked by `intent_begin`).
+    // are read with the guarded copy (usable: checked by `intent_begin`).
     unsafe {
         (slot.add(lay::INTENT_TIME_AT) as *mut u64).write(origin.time_ns);
         (slot.add(lay::INTENT_PID_AT) as *mut u32).write(origin.pid);

@@ -7,6 +7,9 @@
  *   stress fork-threads T N C  T threads writing N lines while main forks C children
  *   stress sigalrm N           SIGALRM every 50us writes to stderr; main writes N lines (printf and write)
  *   stress lines N [usleep]    N lines with write(2), optional pause between
+ *   stress masked-lines N      first blocks every signal to start (and join)
+ *                              a thread, as GLib and many daemons do, then
+ *                              restores its mask and writes N lines
  *   stress idle                one line, then sleep 2 s
  *   stress exit-mode MODE N    N lines via printf then leave by return/exit/_exit
  *   stress die abort|assert|quick_exit   one line on stderr, then die that way
@@ -64,6 +67,11 @@ static void run_threads(int t, void *(*fn)(void *))
         pthread_create(&th[i], NULL, fn, (void *)i);
     for (int i = 0; i < t; i++)
         pthread_join(th[i], NULL);
+}
+
+static void *idle_thread(void *a)
+{
+    return a;
 }
 
 static void on_alarm(int sig)
@@ -140,6 +148,17 @@ int main(int argc, char **argv)
         struct itimerval off = {{0, 0}, {0, 0}};
         setitimer(ITIMER_REAL, &off, NULL);
         fprintf(stderr, "sigcount %d\n", (int)sig_seq);
+    } else if (!strcmp(mode, "masked-lines")) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        pthread_t th;
+        pthread_create(&th, NULL, idle_thread, NULL);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        pthread_join(th, NULL);
+        n_lines = atol(argv[2]);
+        for (long i = 0; i < n_lines; i++)
+            wline(1, "l", i);
     } else if (!strcmp(mode, "lines")) {
         long n = atol(argv[2]);
         long pause = argc > 3 ? atol(argv[3]) : 0;

@@ -792,7 +792,12 @@ fn walk<E: Emit>(
                 if skip != 0 {
                     return Err(format!("position {pos} skips into a record that is not one"));
                 }
-                if matches!(decode_header(word), Slot::Reserved { .. }) {
+                // A reservation an intent slot names as its record is that
+                // write, delivered from the slot after the walk: not a
+                // write that never returned.
+                if matches!(decode_header(word), Slot::Reserved { .. })
+                    && !intents.iter().any(|i| i.committing && i.pos == pos)
+                {
                     r.reserved += 1;
                 }
                 pos += size;

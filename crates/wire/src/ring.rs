@@ -141,9 +141,10 @@ pub const SLOT_NAME_AT: usize = 64;
 /// Intent slots liblogtap lays out: one per writing thread, the first 64
 /// threads (later ones go without, as a private ring does).
 pub const INTENT_SLOTS: usize = 64;
-/// Size of one intent slot: a write of a default stdio buffer (4 KiB)
-/// with the call's own bytes after it fits.
-pub const INTENT_SIZE: usize = 8192;
+/// Size of one intent slot: the 8 KiB writes of `yes`, perl and coreutils
+/// fit, and so does a default stdio buffer (4 KiB) with the call's own
+/// bytes after it. Only a slot in use has its pages in memory.
+pub const INTENT_SIZE: usize = 16384;
 /// `u32` (atomic) in an intent slot: [`INTENT_IDLE`], [`INTENT_IN_FLIGHT`]
 /// or [`INTENT_COMMITTING`], stored last with Release.
 pub const INTENT_STATE_AT: usize = 0;
