@@ -364,3 +364,32 @@ pub fn recv(fd: c_int, buf: &mut [u8], flags: c_int) -> isize {
         )
     })
 }
+
+/// Copies `len` bytes at `src` in this process to `dst` through the kernel
+/// (`process_vm_readv` on itself), which checks `src` as a system call
+/// does: false when it cannot be read (or the call is refused). For rare
+/// paths only: it costs about 1.5 µs.
+///
+/// # Safety
+/// `dst..dst+len` is writable memory of the caller; `src` may be any
+/// address.
+pub unsafe fn read_self(dst: *mut u8, src: *const u8, len: usize) -> bool {
+    let _e = ErrnoGuard::new();
+    let local = libc::iovec {
+        iov_base: dst as *mut libc::c_void,
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: src as *mut libc::c_void,
+        iov_len: len,
+    };
+    libc::syscall(
+        libc::SYS_process_vm_readv,
+        getpid(),
+        &local as *const libc::iovec,
+        1usize,
+        &remote as *const libc::iovec,
+        1usize,
+        0usize,
+    ) == len as libc::c_long
+}

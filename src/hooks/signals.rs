@@ -226,11 +226,19 @@ unsafe fn mask_call(how: c_int, set: *const libc::sigset_t, call: impl FnOnce() 
     if set.is_null() {
         return call();
     }
-    if how != libc::SIG_UNBLOCK && has_fault_bits(set) {
+    let blocks = how != libc::SIG_UNBLOCK && has_fault_bits(set);
+    if blocks {
         guarded::note_blocking();
     }
     let r = call();
-    if how != libc::SIG_BLOCK {
+    // Again after the call (a signal handler that ran in between may have
+    // noted its own view): a block stays noted; after any other change
+    // the mask is read again when it matters.
+    if how == libc::SIG_BLOCK {
+        if blocks {
+            guarded::note_blocking();
+        }
+    } else {
         guarded::note_unknown();
     }
     r
@@ -257,20 +265,31 @@ unsafe fn may_change(sig: c_int, act: *const libc::sigaction) {
     if act.is_null() || !guarded::armed() {
         return;
     }
-    if !guarded::usable() {
-        // This thread cannot read it guarded: assume the worst.
+    // The handler and the first word of its mask. A thread with a fault
+    // signal blocked (a worker started with every signal blocked, setting
+    // SIGPIPE to SIG_IGN) cannot read them guarded: it asks the kernel
+    // (rare, and about 1.5 µs), and assumes the worst if even that fails.
+    let mut a = MaybeUninit::<libc::sigaction>::zeroed();
+    let dst = a.as_mut_ptr() as *mut u8;
+    let n = size_of::<libc::sigaction>();
+    let read = if guarded::usable() {
+        guarded::copy(dst, act as *const u8, n)
+    } else {
+        sys::read_self(dst, act as *const u8, n)
+    };
+    if !read {
+        if guarded::usable() {
+            // A bad pointer: the real call fails with EFAULT.
+            return;
+        }
         return guarded::disarm();
     }
-    let Some(h) = guarded::read_u64(core::ptr::addr_of!((*act).sa_sigaction) as *const u8) else {
-        return;
-    };
-    let h = h as sighandler_t;
+    let a = a.assume_init();
+    let h = a.sa_sigaction;
     may_own(sig, h);
     // SIG_DFL and SIG_IGN run no handler: their mask never applies.
-    if h != libc::SIG_DFL
-        && h != libc::SIG_IGN
-        && has_fault_bits(core::ptr::addr_of!((*act).sa_mask))
-    {
+    let mask = *(core::ptr::addr_of!(a.sa_mask) as *const u64);
+    if h != libc::SIG_DFL && h != libc::SIG_IGN && mask & guarded::FAULT_BITS != 0 {
         guarded::disarm();
     }
 }

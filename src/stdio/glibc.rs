@@ -261,17 +261,7 @@ pub unsafe fn account<R>(
     let writes = flush || may_write(f, &new);
     if writes {
         let pend = pending(f);
-        let all = pend.len() + new[0].len() + new[1].len();
-        // Too much for one intent slot: glibc would write the buffer and
-        // then the call's bytes in two system calls, and a SIGKILL in the
-        // second would lose the first, which the kernel has (a coreutils
-        // `seq`'s 8 KiB `fwrite` after a half-full buffer). The buffer is
-        // flushed first instead, in a call of its own with its own intent;
-        // the stream's bytes and their order are the same.
-        let split = !pend.is_empty()
-            && all > logtap_wire::ring::INTENT_DATA_MAX
-            && transport::intents_possible();
-        if pend.len() <= SCRATCH && !split {
+        if pend.len() <= SCRATCH {
             let dst = scratch.as_mut_ptr() as *mut u8;
             core::ptr::copy_nonoverlapping(pend.as_ptr(), dst, pend.len());
             saved = core::slice::from_raw_parts(dst, pend.len());

@@ -1137,22 +1137,14 @@ pub unsafe fn set_fatal_action(die: unsafe fn(i32)) {
 
 /// Held by a hook from before its real call until what it wrote is
 /// stored. One thread-local access on each tapped call.
-pub struct Tapping(*const core::cell::Cell<u32>, usize);
+pub struct Tapping(*const core::cell::Cell<u32>);
 
 impl Tapping {
     #[inline]
     pub fn enter() -> Tapping {
-        // Where the hook's frame is: `stale_intent` tells a signal
-        // handler's call inside this one (deeper, or on the alternate
-        // stack) from a later call after the program jumped out of it.
-        let here = 0u8;
-        let sp = core::hint::black_box(&here) as *const u8 as usize;
         TAPPING.with(|c| {
-            if c.get() & 0xffff != 0 && stale_intent(sp) {
-                c.set(c.get() & !0xffff);
-            }
             c.set(c.get() + 1);
-            Tapping(c as *const _, sp)
+            Tapping(c as *const _)
         })
     }
 
@@ -1191,70 +1183,16 @@ std::thread_local! {
     /// no destructor: a slot whose thread is gone is taken over by another
     /// thread (`claim_intent`).
     static INTENT: core::cell::Cell<*mut u8> = const { core::cell::Cell::new(core::ptr::null_mut()) };
-    /// The stack address of the hook whose write is in this thread's slot.
-    static INTENT_SP: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
 }
 
-/// Less than any signal frame (on x86_64 at least its ~1 KiB of
-/// registers and FPU state, on aarch64 more than 4 KiB): a handler running
-/// on the stack of the call it interrupted starts at least this much
-/// deeper than the hook that made that call.
-const SIGNAL_FRAME_MIN: usize = 512;
-
-/// Whether the sigaltstack this thread may have is in use: then this code
-/// runs in a signal handler.
-fn on_altstack() -> bool {
-    let mut ss = libc::stack_t {
-        ss_sp: core::ptr::null_mut(),
-        ss_flags: 0,
-        ss_size: 0,
-    };
-    // SAFETY: a query only, into our own stack_t.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_sigaltstack,
-            core::ptr::null::<libc::stack_t>(),
-            &mut ss,
-        )
-    };
-    r == 0 && ss.ss_flags & libc::SS_ONSTACK != 0
-}
-
-/// A tapped call begins (at stack address `sp`) while this thread seems to
-/// be inside another one. That is a signal handler's write inside it, or
-/// the program left the other call without returning (a handler's
-/// `siglongjmp`, `pthread_cancel`): then its slot says in flight a write
-/// that is over, and the sink would deliver it at the end as if SIGKILL had
-/// caught it. A handler runs deeper on the same stack (by a signal frame
-/// at least) or on the alternate stack; a call at about the depth of the
-/// one left is a later call. Then the slot is freed and true returned (the
-/// caller resets its count of calls in progress). Only on this rare path
-/// (a nested or abandoned call) does it cost a system call.
-#[cold]
-fn stale_intent(sp: usize) -> bool {
-    let slot = INTENT.with(|c| c.get());
-    if slot.is_null() || slot == NO_INTENT {
-        return false;
-    }
-    let state = intent_word(slot, logtap_wire::ring::INTENT_STATE_AT);
-    if state.load(Acquire) == logtap_wire::ring::INTENT_IDLE {
-        return false;
-    }
-    let was = INTENT_SP.with(|c| c.get());
-    if sp.saturating_add(SIGNAL_FRAME_MIN) < was || on_altstack() {
-        return false;
-    }
-    let _e = sys::ErrnoGuard::new();
-    state.store(logtap_wire::ring::INTENT_IDLE, Release);
-    true
-}
-
-/// At exit or exec, before the ring is the sink's: slots that say in
-/// flight a write no call is making any more are freed, so the sink does
-/// not deliver a write that never happened. Those of threads that are gone
-/// (a thread cancelled inside a write), and this thread's own when the
-/// call it names was left (`stale_intent`); another live thread's write in
-/// flight stays, the sink's to deliver (the process ends under it).
+/// At exit or exec, before the ring is the sink's: the slots of threads
+/// that are gone while their slot says in flight are freed. Such a thread
+/// was cancelled inside its write (`pthread_cancel`), which glibc acts on
+/// only while the call has transferred nothing, so the sink must not
+/// deliver it. A live thread's write in flight stays the sink's to deliver
+/// (the process ends under it, and the kernel may have it), and so does a
+/// write a thread left by a handler's `siglongjmp` (whose call may have
+/// completed before the handler ran: the sink errs on delivering).
 fn free_stale_intents() {
     use logtap_wire::ring as lay;
     // (Never in a vfork child: `abandon` returns first, its pid is not
@@ -1263,9 +1201,6 @@ fn free_stale_intents() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
-    let here = 0u8;
-    let sp = core::hint::black_box(&here) as *const u8 as usize;
-    let me = sys::gettid() as u32;
     let pid = sys::getpid();
     let r = ring();
     for i in 0..lay::INTENT_SLOTS {
@@ -1273,17 +1208,20 @@ fn free_stale_intents() {
             return;
         };
         let state = intent_word(s, lay::INTENT_STATE_AT);
-        let owner = intent_word(s, lay::INTENT_OWNER_AT).load(Relaxed);
-        if owner == 0 || state.load(Acquire) == lay::INTENT_IDLE {
+        let owner_word = intent_word(s, lay::INTENT_OWNER_AT);
+        let owner = owner_word.load(Acquire);
+        if owner == 0 || state.load(Acquire) != lay::INTENT_IN_FLIGHT {
             continue;
         }
-        if owner == me {
-            if TAPPING.with(|c| c.get() & 0xffff) == 0 || stale_intent(sp) {
-                state.store(lay::INTENT_IDLE, Release);
-            }
         // SAFETY: signal 0 only asks whether the thread exists.
-        } else if unsafe { libc::syscall(libc::SYS_tgkill, pid, owner as i32, 0) } == -1
-            && sys::errno() == libc::ESRCH
+        let gone = unsafe { libc::syscall(libc::SYS_tgkill, pid, owner as i32, 0) } == -1
+            && sys::errno() == libc::ESRCH;
+        // Taken from the dead owner first, so that a live thread that
+        // claimed the slot meanwhile (`claim_intent`) keeps its write.
+        if gone
+            && owner_word
+                .compare_exchange(owner, 0, AcqRel, Relaxed)
+                .is_ok()
         {
             state.store(lay::INTENT_IDLE, Release);
         }
@@ -1340,10 +1278,9 @@ pub struct InFlight {
 }
 
 /// Whether a tapped write can be announced in an intent slot at all (a
-/// shared ring, the guarded copy armed): a hook may then arrange its calls
-/// so that each fits a slot (`stdio::glibc::account`).
+/// shared ring, the guarded copy usable on this thread).
 #[inline]
-pub fn intents_possible() -> bool {
+fn intents_possible() -> bool {
     SHARED.load(Relaxed) && crate::guarded::usable()
 }
 
@@ -1405,7 +1342,6 @@ fn intent_begin_shared(t: &Tapping, src: u8, parts: &[Part], len: usize) -> Opti
     if slot.is_null() || slot == NO_INTENT {
         return None;
     }
-    INTENT_SP.with(|c| c.set(t.1));
     let origin = origin_now();
     // SAFETY: this thread's own slot (its owner word names this thread,
     // and only the outermost call uses it); the fields are plain memory

@@ -8,8 +8,9 @@
  *   stress sigalrm N           SIGALRM every 50us writes to stderr; main writes N lines (printf and write)
  *   stress lines N [usleep]    N lines with write(2), optional pause between
  *   stress masked-lines N      first blocks every signal to start (and join)
- *                              a thread, as GLib and many daemons do, then
- *                              restores its mask and writes N lines
+ *                              a thread that ignores SIGPIPE, as GLib and
+ *                              many daemons do, then restores its mask and
+ *                              writes N lines
  *   stress idle                one line, then sleep 2 s
  *   stress exit-mode MODE N    N lines via printf then leave by return/exit/_exit
  *   stress die abort|assert|quick_exit   one line on stderr, then die that way
@@ -69,8 +70,14 @@ static void run_threads(int t, void *(*fn)(void *))
         pthread_join(th[i], NULL);
 }
 
+/* A worker started with every signal blocked, setting a disposition as
+ * such workers do (curl, GLib). */
 static void *idle_thread(void *a)
 {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &sa, NULL);
     return a;
 }
 

@@ -4,8 +4,7 @@
  *   jumpout          a SIGALRM handler siglongjmps out of the blocked write
  *   jumpout again    the same, then a second blocked write left the same way
  *   jumpout cancel   a thread cancelled while blocked in its write
- * The write left was never made (it returned nothing to anyone): a sink
- * must not deliver it. Progress goes to stderr. */
+ * Progress goes to stderr. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <signal.h>
