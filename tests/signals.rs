@@ -195,13 +195,21 @@ fn command(argv: &[&str], dir: &Path, target: Option<&str>) -> Command {
     }
     // Core dumps on (up to the hard limit), so the core flag of the wait
     // status is compared too; `core` files land in the run's directory.
-    // SAFETY: only setrlimit between fork and exec.
+    // SIGINT and SIGQUIT at their default, as from a terminal: a test run
+    // started in the background of a shell without job control inherits
+    // them ignored, and the library rightly leaves ignored signals alone.
+    // SAFETY: only setrlimit and sigaction (async-signal-safe) between
+    // fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             let mut l: libc::rlimit = std::mem::zeroed();
             if libc::getrlimit(libc::RLIMIT_CORE, &mut l) == 0 {
                 l.rlim_cur = l.rlim_max;
                 libc::setrlimit(libc::RLIMIT_CORE, &l);
+            }
+            let dfl: libc::sigaction = std::mem::zeroed();
+            for sig in [libc::SIGINT, libc::SIGQUIT] {
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
             }
             Ok(())
         });
