@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::kids::{check_killed, jitter, json_lines, kill, Kid, SinkProc};
+use common::kids::{check_killed, drain, jitter, json_lines, kill, pipe, Kid, SinkProc};
 
 fn stress() -> PathBuf {
     common::kids::stress("death")
@@ -55,13 +55,20 @@ fn lines_by_pid(objs: &[serde_json::Value]) -> BTreeMap<u64, Vec<u8>> {
     m
 }
 
-fn tapped(sock: &Path, out: &Path) -> Command {
-    let mut c = Command::new(stress());
+/// `prog` under the library, tapping its stdout to the sink at `sock`.
+fn tapped_cmd(prog: &Path, sock: &Path) -> Command {
+    let mut c = Command::new(prog);
     c.env("LD_PRELOAD", common::so_path())
         .env("LLT_TARGET", format!("socket:{}", sock.display()))
         .env_remove("LLT_FORMAT")
-        .env("LLT_TAP_INTO", "1")
-        .stdout(std::fs::File::create(out).unwrap());
+        .env("LLT_TAP_INTO", "1");
+    c
+}
+
+/// The stress program, its stdout the file `out`.
+fn tapped(sock: &Path, out: &Path) -> Command {
+    let mut c = tapped_cmd(&stress(), sock);
+    c.stdout(std::fs::File::create(out).unwrap());
     c
 }
 
@@ -172,19 +179,12 @@ fn sigkill_inside_a_blocked_write_delivers_that_write() {
 }
 
 fn blocked_write_killed(mode: &str) {
-    use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
     let _one = serial();
     let dir = tmpdir(&format!("blocked-{mode}"));
     let sock = dir.join("s");
     let sink = Sink::start(&sock);
-    let mut fds = [0; 2];
-    // SAFETY: a fresh pipe; each end is owned by exactly one OwnedFd below.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: just created, owned here only.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let out = dir.join("unused");
-    let mut cmd = tapped(&sock, &out);
+    let (rd, wr) = pipe();
+    let mut cmd = tapped_cmd(&stress(), &sock);
     cmd.stdout(wr).args([mode, "1000000"]);
     let mut p = Kid::spawn(&mut cmd);
     drop(cmd);
@@ -203,8 +203,7 @@ fn blocked_write_killed(mode: &str) {
     }
     kill(p.id(), libc::SIGKILL);
     p.wait().unwrap();
-    let mut kernel = vec![];
-    std::fs::File::from(rd).read_to_end(&mut kernel).unwrap();
+    let kernel = drain(rd);
     settle();
     let (objs, err) = sink.stop();
     let got = lines_by_pid(&objs)
@@ -243,32 +242,20 @@ fn blocked_write_killed(mode: &str) {
 /// delivered.
 #[test]
 fn a_write_the_program_left_is_delivered_at_most_once() {
-    use std::io::Read;
-    use std::os::fd::{FromRawFd, OwnedFd};
     let _one = serial();
     let prog = common::c_program("jumpout", common::CVariant::Plain);
     for mode in ["jump", "again", "cancel"] {
         let dir = tmpdir(&format!("jump-{mode}"));
         let sock = dir.join("s");
         let sink = Sink::start(&sock);
-        let mut fds = [0; 2];
-        // SAFETY: a fresh pipe; each end is owned by one OwnedFd below.
-        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-        // SAFETY: just created, owned here only.
-        let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let mut cmd = Command::new(&prog);
-        cmd.env("LD_PRELOAD", common::so_path())
-            .env("LLT_TARGET", format!("socket:{}", sock.display()))
-            .env_remove("LLT_FORMAT")
-            .env("LLT_TAP_INTO", "1")
-            .arg(mode)
-            .stdout(wr);
+        let (rd, wr) = pipe();
+        let mut cmd = tapped_cmd(&prog, &sock);
+        cmd.arg(mode).stdout(wr);
         let mut p = Kid::spawn(&mut cmd);
         drop(cmd);
         let st = p.wait().unwrap();
         assert!(st.success(), "{mode}: the program ended with {st:?}");
-        let mut kernel = vec![];
-        std::fs::File::from(rd).read_to_end(&mut kernel).unwrap();
+        let kernel = drain(rd);
         settle();
         let (objs, err) = sink.stop();
         let got = lines_by_pid(&objs)

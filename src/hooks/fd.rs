@@ -257,7 +257,7 @@ unsafe fn intent_iov(
     cnt: c_int,
 ) -> transport::InFlight {
     const MAX: usize = 16;
-    if !(1..=MAX as c_int).contains(&cnt) || !crate::guarded::usable() {
+    if !(1..=MAX as c_int).contains(&cnt) || !transport::intents_possible() {
         return transport::InFlight::none();
     }
     let k = cnt as usize;

@@ -641,6 +641,15 @@ pub unsafe extern "C" fn sighold(sig: c_int) -> c_int {
     real::sighold(sig)
 }
 
+/// Before an old BSD mask call (`mask`: a word of `sigmask(sig)` bits)
+/// that blocks a fault signal.
+#[cfg(target_env = "gnu")]
+fn note_bsd_block(mask: c_int) {
+    if (mask as u32 as u64) & guarded::FAULT_BITS != 0 {
+        guarded::note_blocking();
+    }
+}
+
 /// The old BSD mask calls: `mask` is a word of `sigmask(sig)` bits.
 ///
 /// # Safety
@@ -648,9 +657,7 @@ pub unsafe extern "C" fn sighold(sig: c_int) -> c_int {
 #[cfg(target_env = "gnu")]
 #[no_mangle]
 pub unsafe extern "C" fn sigblock(mask: c_int) -> c_int {
-    if (mask as u32 as u64) & guarded::FAULT_BITS != 0 {
-        guarded::note_blocking();
-    }
+    note_bsd_block(mask);
     real::sigblock(mask)
 }
 
@@ -659,9 +666,7 @@ pub unsafe extern "C" fn sigblock(mask: c_int) -> c_int {
 #[cfg(target_env = "gnu")]
 #[no_mangle]
 pub unsafe extern "C" fn sigsetmask(mask: c_int) -> c_int {
-    if (mask as u32 as u64) & guarded::FAULT_BITS != 0 {
-        guarded::note_blocking();
-    }
+    note_bsd_block(mask);
     let r = real::sigsetmask(mask);
     guarded::note_unknown();
     r

@@ -1278,9 +1278,10 @@ pub struct InFlight {
 }
 
 /// Whether a tapped write can be announced in an intent slot at all (a
-/// shared ring, the guarded copy usable on this thread).
+/// shared ring, the guarded copy usable on this thread). The static is
+/// read first: a private ring pays no thread-local lookup.
 #[inline]
-fn intents_possible() -> bool {
+pub fn intents_possible() -> bool {
     SHARED.load(Relaxed) && crate::guarded::usable()
 }
 

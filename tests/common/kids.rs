@@ -211,6 +211,31 @@ pub fn json_lines(out: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A pipe for a program's stdout that the test reads only when it chooses
+/// (after the program blocked on it, or ended): (read end, write end),
+/// both close-on-exec (the write end is handed over as the child's stdout).
+pub fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: a fresh pipe; each end is owned by exactly one OwnedFd below.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: just created, owned here only.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// Everything a pipe's read end still holds, once every write end is
+/// closed.
+pub fn drain(rd: std::os::fd::OwnedFd) -> Vec<u8> {
+    let mut v = vec![];
+    std::fs::File::from(rd).read_to_end(&mut v).unwrap();
+    v
+}
+
 /// The program's own output file (what the kernel took) against what the
 /// sink delivered for it, after a SIGKILL: the sink has every byte of the
 /// file, exactly once and in order. The one allowed difference is the
