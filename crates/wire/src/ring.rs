@@ -47,8 +47,10 @@
 //! at its position was neither received nor found committed.
 //!
 //! The memfd's size is exactly `data_offset + cap`, and it carries at least
-//! the seals [`REQUIRED_SEALS`] (so the sink's mapping can never lose pages
-//! under it).
+//! the seals [`REQUIRED_SEALS`] (so it can never shrink under a reader).
+//! A ring in the spool ([`SPOOL_SUFFIX`]) is a regular file of the same
+//! size and layout that cannot be sealed: a reader must expect its reads
+//! to come up short.
 
 /// `control[MAGIC_AT..+8]`.
 pub const MAGIC: u64 = u64::from_ne_bytes(*b"LLTRING\0");
@@ -98,7 +100,8 @@ pub const SLOTS_AT: usize = 12;
 pub const DATA_OFFSET_AT: usize = 16;
 /// `u64`: size of the record area, a power of two.
 pub const CAP_AT: usize = 24;
-/// `u32` (atomic): [`STATE_LIVE`] or [`STATE_ABANDONED`].
+/// `u32` (atomic): [`STATE_LIVE`] or [`STATE_ABANDONED`] (or
+/// [`STATE_DELIVERED`], written by a sink into a spooled ring).
 pub const STATE_AT: usize = 32;
 /// `u64` (atomic): the token of the connection the ring is attached to,
 /// 0 when none (see the module's text).
@@ -113,11 +116,44 @@ pub const HEAD_AT: usize = 64;
 /// head.
 pub const TAIL_AT: usize = 128;
 
+/// `u32`: the pid of the process that made the ring, as it sees itself
+/// (a claim; for the sink's messages about a spooled ring).
+pub const PID_AT: usize = 52;
+/// `u32`: bytes of [`PLATFORM_AT`] (at most [`PLATFORM_MAX`]).
+pub const PLATFORM_LEN_AT: usize = 256;
+/// The frames' platform field (`LLT_PLATFORM`), for a sink that finds the
+/// ring in the spool with no connection to tell it.
+pub const PLATFORM_AT: usize = 260;
+/// The longest platform the control block holds.
+pub const PLATFORM_MAX: usize = 64;
+
 /// The program uses the ring and may still send what is in it.
-pub const STATE_LIVE: u32 = 0;
 /// The program will send nothing more from this ring (it has exec'd or
 /// is exiting): whatever the sink has not received is the sink's to read.
 pub const STATE_ABANDONED: u32 = 1;
+/// Written by a sink into a spooled ring it has read to the end: nothing
+/// in it is to be delivered again (the file is removed next; the mark
+/// covers a sink that could not remove it).
+pub const STATE_DELIVERED: u32 = 2;
+
+/// The spool: where a program puts its ring when the socket's directory
+/// is on a memory filesystem, so the ring outlives a process that no sink
+/// holds (SIGKILLed while the sink is restarting or not yet started). It
+/// is the directory named like the socket plus this suffix
+/// (`/run/logtap/logtap.sock` → `/run/logtap/logtap.sock.spool`), mode
+/// `01733`. A ring in it is a regular file named `<pid>-<ns>.ring`
+/// ([`SPOOL_RING_SUFFIX`]), mode 0600, created under a name starting with
+/// a dot and renamed once it holds a control block and its maker's
+/// `flock` (`LOCK_EX`). While any open file description of it holds that
+/// lock (its program, or a sink it was handed to), it is live; a ring
+/// nobody locks belongs to a process that is gone, and a sink reads it
+/// from its tail to its head, marks it [`STATE_DELIVERED`] and removes it.
+pub const SPOOL_SUFFIX: &str = ".spool";
+/// The name ending of a spooled ring.
+pub const SPOOL_RING_SUFFIX: &str = ".ring";
+/// Mode of the spool directory: anyone may create a ring, nobody may list
+/// the directory or remove another's file (sticky).
+pub const SPOOL_MODE: u32 = 0o1733;
 
 /// Size of one source slot.
 pub const SLOT_SIZE: usize = 4096 + 64;
