@@ -128,6 +128,7 @@ pub const PLATFORM_AT: usize = 260;
 pub const PLATFORM_MAX: usize = 64;
 
 /// The program uses the ring and may still send what is in it.
+pub const STATE_LIVE: u32 = 0;
 /// The program will send nothing more from this ring (it has exec'd or
 /// is exiting): whatever the sink has not received is the sink's to read.
 pub const STATE_ABANDONED: u32 = 1;
@@ -143,8 +144,8 @@ pub const STATE_DELIVERED: u32 = 2;
 /// (`/run/logtap/logtap.sock` → `/run/logtap/logtap.sock.spool`), mode
 /// `01733`. A ring in it is a regular file named `<pid>-<ns>.ring`
 /// ([`SPOOL_RING_SUFFIX`]), mode 0600, created under a name starting with
-/// a dot and renamed once it holds a control block and its maker's
-/// `flock` (`LOCK_EX`). While any open file description of it holds that
+/// a dot and renamed once its maker holds an `flock` (`LOCK_EX`) on it
+/// (the control block is written next, under that lock). While any open file description of it holds that
 /// lock (its program, or a sink it was handed to), it is live; a ring
 /// nobody locks belongs to a process that is gone, and a sink reads it
 /// from its tail to its head, marks it [`STATE_DELIVERED`] and removes it.
