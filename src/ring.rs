@@ -26,8 +26,15 @@
 //! header only. A record never wraps; a pad record fills the end of the
 //! ring instead. The consumer zeroes what it consumed before handing the
 //! space back, so a header slot reads 0 until its writer commits.
+//!
+//! A ring in the spool (`transport::spool`) is a file on tmpfs, whose
+//! pages a full filesystem cannot allocate on first touch (the kernel
+//! answers with SIGBUS). Its pages are allocated before the ring first
+//! touches them: the records ahead of the head here (`frontier`), the
+//! intent slots as threads claim them (`back_intent`); the control block
+//! and source table when the file is made.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use logtap_wire::ring as lay;
 use logtap_wire::{EntryHeader, Level, WriteOrigin, ENTRY_HEADER};
 
@@ -53,7 +60,19 @@ pub struct Ring {
     cap: usize,
     /// Slots in the source table.
     slots: usize,
+    /// Record offsets below this are allocated (`u64::MAX`: all, as in
+    /// any ring that is not spooled). Offsets at or past it were never
+    /// touched, and nothing touches them before it passes them.
+    frontier: AtomicU64,
+    /// Intent slots `0..n` are allocated.
+    intents_backed: AtomicU32,
+    /// `LLT_DEBUG_MODE` was told that an allocation failed.
+    starved_said: AtomicBool,
 }
+
+/// Records of a spooled ring are allocated this much at a time (the
+/// first step when the file is made).
+pub const BACK_STEP: u64 = 256 << 10;
 
 // SAFETY: all shared state is reached through atomics; record bytes are
 // written only by the thread that reserved them and read by the consumer
@@ -99,6 +118,9 @@ impl Ring {
             base: core::ptr::null_mut(),
             cap: 0,
             slots: 0,
+            frontier: AtomicU64::new(u64::MAX),
+            intents_backed: AtomicU32::new(lay::INTENT_SLOTS as u32),
+            starved_said: AtomicBool::new(false),
         }
     }
 
@@ -140,6 +162,103 @@ impl Ring {
             base: mem.add(lay::data_offset(slots)),
             cap,
             slots,
+            frontier: AtomicU64::new(u64::MAX),
+            intents_backed: AtomicU32::new(lay::INTENT_SLOTS as u32),
+            starved_said: AtomicBool::new(false),
+        }
+    }
+
+    /// The memory is a spooled file whose control block and source table
+    /// are allocated, and its first `records` record bytes (a multiple of
+    /// `BACK_STEP`): the rest is allocated before first use.
+    pub fn set_spooled(&self, records: usize) {
+        self.intents_backed.store(0, SeqCst);
+        let f = records as u64;
+        self.frontier
+            .store(if f >= self.cap as u64 { u64::MAX } else { f }, SeqCst);
+    }
+
+    /// Allocates the spooled file's bytes `off..off+len` of the layout;
+    /// false when it cannot (a full filesystem, or the ring's fd is not
+    /// where the library keeps it).
+    fn allocate(&self, off: usize, len: usize) -> bool {
+        let fd = crate::fds::ring_fd();
+        crate::fds::is_ring_fd(fd) && crate::transport::spool::allocate(fd, off, len)
+    }
+
+    /// Makes record offsets up to `end` allocated (in steps, to the
+    /// capacity at most); false when they cannot be.
+    #[cold]
+    fn back_records(&self, end: u64) -> bool {
+        let cap = self.cap as u64;
+        let target = if end >= cap {
+            cap
+        } else {
+            end.div_ceil(BACK_STEP).saturating_mul(BACK_STEP).min(cap)
+        };
+        let from = self.frontier.load(Acquire);
+        if from >= target {
+            return true;
+        }
+        let data = lay::data_offset(self.slots);
+        if !self.allocate(data + from as usize, (target - from) as usize) {
+            if !self.starved_said.swap(true, Relaxed) {
+                let mut a = [0u8; 20];
+                crate::debug(&[
+                    b"the spool's filesystem is full: the ring keeps to the ",
+                    crate::sys::fmt_u64(from, &mut a),
+                    b" bytes of records it has until there is room",
+                ]);
+            }
+            return false;
+        }
+        self.frontier
+            .fetch_max(if target == cap { u64::MAX } else { target }, AcqRel);
+        true
+    }
+
+    /// Makes intent slot `i` allocated (with every slot before it);
+    /// false when it cannot be.
+    pub fn back_intent(&self, i: usize) -> bool {
+        let have = self.intents_backed.load(Acquire) as usize;
+        if i < have {
+            return true;
+        }
+        let at = lay::intents_offset(self.slots);
+        if !self.allocate(at + have * lay::INTENT_SIZE, (i + 1 - have) * lay::INTENT_SIZE) {
+            return false;
+        }
+        self.intents_backed.fetch_max(i as u32 + 1, AcqRel);
+        true
+    }
+
+    /// Intent slots `0..n` may be read (allocated).
+    pub fn intents_backed(&self) -> usize {
+        self.intents_backed.load(Acquire) as usize
+    }
+
+    /// Whether a record of `max` bytes can be placed at all once the
+    /// consumer has freed space: not when a spooled ring could allocate
+    /// less than it needs.
+    pub fn could_hold(&self, max: usize) -> bool {
+        let need = (HDR + META + round8(max) + HDR) as u64;
+        let limit = self.frontier.load(Relaxed);
+        limit == u64::MAX || need <= limit || self.back_records(need)
+    }
+
+    /// Records who made the ring, for a sink that finds it in the spool
+    /// with no connection to say so: the pid and the frames' platform.
+    pub fn set_maker(&self, pid: u32, platform: &[u8]) {
+        if self.cap == 0 {
+            return;
+        }
+        let n = platform.len().min(lay::PLATFORM_MAX);
+        // SAFETY: fields of the control block, written before the ring is
+        // handed to anyone (constructor, fork child).
+        unsafe {
+            (self.ctl.add(lay::PID_AT) as *mut u32).write_volatile(pid);
+            core::ptr::copy_nonoverlapping(platform.as_ptr(), self.ctl.add(lay::PLATFORM_AT), n);
+            (self.ctl.add(lay::PLATFORM_LEN_AT) as *mut u32).write_volatile(n as u32);
         }
     }
 
@@ -381,7 +500,22 @@ impl Ring {
         let (start, end) = loop {
             let off = h & (cap - 1);
             let to_end = cap - off;
-            let start = if total <= to_end { h } else { h + to_end };
+            let mut start = if total <= to_end { h } else { h + to_end };
+            let limit = self.frontier.load(Relaxed);
+            let at = start & (cap - 1);
+            // Room for a pad header after the record too: the head never
+            // rests on the frontier, where a pad could not be written.
+            let need = at + total + HDR as u64;
+            if need > limit && !self.back_records(need) {
+                // A spooled ring whose filesystem has no more room: wrap
+                // early, inside what is allocated (the pad from here to
+                // the end of the ring is a header alone), as a smaller
+                // ring would.
+                if total + HDR as u64 > limit {
+                    return None;
+                }
+                start = h + to_end;
+            }
             let end = start + total;
             if end - self.tail_w().load(Acquire) > cap {
                 return None;
@@ -529,12 +663,16 @@ impl Ring {
             return;
         }
         let cap = self.cap as u64;
+        // Offsets past the frontier were never written (a spooled ring's
+        // early wrap pads over them): not touched, so never allocated.
+        let limit = self.frontier.load(Acquire).min(cap);
         let mut p = tail;
         while p < upto {
             let off = p & (cap - 1);
             let n = (upto - p).min(cap - off);
-            // SAFETY: [p, p+n) is consumed and inside the ring.
-            unsafe { core::ptr::write_bytes(self.at(p), 0, n as usize) };
+            let z = n.min(limit.saturating_sub(off));
+            // SAFETY: [p, p+z) is consumed, allocated and inside the ring.
+            unsafe { core::ptr::write_bytes(self.at(p), 0, z as usize) };
             p += n;
         }
         self.tail_w().store(upto, Release);

@@ -87,7 +87,7 @@ pub struct Ident {
 }
 
 impl Ident {
-    fn from_stat(st: &libc::stat) -> Ident {
+    pub fn from_stat(st: &libc::stat) -> Ident {
         Ident {
             dev: st.st_dev,
             ino: st.st_ino,

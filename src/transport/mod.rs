@@ -9,6 +9,7 @@
 //! system call only when the consumer is idle, or when it is lingering to
 //! batch and the backlog passes a high-water mark.
 
+pub mod spool;
 pub mod target;
 
 use crate::config;
@@ -117,12 +118,25 @@ fn wants_shared_ring() -> bool {
     c.target_kind == config::TargetKind::Socket && c.format == config::Format::Logtap
 }
 
-/// Fresh zeroed memory for a ring's layout of `size` bytes: a sealed
-/// memfd mapped shared when `shared` (and the kernel allows it), else a
-/// private anonymous mapping. Returns the address and the memfd (-1: none).
+/// Fresh zeroed memory for a ring's layout of `size` bytes: when `shared`
+/// (and the kernel allows it), a file in the spool (`spool`) or else a
+/// sealed memfd, mapped shared; else a private anonymous mapping. Returns
+/// the address and the file's fd (-1: none); `spool::spooled()` says
+/// which file it is.
 fn new_memory(size: usize, shared: bool) -> Option<(*mut u8, i32)> {
+    spool::forget();
     if shared {
-        let fd = sys::sealed_memfd(c"logtap-ring", size);
+        use logtap_wire::ring as lay;
+        // Allocated at once: the control block and source table, and the
+        // first records (`Ring::set_spooled`).
+        let data = lay::data_offset(SOURCES);
+        let first = (size - data).min(crate::ring::BACK_STEP as usize);
+        let spooled = spool::create(size, [(0, lay::intents_offset(SOURCES)), (data, first)]);
+        let fd = if spooled >= 0 {
+            spooled
+        } else {
+            sys::sealed_memfd(c"logtap-ring", size)
+        };
         if fd >= 0 {
             // SAFETY: a new shared mapping of the whole memfd, which its
             // seals keep at exactly `size` bytes; MAP_NORESERVE so that
@@ -140,7 +154,7 @@ fn new_memory(size: usize, shared: bool) -> Option<(*mut u8, i32)> {
             if p != libc::MAP_FAILED {
                 return Some((p as *mut u8, fd));
             }
-            sys::close(fd);
+            spool::discard(fd);
         }
         let mut e = [0u8; 20];
         crate::debug(&[
@@ -175,6 +189,38 @@ pub fn announce_source(src: u8) {
     );
 }
 
+/// A new ring's own facts: who made it, and whether its pages must be
+/// allocated before use (a spooled file).
+fn made_ring() {
+    if spool::spooled() {
+        ring().set_spooled(crate::ring::BACK_STEP as usize);
+    }
+    ring().set_maker(sys::getpid() as u32, config::get().platform.bytes());
+}
+
+/// Nothing in the ring is left for anyone to deliver: every record sent,
+/// no drop unreported, no write in an intent slot.
+fn nothing_left() -> bool {
+    use logtap_wire::ring as lay;
+    let r = ring();
+    r.used() == 0
+        && !drops_pending()
+        && (0..r.intents_backed()).all(|i| {
+            r.intent(i).is_none_or(|s| {
+                intent_word(s, lay::INTENT_STATE_AT).load(Acquire) == lay::INTENT_IDLE
+            })
+        })
+}
+
+/// A spooled ring with nothing left in it leaves the spool (exit, exec,
+/// a fatal signal's flush that delivered everything): no sink has to
+/// find it. The file stays otherwise, for the sink.
+fn unspool_if_done() {
+    if spool::spooled() && nothing_left() {
+        spool::remove(crate::fds::ring_fd());
+    }
+}
+
 fn map_ring(cap: usize) -> bool {
     let size = Ring::layout_size(cap, SOURCES);
     let Some((p, fd)) = new_memory(size, wants_shared_ring()) else {
@@ -186,6 +232,7 @@ fn map_ring(cap: usize) -> bool {
     if fd >= 0 {
         crate::fds::adopt_ring_fd(fd);
     }
+    made_ring();
     SHARED.store(fd >= 0, Relaxed);
     for src in [crate::tap::STDOUT, crate::tap::STDERR, crate::tap::NOTICE] {
         announce_source(src);
@@ -220,6 +267,7 @@ pub fn abandon() -> bool {
     }
     free_stale_intents();
     ring().set_state(logtap_wire::ring::STATE_ABANDONED);
+    unspool_if_done();
     ring().owner() != 0
 }
 
@@ -513,7 +561,8 @@ pub fn reserve(src: u8, max: usize) -> Option<crate::ring::Reservation> {
 #[cold]
 fn reserve_when_full(src: u8, max: usize) -> Option<crate::ring::Reservation> {
     let r = ring();
-    if max > r.max_record() {
+    // (A spooled ring on a full filesystem may hold less than its size.)
+    if max > r.max_record() || !r.could_hold(max) {
         return None;
     }
     // Full. While the target is taking data, wait for room, as a write to
@@ -957,6 +1006,7 @@ pub fn at_fatal_signal(inline_ok: bool) {
     if !flush_with(config::get().exit_timeout_ms, Some(dying)) && inline_ok {
         target::spill_undelivered();
     }
+    unspool_if_done();
 }
 
 /// Stops the consumer thread and waits until it is gone (for
@@ -1019,7 +1069,7 @@ pub fn after_fork_child() {
             if at == libc::MAP_FAILED {
                 libc::munmap(p as *mut libc::c_void, old_size);
                 if fd >= 0 {
-                    sys::close(fd);
+                    spool::discard(fd);
                 }
             } else {
                 *RING.0.get() = Ring::attach(at as *mut u8, cap, SOURCES);
@@ -1047,6 +1097,9 @@ pub fn after_fork_child() {
             }
             *RING.0.get() = Ring::none();
         }
+    }
+    if ok {
+        made_ring();
     }
     // The only thread of the child starts with no intent slot: the table
     // is fresh (and may lie at another address).
@@ -1203,7 +1256,8 @@ fn free_stale_intents() {
     let _e = sys::ErrnoGuard::new();
     let pid = sys::getpid();
     let r = ring();
-    for i in 0..lay::INTENT_SLOTS {
+    // Only allocated slots: a claim allocates its slot first.
+    for i in 0..r.intents_backed() {
         let Some(s) = r.intent(i) else {
             return;
         };
@@ -1251,7 +1305,8 @@ fn claim_intent() -> (*mut u8, bool) {
     let r = ring();
     for pass in 0..2 {
         for i in 0..logtap_wire::ring::INTENT_SLOTS {
-            let Some(s) = r.intent(i) else {
+            // A spooled ring's slot is allocated before it is first read.
+            let (Some(s), true) = (r.intent(i), r.back_intent(i)) else {
                 return (NO_INTENT, true);
             };
             let owner = intent_word(s, logtap_wire::ring::INTENT_OWNER_AT);

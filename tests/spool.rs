@@ -1,0 +1,283 @@
+//! End to end: the spool. A program whose socket lies on tmpfs keeps its
+//! ring in `<socket>.spool/`, so a SIGKILL while no sink holds the ring
+//! (the sink restarting, or not started yet) loses nothing: the next sink
+//! finds the ring and delivers it. The reference is the program's own
+//! stdout file, as in `death.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::kids::{check_killed, json_lines, kill, Kid, SinkProc};
+
+/// The tests here start and stop sinks on shared spools: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh directory on tmpfs (`/dev/shm`), removed when the test passes.
+struct ShmDir(PathBuf);
+
+impl ShmDir {
+    fn new(name: &str) -> ShmDir {
+        let base = Path::new("/dev/shm");
+        // SAFETY: a NUL-terminated path and a properly sized out-parameter.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statfs(c"/dev/shm".as_ptr(), &mut st) }, 0);
+        assert_eq!(
+            st.f_type as i64, 0x0102_1994,
+            "/dev/shm is not tmpfs here: the spool tests need a memory filesystem"
+        );
+        let p = base.join(format!("logtap-spool-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        ShmDir(p)
+    }
+
+    fn spool(&self) -> PathBuf {
+        self.0.join("s.spool")
+    }
+
+    /// The rings left in the spool.
+    fn rings(&self) -> Vec<String> {
+        std::fs::read_dir(self.spool())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for ShmDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn stress() -> PathBuf {
+    common::kids::stress("spool")
+}
+
+/// The stress program tapped to the socket `s` in `dir`, its stdout the
+/// file `out` there.
+fn tapped(dir: &ShmDir, out: &Path) -> Command {
+    let mut c = Command::new(stress());
+    c.env("LD_PRELOAD", common::so_path())
+        .env("LLT_TARGET", format!("socket:{}", dir.0.join("s").display()))
+        .env_remove("LLT_FORMAT")
+        .env("LLT_TAP_INTO", "1")
+        .stdout(std::fs::File::create(out).unwrap());
+    c
+}
+
+/// SIGTERM, wait: the sink's stdout lines of `pid`'s stdout, and its
+/// stderr.
+fn stop(sink: SinkProc, pid: u32) -> (Vec<u8>, String) {
+    kill(sink.child.id(), libc::SIGTERM);
+    let (st, out, err) = sink.finish();
+    assert!(st.success(), "sink exited with {st:?}: {err}");
+    let mut got = Vec::new();
+    for o in json_lines(&out)
+        .iter()
+        .filter(|o| o["source"] == "stdout" && o["pid"] == pid)
+    {
+        got.extend_from_slice(o["message"].as_str().unwrap().as_bytes());
+        got.push(b'\n');
+    }
+    (got, err)
+}
+
+/// Waits until `cond` holds (at most 10 s).
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the program wrote at least `n` bytes to `out`.
+fn wrote(out: &Path, n: u64) {
+    until("the program's first lines", || {
+        std::fs::metadata(out).map(|m| m.len()).unwrap_or(0) >= n
+    });
+}
+
+#[test]
+fn sigkill_before_any_sink_started_is_delivered_when_one_starts() {
+    let _one = serial();
+    let dir = ShmDir::new("nosink");
+    let out = dir.0.join("out");
+    let mut p = Kid::spawn(tapped(&dir, &out).args(["lines", "1000000", "300"]));
+    wrote(&out, 20_000);
+    kill(p.id(), libc::SIGKILL);
+    p.wait().unwrap();
+    assert_eq!(
+        dir.rings().iter().filter(|n| n.ends_with(".ring")).count(),
+        1,
+        "the killed program's ring is in the spool: {:?}",
+        dir.rings()
+    );
+    let sink = SinkProc::start(&dir.0.join("s"));
+    until("the sink to take the ring from the spool", || {
+        dir.rings().is_empty()
+    });
+    let (got, err) = stop(sink, p.id());
+    let file = std::fs::read(&out).unwrap();
+    check_killed(&file, &got, &format!("no sink when killed (sink said: {err})"));
+    assert!(
+        err.contains("spool"),
+        "the sink says it recovered a spooled ring: {err}"
+    );
+}
+
+#[test]
+fn sigkill_while_the_sink_restarts_loses_nothing() {
+    let _one = serial();
+    for round in 0..3 {
+        let dir = ShmDir::new(&format!("restart{round}"));
+        let sock = dir.0.join("s");
+        let out = dir.0.join("out");
+        let first = SinkProc::start(&sock);
+        let mut p = Kid::spawn(tapped(&dir, &out).args(["lines", "1000000", "100"]));
+        wrote(&out, 10_000);
+        std::thread::sleep(Duration::from_millis(common::kids::jitter(200)));
+        let (before, err1) = stop(first, p.id());
+        // The program goes on writing with no sink, then is killed.
+        let at_stop = std::fs::metadata(&out).unwrap().len();
+        wrote(&out, at_stop + 5_000 + common::kids::jitter(20_000));
+        kill(p.id(), libc::SIGKILL);
+        p.wait().unwrap();
+        let second = SinkProc::start(&sock);
+        until("the sink to take the ring from the spool", || {
+            dir.rings().is_empty()
+        });
+        let (after, err2) = stop(second, p.id());
+        let mut got = before;
+        got.extend_from_slice(&after);
+        let file = std::fs::read(&out).unwrap();
+        assert!(
+            (file.len() as u64) > at_stop,
+            "round {round}: nothing written while no sink ran"
+        );
+        check_killed(
+            &file,
+            &got,
+            &format!("round {round}: killed between two sinks (first said: {err1}; second said: {err2})"),
+        );
+    }
+}
+
+#[test]
+fn a_ring_left_at_exit_with_no_sink_is_delivered_later_and_a_delivered_one_is_removed() {
+    let _one = serial();
+    let dir = ShmDir::new("exit");
+    let out = dir.0.join("out");
+    // No sink: the program exits with its lines undelivered.
+    let mut p = Kid::spawn(tapped(&dir, &out).args(["lines", "3000"]));
+    assert!(p.wait().unwrap().success());
+    assert_eq!(dir.rings().len(), 1, "its ring stays in the spool");
+    let sink = SinkProc::start(&dir.0.join("s"));
+    until("the sink to take the ring from the spool", || {
+        dir.rings().is_empty()
+    });
+    // With the sink running, a program that exits normally removes its
+    // own ring: nothing is left for anyone to find.
+    let out2 = dir.0.join("out2");
+    let mut q = Kid::spawn(tapped(&dir, &out2).args(["lines", "3000"]));
+    assert!(q.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        dir.rings().is_empty(),
+        "a delivered ring is left in the spool: {:?}",
+        dir.rings()
+    );
+    let sink_pid = sink.child.id();
+    let (got, err) = stop(sink, p.id());
+    let file = std::fs::read(&out).unwrap();
+    common::assert_bytes(&format!("left at exit (sink {sink_pid} said: {err})"), &got, &file);
+}
+
+/// A spool on a full filesystem: the program is never harmed (no SIGBUS
+/// from a page tmpfs cannot give), and what did not fit is reported as
+/// dropped, byte for byte. Needs root to mount a small tmpfs.
+#[test]
+fn a_full_spool_filesystem_never_harms_the_program() {
+    let _one = serial();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root");
+        return;
+    }
+    let dir = ShmDir::new("full");
+    let small = dir.0.join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=600k", "tmpfs"])
+        .arg(&small)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(small.clone());
+    let sock = small.join("s");
+    let sink = SinkProc::start(&sock);
+    let out = dir.0.join("out");
+    let mut c = Command::new(stress());
+    c.env("LD_PRELOAD", common::so_path())
+        .env("LLT_TARGET", format!("socket:{}", sock.display()))
+        .env_remove("LLT_FORMAT")
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_EXIT_TIMEOUT_MS", "5000")
+        .env("LLT_DEBUG_MODE", "1")
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.0.join("err")).unwrap())
+        .args(["lines", "100000"]);
+    let mut p = Kid::spawn(&mut c);
+    let st = p.wait().unwrap();
+    assert!(st.success(), "the program died: {st:?}");
+    let said = std::fs::read_to_string(dir.0.join("err")).unwrap();
+    assert!(
+        said.contains("spool's filesystem is full"),
+        "the ring was spooled and ran out of room: {said}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    kill(sink.child.id(), libc::SIGTERM);
+    let (_, sout, err) = sink.finish();
+    let objs = json_lines(&sout);
+    let mut got = 0u64;
+    let mut dropped = 0u64;
+    for o in &objs {
+        if o["source"] == "stdout" && o["pid"] == p.id() {
+            got += o["message"].as_str().unwrap().len() as u64 + 1;
+        } else if o["source"] == "logtap" {
+            let m = o["message"].as_str().unwrap();
+            let n = logtap_wire::DropNotice::parse(m.as_bytes())
+                .unwrap_or_else(|| panic!("not a drop notice: {m}"));
+            dropped += n.bytes;
+        }
+    }
+    let file = std::fs::read(&out).unwrap();
+    assert_eq!(
+        got + dropped,
+        file.len() as u64,
+        "bytes delivered + reported dropped = bytes written (sink said: {err})"
+    );
+}
