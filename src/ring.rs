@@ -225,7 +225,10 @@ impl Ring {
             return true;
         }
         let at = lay::intents_offset(self.slots);
-        if !self.allocate(at + have * lay::INTENT_SIZE, (i + 1 - have) * lay::INTENT_SIZE) {
+        if !self.allocate(
+            at + have * lay::INTENT_SIZE,
+            (i + 1 - have) * lay::INTENT_SIZE,
+        ) {
             return false;
         }
         self.intents_backed.fetch_max(i as u32 + 1, AcqRel);
@@ -779,6 +782,69 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A spooled ring that cannot allocate past its first step keeps to
+    /// it: records wrap early, and nothing (writer, pad, release) touches
+    /// a byte past it, which is made inaccessible here so that any touch
+    /// faults.
+    #[test]
+    fn a_spooled_ring_that_cannot_grow_never_touches_past_its_frontier() {
+        let cap = 4 * BACK_STEP as usize;
+        let size = Ring::layout_size(cap, 8);
+        // SAFETY: a fresh anonymous mapping, zeroed and page-aligned.
+        let mem = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as *mut u8;
+        assert_ne!(mem as *mut libc::c_void, libc::MAP_FAILED);
+        // SAFETY: as above.
+        let r = unsafe { Ring::format(mem, cap, 8) };
+        r.set_spooled(BACK_STEP as usize);
+        let past = lay::data_offset(8) + BACK_STEP as usize;
+        // SAFETY: the records past the first step, inside the mapping.
+        assert_eq!(
+            unsafe {
+                libc::mprotect(
+                    mem.add(past) as *mut libc::c_void,
+                    size - past,
+                    libc::PROT_NONE,
+                )
+            },
+            0
+        );
+        // (No fd of a spooled ring here: every allocation fails.)
+        assert!(!r.could_hold(BACK_STEP as usize));
+        let mut expect = std::collections::VecDeque::new();
+        let mut pos = 0u64;
+        for i in 0..200_000u32 {
+            let data = vec![(i % 251) as u8; 1 + (i as usize * 7919) % 3000];
+            if r.push((i % 3) as u8, &[&data], data.len(), O).is_some() {
+                expect.push_back(data);
+            }
+            if i % 7 == 0 {
+                while let Some(rec) = r.peek(pos) {
+                    // SAFETY: a committed record's bytes, not yet released.
+                    let got = unsafe { std::slice::from_raw_parts(rec.data, rec.len) };
+                    assert_eq!(got, &expect.pop_front().unwrap()[..]);
+                    pos = rec.next;
+                    r.release(pos);
+                }
+            }
+        }
+        assert!(expect.len() < 200, "the ring kept working");
+        assert!(
+            r.head() > 4 * cap as u64,
+            "positions went round several times"
+        );
+        // SAFETY: the mapping made above.
+        unsafe { libc::munmap(mem as *mut libc::c_void, size) };
     }
 
     #[test]

@@ -71,7 +71,10 @@ fn stress() -> PathBuf {
 fn tapped(dir: &ShmDir, out: &Path) -> Command {
     let mut c = Command::new(stress());
     c.env("LD_PRELOAD", common::so_path())
-        .env("LLT_TARGET", format!("socket:{}", dir.0.join("s").display()))
+        .env(
+            "LLT_TARGET",
+            format!("socket:{}", dir.0.join("s").display()),
+        )
         .env_remove("LLT_FORMAT")
         .env("LLT_TAP_INTO", "1")
         .stdout(std::fs::File::create(out).unwrap());
@@ -132,7 +135,11 @@ fn sigkill_before_any_sink_started_is_delivered_when_one_starts() {
     });
     let (got, err) = stop(sink, p.id());
     let file = std::fs::read(&out).unwrap();
-    check_killed(&file, &got, &format!("no sink when killed (sink said: {err})"));
+    check_killed(
+        &file,
+        &got,
+        &format!("no sink when killed (sink said: {err})"),
+    );
     assert!(
         err.contains("spool"),
         "the sink says it recovered a spooled ring: {err}"
@@ -171,7 +178,9 @@ fn sigkill_while_the_sink_restarts_loses_nothing() {
         check_killed(
             &file,
             &got,
-            &format!("round {round}: killed between two sinks (first said: {err1}; second said: {err2})"),
+            &format!(
+                "round {round}: killed between two sinks (first said: {err1}; second said: {err2})"
+            ),
         );
     }
 }
@@ -203,7 +212,11 @@ fn a_ring_left_at_exit_with_no_sink_is_delivered_later_and_a_delivered_one_is_re
     let sink_pid = sink.child.id();
     let (got, err) = stop(sink, p.id());
     let file = std::fs::read(&out).unwrap();
-    common::assert_bytes(&format!("left at exit (sink {sink_pid} said: {err})"), &got, &file);
+    common::assert_bytes(
+        &format!("left at exit (sink {sink_pid} said: {err})"),
+        &got,
+        &file,
+    );
 }
 
 /// A spool on a full filesystem: the program is never harmed (no SIGBUS
