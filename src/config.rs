@@ -113,7 +113,14 @@ pub struct Config {
     pub target_uids: Option<UidList>,
     /// `LLT_LIBRARY` (logtap-run only): the library to preload.
     pub library: FixedStr<PATH_MAX>,
+    /// `LLT_SPOOL`: the spool directory (empty: `<socket>.spool`).
+    pub spool: FixedStr<SPOOL_MAX>,
+    /// `LLT_SPOOL=off`: the shared ring is always a memfd.
+    pub spool_off: bool,
 }
+
+/// The longest `LLT_SPOOL` (with room for a ring's name after it).
+pub const SPOOL_MAX: usize = 128;
 
 /// Up to [`MAX_TARGET_UIDS`] uids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +184,8 @@ impl Config {
             target_mode: 0,
             target_uids: None,
             library: FixedStr::new(),
+            spool: FixedStr::new(),
+            spool_off: false,
         }
     }
 }
@@ -485,6 +494,21 @@ fn apply_platform(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
     Ok(())
 }
 
+fn apply_spool(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
+    c.spool_off = v == b"off";
+    if c.spool_off || v.is_empty() {
+        c.spool.set(b"");
+        return Ok(());
+    }
+    if v.first() != Some(&b'/') || v.len() >= SPOOL_MAX || !c.spool.set(v) {
+        c.spool.set(b"");
+        return Err(expected(
+            b"expected off or an absolute directory path of at most 127 bytes",
+        ));
+    }
+    Ok(())
+}
+
 fn apply_library(c: &mut Config, v: &[u8]) -> Result<(), Invalid> {
     if v.first() != Some(&b'/') || !c.library.set(v) {
         return Err(expected(b"expected an absolute path"));
@@ -515,6 +539,7 @@ pub static SETTINGS: &[Setting] = &[
     setting(b"LLT_LEVEL_STDOUT\0", b"INFO", "level of stdout records (0-6 or FATAL..ALL)", |c, v| level_into(v, &mut c.level_stdout)),
     setting(b"LLT_LEVEL_STDERR\0", b"ERROR", "level of stderr records", |c, v| level_into(v, &mut c.level_stderr)),
     setting(b"LLT_LEVEL_FILE\0", b"INFO", "level of log file records", |c, v| level_into(v, &mut c.level_file)),
+    setting(b"LLT_SPOOL\0", b"", "socket: targets: the directory on tmpfs where the buffer outlives a process no sink holds (killed while the sink restarts or before it starts); default the socket's path plus .spool; off: never", apply_spool),
     setting(b"LLT_PLATFORM\0", b"", "the frames' platform field; default $HOSTNAME, else the kernel's host name", apply_platform),
     setting(b"LLT_LIBRARY\0", b"", "logtap-run: the library to preload; default liblogtap.so (musl/liblogtap.so for musl programs) beside logtap-run", apply_library),
 ];

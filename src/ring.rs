@@ -72,7 +72,7 @@ pub struct Ring {
 
 /// Records of a spooled ring are allocated this much at a time (the
 /// first step when the file is made).
-pub const BACK_STEP: u64 = 256 << 10;
+pub const BACK_STEP: u64 = 64 << 10;
 
 // SAFETY: all shared state is reached through atomics; record bytes are
 // written only by the thread that reserved them and read by the consumer

@@ -3,9 +3,9 @@
 //! A memfd lives as long as something holds it. While logtap-sink holds
 //! the program's ring, SIGKILL loses nothing; while no sink does (it is
 //! restarting, or not yet started), the memfd dies with the process. So
-//! when the socket's directory is on a memory filesystem, the ring is a
-//! file in the spool next to the socket (`<socket>.spool`, see
-//! `logtap_wire::ring::SPOOL_SUFFIX`) instead: the same layout and size,
+//! when the spool directory (`LLT_SPOOL`, by default next to the socket:
+//! `<socket>.spool`, see `logtap_wire::ring::SPOOL_SUFFIX`) is on a memory
+//! filesystem, the ring is a file there instead: the same layout and size,
 //! mapped the same way, handed to the sink the same way. The process
 //! holds an `flock` on it for its life; a sink that finds a ring nobody
 //! locks reads it and removes it. At exit or exec with nothing left to
@@ -41,13 +41,21 @@ static STAMP: AtomicU64 = AtomicU64::new(0);
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
-/// `<socket>.spool` and a NUL, in `buf`; `None` for targets other than a
-/// socket (the path is at most 107 bytes: `config::apply_target`).
-fn dir_path(buf: &mut [u8; 128]) -> Option<&[u8]> {
+/// The spool directory and a NUL, in `buf`: `LLT_SPOOL`, else
+/// `<socket>.spool`; `None` for targets other than a socket, or with
+/// `LLT_SPOOL=off` (a socket path is at most 107 bytes:
+/// `config::apply_target`; `LLT_SPOOL` at most 127).
+fn dir_path(buf: &mut [u8; config::SPOOL_MAX + 8]) -> Option<&[u8]> {
     let c = config::get();
-    let p = c.target_path.bytes();
-    let s = lay::SPOOL_SUFFIX.as_bytes();
-    if c.target_kind != config::TargetKind::Socket || p.len() + s.len() + 1 > buf.len() {
+    if c.target_kind != config::TargetKind::Socket || c.spool_off {
+        return None;
+    }
+    let (p, s) = if c.spool.is_empty() {
+        (c.target_path.bytes(), lay::SPOOL_SUFFIX.as_bytes())
+    } else {
+        (c.spool.bytes(), &b""[..])
+    };
+    if p.len() + s.len() + 1 > buf.len() {
         return None;
     }
     buf[..p.len()].copy_from_slice(p);
@@ -113,7 +121,7 @@ fn open_dir(path: &[u8]) -> i32 {
 pub fn create(size: usize, backed: [(usize, usize); 2]) -> i32 {
     let _e = sys::ErrnoGuard::new();
     PID.store(0, Relaxed);
-    let mut dbuf = [0u8; 128];
+    let mut dbuf = [0u8; config::SPOOL_MAX + 8];
     let Some(dir) = dir_path(&mut dbuf) else {
         return -1;
     };
@@ -150,7 +158,10 @@ pub fn create(size: usize, backed: [(usize, usize); 2]) -> i32 {
             dfd,
             tmp.as_ptr(),
             libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o600,
+            // Group-readable: a sink of another uid that shares the
+            // group (a pod's fsGroup, which a setgid spool passes on)
+            // can read a dead program's ring.
+            0o640,
         )
     } as i32;
     let made = fd >= 0
@@ -214,7 +225,7 @@ pub fn remove(ring_fd: i32) {
         return;
     }
     let _e = sys::ErrnoGuard::new();
-    let mut dbuf = [0u8; 128];
+    let mut dbuf = [0u8; config::SPOOL_MAX + 8];
     let Some(dir) = dir_path(&mut dbuf) else {
         return;
     };

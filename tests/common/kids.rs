@@ -67,6 +67,33 @@ pub fn tmpdir(suite: &str, name: &str) -> PathBuf {
     super::fresh_dir(&format!("{suite}-{name}"))
 }
 
+/// As [`tmpdir`], on tmpfs (`/dev/shm`): a socket there makes the library
+/// keep its ring in the spool (`<socket>.spool`) instead of a memfd.
+pub fn shm_tmpdir(suite: &str, name: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = Path::new("/dev/shm").join(format!(
+        "logtap-test-{}-{n}-{suite}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&p);
+    std::fs::create_dir_all(&p).expect("create a test dir in /dev/shm");
+    p
+}
+
+/// The rings left in the spool of the socket `sock`.
+pub fn spooled(sock: &Path) -> Vec<String> {
+    let mut spool = sock.as_os_str().to_owned();
+    spool.push(".spool");
+    std::fs::read_dir(spool)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn kill(pid: u32, sig: i32) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid as i32, sig) };

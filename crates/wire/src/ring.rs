@@ -143,7 +143,7 @@ pub const STATE_DELIVERED: u32 = 2;
 /// is the directory named like the socket plus this suffix
 /// (`/run/logtap/logtap.sock` → `/run/logtap/logtap.sock.spool`), mode
 /// `01733`. A ring in it is a regular file named `<pid>-<ns>.ring`
-/// ([`SPOOL_RING_SUFFIX`]), mode 0600, created under a name starting with
+/// ([`SPOOL_RING_SUFFIX`]), mode 0640, created under a name starting with
 /// a dot and renamed once its maker holds an `flock` (`LOCK_EX`) on it
 /// (the control block is written next, under that lock). While any open file description of it holds that
 /// lock (its program, or a sink it was handed to), it is live; a ring
