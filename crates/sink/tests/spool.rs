@@ -606,3 +606,42 @@ fn a_full_spool_is_delivered_over_several_scans() {
     assert_eq!(stopped.err.len(), N, "{:?}", stopped.err);
     assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
 }
+
+/// An unsealed ring file handed over a connection from a file system that
+/// is not in memory is refused (a read there could wait: FUSE, NFS), with
+/// one line; the connection's frames still arrive.
+#[test]
+fn an_unsealed_ring_off_a_memory_file_system_is_refused() {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("logtap-spool-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs = rustix::fs::statfs(&dir).unwrap();
+    #[allow(clippy::unnecessary_cast)]
+    let kind = fs.f_type as i64;
+    if kind == 0x0102_1994 || kind == 0x8584_58f6 {
+        eprintln!("skipped: {} is on a memory file system", dir.display());
+        return;
+    }
+    let sink_dir = ShmDir::new("disk");
+    let sink = Sink::start(&sink_dir.socket(), &[], &[]);
+    let mut c = Client::connect(&sink_dir.socket());
+    let ring = RingWriter::in_file(&dir.join("1-1.ring"), 4096, 1);
+    c.attach(&ring, b"app", RingPosition::default());
+    c.send(&encode_with_origin(
+        Level::Info,
+        b"app",
+        b"stdout",
+        &[(origin(0), b"still flowing\n")],
+    ));
+    sink.wait_json(1, SECS);
+    sink.wait_err("not a usable ring", 1, SECS);
+    let stopped = sink.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(stopped.err.len(), 1, "{:?}", stopped.err);
+    assert!(
+        stopped.err[0].contains("neither a sealed memfd nor a file of a memory file system"),
+        "{:?}",
+        stopped.err
+    );
+}
