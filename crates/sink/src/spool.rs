@@ -355,6 +355,22 @@ impl Spool {
             let _ = self.unlink(name, dev, ino);
             return None;
         }
+        // Its maker renames it into place holding the lock and writes the
+        // control block next: one killed in between leaves an empty file
+        // or one without a magic. Nothing was written to it: removed
+        // silently.
+        let mut magic = [0u8; 8];
+        match rustix::io::pread(&fd, &mut magic, logtap_wire::ring::MAGIC_AT as u64) {
+            Ok(0) => {
+                let _ = self.unlink(name, dev, ino);
+                return None;
+            }
+            Ok(8) if magic == [0; 8] => {
+                let _ = self.unlink(name, dev, ino);
+                return None;
+            }
+            _ => {}
+        }
         let held = fd.try_clone().ok()?;
         let ring = match Ring::check(held) {
             Ok(r) => r,
