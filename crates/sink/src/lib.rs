@@ -15,6 +15,7 @@ mod peercred;
 pub mod policy;
 pub mod server;
 pub mod shared_ring;
+pub mod spool;
 pub mod stream;
 pub mod strict_json;
 

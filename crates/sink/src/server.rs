@@ -19,7 +19,8 @@ use signal_hook_mio::v1_0::Signals;
 use crate::output::{Clock, Emit, Format, Origin};
 use crate::peercred::{peer_cred, PeerCred};
 use crate::policy::{Decision, Limits, Policy, Refusal};
-use crate::shared_ring::{self, Ended, Life, Link, Tokens};
+use crate::shared_ring::{self, Ended, Life, Link, Recovery, Tokens};
+use crate::spool::{self, Spool};
 use crate::stream::FrameStream;
 use crate::warn;
 
@@ -464,6 +465,9 @@ pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
             return 1;
         }
     };
+    // After binding (a second sink on the same socket stops above, before
+    // touching the spool), before serving.
+    let spool = Spool::open(&cfg.socket);
     let poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -502,8 +506,16 @@ pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
             held_back: 0,
         },
         poll,
+        spool,
+        next_spool_scan: Instant::now(),
     };
-    let code = server.run();
+    // Rings of programs that died while no sink ran, before the first
+    // connection is served.
+    let code = if server.scan_spool() {
+        server.run()
+    } else {
+        server.output_error()
+    };
     bound.remove();
     code
 }
@@ -548,6 +560,10 @@ struct Server<E: Emit> {
     /// The one buffer a ring is read into (emptied after each recovery).
     scratch: Vec<u8>,
     complaints: Complaints,
+    /// The spool directory, when it could be had.
+    spool: Option<Spool>,
+    /// When to list it next.
+    next_spool_scan: Instant,
 }
 
 impl<E: Emit> Server<E> {
@@ -579,7 +595,11 @@ impl<E: Emit> Server<E> {
                     .iter()
                     .any(Option::is_some)
                     .then_some(PENDING_CHECK);
-                [backlog, sweep, rings].into_iter().flatten().min()
+                let spooled = self.spool.as_ref().map(|_| {
+                    self.next_spool_scan
+                        .saturating_duration_since(Instant::now())
+                });
+                [backlog, sweep, rings, spooled].into_iter().flatten().min()
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
@@ -616,6 +636,10 @@ impl<E: Emit> Server<E> {
             if Instant::now() >= self.next_pending_check {
                 self.next_pending_check = Instant::now() + PENDING_CHECK;
                 self.check_pending(false);
+            }
+            if self.spool.is_some() && Instant::now() >= self.next_spool_scan && !self.scan_spool()
+            {
+                return self.output_error();
             }
             std::mem::swap(&mut batch, &mut self.ready);
             for i in batch.drain(..) {
@@ -1231,53 +1255,77 @@ impl<E: Emit> Server<E> {
     }
 
     /// Reads a ring into the connection's stream (its partial lines join
-    /// the ring's first bytes) and says so in one line.
+    /// the ring's first bytes) and says so in one line. A ring in the
+    /// spool is then marked delivered and removed.
     fn recover(&mut self, e: &Ended, frames: &mut FrameStream, cred: &PeerCred, reason: &str) {
         let origin = Origin::peer(self.clock.now(), cred.pid, cred.uid);
         let r = shared_ring::recover(e, frames, &origin, &mut self.out, &mut self.scratch);
         // The copy is held only during a recovery.
         self.scratch = Vec::new();
-        if r.bytes == 0
-            && r.writes == 0
-            && r.reserved == 0
-            && r.notices == 0
-            && r.in_flight == 0
-            && r.bad_intents == 0
-            && r.stopped.is_none()
-        {
-            // Everything had been sent (a normal exit): nothing to say.
-            return;
+        if !e.ring.sealed() {
+            e.ring.mark_delivered();
+            if let Some(s) = &self.spool {
+                s.remove_delivered(&e.ring);
+            }
         }
-        let mut extra = String::new();
-        if r.in_flight > 0 {
-            extra += &format!(
-                "; {} bytes in {} writes in flight when it died delivered from its intent slots",
-                r.in_flight_bytes, r.in_flight
+        if let Some(what) = recovery_text(&r, "the last frame") {
+            warn!(
+                "connection from pid {} uid {} ended and {reason}: {what}",
+                Pid(cred.pid),
+                Pid(cred.uid),
             );
         }
-        if r.bad_intents > 0 {
-            extra += &format!(
-                "; {} intent slots that make no sense skipped",
-                r.bad_intents
+    }
+
+    /// Lists the spool and recovers the rings of programs that are gone
+    /// (at most [`spool::RINGS_PER_SCAN`]; the next scan comes soon when
+    /// more wait). `false` when writing the output failed.
+    fn scan_spool(&mut self) -> bool {
+        let Some(sp) = self.spool.as_mut() else {
+            return true;
+        };
+        let (found, more) = sp.scan(spool::RINGS_PER_SCAN);
+        self.next_spool_scan = Instant::now()
+            + if more {
+                PENDING_CHECK
+            } else {
+                spool::SCAN_EVERY
+            };
+        for f in found {
+            // No connection: the records carry their own time and pid; the
+            // uid is the file's owner; no peer pid.
+            let origin = Origin {
+                ts: self.clock.now(),
+                pid: f.pid,
+                peer_pid: None,
+                uid: Some(f.uid),
+            };
+            let mut frames = FrameStream::new(self.max_line);
+            let r = shared_ring::recover(
+                &f.ended,
+                &mut frames,
+                &origin,
+                &mut self.out,
+                &mut self.scratch,
             );
+            frames.finish(&origin, &mut self.out);
+            self.scratch = Vec::new();
+            if let Some(sp) = self.spool.as_mut() {
+                sp.done(&f);
+            }
+            if let Some(what) = recovery_text(&r, "its tail") {
+                warn!(
+                    "spooled ring {} of pid {} uid {}, whose program is gone: {what}",
+                    spool::shown(&f.name),
+                    Pid(f.pid),
+                    f.uid
+                );
+            }
+            if self.out.failed() {
+                return false;
+            }
         }
-        if r.reserved > 0 {
-            extra += &format!("; {} writes that never returned skipped", r.reserved);
-        }
-        if r.notices > 0 {
-            extra += &format!("; {} drop notices from its source table", r.notices);
-        }
-        if let Some(why) = &r.stopped {
-            extra += &format!("; stopped early: {why}");
-        }
-        warn!(
-            "connection from pid {} uid {} ended and {reason}: recovered {} bytes in {} writes from its ring ({} bytes after the last frame){extra}",
-            Pid(cred.pid),
-            Pid(cred.uid),
-            r.bytes,
-            r.writes,
-            r.span
-        );
+        true
     }
 
     /// Keeps a ring until its program dies, takes it elsewhere or the
@@ -1468,6 +1516,48 @@ impl<E: Emit> Server<E> {
             1
         }
     }
+}
+
+/// What a recovery found, for its one line on stderr (`span_from` names
+/// where its span starts); `None` when there was nothing to say (everything
+/// had been sent: a normal exit).
+fn recovery_text(r: &Recovery, span_from: &str) -> Option<String> {
+    if r.bytes == 0
+        && r.writes == 0
+        && r.reserved == 0
+        && r.notices == 0
+        && r.in_flight == 0
+        && r.bad_intents == 0
+        && r.stopped.is_none()
+    {
+        return None;
+    }
+    let mut extra = String::new();
+    if r.in_flight > 0 {
+        extra += &format!(
+            "; {} bytes in {} writes in flight when it died delivered from its intent slots",
+            r.in_flight_bytes, r.in_flight
+        );
+    }
+    if r.bad_intents > 0 {
+        extra += &format!(
+            "; {} intent slots that make no sense skipped",
+            r.bad_intents
+        );
+    }
+    if r.reserved > 0 {
+        extra += &format!("; {} writes that never returned skipped", r.reserved);
+    }
+    if r.notices > 0 {
+        extra += &format!("; {} drop notices from its source table", r.notices);
+    }
+    if let Some(why) = &r.stopped {
+        extra += &format!("; stopped early: {why}");
+    }
+    Some(format!(
+        "recovered {} bytes in {} writes from its ring ({} bytes after {span_from}){extra}",
+        r.bytes, r.writes, r.span
+    ))
 }
 
 /// Decodes a frame file (`-` for stdin) with the same output; returns the

@@ -114,14 +114,23 @@ pub fn recv(sock: impl AsFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Resu
     Ok((r.bytes, r.flags.contains(ReturnFlags::CTRUNC)))
 }
 
-/// A memfd that passed the checks, with the geometry it claimed then.
+/// A memfd (or a spooled ring file) that passed the checks, with the
+/// geometry it claimed then.
 pub struct Ring {
     fd: OwnedFd,
     cap: u64,
     slots: u32,
     intents: u32,
     data_offset: u64,
+    /// A memfd carrying [`REQUIRED_SEALS`]; `false` for a file that
+    /// cannot be sealed (a ring in the spool, `logtap_wire::ring::SPOOL_SUFFIX`),
+    /// whose size its program may still change under the reads.
+    sealed: bool,
 }
+
+/// `TMPFS_MAGIC` and `RAMFS_MAGIC` (`linux/magic.h`): the memory file
+/// systems an unsealed ring is accepted from.
+const MEMORY_FS: [i64; 2] = [0x0102_1994, 0x8584_58f6];
 
 fn ne_u64(b: &[u8], at: usize) -> u64 {
     u64::from_ne_bytes(b[at..at + 8].try_into().expect("8 bytes"))
@@ -146,20 +155,45 @@ fn pread_exact(fd: &OwnedFd, buf: &mut [u8], offset: u64) -> io::Result<()> {
 }
 
 impl Ring {
-    /// Accepts `fd` only as a sealed memfd holding a ring of this layout
-    /// whose size is exactly what its control block says; says why not.
+    /// Accepts `fd` only as a ring of this layout whose size is exactly
+    /// what its control block says, in a sealed memfd or in a file that
+    /// cannot be sealed (a spooled ring) on a memory file system; says why
+    /// not.
+    ///
+    /// An unsealed file may shrink under the reads: every read is a
+    /// `pread` whose short count ends the reading as an error. It must be
+    /// on tmpfs (or ramfs), where a read never waits: a file of a FUSE or
+    /// network file system handed over by a hostile program could block
+    /// the sink's one thread. A memfd that allows sealing but carries too
+    /// few seals is refused as before (its program chose not to seal it).
     pub fn check(fd: OwnedFd) -> Result<Ring, String> {
         let st = rustix::fs::fstat(&fd).map_err(|e| format!("fstat: {e}"))?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
             return Err("not a regular file".into());
         }
-        let seals = rustix::fs::fcntl_get_seals(&fd)
-            .map_err(|e| format!("not a memfd (F_GET_SEALS: {e})"))?;
-        if seals.bits() & REQUIRED_SEALS != REQUIRED_SEALS {
-            return Err(format!(
-                "seals {:#x} lack F_SEAL_SEAL|F_SEAL_SHRINK",
-                seals.bits()
-            ));
+        let sealed = match rustix::fs::fcntl_get_seals(&fd) {
+            Ok(s) if s.bits() & REQUIRED_SEALS == REQUIRED_SEALS => true,
+            // What F_GET_SEALS says of a tmpfs file, which cannot be sealed.
+            Ok(s) if s.bits() == lr::F_SEAL_SEAL => false,
+            Ok(s) => {
+                return Err(format!(
+                    "seals {:#x} lack F_SEAL_SEAL|F_SEAL_SHRINK",
+                    s.bits()
+                ))
+            }
+            // Not a file of tmpfs: refused just below.
+            Err(Errno::INVAL) => false,
+            Err(e) => return Err(format!("F_GET_SEALS: {e}")),
+        };
+        if !sealed {
+            let fs = rustix::fs::fstatfs(&fd).map_err(|e| format!("fstatfs: {e}"))?;
+            #[allow(clippy::unnecessary_cast)] // its width differs between targets
+            let kind = fs.f_type as i64;
+            if !MEMORY_FS.contains(&kind) {
+                return Err(format!(
+                    "neither a sealed memfd nor a file of a memory file system (file system type {kind:#x})"
+                ));
+            }
         }
         let mut c = [0u8; 64];
         pread_exact(&fd, &mut c, 0).map_err(|e| format!("control block: {e}"))?;
@@ -204,7 +238,59 @@ impl Ring {
             slots,
             intents,
             data_offset,
+            sealed,
         })
+    }
+
+    /// A sealed memfd (else a file that cannot be sealed: a spooled ring).
+    pub fn sealed(&self) -> bool {
+        self.sealed
+    }
+
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Every position before it was sent (a claim).
+    pub fn tail(&self) -> io::Result<u64> {
+        self.read_u64(TAIL_AT)
+    }
+
+    /// The state word ([`STATE_ABANDONED`], `STATE_DELIVERED`, ...).
+    pub fn state(&self) -> io::Result<u32> {
+        self.read_u32(STATE_AT)
+    }
+
+    /// The pid its maker claims (`PID_AT`), as it saw itself; `None` when 0
+    /// or unreadable.
+    pub fn claimed_pid(&self) -> Option<u32> {
+        self.read_u32(lr::PID_AT).ok().filter(|&p| p != 0)
+    }
+
+    /// The platform its maker stored (`PLATFORM_AT`), at most
+    /// `PLATFORM_MAX` bytes; empty when unreadable.
+    pub fn platform(&self) -> Vec<u8> {
+        let Ok(len) = self.read_u32(lr::PLATFORM_LEN_AT) else {
+            return Vec::new();
+        };
+        let mut b = vec![0u8; (len as usize).min(lr::PLATFORM_MAX)];
+        match pread_exact(&self.fd, &mut b, lr::PLATFORM_AT as u64) {
+            Ok(()) => b,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Marks the ring read to its end (`STATE_DELIVERED`), so that a sink
+    /// that finds it in the spool later removes it without delivering it
+    /// again. Through the program's own open file description (the
+    /// descriptor it sent, or the file opened read-write); a failure is
+    /// ignored (the file is removed next anyway when it can be).
+    pub fn mark_delivered(&self) {
+        let _ = rustix::io::pwrite(
+            &self.fd,
+            &lr::STATE_DELIVERED.to_ne_bytes(),
+            STATE_AT as u64,
+        );
     }
 
     fn read_u64(&self, at: usize) -> io::Result<u64> {

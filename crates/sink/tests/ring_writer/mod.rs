@@ -50,6 +50,33 @@ impl RingWriter {
             MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
         )
         .expect("memfd_create");
+        RingWriter::laid_out(fd, cap, slots)
+    }
+
+    /// A ring in a file at `path` (in a spool), made as liblogtap makes
+    /// one: mode 0600 under a name starting with a dot, sized, given its
+    /// control block and locked (`flock`, as its live program holds it)
+    /// there, then renamed to `path`. Dropping the writer (closing its
+    /// only descriptor) releases the lock, as the program's death does.
+    pub fn in_file(path: &Path, cap: u64, slots: u32) -> RingWriter {
+        use std::os::unix::fs::OpenOptionsExt;
+        let name = path.file_name().expect("a file name").to_string_lossy();
+        let dot = path.with_file_name(format!(".{name}.new"));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&dot)
+            .expect("create the ring file");
+        let w = RingWriter::laid_out(OwnedFd::from(f), cap, slots);
+        w.lock();
+        std::fs::rename(&dot, path).expect("rename the ring file");
+        w
+    }
+
+    /// Sizes `fd` for a ring and writes its control block.
+    fn laid_out(fd: OwnedFd, cap: u64, slots: u32) -> RingWriter {
         let data_offset = lr::data_offset(slots as usize) as u64;
         rustix::fs::ftruncate(&fd, data_offset + cap).expect("ftruncate");
         let w = RingWriter {
@@ -105,6 +132,27 @@ impl RingWriter {
 
     pub fn abandon(&self) {
         self.put_u32(lr::STATE_AT, lr::STATE_ABANDONED);
+    }
+
+    /// Takes the ring's lock as its live program holds it.
+    pub fn lock(&self) {
+        rustix::fs::flock(&self.fd, rustix::fs::FlockOperation::LockExclusive).expect("flock");
+    }
+
+    /// Stores the tail: every position before it was sent.
+    pub fn set_tail(&self, tail: u64) {
+        self.put_u64(lr::TAIL_AT, tail);
+    }
+
+    /// Stores its maker's pid and platform in the control block.
+    pub fn set_maker(&self, pid: u32, platform: &[u8]) {
+        self.put_u32(lr::PID_AT, pid);
+        self.put_u32(lr::PLATFORM_LEN_AT, platform.len() as u32);
+        pwrite_all(&self.fd, platform, lr::PLATFORM_AT as u64);
+    }
+
+    pub fn set_state(&self, state: u32) {
+        self.put_u32(lr::STATE_AT, state);
     }
 
     pub fn store_head(&self) {
