@@ -221,6 +221,21 @@ fn unspool_if_done() {
     }
 }
 
+/// What did not leave stays in the spool for the next sink (the ring is
+/// still there, so something is left in it): said with `LLT_DEBUG_MODE`.
+fn kept_in_spool() -> bool {
+    if !spool::spooled() {
+        return false;
+    }
+    let mut n = [0u8; 20];
+    crate::debug(&[
+        b"the target did not take everything: ",
+        sys::fmt_u64(ring().used(), &mut n),
+        b" bytes kept in the spool for the next sink",
+    ]);
+    true
+}
+
 fn map_ring(cap: usize) -> bool {
     let size = Ring::layout_size(cap, SOURCES);
     let Some((p, fd)) = new_memory(size, wants_shared_ring()) else {
@@ -976,9 +991,10 @@ pub fn at_exit() {
     }
     let delivered = flush(c.exit_timeout_ms);
     // The sink that holds the ring reads what did not leave (and what is
-    // written after this, which is no longer sent): no spill then.
+    // written after this, which is no longer sent): no spill then. Nor
+    // when the ring stays in the spool: the next sink reads it there.
     let held = abandon() && target::attached();
-    if !delivered && !held {
+    if !delivered && !held && !kept_in_spool() {
         target::spill_undelivered();
     }
     LATE.store(true, Relaxed);
@@ -1003,7 +1019,7 @@ pub fn at_fatal_signal(inline_ok: bool) {
     }
     let alone = sys::threads() == Some(1 + u64::from(THREAD.load(Acquire) == T_RUNNING));
     let dying = Dying { inline_ok, alone };
-    if !flush_with(config::get().exit_timeout_ms, Some(dying)) && inline_ok {
+    if !flush_with(config::get().exit_timeout_ms, Some(dying)) && inline_ok && !kept_in_spool() {
         target::spill_undelivered();
     }
     unspool_if_done();

@@ -175,6 +175,12 @@ struct Cli {
     #[arg(long, value_name = "BYTES", env = "SINK_MAX_BUFFERED",
           value_parser = size_at_least(1024 * 1024, usize::MAX, "wants a byte count of at least 1M"))]
     max_buffered: Option<usize>,
+    /// Where programs keep their buffer as a file, so that one killed
+    /// while no sink held it is delivered by the next (a directory on
+    /// tmpfs; liblogtap's LLT_SPOOL); off: none [default: the socket's
+    /// path plus .spool]
+    #[arg(long, value_name = "DIR|off", env = "SINK_SPOOL")]
+    spool: Option<PathBuf>,
     /// Decode a frame file (- for stdin) to stdout instead of listening, then exit
     #[arg(long, value_name = "FILE")]
     read: Option<PathBuf>,
@@ -360,8 +366,14 @@ fn main() -> ExitCode {
     if let Some(d) = cli.idle_timeout {
         limits.idle_timeout = d;
     }
+    let spool = match &cli.spool {
+        Some(p) if p.as_os_str() == "off" => None,
+        Some(p) => Some(p.clone()),
+        None => Some(logtap_sink::spool::spool_path(&cli.socket)),
+    };
     let cfg = Config {
         socket: cli.socket.clone(),
+        spool,
         mode: cli.mode.unwrap_or(server::DEFAULT_MODE),
         format,
         max_line: cli.max_line.unwrap_or(server::DEFAULT_MAX_LINE),

@@ -77,6 +77,8 @@ const COMPLAINT_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct Config {
     pub socket: PathBuf,
+    /// The spool directory (`None`: no spool).
+    pub spool: Option<PathBuf>,
     pub mode: u32,
     pub format: Format,
     pub max_line: usize,
@@ -467,7 +469,7 @@ pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
     };
     // After binding (a second sink on the same socket stops above, before
     // touching the spool), before serving.
-    let spool = Spool::open(&cfg.socket);
+    let spool = cfg.spool.as_deref().and_then(Spool::open);
     let poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {

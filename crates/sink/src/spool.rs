@@ -107,11 +107,11 @@ pub fn spool_path(socket: &Path) -> PathBuf {
 }
 
 impl Spool {
-    /// Opens the spool of the socket at `socket`, creating it (mode
-    /// `SPOOL_MODE`, whatever the umask) when missing; an existing one
-    /// keeps its mode. `None`, said in one line, when it cannot be had.
-    pub fn open(socket: &Path) -> Option<Spool> {
-        let path = spool_path(socket);
+    /// Opens the spool directory `path`, creating it (mode `SPOOL_MODE`,
+    /// whatever the umask) when missing; an existing one keeps its mode.
+    /// `None`, said in one line, when it cannot be had.
+    pub fn open(path: &Path) -> Option<Spool> {
+        let path = path.to_path_buf();
         let shown_path = path.display();
         let created = match rustix::fs::mkdir(&path, Mode::from_raw_mode(SPOOL_MODE)) {
             Ok(()) => true,
