@@ -28,6 +28,8 @@
 #              app), on fresh named volumes that the engine creates root-owned;
 #              an app run as a uid neither root nor 65532; the sink's hardening
 #   docker11   the same recipe with the Debian 11 app image
+#   dspool     the README's spool recipe: the sink stopped, the app killed, the
+#              sink started again; its lines hold the app's stdout exactly once
 #   dcompose   docker-compose.yaml with Docker Compose v2 (`docker compose up`)
 #
 # For compose/kube/docker the sink's JSON must hold exactly the app's stdout,
@@ -605,7 +607,66 @@ docker_down() {
   ( docker_env
     docker rm -f legacy-app logtap-sink logtap-e2e-anyuid logtap-e2e-baseline >/dev/null 2>&1
     compose_down docker
-    docker volume rm -f logtap logtap-socket >/dev/null 2>&1 ) || true
+    docker volume rm -f logtap logtap-socket >/dev/null 2>&1; rm -rf /run/logtap-spool ) || true
+}
+# The README's spool recipe: the sink stopped while the app writes, the app
+# killed (SIGKILL, as `docker kill` sends it), the sink started again: its
+# lines (both runs) hold the app's stdout exactly once, in order, plus at
+# most the one write SIGKILL ended; the spool is empty afterwards.
+step_dspool() {
+  set -e
+  docker_env
+  local w=$E2E_WORK/dspool mp=/run/logtap-spool n
+  mkdir -p "$w"
+  [ "$(stat -f -c %T /run)" = tmpfs ] || die "/run is $(stat -f -c %T /run) here, not tmpfs: the recipe's spool needs tmpfs"
+  docker tag logtap-demo-app:bookworm logtap-demo-app:latest
+  [ -z "$(docker ps -aq)$(docker volume ls -q)" ] || die "left before: $(docker ps -a --format '{{.Names}}') $(docker volume ls -q)"
+  rm -rf "$mp"
+  docker run --rm -v logtap:/opt/logtap logtap-inject >/dev/null
+  python3 e2e/readme_block.py README.md docker-spool >"$w/run.sh"
+  echo "dspool: README spool recipe ($(grep -c '^docker' "$w/run.sh") docker commands), run as written:"
+  run_recorded "$w/run" "$w/run.sh" || die "a command of the README's spool recipe failed"
+  [ "$(stat -c '%u:%g %a' "$mp")" = "65532:65532 3777" ] || die "$mp is $(stat -c '%u:%g %a' "$mp")"
+  sleep 0.5
+  docker stop -t 10 logtap-sink >/dev/null
+  echo "dspool: sink stopped while the app writes ($(docker logs logtap-sink 2>/dev/null | grep -c legacy-app) lines so far)"
+  sleep 0.8
+  docker kill legacy-app >/dev/null
+  docker wait legacy-app >"$w/app.rc" || true
+  ls -A "$mp" >"$w/spool.before"
+  echo "dspool: app killed (exit $(cat "$w/app.rc")); in the spool: $(tr '\n' ' ' <"$w/spool.before")"
+  grep -q '\.ring$' "$w/spool.before" || die "the killed app left no ring in the spool"
+  docker start logtap-sink >/dev/null
+  for _ in $(seq 100); do
+    [ -z "$(ls -A "$mp")" ] && break
+    sleep 0.2
+  done
+  [ -z "$(ls -A "$mp")" ] || die "the restarted sink left $(ls -A "$mp") in the spool"
+  docker stop -t 10 logtap-sink >/dev/null
+  docker logs logtap-sink >"$w/sink.json" 2>"$w/sink.err"
+  docker logs legacy-app >"$w/app.out" 2>"$w/app.err"
+  grep 'spooled ring' "$w/sink.err" | sed 's/^/dspool: sink: /' || die "the restarted sink recovered no spooled ring: $(cat "$w/sink.err")"
+  python3 - "$w/sink.json" "$w/app.out" <<'PY'
+import json, sys
+got = b""
+for line in open(sys.argv[1], encoding="utf-8"):
+    o = json.loads(line)
+    if o.get("platform") == "legacy-app" and o.get("source") == "stdout":
+        got += o["message"].encode() + b"\n"
+want = open(sys.argv[2], "rb").read()
+assert got.startswith(want), f"the sink's stdout lines are not the app's, exactly once:\n--- app\n{want.decode()}--- sink\n{got.decode()}"
+extra = got[len(want):]
+assert extra.count(b"\n") <= 1, f"the sink has more than one write the app's stdout lacks: {extra!r}"
+assert b"legacy-app done" not in want, "the app finished before it was killed: nothing was tested"
+lines = want.count(b"\n")
+more = ", plus the write SIGKILL ended" if extra else ""
+print(f"dspool: the sink has the killed app's {lines} stdout lines exactly once{more}")
+PY
+  docker rm legacy-app logtap-sink >/dev/null
+  docker volume rm logtap logtap-socket >/dev/null
+  rmdir "$mp"
+  [ -z "$(docker ps -aq)$(docker volume ls -q)" ] || die "left after: $(docker ps -a --format '{{.Names}}') $(docker volume ls -q)"
+  echo "dspool: nothing left (no containers, no volumes, the spool removed)"
 }
 step_docker() { docker_recipe bookworm; }
 step_docker11() { docker_recipe bullseye; }
@@ -639,10 +700,10 @@ run_step() { # NAME TIMEOUT [PREREQ...]
   else results+=("FAIL $name (rc=$rc, $((SECONDS - t0))s)"); failed=$((failed + 1)); broken+=" $name"; fi
 }
 
-only=",${E2E_ONLY:-setup,bases,release,images,validate,symbols,oldglibc,musl,arm64,compose,compose11,kube,dockerd,dimages,docker,docker11,dcompose},"
+only=",${E2E_ONLY:-setup,bases,release,images,validate,symbols,oldglibc,musl,arm64,compose,compose11,kube,dockerd,dimages,docker,docker11,dspool,dcompose},"
 want() { case $only in *",$1,"*) return 0;; esac; return 1; }
 # prerequisites of a selected test are selected too
-want docker || want docker11 || want dcompose && only+="dimages,"
+want docker || want docker11 || want dspool || want dcompose && only+="dimages,"
 want dimages && only+="dockerd,bases,release,"
 want compose || want compose11 || want kube || want validate && only+="bases,release,images,"
 want oldglibc && only+="bases,release,"
@@ -665,6 +726,7 @@ want dockerd   && run_step dockerd 600 setup
 want dimages   && run_step dimages 600 dockerd bases release
 want docker    && run_step docker 300 dimages
 want docker11  && run_step docker11 300 dimages
+want dspool    && run_step dspool 300 dimages
 want dcompose  && run_step dcompose 300 dimages
 
 echo

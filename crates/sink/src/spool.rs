@@ -248,13 +248,17 @@ impl Spool {
         }
     }
 
+    /// Opens a ring read-write (to mark it delivered), or read-only when
+    /// only its group's read bit lets the sink in (a ring is mode 0640:
+    /// the sink then removes it without marking it).
     fn open_ring(&self, name: &CStr) -> rustix::io::Result<OwnedFd> {
-        rustix::fs::openat(
-            &self.dir,
-            name,
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
-            Mode::empty(),
-        )
+        let flags = OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        match rustix::fs::openat(&self.dir, name, OFlags::RDWR | flags, Mode::empty()) {
+            Err(Errno::ACCESS) => {
+                rustix::fs::openat(&self.dir, name, OFlags::RDONLY | flags, Mode::empty())
+            }
+            r => r,
+        }
     }
 
     /// Removes `name` if it still names the file `dev`/`ino`.
@@ -311,7 +315,7 @@ impl Spool {
                 let uid = pre.st_uid;
                 if self.first_time(bytes) {
                     warn!(
-                        "spooled ring {} of uid {uid}: cannot open it ({e}): the sink must run as root or as the program's user to read it; skipped",
+                        "spooled ring {} of uid {uid}: cannot open it ({e}): the sink must run as root, as the program's user or in the ring's group to read it; skipped",
                         shown(bytes)
                     );
                 }
