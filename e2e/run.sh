@@ -607,7 +607,7 @@ docker_down() {
   ( docker_env
     docker rm -f legacy-app logtap-sink logtap-e2e-anyuid logtap-e2e-baseline >/dev/null 2>&1
     compose_down docker
-    docker volume rm -f logtap logtap-socket >/dev/null 2>&1; rm -rf /run/logtap-spool ) || true
+    docker volume rm -f logtap logtap-socket >/dev/null 2>&1; umount /run/logtap-spool; rm -rf /run/logtap-spool ) 2>/dev/null || true
 }
 # The README's spool recipe: the sink stopped while the app writes, the app
 # killed (SIGKILL, as `docker kill` sends it), the sink started again: its
@@ -618,14 +618,14 @@ step_dspool() {
   docker_env
   local w=$E2E_WORK/dspool mp=/run/logtap-spool n
   mkdir -p "$w"
-  [ "$(stat -f -c %T /run)" = tmpfs ] || die "/run is $(stat -f -c %T /run) here, not tmpfs: the recipe's spool needs tmpfs"
   docker tag logtap-demo-app:bookworm logtap-demo-app:latest
   [ -z "$(docker ps -aq)$(docker volume ls -q)" ] || die "left before: $(docker ps -a --format '{{.Names}}') $(docker volume ls -q)"
-  rm -rf "$mp"
+  umount "$mp" 2>/dev/null || true; rm -rf "$mp"
   docker run --rm -v logtap:/opt/logtap logtap-inject >/dev/null
   python3 e2e/readme_block.py README.md docker-spool >"$w/run.sh"
   echo "dspool: README spool recipe ($(grep -c '^docker' "$w/run.sh") docker commands), run as written:"
   run_recorded "$w/run" "$w/run.sh" || die "a command of the README's spool recipe failed"
+  [ "$(stat -f -c %T "$mp")" = tmpfs ] || die "$mp is $(stat -f -c %T "$mp"), not tmpfs"
   [ "$(stat -c '%u:%g %a' "$mp")" = "65532:65532 3777" ] || die "$mp is $(stat -c '%u:%g %a' "$mp")"
   sleep 0.5
   docker stop -t 10 logtap-sink >/dev/null
@@ -664,7 +664,7 @@ print(f"dspool: the sink has the killed app's {lines} stdout lines exactly once{
 PY
   docker rm legacy-app logtap-sink >/dev/null
   docker volume rm logtap logtap-socket >/dev/null
-  rmdir "$mp"
+  umount "$mp" && rmdir "$mp"
   [ -z "$(docker ps -aq)$(docker volume ls -q)" ] || die "left after: $(docker ps -a --format '{{.Names}}') $(docker volume ls -q)"
   echo "dspool: nothing left (no containers, no volumes, the spool removed)"
 }
