@@ -120,10 +120,20 @@ spec = d["spec"]["template"]["spec"]
 assert spec.get("automountServiceAccountToken") is False, "automountServiceAccountToken must be false"
 want = {  # container -> {volume: (mountPath, readOnly)}
     "logtap-inject": {"logtap": ("/opt/logtap", False)},
-    "logtap-sink": {"logtap-socket": ("/run/logtap", False)},
-    "app": {"logtap": ("/opt/logtap", True), "logtap-socket": ("/run/logtap", True)},
-    "go-app": {"logtap": ("/opt/logtap", True), "logtap-socket": ("/run/logtap", True)},
+    "logtap-sink": {"logtap-socket": ("/run/logtap", False), "logtap-spool": ("/run/logtap-spool", False)},
+    "app": {"logtap": ("/opt/logtap", True), "logtap-socket": ("/run/logtap", True),
+            "logtap-spool": ("/run/logtap-spool", False)},
+    "go-app": {"logtap": ("/opt/logtap", True), "logtap-socket": ("/run/logtap", True),
+               "logtap-spool": ("/run/logtap-spool", False)},
 }
+vols = {v["name"]: v for v in spec["volumes"]}
+assert vols["logtap-spool"]["emptyDir"].get("medium") == "Memory", "the spool must be in memory (tmpfs)"
+for c in spec.get("initContainers", []) + spec["containers"]:
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    if c["name"] in ("app", "go-app"):
+        assert env.get("LLT_SPOOL") == "/run/logtap-spool", c["name"]
+    if c["name"] == "logtap-sink":
+        assert c["args"][-2:] == ["--spool", "/run/logtap-spool"], c["args"]
 for c in spec.get("initContainers", []) + spec["containers"]:
     got = {m["name"]: (m["mountPath"], bool(m.get("readOnly"))) for m in c.get("volumeMounts", [])}
     assert got == want[c["name"]], f"{c['name']} mounts {got}, want {want[c['name']]}"
@@ -136,7 +146,7 @@ assert sidecars == ["logtap-sink"], sidecars
 go = [c for c in spec["containers"] if c["name"] == "go-app"][0]
 assert go["command"] == ["/opt/logtap/logtap-run", "/usr/local/bin/go-app"], go["command"]
 print("validate: deployment.yaml: library volume only in inject (rw) and app (ro), socket volume only in sink (rw) "
-      "and app (ro); no service-account token; logtap-sink is a native sidecar")
+      "and app (ro), the spool in memory and shared by sink and apps; no service-account token; logtap-sink is a native sidecar")
 PY
   local p
   for p in /opt/logtap /run/logtap; do

@@ -68,6 +68,8 @@ pub struct Ring {
     intents_backed: AtomicU32,
     /// `LLT_DEBUG_MODE` was told that an allocation failed.
     starved_said: AtomicBool,
+    /// No allocation is tried before this (ms, monotonic).
+    retry_at: AtomicU64,
 }
 
 /// Records of a spooled ring are allocated this much at a time (the
@@ -121,6 +123,7 @@ impl Ring {
             frontier: AtomicU64::new(u64::MAX),
             intents_backed: AtomicU32::new(lay::INTENT_SLOTS as u32),
             starved_said: AtomicBool::new(false),
+            retry_at: AtomicU64::new(0),
         }
     }
 
@@ -165,6 +168,7 @@ impl Ring {
             frontier: AtomicU64::new(u64::MAX),
             intents_backed: AtomicU32::new(lay::INTENT_SLOTS as u32),
             starved_said: AtomicBool::new(false),
+            retry_at: AtomicU64::new(0),
         }
     }
 
@@ -178,12 +182,33 @@ impl Ring {
             .store(if f >= self.cap as u64 { u64::MAX } else { f }, SeqCst);
     }
 
-    /// Allocates the spooled file's bytes `off..off+len` of the layout;
-    /// false when it cannot (a full filesystem, or the ring's fd is not
-    /// where the library keeps it).
+    /// Allocates the spooled file's bytes `off..off+len` of the layout,
+    /// through the mapping (`MADV_POPULATE_WRITE` fails where a touch
+    /// would fault, and needs no fd: one the program replaced could only
+    /// mislead the free-space check); false when it cannot, or when the
+    /// filesystem would be left with less than an eighth of its size free.
+    /// After a failure, no new attempt for 100 ms: a full spool costs a
+    /// write one load, not two system calls.
     fn allocate(&self, off: usize, len: usize) -> bool {
-        let fd = crate::fds::ring_fd();
-        crate::fds::is_ring_fd(fd) && crate::transport::spool::allocate(fd, off, len)
+        let now = crate::sys::now_ms();
+        if now < self.retry_at.load(Relaxed) {
+            return false;
+        }
+        let _e = crate::sys::ErrnoGuard::new();
+        let spool = crate::transport::spool::room_for(crate::fds::ring_fd(), len)
+            // SAFETY: `off..off+len` lies inside this ring's shared mapping,
+            // page-aligned (the layout's regions and the steps are).
+            && unsafe {
+                libc::madvise(
+                    self.ctl.add(off) as *mut libc::c_void,
+                    len,
+                    crate::transport::spool::MADV_POPULATE_WRITE,
+                ) == 0
+            };
+        if !spool {
+            self.retry_at.store(now + 100, Relaxed);
+        }
+        spool
     }
 
     /// Makes record offsets up to `end` allocated (in steps, to the
@@ -205,7 +230,7 @@ impl Ring {
             if !self.starved_said.swap(true, Relaxed) {
                 let mut a = [0u8; 20];
                 crate::debug(&[
-                    b"the spool's filesystem is full: the ring keeps to the ",
+                    b"the spool's filesystem is full (or nearly): the ring keeps to the ",
                     crate::sys::fmt_u64(from, &mut a),
                     b" bytes of records it has until there is room",
                 ]);
@@ -660,6 +685,19 @@ impl Ring {
     }
 
     /// Returns [tail, upto) to the writers. Consumer only.
+    /// Frees every position before `pos`, where `skip` data bytes of the
+    /// record there have been sent: both published for a sink that reads
+    /// a spooled ring from its tail (`logtap_wire::ring::TAIL_SKIP_AT`).
+    pub fn release_to(&self, pos: u64, skip: usize) {
+        if pos > self.tail_w().load(Relaxed) {
+            // Never a moved tail with the old record's count: a sink would
+            // skip bytes of the new record that were not sent.
+            self.ctl64(lay::TAIL_SKIP_AT).store(0, Release);
+            self.release(pos);
+        }
+        self.ctl64(lay::TAIL_SKIP_AT).store(skip as u64, Release);
+    }
+
     pub fn release(&self, upto: u64) {
         let tail = self.tail_w().load(Relaxed);
         if upto <= tail {

@@ -19,7 +19,15 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A fresh directory on tmpfs (`/dev/shm`), removed when the test passes.
+/// The spool as a sink makes it (the library never does): mode 01733.
+fn make_spool(p: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(p).unwrap();
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o1733)).unwrap();
+}
+
+/// A fresh directory on tmpfs (`/dev/shm`) with the spool of its socket
+/// `s` made, removed when the test passes.
 struct ShmDir(PathBuf);
 
 impl ShmDir {
@@ -35,7 +43,9 @@ impl ShmDir {
         let p = base.join(format!("logtap-spool-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
-        ShmDir(p)
+        let d = ShmDir(p);
+        make_spool(&d.spool());
+        d
     }
 
     fn spool(&self) -> PathBuf {
@@ -251,6 +261,7 @@ fn a_full_spool_filesystem_never_harms_the_program() {
     }
     let _u = Unmount(small.clone());
     let sock = small.join("s");
+    make_spool(&small.join("s.spool"));
     let sink = SinkProc::start(&sock);
     let out = dir.0.join("out");
     let mut c = Command::new(stress());
@@ -293,4 +304,215 @@ fn a_full_spool_filesystem_never_harms_the_program() {
         file.len() as u64,
         "bytes delivered + reported dropped = bytes written (sink said: {err})"
     );
+}
+
+/// `prog args…` under the library, tapping its stdout to `dir`'s socket,
+/// its stdout the file `out`.
+fn tapped_prog(dir: &ShmDir, out: &Path, prog: &Path) -> Command {
+    let mut c = Command::new(prog);
+    c.env("LD_PRELOAD", common::so_path())
+        .env(
+            "LLT_TARGET",
+            format!("socket:{}", dir.0.join("s").display()),
+        )
+        .env_remove("LLT_FORMAT")
+        .env("LLT_TAP_INTO", "1")
+        .stdout(std::fs::File::create(out).unwrap());
+    c
+}
+
+/// The sink's stdout messages of `pid`, joined with nothing between them:
+/// a line cut in two by a sink that stopped mid-line comes out as two
+/// messages, so lines are compared as one stream of bytes.
+fn messages(out: &[u8], pid: u32) -> Vec<u8> {
+    let mut got = Vec::new();
+    for o in json_lines(out)
+        .iter()
+        .filter(|o| o["source"] == "stdout" && o["pid"] == pid)
+    {
+        got.extend_from_slice(o["message"].as_str().unwrap().as_bytes());
+    }
+    got
+}
+
+/// A record larger than a frame goes to the sink in pieces. A sink that
+/// stops after some of them, then the program killed with no sink: the
+/// next sink delivers the rest of that record from the spool, not the
+/// whole record again.
+#[test]
+fn a_write_sent_in_pieces_to_a_sink_that_stops_is_not_delivered_twice() {
+    let _one = serial();
+    let Some(py) = common::python3() else {
+        return;
+    };
+    let dir = ShmDir::new("pieces");
+    let sock = dir.0.join("s");
+    let out = dir.0.join("out");
+    let go = dir.0.join("go");
+    let first = SinkProc::start(&sock);
+    let script = "import os, sys, time\n\
+        os.write(1, b'hello\\n')\n\
+        while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n\
+        os.write(1, b''.join(b'line %07d ' % i + b'x' * 988 + b'\\n' for i in range(30000)))\n\
+        time.sleep(1000)\n";
+    let mut p = Kid::spawn(
+        tapped_prog(&dir, &out, &py)
+            .env("LLT_BUFFER_SIZE", "64M")
+            .args(["-c", script])
+            .arg(&go),
+    );
+    wrote(&out, 6);
+    std::thread::sleep(Duration::from_millis(300));
+    // The sink stops reading while the 30 MB write goes out.
+    kill(first.child.id(), libc::SIGSTOP);
+    std::fs::write(&go, b"").unwrap();
+    wrote(&out, 30_000_000);
+    std::thread::sleep(Duration::from_millis(500));
+    kill(first.child.id(), libc::SIGTERM);
+    kill(first.child.id(), libc::SIGCONT);
+    let (st, out1, err1) = first.finish();
+    assert!(st.success());
+    kill(p.id(), libc::SIGKILL);
+    p.wait().unwrap();
+    let second = SinkProc::start(&sock);
+    until("the sink to take the ring from the spool", || {
+        dir.rings().is_empty()
+    });
+    kill(second.child.id(), libc::SIGTERM);
+    let (_, out2, err2) = second.finish();
+    let mut got = messages(&out1, p.id());
+    got.extend_from_slice(&messages(&out2, p.id()));
+    let want: Vec<u8> = std::fs::read(&out)
+        .unwrap()
+        .into_iter()
+        .filter(|&b| b != b'\n')
+        .collect();
+    assert!(
+        got.len() == want.len() && got == want,
+        "the two sinks together hold {} bytes of the program's {} (first said: {err1}; second said: {err2})",
+        got.len(),
+        want.len()
+    );
+}
+
+/// An exec that fails leaves the program with its ring still in the
+/// spool: killed later with no sink, it loses nothing. An exec that
+/// succeeds leaves nothing in the spool.
+#[test]
+fn a_failed_exec_keeps_the_ring_in_the_spool_and_a_successful_one_leaves_nothing() {
+    let _one = serial();
+    let Some(py) = common::python3() else {
+        return;
+    };
+    let dir = ShmDir::new("exec");
+    let sock = dir.0.join("s");
+    let out = dir.0.join("out");
+    let first = SinkProc::start(&sock);
+    let script = "import os, sys, time\n\
+        print('before the exec', flush=True)\n\
+        time.sleep(0.5)\n\
+        try: os.execv('/nonexistent/program', ['x'])\n\
+        except OSError: pass\n\
+        while not os.path.exists(sys.argv[1]): time.sleep(0.02)\n\
+        print('after the failed exec', flush=True)\n\
+        time.sleep(1000)\n";
+    let go = dir.0.join("go");
+    let mut p = Kid::spawn(tapped_prog(&dir, &out, &py).args(["-c", script]).arg(&go));
+    wrote(&out, 16);
+    std::thread::sleep(Duration::from_millis(1000));
+    let (before, err1) = stop(first, p.id());
+    std::fs::write(&go, b"").unwrap();
+    wrote(&out, 38);
+    std::thread::sleep(Duration::from_millis(100));
+    kill(p.id(), libc::SIGKILL);
+    p.wait().unwrap();
+    let second = SinkProc::start(&sock);
+    until("the sink to take the ring from the spool", || {
+        dir.rings().is_empty()
+    });
+    let (after, err2) = stop(second, p.id());
+    let mut got = before;
+    got.extend_from_slice(&after);
+    let file = std::fs::read(&out).unwrap();
+    common::assert_bytes(
+        &format!("a failed exec (first sink said: {err1}; second: {err2})"),
+        &got,
+        &file,
+    );
+
+    // Successful execs, into a tapped program and into an untapped one
+    // (no LD_PRELOAD left), with a sink: nothing stays in the spool.
+    let sink = SinkProc::start(&sock);
+    for untapped in [false, true] {
+        let env = if untapped { "{}" } else { "os.environ" };
+        let script = format!(
+            "import os\nprint('exec next', flush=True)\nos.execve('/bin/sleep', ['sleep', '0.3'], {env})\n"
+        );
+        let out = dir.0.join(format!("out-{untapped}"));
+        let mut q = Kid::spawn(tapped_prog(&dir, &out, &py).args(["-c", &script]));
+        assert!(q.wait().unwrap().success());
+    }
+    until("no ring left in the spool after the execs", || {
+        dir.rings().is_empty()
+    });
+    kill(sink.child.id(), libc::SIGTERM);
+    let _ = sink.finish();
+}
+
+/// A spool the sink made (mode 01733, not readable by others) takes the
+/// rings of programs of any uid; `--allow-uid` holds for spooled rings as
+/// for connections.
+#[test]
+fn a_program_of_another_uid_spools_and_allow_uid_holds_for_the_spool() {
+    use std::os::unix::process::CommandExt;
+    let _one = serial();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: running a program as another uid needs root");
+        return;
+    }
+    for allowed in [true, false] {
+        let dir = ShmDir::new(&format!("uid-{allowed}"));
+        // The test's files must be reachable by uid 2000.
+        for p in [&dir.0] {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let out = dir.0.join("out");
+        let mut p = Kid::spawn(
+            tapped(&dir, &out)
+                .uid(2000)
+                .gid(2000)
+                .args(["lines", "1000000", "300"]),
+        );
+        wrote(&out, 20_000);
+        kill(p.id(), libc::SIGKILL);
+        p.wait().unwrap();
+        assert_eq!(
+            dir.rings().iter().filter(|n| n.ends_with(".ring")).count(),
+            1,
+            "uid 2000's ring is in the sink's spool: {:?}",
+            dir.rings()
+        );
+        let prefix: &[&str] = &[];
+        let sink = if allowed {
+            SinkProc::start(&dir.0.join("s"))
+        } else {
+            SinkProc::start_with_args(prefix, &dir.0.join("s"), &["--allow-uid", "0"])
+        };
+        until("the sink to take the ring from the spool", || {
+            dir.rings().is_empty()
+        });
+        let (got, err) = stop(sink, p.id());
+        let file = std::fs::read(&out).unwrap();
+        if allowed {
+            check_killed(&file, &got, &format!("uid 2000 (sink said: {err})"));
+        } else {
+            assert!(got.is_empty(), "a refused uid's ring was delivered");
+            assert!(
+                err.contains("not allowed"),
+                "the sink says it refused the ring: {err}"
+            );
+        }
+    }
 }

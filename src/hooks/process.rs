@@ -12,13 +12,16 @@
 use crate::{config, real, tap, transport};
 use libc::{c_char, c_int};
 
-fn deliver_before_leaving() {
+/// `exec`: the process image goes, the process (and its pid) may stay
+/// (or, for `daemon`, its child goes on); else the process ends.
+fn deliver_before_leaving(exec: bool) {
     // A vfork child leaves the parent's buffer to the parent.
     if tap::is_active() && transport::anything_tapped() && !crate::sys::in_vfork_child() {
         transport::flush(config::get().exit_timeout_ms);
         // What did not leave is the sink's to read from the shared ring
         // once the connection ends (it closes at exec: close-on-exec).
         transport::abandon();
+        transport::leaving(exec);
     }
 }
 
@@ -34,7 +37,7 @@ fn exec_failed(r: c_int) -> c_int {
 /// Delivers what is buffered, then ends the process through `real`; should
 /// that ever return, through the system call.
 unsafe fn leave(real: impl FnOnce(), status: c_int) -> ! {
-    deliver_before_leaving();
+    deliver_before_leaving(false);
     real();
     libc::syscall(libc::SYS_exit_group, status);
     // SAFETY: exit_group does not return.
@@ -82,7 +85,7 @@ pub unsafe extern "C" fn execve(
     a: *const *const c_char,
     e: *const *const c_char,
 ) -> c_int {
-    deliver_before_leaving();
+    deliver_before_leaving(true);
     exec_failed(real::execve(p, a, e))
 }
 
@@ -90,7 +93,7 @@ pub unsafe extern "C" fn execve(
 /// Same contract as libc `execv`.
 #[no_mangle]
 pub unsafe extern "C" fn execv(p: *const c_char, a: *const *const c_char) -> c_int {
-    deliver_before_leaving();
+    deliver_before_leaving(true);
     exec_failed(real::execv(p, a))
 }
 
@@ -98,7 +101,7 @@ pub unsafe extern "C" fn execv(p: *const c_char, a: *const *const c_char) -> c_i
 /// Same contract as libc `execvp`.
 #[no_mangle]
 pub unsafe extern "C" fn execvp(p: *const c_char, a: *const *const c_char) -> c_int {
-    deliver_before_leaving();
+    deliver_before_leaving(true);
     exec_failed(real::execvp(p, a))
 }
 
@@ -110,7 +113,7 @@ pub unsafe extern "C" fn execvpe(
     a: *const *const c_char,
     e: *const *const c_char,
 ) -> c_int {
-    deliver_before_leaving();
+    deliver_before_leaving(true);
     exec_failed(real::execvpe(p, a, e))
 }
 
@@ -122,7 +125,7 @@ pub unsafe extern "C" fn fexecve(
     a: *const *const c_char,
     e: *const *const c_char,
 ) -> c_int {
-    deliver_before_leaving();
+    deliver_before_leaving(true);
     exec_failed(real::fexecve(fd, a, e))
 }
 
@@ -184,7 +187,7 @@ pub unsafe extern "C" fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
     if crate::sys::in_vfork_child() {
         return real::daemon(nochdir, noclose);
     }
-    deliver_before_leaving();
+    deliver_before_leaving(true);
     let r = real::daemon(nochdir, noclose);
     if r != 0 {
         // No fork: the process goes on with its ring.

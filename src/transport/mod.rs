@@ -115,7 +115,10 @@ pub fn ring() -> &'static Ring {
 /// cannot use it).
 fn wants_shared_ring() -> bool {
     let c = config::get();
-    c.target_kind == config::TargetKind::Socket && c.format == config::Format::Logtap
+    // (Nothing to tap: nothing to keep, and no file in the spool.)
+    c.target_kind == config::TargetKind::Socket
+        && c.format == config::Format::Logtap
+        && anything_tapped()
 }
 
 /// Fresh zeroed memory for a ring's layout of `size` bytes: when `shared`
@@ -132,29 +135,26 @@ fn new_memory(size: usize, shared: bool) -> Option<(*mut u8, i32)> {
         let data = lay::data_offset(SOURCES);
         let first = (size - data).min(crate::ring::BACK_STEP as usize);
         let spooled = spool::create(size, [(0, lay::intents_offset(SOURCES)), (data, first)]);
-        let fd = if spooled >= 0 {
-            spooled
-        } else {
-            sys::sealed_memfd(c"logtap-ring", size)
-        };
-        if fd >= 0 {
-            // SAFETY: a new shared mapping of the whole memfd, which its
-            // seals keep at exactly `size` bytes; MAP_NORESERVE so that
-            // only pages actually used cost memory.
-            let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    size,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED | libc::MAP_NORESERVE,
-                    fd,
-                    0,
-                )
-            };
-            if p != libc::MAP_FAILED {
-                return Some((p as *mut u8, fd));
+        if spooled >= 0 {
+            match map_shared(spooled, size) {
+                Some(p) if spool::usable(p) => return Some((p, spooled)),
+                Some(p) => {
+                    crate::debug(&[
+                        b"no MADV_POPULATE_WRITE (Linux 5.14): the ring is a memfd, lost if the process is killed while no sink holds it",
+                    ]);
+                    // SAFETY: the mapping just made, used by nothing.
+                    unsafe { libc::munmap(p as *mut libc::c_void, size) };
+                    spool::discard(spooled);
+                }
+                None => spool::discard(spooled),
             }
-            spool::discard(fd);
+        }
+        let fd = sys::sealed_memfd(c"logtap-ring", size);
+        if fd >= 0 {
+            if let Some(p) = map_shared(fd, size) {
+                return Some((p, fd));
+            }
+            sys::close(fd);
         }
         let mut e = [0u8; 20];
         crate::debug(&[
@@ -175,6 +175,24 @@ fn new_memory(size: usize, shared: bool) -> Option<(*mut u8, i32)> {
         )
     };
     (p != libc::MAP_FAILED).then_some((p as *mut u8, -1))
+}
+
+/// The whole of `fd` (`size` bytes: a sealed memfd, or a spooled file
+/// whose pages are allocated before use) mapped shared; MAP_NORESERVE so
+/// that only pages actually used cost memory.
+fn map_shared(fd: i32, size: usize) -> Option<*mut u8> {
+    // SAFETY: a new shared mapping of a whole file of ours.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            fd,
+            0,
+        )
+    };
+    (p != libc::MAP_FAILED).then_some(p as *mut u8)
 }
 
 /// Fills the source-table slot of `src` (level and name) before any
@@ -210,15 +228,6 @@ fn nothing_left() -> bool {
                 intent_word(s, lay::INTENT_STATE_AT).load(Acquire) == lay::INTENT_IDLE
             })
         })
-}
-
-/// A spooled ring with nothing left in it leaves the spool (exit, exec,
-/// a fatal signal's flush that delivered everything): no sink has to
-/// find it. The file stays otherwise, for the sink.
-fn unspool_if_done() {
-    if spool::spooled() && nothing_left() {
-        spool::remove(crate::fds::ring_fd());
-    }
 }
 
 /// What did not leave stays in the spool for the next sink (the ring is
@@ -282,14 +291,29 @@ pub fn abandon() -> bool {
     }
     free_stale_intents();
     ring().set_state(logtap_wire::ring::STATE_ABANDONED);
-    unspool_if_done();
     ring().owner() != 0
+}
+
+/// After `abandon`, the process image goes: a spooled ring with nothing
+/// left in it leaves the spool; before an exec, by taking a name the next
+/// image removes (`spool::before_exec`), so that a failed exec can take
+/// it back.
+pub fn leaving(exec: bool) {
+    if OWNER_PID.load(Relaxed) != sys::getpid() || !spool::spooled() || !nothing_left() {
+        return;
+    }
+    if exec {
+        spool::before_exec(crate::fds::ring_fd());
+    } else {
+        spool::remove(crate::fds::ring_fd());
+    }
 }
 
 /// `exec` failed: the process goes on with its ring.
 pub fn resume() {
     if OWNER_PID.load(Relaxed) == sys::getpid() {
         ring().set_state(logtap_wire::ring::STATE_LIVE);
+        spool::after_failed_exec(crate::fds::ring_fd());
     }
 }
 
@@ -994,6 +1018,7 @@ pub fn at_exit() {
     // written after this, which is no longer sent): no spill then. Nor
     // when the ring stays in the spool: the next sink reads it there.
     let held = abandon() && target::attached();
+    leaving(false);
     if !delivered && !held && !kept_in_spool() {
         target::spill_undelivered();
     }
@@ -1022,7 +1047,9 @@ pub fn at_fatal_signal(inline_ok: bool) {
     if !flush_with(config::get().exit_timeout_ms, Some(dying)) && inline_ok && !kept_in_spool() {
         target::spill_undelivered();
     }
-    unspool_if_done();
+    // The process dies next: a spooled ring with nothing left leaves the
+    // spool; otherwise it stays for the sink.
+    leaving(false);
 }
 
 /// Stops the consumer thread and waits until it is gone (for

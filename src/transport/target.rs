@@ -1191,7 +1191,7 @@ fn account(b: &Batch, n: usize, framed: bool) {
     if completed > 0 {
         let last = b.frames[completed - 1];
         c.skip = last.end_skip;
-        ring().release(last.end_pos);
+        ring().release_to(last.end_pos, last.end_skip);
         super::note_progress();
     }
     c.pf_sent = done - acc;
@@ -1478,7 +1478,7 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
         set_up();
         let f = b.frames[i];
         c.skip = f.end_skip;
-        ring().release(f.end_pos);
+        ring().release_to(f.end_pos, f.end_skip);
         super::note_progress();
     }
     Ok(())
@@ -1580,7 +1580,7 @@ pub fn spill_locked() {
         sys::close(file_fd);
     }
     c.skip = 0;
-    r.release(pos);
+    r.release_to(pos, 0);
     if lost > 0 {
         let mut n = [0u8; 20];
         crate::debug(&[

@@ -180,6 +180,11 @@ impl SinkProc {
     /// connectable, not merely present (the file appears at bind(), a
     /// moment before listen()).
     pub fn start_with(prefix: &[&str], sock: &Path) -> SinkProc {
+        SinkProc::start_with_args(prefix, sock, &[])
+    }
+
+    /// As [`SinkProc::start_with`], with more arguments after the socket.
+    pub fn start_with_args(prefix: &[&str], sock: &Path, args: &[&str]) -> SinkProc {
         let mut cmd = match prefix.split_first() {
             Some((first, rest)) => {
                 let mut c = Command::new(first);
@@ -191,6 +196,7 @@ impl SinkProc {
         let mut child = Kid::spawn(
             cmd.arg("--socket")
                 .arg(sock)
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped()),

@@ -179,7 +179,7 @@ impl Policy {
         &self.limits
     }
 
-    fn allowed(&self, c: &PeerCred) -> bool {
+    pub fn allowed(&self, c: &PeerCred) -> bool {
         let l = &self.limits;
         if l.allow_uids.is_empty() && l.allow_gids.is_empty() {
             return true;

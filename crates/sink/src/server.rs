@@ -1294,6 +1294,26 @@ impl<E: Emit> Server<E> {
                 spool::SCAN_EVERY
             };
         for f in found {
+            // --allow-uid/--allow-gid hold for a ring left in the spool as
+            // for a connection: the file's owner and group stand for the
+            // peer's uid and gid.
+            let cred = PeerCred {
+                pid: None,
+                uid: Some(f.uid),
+                gid: Some(f.gid),
+            };
+            if !self.policy.allowed(&cred) {
+                if let Some(sp) = self.spool.as_mut() {
+                    sp.done(&f);
+                }
+                warn!(
+                    "spooled ring {} of uid {} gid {}: not allowed (--allow-uid, --allow-gid); removed unread",
+                    spool::shown(&f.name),
+                    f.uid,
+                    f.gid
+                );
+                continue;
+            }
             // No connection: the records carry their own time and pid; the
             // uid is the file's owner; no peer pid.
             let origin = Origin {

@@ -256,6 +256,12 @@ impl Ring {
         self.read_u64(TAIL_AT)
     }
 
+    /// Data bytes of the record at the tail already sent
+    /// (`TAIL_SKIP_AT`; 0 in rings of libraries that do not keep it).
+    pub fn tail_skip(&self) -> io::Result<u64> {
+        self.read_u64(lr::TAIL_SKIP_AT)
+    }
+
     /// The state word ([`STATE_ABANDONED`], `STATE_DELIVERED`, ...).
     pub fn state(&self) -> io::Result<u32> {
         self.read_u32(STATE_AT)

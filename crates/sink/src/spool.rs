@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use logtap_wire::ring::{
-    RingPosition, SPOOL_MODE, SPOOL_RING_SUFFIX, SPOOL_SUFFIX, STATE_DELIVERED,
+    RingPosition, SPOOL_EXEC_SUFFIX, SPOOL_MODE, SPOOL_RING_SUFFIX, SPOOL_SUFFIX, STATE_DELIVERED,
 };
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags, Stat};
 use rustix::io::Errno;
@@ -71,6 +71,8 @@ pub struct Found {
     /// The file's owner: the program's uid (the kernel's word, like
     /// `SO_PEERCRED`).
     pub uid: u32,
+    /// The file's group (the spool's, when it is set-group-ID).
+    pub gid: u32,
     /// The pid its maker claims.
     pub pid: Option<u32>,
     dev: u64,
@@ -200,6 +202,10 @@ impl Spool {
                 self.half_made(name);
                 continue;
             }
+            if bytes.ends_with(SPOOL_EXEC_SUFFIX.as_bytes()) {
+                self.exec_left(name);
+                continue;
+            }
             if !bytes.ends_with(SPOOL_RING_SUFFIX.as_bytes()) {
                 continue;
             }
@@ -216,6 +222,26 @@ impl Spool {
             self.stuck.retain(|i| inodes.contains(i));
         }
         (found, false)
+    }
+
+    /// A ring its process renamed `<pid>.exec`, with nothing left in it,
+    /// while it exec'd: removed silently once nobody locks it (the exec
+    /// succeeded, or the process died), never read.
+    fn exec_left(&mut self, name: &CStr) {
+        let Ok(pre) = rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+            return;
+        };
+        if file_type(&pre) != FileType::RegularFile || pre.st_nlink != 1 {
+            return;
+        }
+        let Ok(fd) = self.open_ring(name) else {
+            return;
+        };
+        if same_file(&fd, &pre)
+            && rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok()
+        {
+            let _ = self.unlink(name, pre.st_dev, pre.st_ino);
+        }
     }
 
     /// A file being made: removed silently once nobody locks it and it is
@@ -391,17 +417,22 @@ impl Spool {
             }
         };
         let tail = ring.tail().unwrap_or(0);
+        // What of the record at the tail went out already (a record sent
+        // in pieces): not delivered again. A count that makes no sense
+        // ends the walk there, as any other bad claim.
+        let skip = ring.tail_skip().unwrap_or(0);
         let pid = ring.claimed_pid();
         let platform = ring.platform();
         Some(Found {
             name: bytes.to_vec(),
             ended: Ended {
                 ring,
-                pos: RingPosition { pos: tail, skip: 0 },
+                pos: RingPosition { pos: tail, skip },
                 platform,
                 token: 0,
             },
             uid,
+            gid: pre.st_gid,
             pid,
             dev,
             ino,
@@ -451,10 +482,12 @@ impl Spool {
     }
 }
 
-/// A name the scan treats as a ring: `*.ring`, not starting with a dot.
+/// A name of a ring in the spool: `*.ring`, or `*.exec` (a ring renamed
+/// while its process exec'd), not starting with a dot.
 fn is_ring_name(name: &OsStr) -> bool {
     let b = name.as_bytes();
-    !b.starts_with(b".") && b.ends_with(SPOOL_RING_SUFFIX.as_bytes())
+    !b.starts_with(b".")
+        && (b.ends_with(SPOOL_RING_SUFFIX.as_bytes()) || b.ends_with(SPOOL_EXEC_SUFFIX.as_bytes()))
 }
 
 /// `fd` is the file `pre` described, still a regular file with one link.

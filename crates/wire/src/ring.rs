@@ -115,6 +115,13 @@ pub const HEAD_AT: usize = 64;
 /// Written by the program's sender. On its own cache line, apart from the
 /// head.
 pub const TAIL_AT: usize = 128;
+/// `u64` (atomic): how many data bytes of the record at the tail have been
+/// sent (a record larger than a frame goes in pieces), so that a sink
+/// reading a spooled ring from its tail does not deliver them again.
+/// Written by the program's sender: set to 0 before the tail moves to
+/// another record, to the new count after (a process killed in between
+/// makes a sink repeat those bytes, never skip unsent ones).
+pub const TAIL_SKIP_AT: usize = 136;
 
 /// `u32`: the pid of the process that made the ring, as it sees itself
 /// (a claim; for the sink's messages about a spooled ring).
@@ -137,12 +144,12 @@ pub const STATE_ABANDONED: u32 = 1;
 /// covers a sink that could not remove it).
 pub const STATE_DELIVERED: u32 = 2;
 
-/// The spool: where a program puts its ring when the socket's directory
-/// is on a memory filesystem, so the ring outlives a process that no sink
-/// holds (SIGKILLed while the sink is restarting or not yet started). It
-/// is the directory named like the socket plus this suffix
-/// (`/run/logtap/logtap.sock` → `/run/logtap/logtap.sock.spool`), mode
-/// `01733`. A ring in it is a regular file named `<pid>-<ns>.ring`
+/// The spool: where a program puts its ring when the spool directory
+/// exists on tmpfs, so the ring outlives a process that no sink holds
+/// (SIGKILLed while the sink is restarting or not yet started). By default
+/// it is the directory named like the socket plus this suffix
+/// (`/run/logtap/logtap.sock` → `/run/logtap/logtap.sock.spool`), made by
+/// the sink, mode `01733`; the library never makes it. A ring in it is a regular file named `<pid>-<ns>.ring`
 /// ([`SPOOL_RING_SUFFIX`]), mode 0640, created under a name starting with
 /// a dot and renamed once its maker holds an `flock` (`LOCK_EX`) on it
 /// (the control block is written next, under that lock). While any open file description of it holds that
@@ -152,6 +159,11 @@ pub const STATE_DELIVERED: u32 = 2;
 pub const SPOOL_SUFFIX: &str = ".spool";
 /// The name ending of a spooled ring.
 pub const SPOOL_RING_SUFFIX: &str = ".ring";
+/// `<pid>.exec`: a spooled ring with nothing left in it, renamed so while
+/// its process execs (renamed back if the exec fails). The next image of
+/// that pid removes it; a sink removes one nobody locks without reading
+/// it.
+pub const SPOOL_EXEC_SUFFIX: &str = ".exec";
 /// Mode of the spool directory: anyone may create a ring, nobody may list
 /// the directory or remove another's file (sticky).
 pub const SPOOL_MODE: u32 = 0o1733;
