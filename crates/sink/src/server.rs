@@ -1569,6 +1569,12 @@ fn recovery_text(r: &Recovery, span_from: &str) -> Option<String> {
     }
     if r.reserved > 0 {
         extra += &format!("; {} writes that never returned skipped", r.reserved);
+        if r.unstamped > 0 {
+            extra += &format!(
+                " ({} bytes of space their writers reserved and never stamped)",
+                r.unstamped
+            );
+        }
     }
     if r.notices > 0 {
         extra += &format!("; {} drop notices from its source table", r.notices);

@@ -720,6 +720,9 @@ pub struct Recovery {
     pub in_flight_bytes: u64,
     /// Intent slots that made no sense (skipped).
     pub bad_intents: u64,
+    /// Bytes of space reserved by writers that never stamped it (skipped
+    /// up to the next header).
+    pub unstamped: u64,
 }
 
 /// The bytes of the ring read so far: positions `start..start+len`.
@@ -872,9 +875,29 @@ fn walk<E: Emit>(
             }
         };
         match decode_header(word) {
+            Slot::Empty if skip == 0 => {
+                // A writer killed (or stopped for good) between reserving
+                // its space and stamping it: the space is as the consumer
+                // freed it, zero to its end (it had copied nothing yet),
+                // and the next record's header is the first word that is
+                // not zero. Its write never returned (its bytes, if the
+                // call was made, are in its intent slot).
+                let mut end = pos + 8;
+                while end < head {
+                    let w = win.get(ring, end, 8, head).map_err(io)?;
+                    if w != [0u8; 8] {
+                        break;
+                    }
+                    end += 8;
+                }
+                r.reserved += 1;
+                r.unstamped += end - pos;
+                pos = end;
+                continue;
+            }
             Slot::Empty => {
                 return Err(format!(
-                    "no record header at {pos}, {} bytes before the head: a writer was killed between reserving and stamping; the rest is unreadable",
+                    "no record header at {pos}, {} bytes before the head, where the position received skips into a record",
                     head - pos
                 ))
             }

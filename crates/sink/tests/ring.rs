@@ -639,14 +639,6 @@ fn lying_rings_end_the_walk_with_one_line() {
             "invalid record header",
         ),
         (
-            "writer killed before stamping",
-            |r| {
-                r.unstamped(10);
-                r.push(0, origin(9), b"after the hole\n");
-            },
-            "killed between reserving and stamping",
-        ),
-        (
             "entry length differs",
             |r| {
                 let at = r.push(0, origin(9), b"liar\n");
@@ -700,6 +692,42 @@ fn lying_rings_end_the_walk_with_one_line() {
         assert_eq!(n, 1, "{what}: {err:?}");
     }
     drop(rings);
+    assert!(sink.stop().status.success());
+}
+
+/// A writer killed between reserving its space and stamping it leaves a
+/// run of zero words: the sink skips it up to the next header, counts one
+/// write that never returned, and delivers what other writers put after
+/// it (with several threads on few cores a writer is preempted in that
+/// window often enough to matter).
+#[test]
+fn space_a_killed_writer_never_stamped_is_skipped_and_what_follows_delivered() {
+    let dir = temp_dir("ring-unstamped");
+    let socket = dir.join("sink.sock");
+    let sink = Sink::start(&socket, &[], &[]);
+    let c = Client::connect(&socket);
+    let mut r = RingWriter::new(64 * 1024, 4);
+    r.set_slot(0, Level::Info, b"stdout");
+    c.attach(&r, b"app", RingPosition::default());
+    r.push(0, origin(1), b"before the hole\n");
+    r.unstamped(10);
+    r.unstamped(300);
+    r.push(0, origin(2), b"after the hole\n");
+    r.unstamped(1);
+    r.push(0, origin(3), b"after the second hole\n");
+    r.abandon();
+    drop(c);
+    let lines = sink.wait_json(3, SECS);
+    let got: Vec<String> = lines
+        .iter()
+        .map(|v| String::from_utf8(message_bytes(v)).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        ["before the hole", "after the hole", "after the second hole"]
+    );
+    sink.wait_err("writes that never returned skipped", 1, SECS);
+    drop(r);
     assert!(sink.stop().status.success());
 }
 
