@@ -474,9 +474,9 @@ fn a_program_of_another_uid_spools_and_allow_uid_holds_for_the_spool() {
     for allowed in [true, false] {
         let dir = ShmDir::new(&format!("uid-{allowed}"));
         // The test's files must be reachable by uid 2000.
-        for p in [&dir.0] {
+        {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         let out = dir.0.join("out");
         let mut p = Kid::spawn(
