@@ -195,13 +195,24 @@ impl Ring {
             return false;
         }
         let _e = crate::sys::ErrnoGuard::new();
+        // The layout's regions are 4 KiB-aligned; on a kernel with larger
+        // pages (arm64 16 or 64 KiB) the range is widened to whole pages,
+        // which only allocates some of this ring's own bytes early.
+        // SAFETY: getauxval has no preconditions.
+        let page = (unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize).max(4096);
+        let start = off / page * page;
+        let end = (off + len)
+            .div_ceil(page)
+            .saturating_mul(page)
+            .min(self.mapping().1);
         let spool = crate::transport::spool::room_for(crate::fds::ring_fd(), len)
-            // SAFETY: `off..off+len` lies inside this ring's shared mapping,
-            // page-aligned (the layout's regions and the steps are).
+            // SAFETY: `start..end` lies inside this ring's shared mapping
+            // (whose size is a multiple of the page: mmap rounds it), and
+            // is page-aligned.
             && unsafe {
                 libc::madvise(
-                    self.ctl.add(off) as *mut libc::c_void,
-                    len,
+                    self.ctl.add(start) as *mut libc::c_void,
+                    end - start,
                     crate::transport::spool::MADV_POPULATE_WRITE,
                 ) == 0
             };

@@ -1348,10 +1348,15 @@ fn claim_intent() -> (*mut u8, bool) {
     let r = ring();
     for pass in 0..2 {
         for i in 0..logtap_wire::ring::INTENT_SLOTS {
-            // A spooled ring's slot is allocated before it is first read.
-            let (Some(s), true) = (r.intent(i), r.back_intent(i)) else {
+            let Some(s) = r.intent(i) else {
                 return (NO_INTENT, true);
             };
+            // A spooled ring's slot is allocated before it is first read.
+            // When it cannot be (its filesystem short of room), this write
+            // goes without, and a later one asks again.
+            if !r.back_intent(i) {
+                return (core::ptr::null_mut(), false);
+            }
             let owner = intent_word(s, logtap_wire::ring::INTENT_OWNER_AT);
             let cur = owner.load(Relaxed);
             let free = cur == 0

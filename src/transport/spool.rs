@@ -219,10 +219,7 @@ pub fn create(size: usize, backed: [(usize, usize); 2]) -> i32 {
         return -1;
     }
     let pid = sys::getpid();
-    // The ring of this pid's previous image, which exec'd with nothing
-    // left in it (`before_exec`): nobody needs it.
-    // SAFETY: a NUL-terminated name relative to the directory fd.
-    unsafe { libc::syscall(libc::SYS_unlinkat, dfd, exec_name(pid).c().as_ptr(), 0) };
+    remove_exec_left(dfd, pid);
     // SAFETY: statfs is a properly sized out-parameter.
     let mut fs: libc::statfs = unsafe { core::mem::zeroed() };
     // SAFETY: as above, on the directory just opened.
@@ -309,6 +306,47 @@ pub fn create(size: usize, backed: [(usize, usize); 2]) -> i32 {
     fd
 }
 
+/// The ring of this pid's previous image, which exec'd with nothing left
+/// in it (`before_exec`): removed, unless somebody locks it (a process of
+/// another pid namespace with the same pid, in the middle of its own
+/// exec, which may fail and take it back).
+fn remove_exec_left(dfd: i32, pid: i32) {
+    let mut name = exec_name(pid);
+    let name = name.c();
+    // SAFETY: a NUL-terminated name relative to the directory fd; the
+    // other calls act on the fd opened here and the stat buffers.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat,
+            dfd,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        ) as i32;
+        if fd < 0 {
+            return;
+        }
+        let mut st: libc::stat = core::mem::zeroed();
+        let same = libc::syscall(
+            libc::SYS_newfstatat,
+            dfd,
+            name.as_ptr(),
+            &mut st as *mut libc::stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) == 0
+            && sys::fstat(fd).is_some_and(|id| id.same_file(&sys::Ident::from_stat(&st)));
+        if same
+            && ok(libc::syscall(
+                libc::SYS_flock,
+                fd,
+                libc::LOCK_EX | libc::LOCK_NB,
+            ))
+        {
+            libc::syscall(libc::SYS_unlinkat, dfd, name.as_ptr(), 0);
+        }
+        sys::close(fd);
+    }
+}
+
 /// Whether `MADV_POPULATE_WRITE` works on the new mapping at `p` (its
 /// first page, allocated already): without it the ring could not grow
 /// without risking a fault, so it is not spooled.
@@ -329,8 +367,9 @@ pub fn spooled() -> bool {
     PID.load(Relaxed) != 0
 }
 
-/// Renames this process's ring from `from` to `to` in the spool, only if
-/// `from` still names the file `ring_fd` holds. Returns whether it did.
+/// Renames this process's ring from `from` to `to` in the spool (never
+/// over an existing name), or removes it (`to` None), only if `from`
+/// still names the file `ring_fd` holds. Returns whether it did.
 fn rename(ring_fd: i32, from: &[u8], to: Option<&[u8]>) -> bool {
     let mut dbuf = [0u8; config::SPOOL_MAX + 8];
     let Some(dir) = dir_path(&mut dbuf) else {
@@ -359,7 +398,7 @@ fn rename(ring_fd: i32, from: &[u8], to: Option<&[u8]>) -> bool {
                 from.as_ptr(),
                 dfd,
                 to.as_ptr(),
-                0,
+                libc::RENAME_NOREPLACE,
             )),
             None => ok(libc::syscall(libc::SYS_unlinkat, dfd, from.as_ptr(), 0)),
         }
@@ -388,7 +427,9 @@ pub fn remove(ring_fd: i32) {
 /// `<pid>.exec`, which the next image of this process removes when it
 /// makes its own ring (and a sink removes once nobody locks it), so a
 /// successful exec leaves nothing behind; a failed one renames it back
-/// (`after_failed_exec`) and the process keeps its spooled ring.
+/// (`after_failed_exec`) and the process keeps its spooled ring. When the
+/// name is taken (a process with the same pid in another pid namespace,
+/// exec'ing too), the ring keeps its own name, for a sink to remove.
 pub fn before_exec(ring_fd: i32) {
     let pid = PID.load(Relaxed);
     if pid == 0 || ring_fd < 0 {

@@ -68,6 +68,10 @@ const FIRST_PENDING: usize = usize::MAX / 2;
 /// How often rings waiting for their program are looked at again (owner
 /// word, state, and the pid when no pidfd watches it).
 const PENDING_CHECK: Duration = Duration::from_millis(100);
+/// How soon the spool is looked at after a connection whose ring is in
+/// it ended (its program's descriptors close as it dies, the socket and
+/// the ring not at the same instant).
+const SPOOL_SOON: Duration = Duration::from_millis(50);
 /// Complaints about rings printed per [`COMPLAINT_WINDOW`] at most; the
 /// rest are counted and summarised.
 const COMPLAINTS_PER_WINDOW: u32 = 20;
@@ -1164,7 +1168,21 @@ impl<E: Emit> Server<E> {
         // A ring still this connection's: read now what the program wrote
         // and never sent, or wait for the program's end.
         let mut recovered = false;
-        if let Some(ended) = conn.link.end() {
+        let ended = conn.link.end();
+        // A ring in this sink's spool is the scan's: its lock says exactly
+        // when its program is gone (no pid to look at, no deadline, and
+        // never a ring taken from a program that is only exec'ing). The
+        // sink lets go of it, which leaves the program's lock alone, and
+        // looks at the spool again shortly.
+        let ended = match ended {
+            Some(e) if self.spool.as_ref().is_some_and(|sp| sp.holds(&e.ring)) => {
+                drop(e);
+                self.next_spool_scan = self.next_spool_scan.min(Instant::now() + SPOOL_SOON);
+                None
+            }
+            e => e,
+        };
+        if let Some(ended) = ended {
             match self.verdict(&ended, &conn.cred, why, stopping) {
                 Verdict::Leave => {}
                 Verdict::Recover(reason) => {
@@ -1236,6 +1254,13 @@ impl<E: Emit> Server<E> {
         if e.ring.owner().ok() != Some(e.token) {
             return Verdict::Leave;
         }
+        // A spooled ring is not lost when the sink stops: the next sink
+        // finds it in the spool, once nobody holds it. Left, it cannot be
+        // taken from a program that is only exec'ing (an exec that fails
+        // goes on with its ring).
+        if stopping && !e.ring.sealed() {
+            return Verdict::Leave;
+        }
         if e.ring.abandoned() {
             return Verdict::Recover("it marked its ring abandoned");
         }
@@ -1295,12 +1320,19 @@ impl<E: Emit> Server<E> {
             };
         for f in found {
             // --allow-uid/--allow-gid hold for a ring left in the spool as
-            // for a connection: the file's owner and group stand for the
-            // peer's uid and gid.
+            // for a connection: the file's owner stands for the peer's uid,
+            // and its group for the peer's gid, except in a set-group-ID
+            // spool, where every ring has the spool's group (then only
+            // --allow-uid can admit a spooled ring).
+            let gid = self
+                .spool
+                .as_ref()
+                .is_some_and(Spool::groups_are_programs)
+                .then_some(f.gid);
             let cred = PeerCred {
                 pid: None,
                 uid: Some(f.uid),
-                gid: Some(f.gid),
+                gid,
             };
             if !self.policy.allowed(&cred) {
                 if let Some(sp) = self.spool.as_mut() {

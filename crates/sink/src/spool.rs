@@ -61,6 +61,17 @@ pub struct Spool {
     stuck: HashSet<(u64, u64)>,
 }
 
+impl Spool {
+    /// Whether a ring's group is its program's: not in a set-group-ID
+    /// spool, where every ring takes the spool's group.
+    pub fn groups_are_programs(&self) -> bool {
+        rustix::fs::fstat(&self.dir).is_ok_and(|st| st.st_mode & S_ISGID == 0)
+    }
+}
+
+/// The set-group-ID bit of a mode.
+const S_ISGID: u32 = 0o2000;
+
 /// A spooled ring whose program is gone, locked by the sink, ready to be
 /// recovered.
 pub struct Found {
@@ -453,6 +464,30 @@ impl Spool {
                 self.stuck.insert((f.dev, f.ino));
             }
         }
+    }
+
+    /// Whether `ring` is a file of this spool (its name there, as
+    /// `/proc/self/fd` tells it, still names that file): the scan reads it
+    /// once nobody locks it.
+    pub fn holds(&self, ring: &Ring) -> bool {
+        if ring.sealed() {
+            return false;
+        }
+        let Ok(st) = rustix::fs::fstat(ring.fd()) else {
+            return false;
+        };
+        let Ok(link) = std::fs::read_link(format!("/proc/self/fd/{}", ring.fd().as_raw_fd()))
+        else {
+            return false;
+        };
+        let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else {
+            return false;
+        };
+        if parent != self.real || !is_ring_name(name) {
+            return false;
+        }
+        rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .is_ok_and(|now| now.st_dev == st.st_dev && now.st_ino == st.st_ino)
     }
 
     /// After the ring of an ended connection was recovered: when it is a
