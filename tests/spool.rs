@@ -108,6 +108,16 @@ fn stop(sink: SinkProc, pid: u32) -> (Vec<u8>, String) {
     (got, err)
 }
 
+/// Starts a sink on `dir`'s socket and waits until it has taken every
+/// ring from the spool; the running sink.
+fn sink_takes_the_spool(dir: &ShmDir) -> SinkProc {
+    let sink = SinkProc::start(&dir.0.join("s"));
+    until("the sink to take the rings from the spool", || {
+        dir.rings().is_empty()
+    });
+    sink
+}
+
 /// Waits until `cond` holds (at most 10 s).
 fn until(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -139,10 +149,7 @@ fn sigkill_before_any_sink_started_is_delivered_when_one_starts() {
         "the killed program's ring is in the spool: {:?}",
         dir.rings()
     );
-    let sink = SinkProc::start(&dir.0.join("s"));
-    until("the sink to take the ring from the spool", || {
-        dir.rings().is_empty()
-    });
+    let sink = sink_takes_the_spool(&dir);
     let (got, err) = stop(sink, p.id());
     let file = std::fs::read(&out).unwrap();
     check_killed(
@@ -173,10 +180,7 @@ fn sigkill_while_the_sink_restarts_loses_nothing() {
         wrote(&out, at_stop + 5_000 + common::kids::jitter(20_000));
         kill(p.id(), libc::SIGKILL);
         p.wait().unwrap();
-        let second = SinkProc::start(&sock);
-        until("the sink to take the ring from the spool", || {
-            dir.rings().is_empty()
-        });
+        let second = sink_takes_the_spool(&dir);
         let (after, err2) = stop(second, p.id());
         let mut got = before;
         got.extend_from_slice(&after);
@@ -204,10 +208,7 @@ fn a_ring_left_at_exit_with_no_sink_is_delivered_later_and_a_delivered_one_is_re
     let mut p = Kid::spawn(tapped(&dir, &out).args(["lines", "3000"]));
     assert!(p.wait().unwrap().success());
     assert_eq!(dir.rings().len(), 1, "its ring stays in the spool");
-    let sink = SinkProc::start(&dir.0.join("s"));
-    until("the sink to take the ring from the spool", || {
-        dir.rings().is_empty()
-    });
+    let sink = sink_takes_the_spool(&dir);
     // With the sink running, a program that exits normally removes its
     // own ring: nothing is left for anyone to find.
     let out2 = dir.0.join("out2");
@@ -374,10 +375,7 @@ fn a_write_sent_in_pieces_to_a_sink_that_stops_is_not_delivered_twice() {
     assert!(st.success());
     kill(p.id(), libc::SIGKILL);
     p.wait().unwrap();
-    let second = SinkProc::start(&sock);
-    until("the sink to take the ring from the spool", || {
-        dir.rings().is_empty()
-    });
+    let second = sink_takes_the_spool(&dir);
     kill(second.child.id(), libc::SIGTERM);
     let (_, out2, err2) = second.finish();
     let mut got = messages(&out1, p.id());
@@ -426,10 +424,7 @@ fn a_failed_exec_keeps_the_ring_in_the_spool_and_a_successful_one_leaves_nothing
     std::thread::sleep(Duration::from_millis(100));
     kill(p.id(), libc::SIGKILL);
     p.wait().unwrap();
-    let second = SinkProc::start(&sock);
-    until("the sink to take the ring from the spool", || {
-        dir.rings().is_empty()
-    });
+    let second = sink_takes_the_spool(&dir);
     let (after, err2) = stop(second, p.id());
     let mut got = before;
     got.extend_from_slice(&after);
@@ -535,10 +530,7 @@ fn threads_killed_at_a_random_moment_with_no_sink_lose_nothing() {
         std::thread::sleep(Duration::from_millis(common::kids::jitter(80)));
         kill(p.id(), libc::SIGKILL);
         p.wait().unwrap();
-        let sink = SinkProc::start(&dir.0.join("s"));
-        until("the sink to take the ring from the spool", || {
-            dir.rings().is_empty()
-        });
+        let sink = sink_takes_the_spool(&dir);
         let (got, err) = stop(sink, p.id());
         let file = std::fs::read(&out).unwrap();
         // Per thread (the tag before the space), in order.
