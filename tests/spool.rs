@@ -79,16 +79,7 @@ fn stress() -> PathBuf {
 /// The stress program tapped to the socket `s` in `dir`, its stdout the
 /// file `out` there.
 fn tapped(dir: &ShmDir, out: &Path) -> Command {
-    let mut c = Command::new(stress());
-    c.env("LD_PRELOAD", common::so_path())
-        .env(
-            "LLT_TARGET",
-            format!("socket:{}", dir.0.join("s").display()),
-        )
-        .env_remove("LLT_FORMAT")
-        .env("LLT_TAP_INTO", "1")
-        .stdout(std::fs::File::create(out).unwrap());
-    c
+    tapped_prog(dir, out, &stress())
 }
 
 /// SIGTERM, wait: the sink's stdout lines of `pid`'s stdout, and its

@@ -135,6 +135,24 @@ fn ok(r: libc::c_long) -> bool {
     r >= 0
 }
 
+/// Whether `name` (NUL-terminated) in the directory `dfd` still names the
+/// file `fd` holds (not a symbolic link, not another file put there).
+fn names(dfd: i32, name: &[u8], fd: i32) -> bool {
+    // SAFETY: a NUL-terminated name relative to the directory fd; the stat
+    // buffer is properly sized.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        libc::syscall(
+            libc::SYS_newfstatat,
+            dfd,
+            name.as_ptr(),
+            &mut st as *mut libc::stat,
+            libc::AT_SYMLINK_NOFOLLOW,
+        ) == 0
+            && sys::fstat(fd).is_some_and(|id| id.same_file(&sys::Ident::from_stat(&st)))
+    }
+}
+
 /// The spool directory, opened `O_PATH` (search permission is all that
 /// the calls relative to it need; a spool made by the sink, mode 01733,
 /// cannot be read by others). -1 when there is none.
@@ -325,16 +343,7 @@ fn remove_exec_left(dfd: i32, pid: i32) {
         if fd < 0 {
             return;
         }
-        let mut st: libc::stat = core::mem::zeroed();
-        let same = libc::syscall(
-            libc::SYS_newfstatat,
-            dfd,
-            name.as_ptr(),
-            &mut st as *mut libc::stat,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) == 0
-            && sys::fstat(fd).is_some_and(|id| id.same_file(&sys::Ident::from_stat(&st)));
-        if same
+        if names(dfd, name, fd)
             && ok(libc::syscall(
                 libc::SYS_flock,
                 fd,
@@ -382,26 +391,18 @@ fn rename(ring_fd: i32, from: &[u8], to: Option<&[u8]>) -> bool {
     // SAFETY: NUL-terminated names relative to the directory fd; the stat
     // buffer is properly sized.
     let done = unsafe {
-        let mut st: libc::stat = core::mem::zeroed();
-        let ours = libc::syscall(
-            libc::SYS_newfstatat,
-            dfd,
-            from.as_ptr(),
-            &mut st as *mut libc::stat,
-            libc::AT_SYMLINK_NOFOLLOW,
-        ) == 0
-            && sys::fstat(ring_fd).is_some_and(|id| id.same_file(&sys::Ident::from_stat(&st)));
-        ours && match to {
-            Some(to) => ok(libc::syscall(
-                libc::SYS_renameat2,
-                dfd,
-                from.as_ptr(),
-                dfd,
-                to.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )),
-            None => ok(libc::syscall(libc::SYS_unlinkat, dfd, from.as_ptr(), 0)),
-        }
+        names(dfd, from, ring_fd)
+            && match to {
+                Some(to) => ok(libc::syscall(
+                    libc::SYS_renameat2,
+                    dfd,
+                    from.as_ptr(),
+                    dfd,
+                    to.as_ptr(),
+                    libc::RENAME_NOREPLACE,
+                )),
+                None => ok(libc::syscall(libc::SYS_unlinkat, dfd, from.as_ptr(), 0)),
+            }
     };
     sys::close(dfd);
     done

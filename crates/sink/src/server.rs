@@ -1289,11 +1289,11 @@ impl<E: Emit> Server<E> {
         let r = shared_ring::recover(e, frames, &origin, &mut self.out, &mut self.scratch);
         // The copy is held only during a recovery.
         self.scratch = Vec::new();
+        // A spooled ring of another spool (this one's are left to the
+        // scan): marked, so that a sink scanning that spool removes it
+        // unread.
         if !e.ring.sealed() {
             e.ring.mark_delivered();
-            if let Some(s) = &self.spool {
-                s.remove_delivered(&e.ring);
-            }
         }
         if let Some(what) = recovery_text(&r, "the last frame") {
             warn!(

@@ -489,32 +489,6 @@ impl Spool {
         rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
             .is_ok_and(|now| now.st_dev == st.st_dev && now.st_ino == st.st_ino)
     }
-
-    /// After the ring of an ended connection was recovered: when it is a
-    /// file of this spool (not a memfd), removes it, if its name in the
-    /// spool still names it. (The caller marked it delivered.)
-    pub fn remove_delivered(&self, ring: &Ring) {
-        if ring.sealed() {
-            return;
-        }
-        let Ok(st) = rustix::fs::fstat(ring.fd()) else {
-            return;
-        };
-        let Ok(link) = std::fs::read_link(format!("/proc/self/fd/{}", ring.fd().as_raw_fd()))
-        else {
-            return;
-        };
-        let (Some(parent), Some(name)) = (link.parent(), link.file_name()) else {
-            return;
-        };
-        if parent != self.real || !is_ring_name(name) {
-            return;
-        }
-        let Ok(name) = std::ffi::CString::new(name.as_bytes()) else {
-            return;
-        };
-        let _ = self.unlink(&name, st.st_dev, st.st_ino);
-    }
 }
 
 /// A name of a ring in the spool: `*.ring`, or `*.exec` (a ring renamed
