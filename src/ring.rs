@@ -354,6 +354,18 @@ impl Ring {
         }
     }
 
+    /// Where a sink that reads this ring itself last said it delivered
+    /// every record before (`logtap_wire::ring::READ_AT`; 0: none). Written
+    /// by the sink: a claim, used only when it equals a position this
+    /// process asked it to read up to.
+    pub fn read_by_sink(&self) -> u64 {
+        if self.cap > 0 {
+            self.ctl64(lay::READ_AT).load(Acquire)
+        } else {
+            0
+        }
+    }
+
     /// Clears the owner word if it still names `token`.
     pub fn disown(&self, token: u64) {
         if self.cap > 0 && token != 0 {

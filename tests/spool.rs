@@ -551,3 +551,42 @@ fn threads_killed_at_a_random_moment_with_no_sink_lose_nothing() {
         );
     }
 }
+
+/// The sink reads the ring itself: it delivers what a read request names,
+/// writes how far it got into the ring, and answers; the program frees
+/// that space only when it reads the answer. A program stopped (SIGSTOP)
+/// in a burst cannot read the answers to the requests the sink serves
+/// meanwhile; killed then, its ring still holds those records, and the
+/// scan that reads it must start where the sink got to, not at the tail.
+#[test]
+fn a_program_killed_before_reading_the_sinks_answers_gets_nothing_twice() {
+    let _one = serial();
+    for round in 0..3 {
+        let dir = ShmDir::new(&format!("answers{round}"));
+        let out = dir.0.join("out");
+        let sink = SinkProc::start(&dir.0.join("s"));
+        let mut p = Kid::spawn(tapped(&dir, &out).args(["lines", "100000000"]));
+        wrote(&out, 100_000 + common::kids::jitter(3_000_000));
+        // Requests queue up while the sink is stopped (for less time than
+        // the program takes to fill its 8 MiB ring, so nothing is dropped),
+        // then the program stops and the sink serves them: their answers
+        // wait unread in the stopped program's socket.
+        kill(sink.child.id(), libc::SIGSTOP);
+        std::thread::sleep(Duration::from_millis(30));
+        kill(p.id(), libc::SIGSTOP);
+        kill(sink.child.id(), libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(300));
+        kill(p.id(), libc::SIGKILL);
+        p.wait().unwrap();
+        until("the sink to take the ring from the spool", || {
+            dir.rings().is_empty()
+        });
+        let (got, err) = stop(sink, p.id());
+        let file = std::fs::read(&out).unwrap();
+        check_killed(
+            &file,
+            &got,
+            &format!("round {round}: stopped, then killed (sink said: {err})"),
+        );
+    }
+}

@@ -9,6 +9,7 @@
 //! system call only when the consumer is idle, or when it is lingering to
 //! batch and the backlog passes a high-water mark.
 
+mod asks;
 pub mod spool;
 pub mod target;
 
@@ -32,7 +33,7 @@ const T_QUIESCE: u32 = 2;
 const T_STARTING: u32 = 3;
 
 /// Backlog at which a lingering consumer is woken early.
-const HIGH_WATER: u64 = 256 << 10;
+pub(crate) const HIGH_WATER: u64 = 256 << 10;
 
 struct RingCell(UnsafeCell<Ring>);
 // SAFETY: the Ring is Sync; the cell is replaced only in the fork child
@@ -699,7 +700,9 @@ fn published(used: u64) {
         start_thread();
     }
     let st = STATE.load(SeqCst);
-    if (st == IDLE || (st == LINGER && used >= HIGH_WATER)) && STATE.swap(AWAKE, SeqCst) != AWAKE {
+    if (st == IDLE || (st == LINGER && used >= HIGH_WATER && target::unhanded() >= HIGH_WATER))
+        && STATE.swap(AWAKE, SeqCst) != AWAKE
+    {
         // The only system call of an ordinary push: keep errno intact.
         let _e = sys::ErrnoGuard::new();
         sys::futex_wake(&STATE);
@@ -822,13 +825,33 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
             target::Outcome::Down(wait_ms) => rest(wait_ms.min(1000)),
             // A writer is mid-copy (or another drain runs): batch up meanwhile.
             target::Outcome::Busy => linger(flush_ms),
+            // The sink reads what was asked for: wait for its answer,
+            // which frees room (a flush in progress asks for more sooner).
+            target::Outcome::Awaiting(fd) => {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // Writers cannot wake a poll: what they commit meanwhile is
+                // asked for at the answer or after this long (a linger's).
+                let ms = if urgent() {
+                    2
+                } else {
+                    flush_ms.clamp(1, 100) as i32
+                };
+                // SAFETY: one valid pollfd; poll is not hooked.
+                unsafe { libc::poll(&mut p, 1, ms) };
+            }
         }
     }
 }
 
 fn linger(ms: u64) {
     STATE.store(LINGER, SeqCst);
-    if ring().used() < HIGH_WATER && !urgent() && THREAD.load(Acquire) != T_QUIESCE {
+    // What was asked of a sink that reads the ring itself is in hand: only
+    // the rest counts as backlog.
+    if target::unhanded() < HIGH_WATER && !urgent() && THREAD.load(Acquire) != T_QUIESCE {
         sys::futex_wait(&STATE, LINGER, ms);
     }
     STATE.store(AWAKE, SeqCst);
@@ -894,7 +917,7 @@ fn flush_with(timeout_ms: u64, dying: Option<Dying>) -> bool {
     wake_consumer();
     let (mut stuck_at, mut stuck_since) = (u64::MAX, 0);
     let done = loop {
-        if ring().tail() >= goal && !drops_pending() && target::idle() {
+        if target::handed(goal) && !drops_pending() && target::idle() {
             break true;
         }
         if let Some(d) = dying {
@@ -958,6 +981,14 @@ pub fn hand_off_before_child() {
         return;
     }
     let _e = sys::ErrnoGuard::new();
+    // Promptly: a sink that reads the ring is asked at once, not at the
+    // end of a linger.
+    URGENT.store(true, Relaxed);
+    hand_off();
+    URGENT.store(false, Relaxed);
+}
+
+fn hand_off() {
     if target::private_fds() {
         // Only the consumer can reach the connection: ask it, and wait
         // while the target is taking data, at most 100 ms. A target that
@@ -968,8 +999,9 @@ pub fn hand_off_before_child() {
             // Already known to be stalled: do not make every fork wait.
             return;
         }
+        let goal = ring().head();
         wake_consumer();
-        while ring().used() > 0 && !target::away() {
+        while !target::handed(goal) && !target::away() {
             let waited = sys::now_us().saturating_sub(start);
             let moved = LAST_PROGRESS.load(Relaxed) != progress_at_start;
             if waited > 100_000 || (waited > stall_us() && !moved) {
@@ -985,7 +1017,7 @@ pub fn hand_off_before_child() {
     // give it a moment, then try once ourselves.
     for _ in 0..2000 {
         match target::drain(true) {
-            target::Outcome::Busy if ring().used() > 0 => {
+            target::Outcome::Busy if !target::handed(ring().head()) => {
                 // SAFETY: sched_yield has no preconditions.
                 unsafe { libc::sched_yield() };
             }

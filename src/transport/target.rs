@@ -12,6 +12,7 @@
 //! connection (the sink discards the unfinished copy). Records are released
 //! only once every frame that carries them has gone out.
 
+use super::asks::{Asks, Heard};
 use super::{restore_drops, ring, take_drops, try_lock_drain, unlock_drain, urgent};
 use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
@@ -19,7 +20,7 @@ use crate::safe_open;
 use crate::sys::{self, Ident};
 use crate::tap::sources::{self, Original};
 use crate::tap::{NOTICE, SOURCES};
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU8, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 use logtap_wire as wire;
 use logtap_wire::ring as lay;
 
@@ -32,6 +33,9 @@ pub enum Outcome {
     Down(u64),
     /// Someone else is draining, or a writer is still filling the next record.
     Busy,
+    /// Everything committed was asked for: the sink's answers (it reads
+    /// the ring itself) come on this fd.
+    Awaiting(i32),
 }
 
 /// The fd the library owns now (-1: none). Hooks consult it so the program
@@ -84,6 +88,10 @@ struct Conn {
     attach_sent: usize,
     /// The attach went out: every frame from here on is version 2.
     v2: bool,
+    /// Read requests, once the sink reads the ring itself.
+    asks: Asks,
+    /// When the last one was prepared (ms).
+    asked_at: u64,
 }
 
 /// How long the consumer waits for the hello on a new connection.
@@ -98,6 +106,11 @@ const ATTACH_MAX: usize = 8 + 2 + wire::MAX_PLATFORM + 1 + 7 + lay::POSITION_LEN
 /// Set while the ring is attached to the live connection (the attach
 /// frame went out whole): the sink holds it.
 static ATTACHED: AtomicBool = AtomicBool::new(false);
+/// Everything before this position is with the sink of the live
+/// connection: asked for in a read request sent whole (0: none). The
+/// sink reads it even if the program dies, so exit and fork need not wait
+/// for its answer.
+static HANDED: AtomicU64 = AtomicU64::new(0);
 /// The ring's memfd in the consumer's private fd table (-1: none there).
 static PRIVATE_RING_FD: AtomicI32 = AtomicI32::new(-1);
 
@@ -171,6 +184,8 @@ impl Conn {
             attach_len: 0,
             attach_sent: 0,
             v2: false,
+            asks: Asks::new(),
+            asked_at: 0,
         }
     }
 }
@@ -326,6 +341,17 @@ fn close_span(lo: u32, hi: u32) {
 fn unlink_ring() {
     let c = conn();
     ring().disown(c.token);
+    // Requests the sink may have served without its answer reaching us: it
+    // writes where it delivered to into the ring before answering, so
+    // that space is not sent again on the next connection.
+    let done = ring().read_by_sink();
+    if c.asks.outstanding().contains(&done) {
+        ring().release_to(done, 0);
+        c.skip = 0;
+        super::note_progress();
+    }
+    c.asks.reset();
+    HANDED.store(0, SeqCst);
     ATTACHED.store(false, SeqCst);
     c.token = 0;
     c.greet = G_NONE;
@@ -394,10 +420,11 @@ pub fn evacuate(fd: i32) {
     // dup2 closes it and the drainer reconnects.
 }
 
-/// True when no frame is half sent (so "tail reached head" means delivered).
+/// True when no frame or read request is half sent (so "tail reached
+/// head" means delivered).
 pub fn idle() -> bool {
     !try_lock_drain() || {
-        let r = conn().pf_sent == 0;
+        let r = conn().pf_sent == 0 && !conn().asks.sending();
         unlock_drain();
         r
     }
@@ -423,8 +450,22 @@ pub fn after_fork_child() {
     LINK.store(LINK_UNKNOWN, Relaxed);
     ATTEMPT_NOW.store(false, SeqCst);
     IN_USE.store(false, SeqCst);
+    HANDED.store(0, SeqCst);
     let c = conn();
     *c = Conn::new(c.ever);
+}
+
+/// Whether everything before `goal` is with the target: sent, or asked
+/// for from a sink that reads the ring itself.
+pub fn handed(goal: u64) -> bool {
+    ring().tail() >= goal || HANDED.load(SeqCst) >= goal
+}
+
+/// Bytes in the ring the target does not have yet (neither sent nor
+/// asked for).
+pub fn unhanded() -> u64 {
+    let r = ring();
+    r.head().saturating_sub(r.tail().max(HANDED.load(Relaxed)))
 }
 
 fn report(what: &[u8], path: &[u8]) {
@@ -839,6 +880,19 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
     c.v2 = true;
     ATTACHED.store(true, SeqCst);
     crate::debug(&[b"the sink holds the buffer (shared ring attached)"]);
+    if !inline {
+        // A sink that reads rings itself says so as soon as it has taken
+        // this one: a moment's wait for that word (on the consumer thread
+        // only; a sink of an older version costs it once per connection)
+        // saves sending the bytes queued meanwhile.
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd; poll is not hooked.
+        unsafe { libc::poll(&mut p, 1, HELLO_WAIT_MS) };
+    }
     None
 }
 
@@ -1332,6 +1386,14 @@ fn drain_locked(inline: bool) -> Outcome {
             // sent, so nothing can arrive twice.
             return Outcome::Down(1000);
         }
+        if conn().v2 {
+            if let Err(out) = hear_sink(fd) {
+                return out;
+            }
+            if conn().asks.reading && conn().pf_sent == 0 {
+                return ask(fd);
+            }
+        }
         b.clear();
         let enc = enc.on_conn();
         plan(&mut b, enc);
@@ -1366,6 +1428,108 @@ fn drain_locked(inline: bool) -> Outcome {
             // The plan took everything that was committed.
             emit_drop_notices();
         }
+    }
+}
+
+/// Reads the sink's messages (its answers to read requests, its word
+/// that it reads the ring itself) without waiting. Err: the connection
+/// ended or failed.
+fn hear_sink(fd: i32) -> Result<(), Outcome> {
+    let c = conn();
+    loop {
+        IN_USE.store(true, SeqCst);
+        let n = if OUR_FD.load(SeqCst) == fd {
+            sys::recv(fd, c.asks.rx_room(), libc::MSG_DONTWAIT)
+        } else {
+            -1
+        };
+        let e = sys::errno();
+        IN_USE.store(false, SeqCst);
+        if n == 0 || (n < 0 && e != libc::EAGAIN && e != libc::EWOULDBLOCK && e != libc::EINTR) {
+            return Err(lost_target());
+        }
+        if n < 0 {
+            return if e == libc::EINTR { continue } else { Ok(()) };
+        }
+        match c.asks.received(n as usize, c.v2) {
+            Heard::Nothing => {}
+            Heard::Reading => crate::debug(&[b"the sink reads the buffer itself (read requests)"]),
+            Heard::Answered(p) => {
+                ring().release_to(p, 0);
+                c.skip = 0;
+                super::note_progress();
+            }
+            Heard::OutOfTurn => crate::debug(&[b"the sink sent a message out of turn: ignored"]),
+        }
+    }
+}
+
+fn lost_target() -> Outcome {
+    report(
+        b"lost the target, buffering:",
+        config::get().target_path.bytes(),
+    );
+    disconnect(true);
+    Outcome::Down(retry_ms())
+}
+
+/// With a sink that reads the ring itself: asks it to read everything
+/// committed (one small frame per request, at most `ASKED_MAX` waiting
+/// for their answers) instead of sending the bytes.
+fn ask(fd: i32) -> Outcome {
+    let c = conn();
+    let r = ring();
+    loop {
+        while c.asks.sending() {
+            match send_attach(fd, c.asks.unsent(), -1) {
+                Ok(n) => {
+                    c.delivered |= n > 0;
+                    if c.asks.sent(n) {
+                        HANDED.store(c.asks.last().unwrap_or(0), SeqCst);
+                    }
+                }
+                Err(e) if e == libc::EINTR => {}
+                Err(e) if e == libc::EAGAIN || e == libc::EWOULDBLOCK => {
+                    return Outcome::Blocked(fd)
+                }
+                Err(_) => {
+                    // Answers that came before the end still count.
+                    let _ = hear_sink(fd);
+                    return if OUR_FD.load(SeqCst) == fd {
+                        lost_target()
+                    } else {
+                        Outcome::Down(retry_ms())
+                    };
+                }
+            }
+        }
+        if c.asks.full() {
+            return Outcome::Awaiting(fd);
+        }
+        // Positions asked for are record boundaries past any padding, so
+        // the next request starts where the last one ended.
+        let from = c.asks.last().unwrap_or_else(|| r.tail());
+        let mut end = from;
+        while let Some(rec) = r.peek(end) {
+            end = r.past_pads(rec.next);
+        }
+        // Batched as frames are: a request per linger, unless the backlog
+        // is large or someone waits (exit, a fork). Each costs the sink a
+        // read and an answer, so one per few lines would cost more than
+        // the bytes.
+        let now = sys::now_ms();
+        let due = urgent()
+            || end - from >= super::HIGH_WATER
+            || now.saturating_sub(c.asked_at) >= config::get().flush_ms;
+        if end == from || !due {
+            return if c.asks.last().is_some() {
+                Outcome::Awaiting(fd)
+            } else {
+                Outcome::Busy
+            };
+        }
+        c.asked_at = now;
+        c.asks.prepare(end, config::get().platform.bytes());
     }
 }
 

@@ -230,7 +230,7 @@ fn drain_queued<E: Emit>(
     stream: &UnixStream,
     frames: &mut FrameStream,
     mut link: Option<&mut Link>,
-    buf: &mut [u8],
+    (buf, scratch): (&mut [u8], &mut Vec<u8>),
     origin: &Origin,
     out: &mut E,
     max_reads: usize,
@@ -243,7 +243,13 @@ fn drain_queued<E: Emit>(
             Ok(0) => break,
             Ok(n) => {
                 reads += 1;
-                if feed_conn(frames, link.as_deref_mut(), &buf[..n], origin, out).is_err() {
+                let res = feed_conn(frames, link.as_deref_mut(), &buf[..n], scratch, origin, out);
+                if let Some(l) = link.as_deref_mut() {
+                    // Answers still count: the program frees what the
+                    // sink read before it goes.
+                    let _ = answer(stream, l);
+                }
+                if res.is_err() {
                     break;
                 }
             }
@@ -273,19 +279,41 @@ fn read_conn(
     Ok(n)
 }
 
-/// Decodes what a connection sent, following its ring positions.
+/// Decodes what a connection sent, following its ring positions and
+/// serving its read requests (`scratch` takes the ring's bytes).
 fn feed_conn<E: Emit>(
     frames: &mut FrameStream,
     link: Option<&mut Link>,
     data: &[u8],
+    scratch: &mut Vec<u8>,
     origin: &Origin,
     out: &mut E,
 ) -> Result<(), crate::stream::StreamError> {
     let Some(link) = link else {
         return frames.feed(data, origin, out);
     };
-    let res = frames.feed_observed(data, origin, out, |f| link.on_frame(f));
+    let res = frames.feed_observed(data, origin, out, |f, to| link.on_frame(f, to, scratch));
     link.after_read(frames.frame_pending() > 0);
+    res
+}
+
+/// Sends the program the link's messages (see `logtap_wire::ring::SinkMsg`).
+/// Err: its socket is full, so it does not read them; a program already
+/// gone is no error.
+fn answer(stream: &UnixStream, link: &mut Link) -> Result<(), ()> {
+    use rustix::net::SendFlags;
+    let mut res = Ok(());
+    for r in link.replies.drain(..) {
+        match rustix::net::send(stream, &r, SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+            Ok(n) if n == r.len() => {}
+            Err(rustix::io::Errno::PIPE | rustix::io::Errno::CONNRESET) => break,
+            _ => {
+                res = Err(());
+                break;
+            }
+        }
+    }
+    link.replies.clear();
     res
 }
 
@@ -506,6 +534,7 @@ pub fn serve<E: Emit>(cfg: &Config, out: E) -> i32 {
         pending: Vec::new(),
         next_pending_check: Instant::now(),
         scratch: Vec::new(),
+        ring_buf: Vec::new(),
         complaints: Complaints {
             window: Instant::now(),
             said: 0,
@@ -565,6 +594,9 @@ struct Server<E: Emit> {
     next_pending_check: Instant,
     /// The one buffer a ring is read into (emptied after each recovery).
     scratch: Vec<u8>,
+    /// Where read requests' records are read to (kept: at most a
+    /// recovery's chunk, 1 MiB).
+    ring_buf: Vec<u8>,
     complaints: Complaints,
     /// The spool directory, when it could be had.
     spool: Option<Spool>,
@@ -972,7 +1004,7 @@ impl<E: Emit> Server<E> {
             stream,
             frames,
             None,
-            &mut self.buf,
+            (&mut self.buf, &mut self.ring_buf),
             &origin,
             &mut self.out,
             max_reads.min(DRAIN_READS),
@@ -1074,11 +1106,20 @@ impl<E: Emit> Server<E> {
                         &mut conn.frames,
                         Some(&mut conn.link),
                         &self.buf[..n],
+                        &mut self.ring_buf,
                         &origin,
                         &mut self.out,
                     );
                     for note in conn.link.notes.drain(..) {
                         self.complaints.say(&conn.cred, &note);
+                    }
+                    if answer(&conn.stream, &mut conn.link).is_err() {
+                        conn.link.broken =
+                            Some("does not read the sink's answers to its read requests".into());
+                    }
+                    if let Some(why) = conn.link.broken.take() {
+                        warn!("connection from pid {}: {why}; closing", Pid(conn.pid));
+                        return Served::Closed(Why::BadFrame);
                     }
                     if self.out.failed() {
                         return Served::OutputFailed;
@@ -1150,7 +1191,7 @@ impl<E: Emit> Server<E> {
                 &conn.stream,
                 &mut conn.frames,
                 Some(&mut conn.link),
-                &mut self.buf,
+                (&mut self.buf, &mut self.ring_buf),
                 &origin,
                 &mut self.out,
                 DRAIN_READS,

@@ -26,13 +26,13 @@ use logtap_wire::ring::{
 };
 use logtap_wire::{
     DropNotice, EntryHeader, Frame, Level, Write, WriteOrigin, ENTRY_HEADER, SELF_SOURCE,
-    VERSION_RING,
+    VERSION_READ, VERSION_RING,
 };
 use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
 
 use crate::output::{Emit, Origin};
-use crate::stream::FrameStream;
+use crate::stream::{FrameStream, Router};
 
 /// The largest ring accepted: liblogtap's largest `LLT_BUFFER_SIZE` (1 GiB).
 pub const MAX_CAP: u64 = 1 << 30;
@@ -299,6 +299,17 @@ impl Ring {
         );
     }
 
+    /// Notes that every record before `pos` was delivered (`READ_AT`);
+    /// a failure is ignored (a later reader then repeats those records).
+    fn set_read_at(&self, pos: u64) {
+        let _ = rustix::io::pwrite(&self.fd, &pos.to_ne_bytes(), lr::READ_AT as u64);
+    }
+
+    /// Where a sink that read the ring itself got to (`READ_AT`, a claim).
+    pub fn read_at(&self) -> io::Result<u64> {
+        self.read_u64(lr::READ_AT)
+    }
+
     fn read_u64(&self, at: usize) -> io::Result<u64> {
         let mut b = [0u8; 8];
         pread_exact(&self.fd, &mut b, at as u64)?;
@@ -485,6 +496,11 @@ pub struct Link {
     extra_fds_said: bool,
     /// Lines to print (the server rate-limits them).
     pub notes: Vec<String>,
+    /// Messages for the program (`lr::SinkMsg`), in order.
+    pub replies: Vec<[u8; lr::SINK_MSG_LEN]>,
+    /// Why the connection must end: a read request the sink cannot
+    /// serve (the program would wait for its answer for ever).
+    pub broken: Option<String>,
 }
 
 /// A ring whose connection ended, with where its frames stopped.
@@ -502,6 +518,8 @@ impl Link {
             state: State::Idle,
             extra_fds_said: false,
             notes: Vec::new(),
+            replies: Vec::new(),
+            broken: None,
         }
     }
 
@@ -544,8 +562,18 @@ impl Link {
         }
     }
 
-    /// Follows one decoded frame.
-    pub fn on_frame(&mut self, f: &Frame<'_>) {
+    /// Follows one decoded frame; reads the records a read request names
+    /// (the ring's own bytes, through `scratch`) into `to`.
+    pub fn on_frame<E: Emit>(
+        &mut self,
+        f: &Frame<'_>,
+        to: &mut Router<'_, E>,
+        scratch: &mut Vec<u8>,
+    ) {
+        if f.version == VERSION_READ && !self.attached() {
+            self.broken = Some("sent a read request, but the sink does not hold its ring".into());
+            return;
+        }
         match std::mem::take(&mut self.state) {
             State::Idle if is_attach(f) => self.off(Some(
                 "attach frame without a memfd: nothing can be recovered from this connection"
@@ -570,6 +598,30 @@ impl Link {
                     ring,
                     pos: p,
                     platform: f.platform.to_vec(),
+                };
+                // The program may now ask for its records to be read
+                // from the ring instead of sending them.
+                self.replies.push(lr::SinkMsg::Reading.to_bytes());
+            }
+            State::Attached {
+                ring,
+                pos,
+                mut platform,
+            } if f.version == VERSION_READ => {
+                let p = f.position.unwrap_or_default();
+                if platform != f.platform {
+                    platform.clear();
+                    platform.extend_from_slice(f.platform);
+                }
+                if let Err(e) = serve_read(&ring, pos, p, &platform, to, scratch) {
+                    self.broken = Some(format!("read request: {e}"));
+                    return self.off(None);
+                }
+                self.replies.push(lr::SinkMsg::Read(p.pos).to_bytes());
+                self.state = State::Attached {
+                    ring,
+                    pos: p,
+                    platform,
                 };
             }
             State::Attached { .. } if is_attach(f) => self.off(Some(
@@ -638,6 +690,46 @@ impl Link {
             _ => None,
         }
     }
+}
+
+/// Serves a read request: routes the records from `from` (where the
+/// connection's frames and requests have got to) up to `upto` to `to`,
+/// then writes `upto` into the ring's `READ_AT` for a later reader of the
+/// ring (the program frees that space only when the answer arrives).
+fn serve_read<E: Emit>(
+    ring: &Ring,
+    from: RingPosition,
+    upto: RingPosition,
+    platform: &[u8],
+    to: &mut Router<'_, E>,
+    scratch: &mut Vec<u8>,
+) -> Result<(), String> {
+    if upto.skip != 0 {
+        return Err(format!("position {} skips into a record", upto.pos));
+    }
+    if upto.pos < from.pos {
+        return Err(format!(
+            "ring position went back from {} to {}",
+            from.pos, upto.pos
+        ));
+    }
+    ring.check_position(upto)?;
+    if upto.pos - from.pos > ring.cap {
+        return Err(format!(
+            "{} bytes asked for, more than the ring's capacity {}",
+            upto.pos - from.pos,
+            ring.cap
+        ));
+    }
+    if ring.state().ok() == Some(lr::STATE_DELIVERED) {
+        // The spool's scan read this ring to its head already (its
+        // program is gone, and the scan came before this request).
+        return Ok(());
+    }
+    let mut r = Recovery::default();
+    walk(ring, from, upto.pos, platform, to, scratch, &mut r, &mut [])?;
+    ring.set_read_at(upto.pos);
+    Ok(())
 }
 
 /// Whether the program of an ended connection is gone.
@@ -772,9 +864,30 @@ pub fn recover<E: Emit>(
         // program's sender sends committed records only).
         i.delivered = i.pos < e.pos.pos;
     }
-    r.stopped = walk(e, frames, origin, out, scratch, &mut r, &mut intents).err();
-    in_flight(e, frames, origin, out, &mut r, &mut intents);
-    notices(e, frames, origin, out, &mut r);
+    let mut to = frames.router(origin, out);
+    r.stopped = match e.ring.head() {
+        Err(err) => Some(format!("reading the head: {err}")),
+        Ok(head) if head < e.pos.pos || head - e.pos.pos > e.ring.cap => Some(format!(
+            "head {head} is not within a capacity ({}) after the last position received ({})",
+            e.ring.cap, e.pos.pos
+        )),
+        Ok(head) => {
+            r.span = head - e.pos.pos;
+            walk(
+                &e.ring,
+                e.pos,
+                head,
+                &e.platform,
+                &mut to,
+                scratch,
+                &mut r,
+                &mut intents,
+            )
+            .err()
+        }
+    };
+    in_flight(e, &mut to, &mut r, &mut intents);
+    notices(e, &mut to, &mut r);
     r
 }
 
@@ -782,14 +895,7 @@ pub fn recover<E: Emit>(
 /// in-flight one (its call had started: the kernel may have its bytes),
 /// and every committing one whose record was neither received nor walked
 /// (the program died before committing it). Oldest first.
-fn in_flight<E: Emit>(
-    e: &Ended,
-    frames: &mut FrameStream,
-    origin: &Origin,
-    out: &mut E,
-    r: &mut Recovery,
-    intents: &mut [Intent],
-) {
+fn in_flight<E: Emit>(e: &Ended, to: &mut Router<'_, E>, r: &mut Recovery, intents: &mut [Intent]) {
     intents.sort_by_key(|i| i.origin.time_ns);
     for i in intents.iter().filter(|i| !i.delivered) {
         let Ok(slot) = e.ring.slot(u32::from(i.src)) else {
@@ -798,7 +904,7 @@ fn in_flight<E: Emit>(
         };
         r.in_flight += 1;
         r.in_flight_bytes += i.data.len() as u64;
-        frames.push_write(
+        to.push(
             slot.level,
             &e.platform,
             &slot.name,
@@ -806,32 +912,24 @@ fn in_flight<E: Emit>(
                 origin: Some(i.origin),
                 data: &i.data,
             },
-            origin,
-            out,
         );
     }
 }
 
+/// Routes the records of `ring` from `from` to `head` (which the caller
+/// checked lies within a capacity after it) to `to`.
+#[allow(clippy::too_many_arguments)]
 fn walk<E: Emit>(
-    e: &Ended,
-    frames: &mut FrameStream,
-    origin: &Origin,
-    out: &mut E,
+    ring: &Ring,
+    from: RingPosition,
+    head: u64,
+    platform: &[u8],
+    to: &mut Router<'_, E>,
     scratch: &mut Vec<u8>,
     r: &mut Recovery,
     intents: &mut [Intent],
 ) -> Result<(), String> {
-    let ring = &e.ring;
     let cap = ring.cap;
-    let head = ring.head().map_err(|e| format!("reading the head: {e}"))?;
-    let from = e.pos;
-    if head < from.pos || head - from.pos > cap {
-        return Err(format!(
-            "head {head} is not within a capacity ({cap}) after the last position received ({})",
-            from.pos
-        ));
-    }
-    r.span = head - from.pos;
     let mut win = Window {
         buf: scratch,
         start: 0,
@@ -950,9 +1048,9 @@ fn walk<E: Emit>(
                 }
                 r.bytes += data.len() as u64;
                 r.writes += 1;
-                frames.push_write(
+                to.push(
                     slot.level,
-                    &e.platform,
+                    platform,
                     &slot.name,
                     Write {
                         origin: Some(WriteOrigin {
@@ -961,8 +1059,6 @@ fn walk<E: Emit>(
                         }),
                         data,
                     },
-                    origin,
-                    out,
                 );
                 pos += size;
             }
@@ -974,13 +1070,7 @@ fn walk<E: Emit>(
 
 /// The drop counters the program had not reported yet, as its own drop
 /// notices would have said them.
-fn notices<E: Emit>(
-    e: &Ended,
-    frames: &mut FrameStream,
-    origin: &Origin,
-    out: &mut E,
-    r: &mut Recovery,
-) {
+fn notices<E: Emit>(e: &Ended, to: &mut Router<'_, E>, r: &mut Recovery) {
     let mut text = vec![0u8; SLOT_NAME_MAX + 80];
     for i in 0..e.ring.slots {
         let Ok(s) = e.ring.slot(i) else {
@@ -998,7 +1088,7 @@ fn notices<E: Emit>(
             continue;
         };
         r.notices += 1;
-        frames.push_write(
+        to.push(
             Level::Warn as u32,
             &e.platform,
             SELF_SOURCE.as_bytes(),
@@ -1006,8 +1096,6 @@ fn notices<E: Emit>(
                 origin: None,
                 data: &text[..len],
             },
-            origin,
-            out,
         );
     }
 }

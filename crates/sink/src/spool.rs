@@ -431,7 +431,17 @@ impl Spool {
         // What of the record at the tail went out already (a record sent
         // in pieces): not delivered again. A count that makes no sense
         // ends the walk there, as any other bad claim.
-        let skip = ring.tail_skip().unwrap_or(0);
+        let mut skip = ring.tail_skip().unwrap_or(0);
+        let mut tail = tail;
+        // A sink that read the ring itself delivered everything before
+        // `READ_AT`; the program may have died before the answer let it
+        // free that space. (A claim like the tail: one outside the span is
+        // ignored, and one that is no record boundary ends the walk.)
+        if let (Ok(read), Ok(head)) = (ring.read_at(), ring.head()) {
+            if read > tail && read <= head {
+                (tail, skip) = (read, 0);
+            }
+        }
         let pid = ring.claimed_pid();
         let platform = ring.platform();
         Some(Found {

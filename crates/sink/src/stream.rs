@@ -50,18 +50,20 @@ impl FrameStream {
         origin: &Origin,
         out: &mut E,
     ) -> Result<(), StreamError> {
-        self.feed_observed(data, origin, out, |_| ())
+        self.feed_observed(data, origin, out, |_, _| ())
     }
 
     /// [`FrameStream::feed`], showing each decoded frame to `observe`
     /// before its writes are routed (a connection that shared its ring
-    /// follows the frames' ring positions this way).
+    /// follows the frames' ring positions this way, and routes the writes
+    /// a read request names through the [`Router`] it is given, in the
+    /// frames' order).
     pub fn feed_observed<E: Emit>(
         &mut self,
         data: &[u8],
         origin: &Origin,
         out: &mut E,
-        mut observe: impl FnMut(&Frame<'_>),
+        mut observe: impl FnMut(&Frame<'_>, &mut Router<'_, E>),
     ) -> Result<(), StreamError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -71,7 +73,15 @@ impl FrameStream {
         let clock = &mut self.clock;
         let res = self.decoder.feed(data, |f| {
             *frames += 1;
-            observe(&f);
+            observe(
+                &f,
+                &mut Router {
+                    lines: &mut *lines,
+                    clock: &mut *clock,
+                    origin,
+                    out: &mut *out,
+                },
+            );
             route(f, origin, lines, clock, out);
         });
         // Follow frame boundaries up to the frame being decoded (the bad
@@ -92,30 +102,15 @@ impl FrameStream {
         })
     }
 
-    /// Routes one write read from somewhere other than a frame (a record
-    /// recovered from a shared ring) exactly as if a frame of `level`,
-    /// `platform` and `source` had carried it: it joins the partial line
-    /// of its source.
-    #[allow(clippy::too_many_arguments)]
-    pub fn push_write<E: Emit>(
-        &mut self,
-        level: u32,
-        platform: &[u8],
-        source: &[u8],
-        w: Write<'_>,
-        origin: &Origin,
-        out: &mut E,
-    ) {
-        route_write(
-            level,
-            platform,
-            source,
-            w,
+    /// The stream's line buffers, for writes read from somewhere other
+    /// than a frame (a record recovered from a shared ring).
+    pub fn router<'a, E: Emit>(&'a mut self, origin: &'a Origin, out: &'a mut E) -> Router<'a, E> {
+        Router {
+            lines: &mut self.lines,
+            clock: &mut self.clock,
             origin,
-            &mut self.lines,
-            &mut self.clock,
             out,
-        );
+        }
     }
 
     /// Ends the stream: emits the partial line of each source and returns
@@ -211,6 +206,32 @@ impl Boundaries {
                 }
             }
         }
+    }
+}
+
+/// Where writes read from the ring go: a stream's line buffers, exactly as
+/// if a frame had carried them.
+pub struct Router<'a, E> {
+    lines: &'a mut LineBuffers,
+    clock: &'a mut Clock,
+    origin: &'a Origin,
+    out: &'a mut E,
+}
+
+impl<E: Emit> Router<'_, E> {
+    /// Routes one write as if a frame of `level`, `platform` and `source`
+    /// had carried it: it joins the partial line of its source.
+    pub fn push(&mut self, level: u32, platform: &[u8], source: &[u8], w: Write<'_>) {
+        route_write(
+            level,
+            platform,
+            source,
+            w,
+            self.origin,
+            self.lines,
+            self.clock,
+            self.out,
+        );
     }
 }
 

@@ -135,9 +135,15 @@ fn hostile_connections_beside_a_good_writer() {
     let mut after_good = encode(Level::Info, b"app", b"mixed", b"good before bad\n");
     let bad_offset = after_good.len();
     after_good.extend_from_slice(&raw_header(7, 3));
+    // A version-3 read request on a connection that never attached a
+    // ring: the sink cannot serve it, and its sender would wait for ever.
+    let mut read_request = header_version(3, 13 + 16).to_vec();
+    read_request.extend_from_slice(b"6\0app\0logtap\0");
+    read_request.extend_from_slice(&[0u8; 16]);
     let hostile: Vec<(&str, Vec<u8>)> = vec![
         ("random bytes", random),
-        ("wrong version", raw_header(3, 10)),
+        ("wrong version", raw_header(4, 10)),
+        ("read request without a ring", read_request),
         ("version 1 with a cut entry", cut_entry),
         ("negative length", raw_header(0, -1)),
         ("1 GiB length", raw_header(0, 1 << 30)),
@@ -252,6 +258,7 @@ fn hostile_connections_beside_a_good_writer() {
         "length 1073741824 outside",
         "NUL separators",
         "level is not",
+        "sent a read request, but the sink does not hold its ring",
     ] {
         assert!(
             closing.iter().any(|l| l.contains(needle)),
@@ -259,7 +266,7 @@ fn hostile_connections_beside_a_good_writer() {
         );
     }
     let after_good_line =
-        format!("connection from pid {me}: unsupported version 7 (0 logserver_msg, 1 logtap's with origin, 2 with ring position) (frame at byte {bad_offset})");
+        format!("connection from pid {me}: unsupported version 7 (0 logserver_msg, 1 logtap's with origin, 2 with ring position, 3 read request) (frame at byte {bad_offset})");
     assert!(
         closing.iter().any(|l| l.contains(&after_good_line)),
         "{closing:?}"

@@ -33,6 +33,13 @@ pub const VERSION_ORIGIN: i32 = 1;
 /// bytes after this frame start in that ring. Sent only to a sink that
 /// greeted the connection with [`ring::SINK_HELLO`].
 pub const VERSION_RING: i32 = 2;
+/// A read request on a connection whose ring the sink reads itself (it
+/// said so with [`ring::SinkMsg::Reading`]): the body is a version-2 body
+/// with no entries, and its [`RingPosition`] says the sink may read the
+/// ring's records up to there. The bytes stay in the ring; the sink
+/// answers with [`ring::SinkMsg::Read`] once it has delivered them, and
+/// only then does the program free that space.
+pub const VERSION_READ: i32 = 3;
 /// `version` + `len`.
 pub const HEADER_LEN: usize = 8;
 /// Size of an [`EntryHeader`] on the wire (and in liblogtap's buffer).
@@ -336,6 +343,8 @@ pub enum FrameError {
     BadEntry,
     /// A version-2 frame too short for its ring position.
     MissingPosition,
+    /// A version-3 frame with entries: it carries a position only.
+    ReadWithData,
 }
 
 impl fmt::Display for FrameError {
@@ -344,7 +353,7 @@ impl fmt::Display for FrameError {
             FrameError::BadVersion(v) => {
                 write!(
                     f,
-                    "unsupported version {v} (0 logserver_msg, 1 logtap's with origin, 2 with ring position)"
+                    "unsupported version {v} (0 logserver_msg, 1 logtap's with origin, 2 with ring position, 3 read request)"
                 )
             }
             FrameError::BadLength(l) => write!(f, "length {l} outside 0..={MAX_LEN}"),
@@ -363,6 +372,10 @@ impl fmt::Display for FrameError {
                 f,
                 "version-2 data is shorter than its 16-byte ring position"
             ),
+            FrameError::ReadWithData => write!(
+                f,
+                "version-3 read request carries data besides its ring position"
+            ),
         }
     }
 }
@@ -378,7 +391,7 @@ pub fn parse_header(h: &[u8; HEADER_LEN]) -> Result<usize, FrameError> {
 pub fn parse_header_version(h: &[u8; HEADER_LEN]) -> Result<(i32, usize), FrameError> {
     let version = i32::from_ne_bytes([h[0], h[1], h[2], h[3]]);
     let len = i32::from_ne_bytes([h[4], h[5], h[6], h[7]]);
-    if !(VERSION..=VERSION_RING).contains(&version) {
+    if !(VERSION..=VERSION_READ).contains(&version) {
         return Err(FrameError::BadVersion(version));
     }
     if len < 0 || len as usize > MAX_LEN {
@@ -407,7 +420,7 @@ pub fn parse_body_version(version: i32, body: &[u8]) -> Result<Frame<'_>, FrameE
     let level = level.iter().fold(0u32, |a, d| a * 10 + u32::from(d - b'0'));
     let mut position = None;
     let mut data = data;
-    if version == VERSION_RING {
+    if version == VERSION_RING || version == VERSION_READ {
         let at = data
             .len()
             .checked_sub(ring::POSITION_LEN)
@@ -415,6 +428,9 @@ pub fn parse_body_version(version: i32, body: &[u8]) -> Result<Frame<'_>, FrameE
         let p: &[u8; ring::POSITION_LEN] = data[at..].try_into().expect("16 bytes");
         position = Some(RingPosition::from_bytes(p));
         data = &data[..at];
+    }
+    if version == VERSION_READ && !data.is_empty() {
+        return Err(FrameError::ReadWithData);
     }
     if version != VERSION {
         let mut rest = data;
@@ -688,8 +704,28 @@ mod tests {
     fn rejects_hostile_headers() {
         let mut d = Decoder::new();
         let mut bad = header(10).to_vec();
-        bad[..4].copy_from_slice(&3i32.to_ne_bytes());
-        assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadVersion(3)));
+        bad[..4].copy_from_slice(&4i32.to_ne_bytes());
+        assert_eq!(d.feed(&bad, |_| {}), Err(FrameError::BadVersion(4)));
+        // A read request carries its position and nothing else.
+        let mut req = encode_ring(Level::Info, b"p", b"logtap", &[], RingPosition::default());
+        req[..4].copy_from_slice(&VERSION_READ.to_ne_bytes());
+        let mut got = Vec::new();
+        Decoder::new()
+            .feed(&req, |f| got.push((f.version, f.position, f.data.len())))
+            .unwrap();
+        assert_eq!(got, [(VERSION_READ, Some(RingPosition::default()), 0)]);
+        let mut req = encode_ring(
+            Level::Info,
+            b"p",
+            b"logtap",
+            &[(WriteOrigin { time_ns: 1, pid: 1 }, b"x".as_slice())],
+            RingPosition::default(),
+        );
+        req[..4].copy_from_slice(&VERSION_READ.to_ne_bytes());
+        assert_eq!(
+            Decoder::new().feed(&req, |_| {}),
+            Err(FrameError::ReadWithData)
+        );
         let mut d = Decoder::new();
         assert!(matches!(
             d.feed(&header(1 << 30), |_| {}),

@@ -123,6 +123,15 @@ pub const TAIL_AT: usize = 128;
 /// makes a sink repeat those bytes, never skip unsent ones).
 pub const TAIL_SKIP_AT: usize = 136;
 
+/// `u64`: where a sink that reads the ring itself (see [`SinkMsg`]) has
+/// delivered every record before (a record boundary), written by that
+/// sink with `pwrite` after each read request it served and before its
+/// answer. A sink reading a spooled ring of a dead program starts here
+/// when it lies between the tail and the head: the program may have died
+/// before it freed what the sink had already delivered. 0 in rings no
+/// sink read itself.
+pub const READ_AT: usize = 192;
+
 /// `u32`: the pid of the process that made the ring, as it sees itself
 /// (a claim; for the sink's messages about a spooled ring).
 pub const PID_AT: usize = 52;
@@ -167,6 +176,52 @@ pub const SPOOL_EXEC_SUFFIX: &str = ".exec";
 /// Mode of the spool directory: anyone may create a ring, nobody may list
 /// the directory or remove another's file (sticky).
 pub const SPOOL_MODE: u32 = 0o1733;
+
+/// What a logtap-sink sends the program after its [`Hello`]: messages of
+/// [`SINK_MSG_LEN`] bytes, the three letters `LTK`, the kind, four zero
+/// bytes and a native-endian `u64`. A library that never reads them (an
+/// older one) leaves them in its receive queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkMsg {
+    /// The sink took the ring of the connection's attach frame and reads
+    /// it itself: the library may send [`crate::VERSION_READ`] requests
+    /// instead of the bytes from now on (version-2 frames stay valid).
+    Reading,
+    /// The sink delivered every record before this position (the one of
+    /// the read request it answers); the program may free that space.
+    Read(u64),
+}
+
+/// Size of a [`SinkMsg`].
+pub const SINK_MSG_LEN: usize = 16;
+const SINK_MSG_TAG: [u8; 3] = *b"LTK";
+
+impl SinkMsg {
+    pub fn to_bytes(self) -> [u8; SINK_MSG_LEN] {
+        let (kind, value) = match self {
+            SinkMsg::Reading => (1u8, 0u64),
+            SinkMsg::Read(p) => (2, p),
+        };
+        let mut b = [0u8; SINK_MSG_LEN];
+        b[..3].copy_from_slice(&SINK_MSG_TAG);
+        b[3] = kind;
+        b[8..].copy_from_slice(&value.to_ne_bytes());
+        b
+    }
+
+    /// `None` for anything but a message of a known kind.
+    pub fn parse(b: &[u8; SINK_MSG_LEN]) -> Option<SinkMsg> {
+        if b[..3] != SINK_MSG_TAG || b[4..8] != [0; 4] {
+            return None;
+        }
+        let value = u64::from_ne_bytes(b[8..].try_into().expect("8 bytes"));
+        match b[3] {
+            1 if value == 0 => Some(SinkMsg::Reading),
+            2 => Some(SinkMsg::Read(value)),
+            _ => None,
+        }
+    }
+}
 
 /// Size of one source slot.
 pub const SLOT_SIZE: usize = 4096 + 64;
