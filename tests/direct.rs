@@ -149,3 +149,95 @@ fn a_receiver_that_does_not_read_the_ring_gets_the_bytes_in_frames() {
     }
     assert!(got == file, "frames carry every byte once");
 }
+
+/// A ring smaller than the 256 KiB a request waits for in a burst (64 KiB)
+/// with the longest linger (100 ms): requests go out as writers wait for
+/// room, not once per linger, so a burst is delivered whole and quickly.
+#[test]
+fn a_small_ring_with_a_long_linger_still_delivers_a_burst_whole() {
+    let dir = common::kids::tmpdir("direct", "small");
+    let sock = dir.join("s");
+    let out = dir.join("out");
+    let sink = SinkProc::start_with_args(&[], &sock, &["--spool", "off"]);
+    let t = std::time::Instant::now();
+    let st = Command::new(common::kids::stress("direct"))
+        .args(["lines", "200000"])
+        .env("LD_PRELOAD", common::so_path())
+        .env("LLT_TARGET", format!("socket:{}", sock.display()))
+        .env_remove("LLT_FORMAT")
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_SPOOL", "off")
+        .env("LLT_BUFFER_SIZE", "64K")
+        .env("LLT_FLUSH_MS", "100")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .status()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(st.success());
+    kill(sink.child.id(), libc::SIGTERM);
+    let (st, sout, err) = sink.finish();
+    assert!(st.success(), "sink: {err}");
+    let file = std::fs::read(&out).unwrap();
+    let got = delivered(&sout);
+    assert!(
+        !String::from_utf8_lossy(&sout).contains("dropped"),
+        "drop notices: the writers gave up waiting for room"
+    );
+    assert!(
+        got == file,
+        "the sink has {} bytes, the program wrote {}",
+        got.len(),
+        file.len()
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "200,000 lines through a 64 KiB ring took {took:?}"
+    );
+}
+
+/// The library closes its connection on purpose (here before
+/// `unshare(CLONE_NEWUSER)`) while the sink, stopped, has not served the
+/// requests it sent: the sink serves them at the end of that connection,
+/// and the next connection asks for the same records again. The sink reads
+/// from where any sink got to in that ring (`READ_AT`), so each line comes
+/// once.
+#[test]
+fn requests_served_after_the_program_reconnected_are_not_read_twice() {
+    let dir = common::kids::tmpdir("direct", "reconnect");
+    let sock = dir.join("s");
+    let out = dir.join("out");
+    let sink = SinkProc::start_with_args(&[], &sock, &["--spool", "off"]);
+    let prog = common::c_program("reconnect", common::CVariant::Plain);
+    let mut p = Command::new(prog)
+        .args(["400", "300", "1500"])
+        .env("LD_PRELOAD", common::so_path())
+        .env("LLT_TARGET", format!("socket:{}", sock.display()))
+        .env_remove("LLT_FORMAT")
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_SPOOL", "off")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    // Stopped before the first lines, resumed after the unshare and
+    // before the last lines.
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    kill(sink.child.id(), libc::SIGSTOP);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    kill(sink.child.id(), libc::SIGCONT);
+    assert!(p.wait().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    kill(sink.child.id(), libc::SIGTERM);
+    let (st, sout, err) = sink.finish();
+    assert!(st.success(), "sink: {err}");
+    let file = std::fs::read(&out).unwrap();
+    assert_eq!(file.len(), 13 + 110 * 9);
+    let got = delivered(&sout);
+    assert!(
+        got == file,
+        "the sink has {} bytes, the program wrote {} (sink said: {err})",
+        got.len(),
+        file.len()
+    );
+}

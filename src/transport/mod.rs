@@ -33,7 +33,18 @@ const T_QUIESCE: u32 = 2;
 const T_STARTING: u32 = 3;
 
 /// Backlog at which a lingering consumer is woken early.
-pub(crate) const HIGH_WATER: u64 = 256 << 10;
+const HIGH_WATER: u64 = 256 << 10;
+
+/// The backlog past which the consumer does not linger: `HIGH_WATER`, or a
+/// quarter of a smaller ring (a 64 KiB ring never holds 256 KiB).
+pub(crate) fn high_water() -> u64 {
+    HIGH_WATER.min(ring().capacity() as u64 / 4).max(4096)
+}
+
+/// Whether writers wait for room in a full ring.
+pub(crate) fn writers_wait() -> bool {
+    WAITERS.load(Relaxed) > 0
+}
 
 struct RingCell(UnsafeCell<Ring>);
 // SAFETY: the Ring is Sync; the cell is replaced only in the fork child
@@ -700,7 +711,7 @@ fn published(used: u64) {
         start_thread();
     }
     let st = STATE.load(SeqCst);
-    if (st == IDLE || (st == LINGER && used >= HIGH_WATER && target::unhanded() >= HIGH_WATER))
+    if (st == IDLE || (st == LINGER && used >= high_water() && target::unhanded() >= high_water()))
         && STATE.swap(AWAKE, SeqCst) != AWAKE
     {
         // The only system call of an ordinary push: keep errno intact.
@@ -851,7 +862,11 @@ fn linger(ms: u64) {
     STATE.store(LINGER, SeqCst);
     // What was asked of a sink that reads the ring itself is in hand: only
     // the rest counts as backlog.
-    if target::unhanded() < HIGH_WATER && !urgent() && THREAD.load(Acquire) != T_QUIESCE {
+    if target::unhanded() < high_water()
+        && !writers_wait()
+        && !urgent()
+        && THREAD.load(Acquire) != T_QUIESCE
+    {
         sys::futex_wait(&STATE, LINGER, ms);
     }
     STATE.store(AWAKE, SeqCst);

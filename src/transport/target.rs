@@ -1438,12 +1438,15 @@ fn hear_sink(fd: i32) -> Result<(), Outcome> {
     let c = conn();
     loop {
         IN_USE.store(true, SeqCst);
-        let n = if OUR_FD.load(SeqCst) == fd {
-            sys::recv(fd, c.asks.rx_room(), libc::MSG_DONTWAIT)
+        let (n, e) = if OUR_FD.load(SeqCst) == fd {
+            (
+                sys::recv(fd, c.asks.rx_room(), libc::MSG_DONTWAIT),
+                sys::errno(),
+            )
         } else {
-            -1
+            // Moved by a `dup2` hook meanwhile: the next drain reads it.
+            (-1, libc::EAGAIN)
         };
-        let e = sys::errno();
         IN_USE.store(false, SeqCst);
         if n == 0 || (n < 0 && e != libc::EAGAIN && e != libc::EWOULDBLOCK && e != libc::EINTR) {
             return Err(lost_target());
@@ -1519,7 +1522,8 @@ fn ask(fd: i32) -> Outcome {
         // the bytes.
         let now = sys::now_ms();
         let due = urgent()
-            || end - from >= super::HIGH_WATER
+            || super::writers_wait()
+            || end - from >= super::high_water()
             || now.saturating_sub(c.asked_at) >= config::get().flush_ms;
         if end == from || !due {
             return if c.asks.last().is_some() {

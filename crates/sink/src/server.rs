@@ -43,6 +43,14 @@ pub const READ_BUFFER: usize = 256 * 1024;
 /// Reads per connection per turn of the loop, so one busy writer cannot
 /// starve the others.
 const READS_PER_TURN: usize = 16;
+/// How long formatted lines may wait in the output buffers while the sink
+/// is busy without blocking.
+const BUSY_FLUSH: Duration = Duration::from_millis(50);
+/// Bytes of rings one connection's read requests may have read per turn
+/// (as much as its reads bring of frames, at most): a request may name a
+/// whole ring (up to 1 GiB), and the other connections must get their
+/// turn; what is left is read on the next.
+const SERVE_PER_TURN: u64 = (READS_PER_TURN * READ_BUFFER) as u64;
 /// Reads per connection when draining at shutdown (64 MiB at most), so a
 /// writer that never pauses cannot keep the sink from stopping.
 const READS_AT_SHUTDOWN: usize = 256;
@@ -243,10 +251,11 @@ fn drain_queued<E: Emit>(
             Ok(0) => break,
             Ok(n) => {
                 reads += 1;
-                let res = feed_conn(frames, link.as_deref_mut(), &buf[..n], scratch, origin, out);
+                let res = feed_conn(frames, link.as_deref_mut(), &buf[..n], origin, out);
                 if let Some(l) = link.as_deref_mut() {
                     // Answers still count: the program frees what the
                     // sink read before it goes.
+                    l.serve(&mut frames.router(origin, out), scratch, u64::MAX);
                     let _ = answer(stream, l);
                 }
                 if res.is_err() {
@@ -280,19 +289,18 @@ fn read_conn(
 }
 
 /// Decodes what a connection sent, following its ring positions and
-/// serving its read requests (`scratch` takes the ring's bytes).
+/// taking its read requests (served by `Link::serve`).
 fn feed_conn<E: Emit>(
     frames: &mut FrameStream,
     link: Option<&mut Link>,
     data: &[u8],
-    scratch: &mut Vec<u8>,
     origin: &Origin,
     out: &mut E,
 ) -> Result<(), crate::stream::StreamError> {
     let Some(link) = link else {
         return frames.feed(data, origin, out);
     };
-    let res = frames.feed_observed(data, origin, out, |f, to| link.on_frame(f, to, scratch));
+    let res = frames.feed_observed(data, origin, out, |f| link.on_frame(f));
     link.after_read(frames.frame_pending() > 0);
     res
 }
@@ -618,11 +626,22 @@ impl<E: Emit> Server<E> {
         }
         let mut events = Events::with_capacity(1024);
         let mut batch = Vec::new();
+        let mut flushed = Instant::now();
         loop {
             let timeout = if !self.ready.is_empty() {
+                // Busy (a connection with more to read, or a read request
+                // served a slice per turn): what was formatted still goes
+                // out every so often, not only when the buffer fills.
+                if flushed.elapsed() >= BUSY_FLUSH {
+                    flushed = Instant::now();
+                    if let Err(e) = self.out.flush() {
+                        return self.output_failed(&e);
+                    }
+                }
                 Some(Duration::ZERO)
             } else {
                 // About to block: whatever was formatted goes out now.
+                flushed = Instant::now();
                 if let Err(e) = self.out.flush() {
                     return self.output_failed(&e);
                 }
@@ -1092,6 +1111,32 @@ impl<E: Emit> Server<E> {
             return Served::Drained;
         };
         let mut fds = Vec::new();
+        let mut serve_left = SERVE_PER_TURN;
+        if conn.link.asked() {
+            // Requests left from the last turn first, before anything
+            // read after them.
+            let origin = Origin::peer(self.clock.now(), conn.pid, conn.cred.uid);
+            let (more, read) = conn.link.serve(
+                &mut conn.frames.router(&origin, &mut self.out),
+                &mut self.ring_buf,
+                serve_left,
+            );
+            serve_left = serve_left.saturating_sub(read);
+            if answer(&conn.stream, &mut conn.link).is_err() {
+                conn.link.broken =
+                    Some("does not read the sink's answers to its read requests".into());
+            }
+            if let Some(why) = conn.link.broken.take() {
+                warn!("connection from pid {}: {why}; closing", Pid(conn.pid));
+                return Served::Closed(Why::BadFrame);
+            }
+            if self.out.failed() {
+                return Served::OutputFailed;
+            }
+            if more {
+                return Served::More;
+            }
+        }
         for _ in 0..reads {
             let got = read_conn(&conn.stream, &mut self.buf, Some(&mut conn.link), &mut fds);
             for note in conn.link.notes.drain(..) {
@@ -1106,13 +1151,21 @@ impl<E: Emit> Server<E> {
                         &mut conn.frames,
                         Some(&mut conn.link),
                         &self.buf[..n],
-                        &mut self.ring_buf,
                         &origin,
                         &mut self.out,
                     );
                     for note in conn.link.notes.drain(..) {
                         self.complaints.say(&conn.cred, &note);
                     }
+                    // The read requests this read brought, within the
+                    // turn's budget: a request may name up to a whole
+                    // ring, and the other connections must get their turn.
+                    let (more, read) = conn.link.serve(
+                        &mut conn.frames.router(&origin, &mut self.out),
+                        &mut self.ring_buf,
+                        serve_left,
+                    );
+                    serve_left = serve_left.saturating_sub(read);
                     if answer(&conn.stream, &mut conn.link).is_err() {
                         conn.link.broken =
                             Some("does not read the sink's answers to its read requests".into());
@@ -1120,6 +1173,12 @@ impl<E: Emit> Server<E> {
                     if let Some(why) = conn.link.broken.take() {
                         warn!("connection from pid {}: {why}; closing", Pid(conn.pid));
                         return Served::Closed(Why::BadFrame);
+                    }
+                    if self.out.failed() {
+                        return Served::OutputFailed;
+                    }
+                    if more {
+                        return Served::More;
                     }
                     if self.out.failed() {
                         return Served::OutputFailed;

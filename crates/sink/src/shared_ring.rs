@@ -305,6 +305,27 @@ impl Ring {
         let _ = rustix::io::pwrite(&self.fd, &pos.to_ne_bytes(), lr::READ_AT as u64);
     }
 
+    /// Where reading from `p` really starts, given the ring's `head`: at
+    /// the tail when it lies between (the program frees and zeroes padding
+    /// at its tail once the frame before it is sent, so the last position
+    /// received can point at zeroed memory the tail has passed; every
+    /// position before the tail was sent or was padding), and at
+    /// `READ_AT` when a sink that read the ring itself got further (its
+    /// program may not have heard the answer that frees that space). Both
+    /// are claims, ignored outside `p..=head`.
+    fn start(&self, p: RingPosition, head: u64) -> RingPosition {
+        let mut s = p;
+        for c in [self.read_u64(TAIL_AT), self.read_at()]
+            .into_iter()
+            .flatten()
+        {
+            if c > s.pos && c <= head {
+                s = RingPosition { pos: c, skip: 0 };
+            }
+        }
+        s
+    }
+
     /// Where a sink that read the ring itself got to (`READ_AT`, a claim).
     pub fn read_at(&self) -> io::Result<u64> {
         self.read_u64(lr::READ_AT)
@@ -501,7 +522,14 @@ pub struct Link {
     /// Why the connection must end: a read request the sink cannot
     /// serve (the program would wait for its answer for ever).
     pub broken: Option<String>,
+    /// Positions of read requests not served yet, oldest first (each asks
+    /// for everything before it; served by [`Link::serve`]).
+    asked: std::collections::VecDeque<u64>,
 }
+
+/// Read requests a connection may have waiting: liblogtap keeps at most
+/// 16 unanswered.
+const ASKED_MAX: usize = 64;
 
 /// A ring whose connection ended, with where its frames stopped.
 pub struct Ended {
@@ -520,6 +548,7 @@ impl Link {
             notes: Vec::new(),
             replies: Vec::new(),
             broken: None,
+            asked: std::collections::VecDeque::new(),
         }
     }
 
@@ -564,14 +593,16 @@ impl Link {
 
     /// Follows one decoded frame; reads the records a read request names
     /// (the ring's own bytes, through `scratch`) into `to`.
-    pub fn on_frame<E: Emit>(
-        &mut self,
-        f: &Frame<'_>,
-        to: &mut Router<'_, E>,
-        scratch: &mut Vec<u8>,
-    ) {
+    pub fn on_frame(&mut self, f: &Frame<'_>) {
         if f.version == VERSION_READ && !self.attached() {
             self.broken = Some("sent a read request, but the sink does not hold its ring".into());
+            return;
+        }
+        if f.version == VERSION_RING && !self.asked.is_empty() {
+            // Requests are served after the read that brought them: a
+            // frame after one would be delivered before the records it
+            // follows (liblogtap never sends one).
+            self.broken = Some("sent a version-2 frame after a read request".into());
             return;
         }
         match std::mem::take(&mut self.state) {
@@ -609,18 +640,30 @@ impl Link {
                 mut platform,
             } if f.version == VERSION_READ => {
                 let p = f.position.unwrap_or_default();
-                if platform != f.platform {
-                    platform.clear();
-                    platform.extend_from_slice(f.platform);
-                }
-                if let Err(e) = serve_read(&ring, pos, p, &platform, to, scratch) {
+                let last = self.asked.back().copied().unwrap_or(pos.pos);
+                let bad = if p.skip != 0 {
+                    Some(format!("position {} skips into a record", p.pos))
+                } else if p.pos < last {
+                    Some(format!("ring position went back from {last} to {}", p.pos))
+                } else if self.asked.len() >= ASKED_MAX {
+                    Some(format!("more than {ASKED_MAX} requests waiting"))
+                } else {
+                    ring.check_position(p).err()
+                };
+                if let Some(e) = bad {
+                    // The ring stays: what the program wrote is still
+                    // read at the end of the connection.
                     self.broken = Some(format!("read request: {e}"));
-                    return self.off(None);
+                } else {
+                    self.asked.push_back(p.pos);
+                    if platform != f.platform {
+                        platform.clear();
+                        platform.extend_from_slice(f.platform);
+                    }
                 }
-                self.replies.push(lr::SinkMsg::Read(p.pos).to_bytes());
                 self.state = State::Attached {
                     ring,
-                    pos: p,
+                    pos,
                     platform,
                 };
             }
@@ -673,6 +716,99 @@ impl Link {
         matches!(self.state, State::Attached { .. })
     }
 
+    /// Whether read requests wait to be served.
+    pub fn asked(&self) -> bool {
+        !self.asked.is_empty()
+    }
+
+    /// Serves the waiting read requests: routes the records from where the
+    /// connection's frames and requests got to up to the last request's
+    /// position into `to`, reading at most about `budget` bytes of the
+    /// ring (the rest on a later turn), then writes how far it got into
+    /// the ring's `READ_AT` (for a later reader: the program frees that
+    /// space only when the answer arrives) and answers every request
+    /// served. Returns whether requests still wait, and the bytes read.
+    pub fn serve<E: Emit>(
+        &mut self,
+        to: &mut Router<'_, E>,
+        scratch: &mut Vec<u8>,
+        budget: u64,
+    ) -> (bool, u64) {
+        let Some(&target) = self.asked.back() else {
+            return (false, 0);
+        };
+        let State::Attached {
+            ring,
+            pos,
+            platform,
+        } = &mut self.state
+        else {
+            self.asked.clear();
+            return (false, 0);
+        };
+        let was = pos.pos;
+        let res = (|| -> Result<RingPosition, String> {
+            let head = ring.head().map_err(|e| format!("reading the head: {e}"))?;
+            if target > head {
+                return Err(format!("position {target} beyond the ring's head {head}"));
+            }
+            if ring.state().ok() == Some(lr::STATE_DELIVERED) {
+                // The spool's scan read this ring to its head already (its
+                // program is gone, and the scan came first).
+                return Ok(RingPosition {
+                    pos: target,
+                    skip: 0,
+                });
+            }
+            let from = ring.start(*pos, head);
+            if from.pos >= target {
+                // Another connection's requests read it already (the
+                // program reconnected before it heard their answers).
+                return Ok(RingPosition {
+                    pos: target,
+                    skip: 0,
+                });
+            }
+            if target - from.pos > ring.cap {
+                return Err(format!(
+                    "{} bytes asked for, more than the ring's capacity {}",
+                    target - from.pos,
+                    ring.cap
+                ));
+            }
+            let mut r = Recovery::default();
+            let got = walk(
+                ring,
+                from,
+                (target, budget),
+                platform,
+                to,
+                scratch,
+                &mut r,
+                &mut [],
+            )?;
+            ring.set_read_at(got.pos);
+            Ok(got)
+        })();
+        match res {
+            Ok(got) => {
+                *pos = got;
+                while self.asked.front().is_some_and(|&p| p <= got.pos) {
+                    let p = self.asked.pop_front().expect("front");
+                    self.replies.push(lr::SinkMsg::Read(p).to_bytes());
+                }
+                (!self.asked.is_empty(), got.pos.saturating_sub(was))
+            }
+            Err(e) => {
+                // The ring stays attached at the last position served: what
+                // the program wrote is read at the end of the connection.
+                self.broken = Some(format!("read request: {e}"));
+                self.asked.clear();
+                (false, 0)
+            }
+        }
+    }
+
     /// The connection ended: its ring and where its frames stopped, if it
     /// was attached.
     pub fn end(&mut self) -> Option<Ended> {
@@ -690,46 +826,6 @@ impl Link {
             _ => None,
         }
     }
-}
-
-/// Serves a read request: routes the records from `from` (where the
-/// connection's frames and requests have got to) up to `upto` to `to`,
-/// then writes `upto` into the ring's `READ_AT` for a later reader of the
-/// ring (the program frees that space only when the answer arrives).
-fn serve_read<E: Emit>(
-    ring: &Ring,
-    from: RingPosition,
-    upto: RingPosition,
-    platform: &[u8],
-    to: &mut Router<'_, E>,
-    scratch: &mut Vec<u8>,
-) -> Result<(), String> {
-    if upto.skip != 0 {
-        return Err(format!("position {} skips into a record", upto.pos));
-    }
-    if upto.pos < from.pos {
-        return Err(format!(
-            "ring position went back from {} to {}",
-            from.pos, upto.pos
-        ));
-    }
-    ring.check_position(upto)?;
-    if upto.pos - from.pos > ring.cap {
-        return Err(format!(
-            "{} bytes asked for, more than the ring's capacity {}",
-            upto.pos - from.pos,
-            ring.cap
-        ));
-    }
-    if ring.state().ok() == Some(lr::STATE_DELIVERED) {
-        // The spool's scan read this ring to its head already (its
-        // program is gone, and the scan came before this request).
-        return Ok(());
-    }
-    let mut r = Recovery::default();
-    walk(ring, from, upto.pos, platform, to, scratch, &mut r, &mut [])?;
-    ring.set_read_at(upto.pos);
-    Ok(())
 }
 
 /// Whether the program of an ended connection is gone.
@@ -859,13 +955,18 @@ pub fn recover<E: Emit>(
     let mut r = Recovery::default();
     let (mut intents, bad) = e.ring.intents();
     r.bad_intents = bad;
+    let head = e.ring.head();
+    let from = match head {
+        Ok(h) => e.ring.start(e.pos, h),
+        Err(_) => e.pos,
+    };
     for i in intents.iter_mut().filter(|i| i.committing) {
-        // Before the last position received: its record was sent (the
-        // program's sender sends committed records only).
-        i.delivered = i.pos < e.pos.pos;
+        // Before where the reading starts: its record was sent or read
+        // (the program sends and asks for committed records only).
+        i.delivered = i.pos < from.pos;
     }
     let mut to = frames.router(origin, out);
-    r.stopped = match e.ring.head() {
+    r.stopped = match head {
         Err(err) => Some(format!("reading the head: {err}")),
         Ok(head) if head < e.pos.pos || head - e.pos.pos > e.ring.cap => Some(format!(
             "head {head} is not within a capacity ({}) after the last position received ({})",
@@ -875,8 +976,8 @@ pub fn recover<E: Emit>(
             r.span = head - e.pos.pos;
             walk(
                 &e.ring,
-                e.pos,
-                head,
+                from,
+                (head, u64::MAX),
                 &e.platform,
                 &mut to,
                 scratch,
@@ -917,18 +1018,20 @@ fn in_flight<E: Emit>(e: &Ended, to: &mut Router<'_, E>, r: &mut Recovery, inten
 }
 
 /// Routes the records of `ring` from `from` to `head` (which the caller
-/// checked lies within a capacity after it) to `to`.
+/// checked lies within a capacity after it) to `to`, stopping at the first
+/// record boundary `limit` bytes or more after `from`. Returns where it
+/// stopped.
 #[allow(clippy::too_many_arguments)]
 fn walk<E: Emit>(
     ring: &Ring,
     from: RingPosition,
-    head: u64,
+    (head, limit): (u64, u64),
     platform: &[u8],
     to: &mut Router<'_, E>,
     scratch: &mut Vec<u8>,
     r: &mut Recovery,
     intents: &mut [Intent],
-) -> Result<(), String> {
+) -> Result<RingPosition, String> {
     let cap = ring.cap;
     let mut win = Window {
         buf: scratch,
@@ -939,19 +1042,10 @@ fn walk<E: Emit>(
     slots.resize_with(ring.slots as usize, || None);
     let mut pos = from.pos;
     let mut skip = from.skip;
-    // The program frees (and zeroes) padding at its tail once the frame
-    // before it is sent: a frame planned before the padding appeared ends
-    // where the padding starts, so the last position received can point at
-    // zeroed memory the tail has passed. Every position before the tail
-    // was sent or was padding, so the walk starts there. (A claim checked
-    // against the span like every other: a tail outside it is ignored.)
-    if let Ok(tail) = ring.read_u64(TAIL_AT) {
-        if tail > pos && tail <= head {
-            pos = tail;
-            skip = 0;
-        }
-    }
     while pos < head {
+        if pos - from.pos >= limit {
+            break;
+        }
         let off = pos % cap;
         if head - pos < 8 {
             return Err(format!("head {head} cuts a record header at {pos}"));
@@ -981,7 +1075,9 @@ fn walk<E: Emit>(
                 // not zero. Its write never returned (its bytes, if the
                 // call was made, are in its intent slot).
                 let mut end = pos + 8;
-                while end < head {
+                // Within the walk's limit too: a request may name a whole
+                // ring of zeros.
+                while end < head && end - from.pos < limit {
                     let w = win.get(ring, end, 8, head).map_err(io)?;
                     if w != [0u8; 8] {
                         break;
@@ -1065,7 +1161,7 @@ fn walk<E: Emit>(
         }
         skip = 0;
     }
-    Ok(())
+    Ok(RingPosition { pos, skip })
 }
 
 /// The drop counters the program had not reported yet, as its own drop

@@ -50,20 +50,18 @@ impl FrameStream {
         origin: &Origin,
         out: &mut E,
     ) -> Result<(), StreamError> {
-        self.feed_observed(data, origin, out, |_, _| ())
+        self.feed_observed(data, origin, out, |_| ())
     }
 
     /// [`FrameStream::feed`], showing each decoded frame to `observe`
     /// before its writes are routed (a connection that shared its ring
-    /// follows the frames' ring positions this way, and routes the writes
-    /// a read request names through the [`Router`] it is given, in the
-    /// frames' order).
+    /// follows the frames' ring positions and read requests this way).
     pub fn feed_observed<E: Emit>(
         &mut self,
         data: &[u8],
         origin: &Origin,
         out: &mut E,
-        mut observe: impl FnMut(&Frame<'_>, &mut Router<'_, E>),
+        mut observe: impl FnMut(&Frame<'_>),
     ) -> Result<(), StreamError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
@@ -73,15 +71,7 @@ impl FrameStream {
         let clock = &mut self.clock;
         let res = self.decoder.feed(data, |f| {
             *frames += 1;
-            observe(
-                &f,
-                &mut Router {
-                    lines: &mut *lines,
-                    clock: &mut *clock,
-                    origin,
-                    out: &mut *out,
-                },
-            );
+            observe(&f);
             route(f, origin, lines, clock, out);
         });
         // Follow frame boundaries up to the frame being decoded (the bad
