@@ -241,3 +241,55 @@ fn requests_served_after_the_program_reconnected_are_not_read_twice() {
         file.len()
     );
 }
+
+/// A sink stopped (SIGTERM) while a live program's requests wait in its
+/// socket serves them all before it goes: the program counts what it asked
+/// for as the sink's, and exits later without waiting for answers. Here
+/// the sink is paused while the program asks for 30 MB of a 64 MiB ring,
+/// then stopped; the program exits with no sink.
+#[test]
+fn a_stopping_sink_serves_every_request_it_was_handed() {
+    let Some(py) = common::python3() else {
+        return;
+    };
+    let dir = common::kids::tmpdir("direct", "stopping");
+    let sock = dir.join("s");
+    let out = dir.join("out");
+    let sink = SinkProc::start_with_args(&[], &sock, &["--spool", "off"]);
+    let mut p = Command::new(py)
+        .args([
+            "-c",
+            "import os, time\n\
+             line = b'y' * 99 + b'\\n'\n\
+             os.write(1, line); time.sleep(0.5)\n\
+             for i in range(30000):\n    os.write(1, line * 10)\n\
+             time.sleep(3)\n",
+        ])
+        .env("LD_PRELOAD", common::so_path())
+        .env("LLT_TARGET", format!("socket:{}", sock.display()))
+        .env_remove("LLT_FORMAT")
+        .env("LLT_TAP_INTO", "1")
+        .env("LLT_SPOOL", "off")
+        .env("LLT_BUFFER_SIZE", "64M")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    kill(sink.child.id(), libc::SIGSTOP);
+    std::thread::sleep(std::time::Duration::from_millis(2000));
+    kill(sink.child.id(), libc::SIGCONT);
+    kill(sink.child.id(), libc::SIGTERM);
+    let (st, sout, err) = sink.finish();
+    assert!(st.success(), "sink: {err}");
+    assert!(p.wait().unwrap().success());
+    let file = std::fs::read(&out).unwrap();
+    assert_eq!(file.len(), 300_001 * 100, "the program's own file");
+    let got = delivered(&sout);
+    assert!(
+        got == file,
+        "the stopping sink delivered {} of the {} bytes the program had asked it to read (it said: {err})",
+        got.len(),
+        file.len()
+    );
+}

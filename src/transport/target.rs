@@ -12,7 +12,7 @@
 //! connection (the sink discards the unfinished copy). Records are released
 //! only once every frame that carries them has gone out.
 
-use super::asks::{Asks, Heard};
+use super::asks::{Asks, Heard, ASKED_MAX};
 use super::{restore_drops, ring, take_drops, try_lock_drain, unlock_drain, urgent};
 use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
@@ -88,6 +88,8 @@ struct Conn {
     attach_sent: usize,
     /// The attach went out: every frame from here on is version 2.
     v2: bool,
+    /// The sink's hello said it reads rings itself.
+    reads: bool,
     /// Read requests, once the sink reads the ring itself.
     asks: Asks,
     /// When the last one was prepared (ms).
@@ -184,6 +186,7 @@ impl Conn {
             attach_len: 0,
             attach_sent: 0,
             v2: false,
+            reads: false,
             asks: Asks::new(),
             asked_at: 0,
         }
@@ -355,6 +358,7 @@ fn unlink_ring() {
     ATTACHED.store(false, SeqCst);
     c.token = 0;
     c.greet = G_NONE;
+    c.reads = false;
     c.v2 = false;
     c.attach_len = 0;
     c.attach_sent = 0;
@@ -809,6 +813,17 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
                         sys::recv(fd, &mut buf, libc::MSG_DONTWAIT);
                         c.token = h.token;
                         c.greet = G_FOUND;
+                        // A sink that reads rings itself says so in the same
+                        // write: then it is worth a moment's wait for its
+                        // `Reading` after the attach.
+                        let mut m = [0u8; lay::SINK_MSG_LEN];
+                        let k = sys::recv(fd, &mut m, libc::MSG_PEEK | libc::MSG_DONTWAIT);
+                        if k == m.len() as isize
+                            && lay::SinkMsg::parse(&m) == Some(lay::SinkMsg::Reads)
+                        {
+                            sys::recv(fd, &mut m, libc::MSG_DONTWAIT);
+                            c.reads = true;
+                        }
                     }
                     None => c.greet = G_NONE,
                 }
@@ -880,11 +895,11 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
     c.v2 = true;
     ATTACHED.store(true, SeqCst);
     crate::debug(&[b"the sink holds the buffer (shared ring attached)"]);
-    if !inline {
+    if !inline && c.reads {
         // A sink that reads rings itself says so as soon as it has taken
         // this one: a moment's wait for that word (on the consumer thread
-        // only; a sink of an older version costs it once per connection)
-        // saves sending the bytes queued meanwhile.
+        // only, and only for a sink that said it would) saves sending the
+        // bytes queued meanwhile.
         let mut p = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -1513,7 +1528,16 @@ fn ask(fd: i32) -> Outcome {
         // the next request starts where the last one ended.
         let from = c.asks.last().unwrap_or_else(|| r.tail());
         let mut end = from;
-        while let Some(rec) = r.peek(end) {
+        // A request covers at most a sixteenth of the ring (or
+        // `high_water`, if more): the sink answers a request once it has
+        // read, delivered and written all of it, and writers waiting for
+        // room take a long silence for a stalled sink (a request for a
+        // full 8 MiB ring kept them waiting 80 ms and more, and they
+        // dropped). `ASKED_MAX` of them still cover the whole ring, so a
+        // sink that stops serves all of it before it goes.
+        let most = super::high_water().max(r.capacity() as u64 / ASKED_MAX as u64);
+        while end - from < most {
+            let Some(rec) = r.peek(end) else { break };
             end = r.past_pads(rec.next);
         }
         // Batched as frames are: a request per linger, unless the backlog

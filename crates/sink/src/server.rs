@@ -703,7 +703,7 @@ impl<E: Emit> Server<E> {
                 if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
                     c.queued = false;
                 }
-                match self.service(i, READS_PER_TURN) {
+                match self.service(i, READS_PER_TURN, SERVE_PER_TURN) {
                     Served::More => {
                         if let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) {
                             c.queued = true;
@@ -931,7 +931,14 @@ impl<E: Emit> Server<E> {
         // socket's buffer always has room for 12 bytes; if not, or if the
         // peer is gone, the connection simply goes on without a ring.
         let token = self.tokens.fresh();
-        let hello = logtap_wire::ring::Hello { token }.to_bytes();
+        // The hello and, in the same write, word that this sink reads rings
+        // itself (a library that knows it waits a moment for `Reading`
+        // after its attach; an older one reads only the hello).
+        let mut hello = [0u8; logtap_wire::ring::HELLO_LEN + logtap_wire::ring::SINK_MSG_LEN];
+        hello[..logtap_wire::ring::HELLO_LEN]
+            .copy_from_slice(&logtap_wire::ring::Hello { token }.to_bytes());
+        hello[logtap_wire::ring::HELLO_LEN..]
+            .copy_from_slice(&logtap_wire::ring::SinkMsg::Reads.to_bytes());
         let _ = std::io::Write::write(&mut &stream, &hello);
         self.conns[i] = Some(Conn {
             stream,
@@ -1106,12 +1113,12 @@ impl<E: Emit> Server<E> {
     }
 
     /// Reads and decodes up to `reads` buffers from connection `i`.
-    fn service(&mut self, i: usize, reads: usize) -> Served {
+    fn service(&mut self, i: usize, reads: usize, serve_budget: u64) -> Served {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
             return Served::Drained;
         };
         let mut fds = Vec::new();
-        let mut serve_left = SERVE_PER_TURN;
+        let mut serve_left = serve_budget;
         if conn.link.asked() {
             // Requests left from the last turn first, before anything
             // read after them.
@@ -1264,6 +1271,17 @@ impl<E: Emit> Server<E> {
         }
         for note in conn.link.notes.drain(..) {
             self.complaints.say(&conn.cred, &note);
+        }
+        // Requests still waiting (served a slice per turn) are served and
+        // answered now: the program counts them as the sink's.
+        if conn.link.asked() {
+            let origin = Origin::peer(self.clock.now(), conn.pid, conn.cred.uid);
+            conn.link.serve(
+                &mut conn.frames.router(&origin, &mut self.out),
+                &mut self.ring_buf,
+                u64::MAX,
+            );
+            let _ = answer(&conn.stream, &mut conn.link);
         }
         // A ring still this connection's: read now what the program wrote
         // and never sent, or wait for the program's end.
@@ -1630,7 +1648,9 @@ impl<E: Emit> Server<E> {
             if self.conns[i].is_none() {
                 continue;
             }
-            let why = match self.service(i, READS_AT_SHUTDOWN) {
+            // Stopping: every request read is served whole (its program
+            // counts it as the sink's and may exit without waiting).
+            let why = match self.service(i, READS_AT_SHUTDOWN, u64::MAX) {
                 Served::OutputFailed => return self.output_error(),
                 Served::Closed(why) => why,
                 Served::OverBudget(per_uid) => {

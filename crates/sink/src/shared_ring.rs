@@ -968,12 +968,12 @@ pub fn recover<E: Emit>(
     let mut to = frames.router(origin, out);
     r.stopped = match head {
         Err(err) => Some(format!("reading the head: {err}")),
-        Ok(head) if head < e.pos.pos || head - e.pos.pos > e.ring.cap => Some(format!(
+        Ok(head) if head < from.pos || head - from.pos > e.ring.cap => Some(format!(
             "head {head} is not within a capacity ({}) after the last position received ({})",
-            e.ring.cap, e.pos.pos
+            e.ring.cap, from.pos
         )),
         Ok(head) => {
-            r.span = head - e.pos.pos;
+            r.span = head - from.pos;
             walk(
                 &e.ring,
                 from,

@@ -53,7 +53,8 @@ fn send(sink: &Sink, bytes: &[u8]) -> UnixStream {
 fn closed_by_sink(s: &mut UnixStream) -> bool {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut b = [0u8; 16];
-    // The sink's hello (12 bytes) comes first.
+    // The sink's hello (12 bytes, and its 16-byte word that it reads
+    // rings) comes first.
     let mut got = 0;
     loop {
         // ECONNRESET when the sink closed with our bytes still unread.
@@ -62,7 +63,7 @@ fn closed_by_sink(s: &mut UnixStream) -> bool {
             Err(e) => return e.kind() == std::io::ErrorKind::ConnectionReset,
             Ok(n) => {
                 got += n;
-                if got > logtap_wire::ring::HELLO_LEN {
+                if got > logtap_wire::ring::HELLO_LEN + logtap_wire::ring::SINK_MSG_LEN {
                     return false;
                 }
             }

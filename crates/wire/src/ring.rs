@@ -183,6 +183,11 @@ pub const SPOOL_MODE: u32 = 0o1733;
 /// older one) leaves them in its receive queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SinkMsg {
+    /// Sent with the [`Hello`], in the same write: this sink reads a ring
+    /// itself once it has taken one (so the library may wait a moment for
+    /// [`SinkMsg::Reading`] after its attach frame; a sink that does not
+    /// send this never says `Reading`).
+    Reads,
     /// The sink took the ring of the connection's attach frame and reads
     /// it itself: the library may send [`crate::VERSION_READ`] requests
     /// instead of the bytes from now on (version-2 frames stay valid).
@@ -200,6 +205,7 @@ impl SinkMsg {
     pub fn to_bytes(self) -> [u8; SINK_MSG_LEN] {
         let (kind, value) = match self {
             SinkMsg::Reading => (1u8, 0u64),
+            SinkMsg::Reads => (3, 0),
             SinkMsg::Read(p) => (2, p),
         };
         let mut b = [0u8; SINK_MSG_LEN];
@@ -217,6 +223,7 @@ impl SinkMsg {
         let value = u64::from_ne_bytes(b[8..].try_into().expect("8 bytes"));
         match b[3] {
             1 if value == 0 => Some(SinkMsg::Reading),
+            3 if value == 0 => Some(SinkMsg::Reads),
             2 => Some(SinkMsg::Read(value)),
             _ => None,
         }

@@ -255,6 +255,10 @@ impl Client {
         let mut b = [0u8; lr::HELLO_LEN];
         sock.read_exact(&mut b).expect("the sink's hello");
         let token = lr::Hello::parse(&b).expect("a valid hello").token;
+        let mut m = [0u8; lr::SINK_MSG_LEN];
+        sock.read_exact(&mut m)
+            .expect("the sink's word that it reads rings");
+        assert_eq!(lr::SinkMsg::parse(&m), Some(lr::SinkMsg::Reads));
         Client { sock, token }
     }
 
