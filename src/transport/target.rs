@@ -1528,14 +1528,15 @@ fn ask(fd: i32) -> Outcome {
         // the next request starts where the last one ended.
         let from = c.asks.last().unwrap_or_else(|| r.tail());
         let mut end = from;
-        // A request covers at most a sixteenth of the ring (or
+        // A request covers at most a quarter of the ring (or
         // `high_water`, if more): the sink answers a request once it has
         // read, delivered and written all of it, and writers waiting for
         // room take a long silence for a stalled sink (a request for a
         // full 8 MiB ring kept them waiting 80 ms and more, and they
-        // dropped). `ASKED_MAX` of them still cover the whole ring, so a
+        // dropped); a smaller bound meant more round trips, each a wait
+        // for writers of a full ring. `ASKED_MAX` of them cover the ring, so a
         // sink that stops serves all of it before it goes.
-        let most = super::high_water().max(r.capacity() as u64 / ASKED_MAX as u64);
+        let most = super::high_water().max(r.capacity() as u64 / 4);
         while end - from < most {
             let Some(rec) = r.peek(end) else { break };
             end = r.past_pads(rec.next);
