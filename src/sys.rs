@@ -349,6 +349,18 @@ pub fn sealed_memfd(name: &core::ffi::CStr, size: usize) -> c_int {
     }
 }
 
+/// Waits up to `ms` for `events` on `fd` (one `poll`; its result is not
+/// needed: the caller tries the fd again either way).
+pub fn poll_one(fd: c_int, events: libc::c_short, ms: c_int) {
+    let mut p = libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; poll is not hooked.
+    unsafe { libc::poll(&mut p, 1, ms) };
+}
+
 /// `recv` as a raw system call (`recvfrom` with no address).
 pub fn recv(fd: c_int, buf: &mut [u8], flags: c_int) -> isize {
     // SAFETY: `buf` is writable for its length; no address is asked for.

@@ -11,6 +11,17 @@ mod common;
 
 use common::kids::{json_lines, kill, SinkProc};
 
+/// The library tapping stdout to the socket `sock`, with no spool.
+fn tapped_env(sock: &Path) -> Vec<(String, String)> {
+    vec![
+        ("LD_PRELOAD".into(), common::so_path().display().to_string()),
+        ("LLT_TARGET".into(), format!("socket:{}", sock.display())),
+        ("LLT_FORMAT".into(), "logtap".into()),
+        ("LLT_TAP_INTO".into(), "1".into()),
+        ("LLT_SPOOL".into(), "off".into()),
+    ]
+}
+
 /// The sink's lines of the (one) program's stdout, each with its newline.
 fn delivered(out: &[u8]) -> Vec<u8> {
     let mut got = Vec::new();
@@ -49,11 +60,7 @@ fn run_python(dir: &Path, sock: &Path, out: &Path, lines: u32) -> u64 {
     .arg(&trace)
     .arg(py)
     .args(["-c", PROGRAM, &lines.to_string()])
-    .env("LD_PRELOAD", common::so_path())
-    .env("LLT_TARGET", format!("socket:{}", sock.display()))
-    .env_remove("LLT_FORMAT")
-    .env("LLT_TAP_INTO", "1")
-    .env("LLT_SPOOL", "off")
+    .envs(tapped_env(sock))
     .stdin(Stdio::null())
     .stdout(std::fs::File::create(out).unwrap());
     let o = c.output().unwrap();
@@ -162,11 +169,7 @@ fn a_small_ring_with_a_long_linger_still_delivers_a_burst_whole() {
     let t = std::time::Instant::now();
     let st = Command::new(common::kids::stress("direct"))
         .args(["lines", "200000"])
-        .env("LD_PRELOAD", common::so_path())
-        .env("LLT_TARGET", format!("socket:{}", sock.display()))
-        .env_remove("LLT_FORMAT")
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_SPOOL", "off")
+        .envs(tapped_env(&sock))
         .env("LLT_BUFFER_SIZE", "64K")
         .env("LLT_FLUSH_MS", "100")
         .stdin(Stdio::null())
@@ -211,11 +214,7 @@ fn requests_served_after_the_program_reconnected_are_not_read_twice() {
     let prog = common::c_program("reconnect", common::CVariant::Plain);
     let mut p = Command::new(prog)
         .args(["400", "300", "1500"])
-        .env("LD_PRELOAD", common::so_path())
-        .env("LLT_TARGET", format!("socket:{}", sock.display()))
-        .env_remove("LLT_FORMAT")
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_SPOOL", "off")
+        .envs(tapped_env(&sock))
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())
         .spawn()
@@ -265,11 +264,7 @@ fn a_stopping_sink_serves_every_request_it_was_handed() {
              for i in range(30000):\n    os.write(1, line * 10)\n\
              time.sleep(3)\n",
         ])
-        .env("LD_PRELOAD", common::so_path())
-        .env("LLT_TARGET", format!("socket:{}", sock.display()))
-        .env_remove("LLT_FORMAT")
-        .env("LLT_TAP_INTO", "1")
-        .env("LLT_SPOOL", "off")
+        .envs(tapped_env(&sock))
         .env("LLT_BUFFER_SIZE", "64M")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out).unwrap())

@@ -823,13 +823,7 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
                 }
             }
             target::Outcome::Blocked(fd) => {
-                let mut p = libc::pollfd {
-                    fd,
-                    events: libc::POLLOUT,
-                    revents: 0,
-                };
-                // SAFETY: one valid pollfd; poll is not hooked.
-                unsafe { libc::poll(&mut p, 1, 100) };
+                sys::poll_one(fd, libc::POLLOUT, 100);
             }
             // Sleep until the next attempt is due, exit or not: a flush
             // that wants an attempt now wakes us (and asks for it).
@@ -839,11 +833,6 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
             // The sink reads what was asked for: wait for its answer,
             // which frees room (a flush in progress asks for more sooner).
             target::Outcome::Awaiting(fd) => {
-                let mut p = libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
                 // Writers cannot wake a poll: what they commit meanwhile is
                 // asked for at the answer or after this long (a linger's).
                 let ms = if urgent() {
@@ -851,8 +840,7 @@ extern "C" fn consumer_main(_: *mut libc::c_void) -> *mut libc::c_void {
                 } else {
                     flush_ms.clamp(1, 100) as i32
                 };
-                // SAFETY: one valid pollfd; poll is not hooked.
-                unsafe { libc::poll(&mut p, 1, ms) };
+                sys::poll_one(fd, libc::POLLIN, ms);
             }
         }
     }
@@ -997,10 +985,13 @@ pub fn hand_off_before_child() {
     }
     let _e = sys::ErrnoGuard::new();
     // Promptly: a sink that reads the ring is asked at once, not at the
-    // end of a linger.
-    URGENT.store(true, Relaxed);
+    // end of a linger. (Left set when an exit or exec flush on another
+    // thread had set it.)
+    let was = URGENT.swap(true, Relaxed);
     hand_off();
-    URGENT.store(false, Relaxed);
+    if !was {
+        URGENT.store(false, Relaxed);
+    }
 }
 
 fn hand_off() {

@@ -10,9 +10,11 @@
 //! inside the same frame, built from the same records; when the connection
 //! is lost mid-frame, that frame is sent again whole on the next
 //! connection (the sink discards the unfinished copy). Records are released
-//! only once every frame that carries them has gone out.
+//! only once every frame that carries them has gone out. With a sink that
+//! reads the ring itself (`asks`), small read requests replace the frames,
+//! and records are released when the sink answers.
 
-use super::asks::{Asks, Heard, ASKED_MAX};
+use super::asks::{Asks, Heard};
 use super::{restore_drops, ring, take_drops, try_lock_drain, unlock_drain, urgent};
 use crate::config::{self, Format, TargetKind};
 use crate::ring::Record;
@@ -788,13 +790,7 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
         // only, never a program thread) lets the ring be attached before
         // the first frame, and an older sink costs this once per
         // connection.
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; poll is not hooked.
-        unsafe { libc::poll(&mut p, 1, HELLO_WAIT_MS) };
+        sys::poll_one(fd, libc::POLLIN, HELLO_WAIT_MS);
     }
     if c.greet == G_LOOKING {
         let mut buf = [0u8; lay::HELLO_LEN];
@@ -900,13 +896,7 @@ fn ring_link(fd: i32, inline: bool) -> Option<Outcome> {
         // this one: a moment's wait for that word (on the consumer thread
         // only, and only for a sink that said it would) saves sending the
         // bytes queued meanwhile.
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; poll is not hooked.
-        unsafe { libc::poll(&mut p, 1, HELLO_WAIT_MS) };
+        sys::poll_one(fd, libc::POLLIN, HELLO_WAIT_MS);
     }
     None
 }
@@ -1644,13 +1634,7 @@ fn send_pantavisor(b: &mut Batch) -> Result<(), Outcome> {
                     first += skip_iov(&mut b.iov[first..end], n);
                 }
                 Err(e) if e == libc::EAGAIN || e == libc::EINTR => {
-                    let mut p = libc::pollfd {
-                        fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut p, 1, 5) };
+                    sys::poll_one(fd, libc::POLLOUT, 5);
                     tries += 1;
                 }
                 Err(_) => break,

@@ -305,6 +305,35 @@ fn feed_conn<E: Emit>(
     res
 }
 
+/// Serves a connection's waiting read requests within what is `left` of
+/// the turn's budget (a request may name up to a whole ring, and the other
+/// connections must get their turn) and answers them. `Some` when the
+/// service must end here: the connection broke, the output failed, or
+/// requests remain for the next turn.
+fn serve_requests<E: Emit>(
+    conn: &mut Conn,
+    origin: &Origin,
+    out: &mut E,
+    ring_buf: &mut Vec<u8>,
+    left: &mut u64,
+) -> Option<Served> {
+    let (more, read) = conn
+        .link
+        .serve(&mut conn.frames.router(origin, out), ring_buf, *left);
+    *left = left.saturating_sub(read);
+    if answer(&conn.stream, &mut conn.link).is_err() {
+        conn.link.broken = Some("does not read the sink's answers to its read requests".into());
+    }
+    if let Some(why) = conn.link.broken.take() {
+        warn!("connection from pid {}: {why}; closing", Pid(conn.pid));
+        return Some(Served::Closed(Why::BadFrame));
+    }
+    if out.failed() {
+        return Some(Served::OutputFailed);
+    }
+    more.then_some(Served::More)
+}
+
 /// Sends the program the link's messages (see `logtap_wire::ring::SinkMsg`).
 /// Err: its socket is full, so it does not read them; a program already
 /// gone is no error.
@@ -1123,25 +1152,15 @@ impl<E: Emit> Server<E> {
             // Requests left from the last turn first, before anything
             // read after them.
             let origin = Origin::peer(self.clock.now(), conn.pid, conn.cred.uid);
-            let (more, read) = conn.link.serve(
-                &mut conn.frames.router(&origin, &mut self.out),
+            let served = serve_requests(
+                conn,
+                &origin,
+                &mut self.out,
                 &mut self.ring_buf,
-                serve_left,
+                &mut serve_left,
             );
-            serve_left = serve_left.saturating_sub(read);
-            if answer(&conn.stream, &mut conn.link).is_err() {
-                conn.link.broken =
-                    Some("does not read the sink's answers to its read requests".into());
-            }
-            if let Some(why) = conn.link.broken.take() {
-                warn!("connection from pid {}: {why}; closing", Pid(conn.pid));
-                return Served::Closed(Why::BadFrame);
-            }
-            if self.out.failed() {
-                return Served::OutputFailed;
-            }
-            if more {
-                return Served::More;
+            if let Some(s) = served {
+                return s;
             }
         }
         for _ in 0..reads {
@@ -1165,30 +1184,16 @@ impl<E: Emit> Server<E> {
                         self.complaints.say(&conn.cred, &note);
                     }
                     // The read requests this read brought, within the
-                    // turn's budget: a request may name up to a whole
-                    // ring, and the other connections must get their turn.
-                    let (more, read) = conn.link.serve(
-                        &mut conn.frames.router(&origin, &mut self.out),
+                    // turn's budget.
+                    let served = serve_requests(
+                        conn,
+                        &origin,
+                        &mut self.out,
                         &mut self.ring_buf,
-                        serve_left,
+                        &mut serve_left,
                     );
-                    serve_left = serve_left.saturating_sub(read);
-                    if answer(&conn.stream, &mut conn.link).is_err() {
-                        conn.link.broken =
-                            Some("does not read the sink's answers to its read requests".into());
-                    }
-                    if let Some(why) = conn.link.broken.take() {
-                        warn!("connection from pid {}: {why}; closing", Pid(conn.pid));
-                        return Served::Closed(Why::BadFrame);
-                    }
-                    if self.out.failed() {
-                        return Served::OutputFailed;
-                    }
-                    if more {
-                        return Served::More;
-                    }
-                    if self.out.failed() {
-                        return Served::OutputFailed;
+                    if let Some(s) = served {
+                        return s;
                     }
                     if let Err(e) = res {
                         warn!(

@@ -1,8 +1,9 @@
 //! The sink's side of the shared ring (`logtap_wire::ring`): the greeting,
 //! receiving the program's memfd with `SCM_RIGHTS`, following the ring
-//! positions of its version-2 frames, and, when the connection ends with
-//! the ring still this connection's, reading what the program wrote but
-//! never sent.
+//! positions of its version-2 frames, serving its read requests (the
+//! records read from the ring instead of the socket while it runs), and,
+//! when the connection ends with the ring still this connection's,
+//! reading what the program wrote but never sent.
 //!
 //! Everything in the memfd is a claim of a process that may be hostile and
 //! may change it at any moment. The sink never maps it: it reads the
